@@ -1,0 +1,61 @@
+"""Decode once: every image of the manifest, resized, in one uint8 array on disk (memory-mapped when read).
+
+The array is keyed by the manifest's content and the image size, so it is rebuilt exactly when either changes.
+Rows follow the manifest's order, so row i is record i.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from smallvision.data.images import load_resized
+
+
+def manifest_digest(manifest_file: Path) -> str:
+    """Content hash of a manifest: identifies the exact images, labels and split."""
+    return hashlib.sha256(Path(manifest_file).read_bytes()).hexdigest()
+
+
+def _load(args: tuple[str, int]) -> np.ndarray:
+    path, size = args
+    return load_resized(Path(path), size)
+
+
+def image_array(
+    files: list[Path], size: int, cache_dir: Path, key: str, workers: int | None = None, progress: bool = True
+) -> np.ndarray:
+    """The (N, size, size, 3) uint8 array of `files`, built once in `cache_dir` and memory-mapped afterwards.
+
+    `key` identifies the file list (the manifest digest). The array is written to a temporary file and renamed,
+    so an interrupted build never leaves a file that looks complete.
+    """
+    cache_dir = Path(cache_dir)
+    target = cache_dir / f"images-{key[:16]}-{size}px.npy"
+    if target.exists():
+        return np.load(target, mmap_mode="r")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), size, size, 3))
+    workers = workers or os.cpu_count() or 1
+    jobs = [(str(f), size) for f in files]
+    bar = tqdm(total=len(files), desc=f"decoding images at {size}px (once)", disable=not progress, unit="img")
+    if workers > 1 and len(files) > 64:
+        with ProcessPoolExecutor(workers) as pool:
+            for i, img in enumerate(pool.map(_load, jobs, chunksize=32)):
+                out[i] = img
+                bar.update()
+    else:
+        for i, job in enumerate(jobs):
+            out[i] = _load(job)
+            bar.update()
+    bar.close()
+    out.flush()
+    del out
+    os.replace(tmp, target)
+    return np.load(target, mmap_mode="r")

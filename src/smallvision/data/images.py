@@ -1,0 +1,121 @@
+"""Decode one image file into RGB, the same way for validation (split), caching and prediction.
+
+Every foreseeable problem raises `BadImageError` with a short, stable `reason` string that
+the split report shows next to the file ("empty file", "not an image", ...).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from smallvision.errors import DataError
+
+# Compared case-insensitively; everything else in a data tree is reported as "not an image".
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+# Pillow's own decompression-bomb threshold (about 89 megapixels). Pillow additionally refuses
+# anything above twice its global limit while opening, whatever this parameter says.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+_BACKGROUND = (255, 255, 255)  # transparent pixels are composited on white, as a viewer shows them
+
+
+class BadImageError(DataError):
+    """An image file that cannot be used. `reason` is the short text shown in the split report."""
+
+    def __init__(self, reason: str, path: Path | str | None = None) -> None:
+        self.reason = reason
+        self.path = path
+        super().__init__(f"{path}: {reason}" if path is not None else reason)
+
+
+def is_image_name(name: str) -> bool:
+    """Whether a file name has one of IMAGE_EXTENSIONS (any letter case)."""
+    return Path(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def load_rgb(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Fully decode `path` into an upright RGB image (EXIF orientation applied, first frame only)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise BadImageError(f"cannot be read ({err.strerror or err})", path) from err
+    try:
+        return decode_rgb(data, max_pixels)
+    except BadImageError as err:
+        raise BadImageError(err.reason, path) from err
+
+
+def load_resized(path: Path | str, size: int, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """`load_rgb`, then a bilinear resize to exactly size x size (aspect not kept, like Keras target_size)."""
+    img = load_rgb(path, max_pixels).resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def decode_rgb(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode image bytes; see `load_rgb`. Raises BadImageError with a short reason."""
+    if not data:
+        raise BadImageError("empty file")
+    with warnings.catch_warnings():
+        # our own pixel limit below gives the reason; Pillow's warning would only add noise
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as err:
+            raise BadImageError("too large (decompression bomb)") from err
+        except UnidentifiedImageError as err:
+            raise BadImageError("not an image") from err
+        except Exception as err:  # noqa: BLE001 - Pillow raises many types for broken headers
+            raise BadImageError("does not decode (corrupt header)") from err
+        with img:
+            pixels = img.width * img.height
+            if max_pixels is not None and pixels > max_pixels:
+                raise BadImageError(f"too large ({img.width}x{img.height} pixels, limit {max_pixels})")
+            try:
+                img.seek(0)  # animated GIF/WebP/multi-page TIFF: the first frame
+                img.load()
+            except Exception as err:  # noqa: BLE001 - truncated/corrupt data surfaces as OSError, SyntaxError, ...
+                raise BadImageError("does not decode (truncated or corrupt)") from err
+            return _to_rgb(_upright(img))
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation tag. A broken EXIF block keeps the stored orientation."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - malformed EXIF must not make a decodable photo unusable
+        return img.copy()
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB: alpha composited on white, 16/32-bit and float scaled to 8 bits."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _BACKGROUND + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode.startswith("I") or mode == "F":
+        return Image.fromarray(_to_uint8(np.asarray(img)), mode="L").convert("RGB")
+    try:
+        return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, ...
+    except (ValueError, OSError) as err:
+        raise BadImageError(f"unsupported colour mode {mode}") from err
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Scale a single-channel integer or float array to uint8 by its nominal range."""
+    if arr.dtype.kind == "f":
+        top = 1.0 if float(np.nanmax(arr, initial=0.0)) <= 1.0 else 255.0
+        return np.clip(np.nan_to_num(arr) / top * 255.0, 0, 255).astype(np.uint8)
+    if arr.dtype.itemsize == 1 or (arr.dtype.itemsize == 4 and int(arr.max(initial=0)) <= 255):
+        return np.clip(arr, 0, 255).astype(np.uint8)  # 8-bit values stored in a wider type
+    # 16-bit samples (Pillow's I;16 for 16-bit PNG/TIFF, or I holding them): keep the high byte
+    return (np.clip(arr.astype(np.int64), 0, 65535) >> 8).astype(np.uint8)

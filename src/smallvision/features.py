@@ -1,0 +1,91 @@
+"""Feature extraction: run the frozen pretrained base once over every image, cache the pooled features.
+
+The cache file is keyed by everything that changes the features: backbone name and weight source, image
+size, pooling and the manifest's content. Under DDP each rank extracts a disjoint shard and the features
+are gathered back in manifest order, no duplicates, no gaps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from smallvision.data.datamodule import ArrayDataset, ShardSampler
+from smallvision.models.backbones import extract_features, pool_features
+
+
+def features_key(backbone_cfg: dict, image_size: int, pool: str, manifest_digest: str) -> str:
+    ident = {"timm_name": backbone_cfg["timm_name"], "weights": backbone_cfg.get("weights"),
+             "image_size": image_size, "pool": pool, "manifest": manifest_digest}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def features_path(cache_dir: Path, backbone_name: str, key: str) -> Path:
+    return Path(cache_dir) / backbone_name / f"features-{key}.npy"
+
+
+class FeatureExtractor(L.LightningModule):
+    """Frozen base in eval mode; predict_step returns pooled features with their row index."""
+
+    def __init__(self, base: torch.nn.Module, pool: str, mean, std, channels_last: bool) -> None:
+        super().__init__()
+        self.base = base.eval()
+        self.pool = pool
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255, persistent=False)
+        self.channels_last = channels_last
+        if channels_last:
+            self.base = self.base.to(memory_format=torch.channels_last)
+        self.parts: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.result: np.ndarray | None = None
+
+    def predict_step(self, batch, batch_idx: int):
+        x, _, idx = batch
+        x = (x.permute(0, 3, 1, 2).float() - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        feats = pool_features(extract_features(self.base, x), self.pool).float()
+        self.parts.append((idx, feats.half()))
+
+    def on_predict_epoch_end(self) -> None:
+        idx = torch.cat([p[0] for p in self.parts]).to(self.device)
+        feats = torch.cat([p[1] for p in self.parts]).to(self.device)
+        self.parts = []
+        if self.trainer.world_size > 1:  # pad shards to one length, gather, drop padding
+            longest = int(self.all_gather(torch.tensor(len(idx), device=self.device)).max())
+            pad = longest - len(idx)
+            idx = torch.cat([idx, torch.full((pad,), -1, dtype=idx.dtype, device=idx.device)])
+            feats = torch.cat([feats, feats.new_zeros((pad, feats.shape[1]))])
+            idx, feats = self.all_gather(idx).reshape(-1), self.all_gather(feats).reshape(-1, feats.shape[1])
+            keep = idx >= 0
+            idx, feats = idx[keep], feats[keep]
+        order = torch.argsort(idx)
+        if not torch.equal(idx[order].cpu(), torch.arange(len(idx))):
+            raise RuntimeError("feature extraction lost or duplicated images")  # a bug, never user error
+        self.result = feats[order].cpu().numpy()
+
+
+def cached_features(trainer: L.Trainer, extractor: FeatureExtractor, images: np.ndarray, target: Path,
+                    batch_size: int) -> np.ndarray:
+    """Features of every row of `images`, from `target` when cached, else extracted with `trainer` and cached."""
+    if target.exists():
+        return np.load(target)
+    ds = ArrayDataset(images, np.zeros(len(images), dtype=np.int64), np.arange(len(images)))
+    loader = DataLoader(ds, batch_size=batch_size,
+                        sampler=ShardSampler(len(ds), trainer.global_rank, trainer.world_size))
+    trainer.predict(extractor, dataloaders=loader, return_predictions=False)
+    feats = extractor.result
+    if trainer.is_global_zero:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, feats)
+        os.replace(tmp, target)
+    return feats

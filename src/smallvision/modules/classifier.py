@@ -1,0 +1,188 @@
+"""One LightningModule for every technique: a network, its input pipeline on the training device, exact metrics.
+
+- Inputs are uint8 NHWC images (decoded once) or cached feature vectors. Images are turned into float,
+  augmented as a whole batch (train only) and normalised on the device that trains, in channels_last layout.
+- Two classes: one logit + sigmoid (binary cross-entropy), as the book. C > 2 classes: C logits + softmax.
+- Validation and test results are gathered per sample by index from every rank, so each image is counted
+  exactly once under DDP; per-epoch train/val loss and accuracy go to `history`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from smallvision.data.augmentation import AffineConfig, random_affine
+from smallvision.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """How uint8 images become network input: optional batched augmentation, then (x/255 - mean) / std."""
+
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    augmentation: AffineConfig | None = None
+    channels_last: bool = False
+
+
+def make_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
+    """RMSprop with Keras' defaults (rho 0.9, eps 1e-7) unless overridden, or Adam / SGD."""
+    name, lr = cfg.get("name", "rmsprop"), cfg.get("lr")
+    if not isinstance(lr, (int, float)) or lr <= 0:
+        raise ConfigError(f"optimizer.lr={lr!r} must be a positive number")
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, alpha=cfg.get("alpha", 0.9), eps=cfg.get("eps", 1e-7))
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.get("momentum", 0.9))
+    raise ConfigError(f"optimizer.name={name!r} is unknown; use rmsprop, adam or sgd")
+
+
+class ClassifierModule(L.LightningModule):
+    def __init__(self, net: nn.Module, num_classes: int, optimizer: dict, image_input: ImageInput | None,
+                 frozen: list[nn.Module] = (), seed: int = 0, spec: dict | None = None) -> None:
+        super().__init__()
+        # `spec` (plain types) says how to rebuild `net`; it is what checkpoints carry besides weights
+        self.save_hyperparameters({"spec": spec or {}, "optimizer": optimizer, "num_classes": num_classes})
+        self.net = net
+        self.num_classes = num_classes
+        self.optimizer_cfg = optimizer
+        self.image_input = image_input
+        self.frozen = list(frozen)
+        self.seed = seed
+        self.history: list[dict] = []
+        self.test_results: dict | None = None
+        self._train_sums = torch.zeros(3)  # loss sum, correct, count
+        self._eval_outputs: list[dict[str, torch.Tensor]] = []
+        self._aug_generator: torch.Generator | None = None
+        if image_input is not None and image_input.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+
+    # -- frozen parts stay in eval mode: weights and BatchNorm statistics never change
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for module in self.frozen:
+            module.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    # -- input pipeline, on the training device
+    def _generator(self) -> torch.Generator:
+        if self._aug_generator is None or self._aug_generator.device != self.device:
+            # per-rank seed: different augmentations on each rank, reproducible overall
+            self._aug_generator = torch.Generator(device=self.device)
+            self._aug_generator.manual_seed(self.seed * 1000 + self.global_rank)
+        return self._aug_generator
+
+    def prepare_images(self, x: torch.Tensor, train: bool) -> torch.Tensor:
+        """uint8 (N, H, W, 3) -> normalised float (N, 3, H, W); augmented when training."""
+        spec = self.image_input
+        x = x.permute(0, 3, 1, 2).float()
+        if train and spec.augmentation is not None and not spec.augmentation.is_identity:
+            x = random_affine(x, spec.augmentation, generator=self._generator())
+        mean = torch.tensor(spec.mean, device=x.device).view(1, 3, 1, 1) * 255
+        std = torch.tensor(spec.std, device=x.device).view(1, 3, 1, 1) * 255
+        x = (x - mean) / std
+        if spec.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        x, y, idx = batch
+        if self.image_input is not None:
+            x = self.prepare_images(x, train=self.trainer.training)
+        else:
+            x = x.float()
+        return x, y, idx
+
+    # -- loss and predictions
+    def _losses(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-sample loss, predicted class, and the probability the network gives its predicted class."""
+        logits = logits.float()
+        if self.num_classes == 2:
+            z = logits.squeeze(1)
+            loss = F.binary_cross_entropy_with_logits(z, y.float(), reduction="none")
+            p1 = torch.sigmoid(z)
+            pred = (p1 > 0.5).long()
+            return loss, pred, torch.where(pred == 1, p1, 1 - p1)
+        loss = F.cross_entropy(logits, y, reduction="none")
+        prob, pred = logits.softmax(1).max(1)
+        return loss, pred, prob
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y, _ = batch
+        loss, pred, _ = self._losses(self(x), y)
+        self._train_sums += torch.stack([loss.detach().sum().cpu(), (pred == y).sum().cpu().float(),
+                                         torch.tensor(float(len(y)))])
+        mean_loss = loss.mean()
+        self.log("train_loss_step", mean_loss, prog_bar=True, logger=False)
+        return mean_loss
+
+    def _eval_step(self, batch) -> None:
+        x, y, idx = batch
+        loss, pred, prob = self._losses(self(x), y)
+        self._eval_outputs.append({"idx": idx, "y": y, "pred": pred, "prob": prob, "loss": loss})
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def _gather_eval(self) -> dict[str, torch.Tensor]:
+        """Per-sample results of every rank, each sample once, in split order."""
+        local = {k: torch.cat([o[k] for o in self._eval_outputs]) for k in ("idx", "y", "pred", "prob", "loss")} \
+            if self._eval_outputs else {k: torch.zeros(0, device=self.device) for k in ("idx", "y", "pred", "prob", "loss")}
+        self._eval_outputs = []
+        if self.trainer.world_size == 1:
+            gathered = local
+        else:  # pad every shard to the same length (idx -1), all_gather, drop the padding
+            n = torch.tensor(len(local["idx"]), device=self.device)
+            longest = int(self.all_gather(n).max())
+            padded = {}
+            for k, v in local.items():
+                pad = torch.full((longest - len(v),), -1 if k == "idx" else 0, dtype=v.dtype, device=v.device)
+                padded[k] = self.all_gather(torch.cat([v, pad])).reshape(-1)
+            keep = padded["idx"] >= 0
+            gathered = {k: v[keep] for k, v in padded.items()}
+        order = torch.argsort(gathered["idx"])
+        return {k: v[order].cpu() for k, v in gathered.items()}
+
+    def _summary(self, r: dict[str, torch.Tensor]) -> dict[str, float]:
+        n = len(r["y"])
+        correct = int((r["pred"] == r["y"]).sum())
+        return {"loss": float(r["loss"].double().mean()) if n else float("nan"),
+                "acc": correct / n if n else float("nan"), "correct": correct, "n": n}
+
+    def on_validation_epoch_end(self) -> None:
+        val = self._summary(self._gather_eval())
+        if self.trainer.sanity_checking:
+            return
+        sums = self._train_sums.to(self.device)
+        if self.trainer.world_size > 1:
+            sums = self.all_gather(sums).sum(0)
+        self._train_sums = torch.zeros(3)
+        train_loss, train_acc = (float(sums[0] / sums[2]), float(sums[1] / sums[2])) if sums[2] > 0 else (float("nan"),) * 2
+        row = {"epoch": self.current_epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
+               "val_loss": val["loss"], "val_acc": val["acc"]}
+        self.history.append(row)
+        # identical on every rank after the gather, so no sync is needed
+        self.log_dict({k: v for k, v in row.items() if k != "epoch"}, prog_bar=True, sync_dist=False)
+
+    def on_test_epoch_end(self) -> None:
+        results = self._gather_eval()
+        self.test_results = {**self._summary(results), "samples": results}
+
+    def configure_optimizers(self):
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        if not params:
+            raise ConfigError("nothing to train: every parameter of the network is frozen")
+        return make_optimizer(params, self.optimizer_cfg)
