@@ -190,8 +190,8 @@ def test_each_sample_gets_its_own_transform():
 def test_flip_only_config_flips_about_half_exactly():
     x = torch.randint(0, 256, (64, 3, 10, 12), dtype=torch.uint8)
     y = random_affine(x, AffineConfig(horizontal_flip=True), generator=torch.Generator().manual_seed(0))
-    flipped = torch.stack([torch.equal(y[i], x[i].flip(-1)) for i in range(64)])
-    same = torch.stack([torch.equal(y[i], x[i]) for i in range(64)])
+    flipped = torch.tensor([torch.equal(y[i], x[i].flip(-1)) for i in range(64)])
+    same = torch.tensor([torch.equal(y[i], x[i]) for i in range(64)])
     assert torch.all(flipped | same) and 16 < flipped.sum() < 48
 
 

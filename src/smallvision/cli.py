@@ -60,7 +60,6 @@ def comparison_rows(models_dir: Path) -> list[dict]:
 
 def run_training(cfg: DictConfig, root: Path | None = None) -> dict:
     """Train cfg.technique into models/<technique>/ (or the sweep job's folder) and track it in MLflow."""
-    from lightning.pytorch.loggers import MLFlowLogger
     from lightning.pytorch.utilities import rank_zero_only
 
     from smallvision import tracking
@@ -91,9 +90,10 @@ def run_training(cfg: DictConfig, root: Path | None = None) -> dict:
             "git_commit": tracking.git_commit(root) or "unknown", "manifest": digest[:12]}
     tracker = tracking.StudyTracker(uri, c["logger"]["experiment_name"], study_key, study_name,
                                     tags={"dataset": tags["dataset"], "git_commit": tags["git_commit"]},
-                                    enabled=bool(c["logger"].get("enabled", True)) and is_zero)
+                                    enabled=bool(c["logger"].get("enabled", True)) and is_zero,
+                                    models_dir=p["models"])
     with tracker.technique_run(c["technique"], tracking.flatten(c), tags) as run_id:
-        logger = MLFlowLogger(tracking_uri=uri, run_id=run_id) if run_id else False
+        logger = tracking.lightning_logger(tracker, run_id) or False
         metrics = train_technique(c, paths, logger=logger, progress=c["trainer"].get("progress", True))
         if run_id:
             tracker.log_metrics(run_id, {k: float(v) for k, v in metrics.items()

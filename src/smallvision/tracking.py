@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -30,6 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus
+from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
 
@@ -49,12 +51,11 @@ ROLE_STUDY, ROLE_TECHNIQUE = "study", "technique"
 COMPARISON_FILE = "comparison.json"
 METRICS_FILE, HISTORY_FILE, CONFUSION_FILE = "metrics.json", "history.csv", "confusion.json"
 
-_REASON_CHARS = 300  # a SQLAlchemy error drags the SQL and a docs link along; the first line is the reason
+_REASON_CHARS = 500  # a SQLAlchemy error drags the SQL and a docs link along; the first line is the reason
+_USERINFO = re.compile(r"//[^/@\s]+@")  # the "user:password@" of a URI inside an error message
 
 
-def resolve_tracking_uri(
-    configured: str | None, project_root: Path, environ: Mapping[str, str] | None = None
-) -> str:
+def resolve_tracking_uri(configured: str | None, project_root: Path, environ: Mapping[str, str] | None = None) -> str:
     """The tracking URI: `configured` (cfg.logger.tracking_uri) > $MLFLOW_TRACKING_URI > a SQLite file in the project.
 
     SQLite is the default because recent MLflow refuses the old `./mlruns` file store. A relative
@@ -62,10 +63,12 @@ def resolve_tracking_uri(
     `environ` defaults to `os.environ` (a parameter so callers and tests can pass their own).
     """
     env = os.environ if environ is None else environ
-    uri = configured or env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(project_root).resolve().as_posix()}/mlflow.db"
+    uri = (
+        configured or env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(project_root).resolve().as_posix()}/mlflow.db"
+    )
     prefix = "sqlite:///"
     if uri.startswith(prefix):
-        db_path = uri[len(prefix):]
+        db_path = uri[len(prefix) :]
         if db_path and db_path != ":memory:" and not Path(db_path).is_absolute():
             uri = f"{prefix}{(Path(project_root).resolve() / db_path).as_posix()}"
     return uri
@@ -77,8 +80,9 @@ def _param_value(value: Any) -> str:
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """A nested config as MLflow params: {"techniques": {"baseline": {"lr": 1e-4}}} -> {"techniques.baseline.lr": "0.0001"}.
+    """A nested config as MLflow params.
 
+    {"techniques": {"baseline": {"lr": 1e-4}}} -> {"techniques.baseline.lr": "0.0001"}.
     Lists stay whole (their str()); values are cut to MLflow's param length limit.
     """
     flat: dict[str, str] = {}
@@ -94,9 +98,7 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 def git_commit(root: Path) -> str | None:
     """The commit checked out at `root`, or None when it is not a git work tree (or git is missing)."""
     try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=False
-        )
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=False)
     except OSError:
         return None
     sha = result.stdout.strip()
@@ -114,14 +116,15 @@ def _redact(uri: str) -> str:
 
 
 def _reason(err: BaseException) -> str:
+    """The error's first line, without credentials (MLflow's REST errors repeat the full URI)."""
     lines = str(err).strip().splitlines()
-    first = lines[0] if lines else ""
+    first = _USERINFO.sub("//", lines[0] if lines else "")
     return f"{type(err).__name__}: {first}"[:_REASON_CHARS]
 
 
 def _batches(items: list[T], size: int) -> Iterator[list[T]]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 class StudyTracker:
@@ -140,7 +143,7 @@ class StudyTracker:
         tags: dict[str, str] | None = None,
         enabled: bool = True,
         artifact_location: str | None = None,
-        http_timeout_s: float = 10.0,
+        http_timeout_s: float = 10,
         http_max_retries: int = 1,
         models_dir: str = "models",
         log_later_command: str = "python pipelines/log_metrics.py",
@@ -148,8 +151,9 @@ class StudyTracker:
         """`tags` go on the parent and every child. `artifact_location` is for a newly created
         experiment; by default a SQLite store keeps artifacts in `mlartifacts/` beside the database
         (MLflow's own default is relative to the working directory). `http_*` bound how long an
-        unreachable server can stall training (applied only where the MLFLOW_HTTP_REQUEST_* variables
-        are unset). `models_dir` and `log_later_command` go into the failure warning."""
+        unreachable server can stall training (whole seconds; applied only where the
+        MLFLOW_HTTP_REQUEST_* variables are unset). `models_dir` and `log_later_command` go into
+        the failure warning."""
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
         self.study_key = study_key
@@ -165,9 +169,10 @@ class StudyTracker:
         self._parent_run_id: str | None = None
         self._technique: str | None = None  # the one being trained, for the failure warning
         if enabled and urlsplit(tracking_uri).scheme in ("http", "https"):
-            # MLflow's defaults (120 s timeout, 7 retries with backoff) would stall training for minutes
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(http_timeout_s))
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(http_max_retries))
+            # MLflow's defaults (120 s timeout, 7 retries with backoff) would stall training for minutes.
+            # Both are parsed as int by MLflow: "10.0" would be a ValueError on every request.
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(math.ceil(http_timeout_s)))
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(int(http_max_retries)))
 
     @property
     def parent_run_id(self) -> str | None:
@@ -182,7 +187,7 @@ class StudyTracker:
             return None
         try:
             return action()
-        except Exception as err:  # any store/transport failure: tracking must never stop training
+        except Exception as err:  # noqa: BLE001 -- any store/transport failure: tracking must never stop training
             self._disable(err)
             return None
 
@@ -190,9 +195,12 @@ class StudyTracker:
         self.enabled = False
         technique = self._technique or "<technique>"
         log.warning(
-            "MLflow tracking at %s failed: %s; training continues, metrics are in %s/%s/%s; "
-            "log them later with: %s",
-            _redact(self.tracking_uri), _reason(err), self.models_dir, technique, METRICS_FILE,
+            "MLflow tracking at %s failed: %s; training continues, metrics are in %s/%s/%s; log them later with: %s",
+            _redact(self.tracking_uri),
+            _reason(err),
+            self.models_dir,
+            technique,
+            METRICS_FILE,
             self.log_later_command,
         )
         log.debug("MLflow failure details", exc_info=err)
@@ -213,9 +221,15 @@ class StudyTracker:
             if found is not None:
                 self._experiment_id = found.experiment_id
             else:
-                self._experiment_id = self.client.create_experiment(
-                    self.experiment_name, artifact_location=self.artifact_location
-                )
+                try:
+                    self._experiment_id = self.client.create_experiment(
+                        self.experiment_name, artifact_location=self.artifact_location
+                    )
+                except MlflowException:  # a parallel sweep job created it first
+                    again = self.client.get_experiment_by_name(self.experiment_name)
+                    if again is None:
+                        raise
+                    self._experiment_id = again.experiment_id
         return self._experiment_id
 
     def _parent(self) -> str:
@@ -234,8 +248,12 @@ class StudyTracker:
                 run = self.client.create_run(
                     experiment_id,
                     run_name=self.study_name,
-                    tags={**self.tags, STUDY_KEY_TAG: self.study_key, STUDY_ID_TAG: self._study_id,
-                          ROLE_TAG: ROLE_STUDY},
+                    tags={
+                        **self.tags,
+                        STUDY_KEY_TAG: self.study_key,
+                        STUDY_ID_TAG: self._study_id,
+                        ROLE_TAG: ROLE_STUDY,
+                    },
                 )
                 self._parent_run_id = run.info.run_id
         return self._parent_run_id
@@ -247,8 +265,14 @@ class StudyTracker:
         run = self.client.create_run(
             self._experiment(),
             run_name=technique,
-            tags={**self.tags, "technique": technique, **tags, MLFLOW_PARENT_RUN_ID: parent,
-                  STUDY_KEY_TAG: self.study_key, ROLE_TAG: ROLE_TECHNIQUE},
+            tags={
+                **self.tags,
+                "technique": technique,
+                **tags,
+                MLFLOW_PARENT_RUN_ID: parent,
+                STUDY_KEY_TAG: self.study_key,
+                ROLE_TAG: ROLE_TECHNIQUE,
+            },
         )
         run_id = run.info.run_id
         param_list = [Param(key, _param_value(value)) for key, value in params.items()]
@@ -272,9 +296,7 @@ class StudyTracker:
     # -- public API ------------------------------------------------------------------------
 
     @contextmanager
-    def technique_run(
-        self, technique: str, params: Mapping[str, Any], tags: Mapping[str, str]
-    ) -> Iterator[str | None]:
+    def technique_run(self, technique: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> Iterator[str | None]:
         """A child run of the study for one training job; yields its run_id (None when tracking is off or broken).
 
         Final status: FINISHED on normal exit, FAILED on an exception, KILLED on KeyboardInterrupt
@@ -338,8 +360,10 @@ class StudyTracker:
         self._guarded(lambda: self.client.log_dict(parent, table, COMPARISON_FILE))
         metrics = {
             f"{row['technique']}.{key}": value
-            for row in rows if "technique" in row
-            for key, value in row.items() if _is_number(value)
+            for row in rows
+            if "technique" in row
+            for key, value in row.items()
+            if _is_number(value)
         }
         self.log_metrics(parent, metrics)
         self.log_artifacts(parent, artifacts)
@@ -348,7 +372,7 @@ class StudyTracker:
 def _default_artifact_location(tracking_uri: str) -> str | None:
     """`mlartifacts/` beside a SQLite database file; None (the server decides) for anything else."""
     prefix = "sqlite:///"
-    db_path = tracking_uri[len(prefix):] if tracking_uri.startswith(prefix) else ""
+    db_path = tracking_uri[len(prefix) :] if tracking_uri.startswith(prefix) else ""
     if not db_path or db_path == ":memory:" or not Path(db_path).is_absolute():
         return None
     return (Path(db_path).parent / "mlartifacts").as_uri()
@@ -363,8 +387,9 @@ def lightning_logger(tracker: StudyTracker, run_id: str | None, **kwargs: Any) -
     when there is no run (pass `logger=... or False` to the Trainer, since None means Lightning's default logger).
 
     Unlike the plain logger it leaves the run's status to `technique_run` (the plain one marks the run
-    FINISHED after `fit`, before `test` has run) and routes store errors to the tracker's single
-    warning instead of crashing the training loop. `kwargs` go to MLFlowLogger (e.g. prefix).
+    FINISHED after `fit`, before `test` has run), does not log the module's hparams (the config is
+    already the run's params), and routes store errors to the tracker's single warning instead of
+    crashing the training loop. `kwargs` go to MLFlowLogger (e.g. prefix).
     """
     if run_id is None or not tracker.enabled:
         return None
@@ -381,7 +406,8 @@ def _child_run_logger_class() -> type:
             self._tracker = tracker
 
         def log_hyperparams(self, params: Any) -> None:
-            self._tracker._guarded(lambda: MLFlowLogger.log_hyperparams(self, params))
+            """Skipped: technique_run already logged the resolved config, and a module hparam whose
+            value differs from a logged param would make MLflow reject the batch."""
 
         def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
             self._tracker._guarded(lambda: MLFlowLogger.log_metrics(self, metrics, step))
@@ -428,7 +454,9 @@ def log_from_metrics_files(
     for folder in map(Path, technique_dirs):
         metrics_path = folder / METRICS_FILE
         if not metrics_path.is_file():
-            raise DataError(f"{metrics_path} not found: train that technique first (or pass its models/<technique> folder)")
+            raise DataError(
+                f"{metrics_path} not found: train that technique first (or pass its models/<technique> folder)"
+            )
         try:
             metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -436,12 +464,14 @@ def log_from_metrics_files(
         technique = str(metrics.get("technique", folder.name))
         run_tags = {key: str(metrics[key]) for key in ("technique", "backbone") if key in metrics}
         run_tags.update(tags or {})
+        history_path = folder / HISTORY_FILE
+        history = _read_history(history_path) if history_path.is_file() else []  # read first: a bad file is no run
         with tracker.technique_run(technique, params or {}, run_tags) as run_id:
             tracker.log_metrics(run_id, {key: value for key, value in metrics.items() if _is_number(value)})
-            history = folder / HISTORY_FILE
-            if history.is_file():
-                for epoch, values in _read_history(history):
-                    tracker.log_metrics(run_id, values, step=epoch)
-            tracker.log_artifacts(run_id, [path for path in (metrics_path, history, folder / CONFUSION_FILE) if path.exists()])
+            for epoch, values in history:
+                tracker.log_metrics(run_id, values, step=epoch)
+            tracker.log_artifacts(
+                run_id, [path for path in (metrics_path, history_path, folder / CONFUSION_FILE) if path.exists()]
+            )
         rows.append(metrics)
     return rows

@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,12 @@ from smallvision.models import backbones
 from smallvision.modules.classifier import ClassifierModule, ImageInput
 
 CHECKPOINT = "best.ckpt"
+
+# Lightning notices about choices made on purpose here: frozen modules are kept in eval mode, the input
+# pipeline lives in the module's on_after_batch_transfer, and feature extraction collects its own outputs.
+for _notice in (r"Found \d+ module\(s\) in eval mode", r"You have overridden `on_after_batch_transfer`",
+                r"predict returned None", r".*does not have many workers"):
+    warnings.filterwarnings("ignore", message=_notice)
 
 
 @dataclass
@@ -63,10 +70,23 @@ def validate(cfg: dict) -> dict:
     return tech
 
 
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """`auto`: bf16 autocast where the hardware runs it natively, else fp32.
+
+    On a CPU without AVX512-BF16/AMX, bf16 autocast is emulated and measured ~7x slower than fp32 (benchmarks/).
+    """
+    if precision != "auto":
+        return precision
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
+
+
 def make_trainer(trainer_cfg: dict, epochs: int, out: Path, logger, callbacks) -> L.Trainer:
     return L.Trainer(
         accelerator=trainer_cfg["accelerator"], devices=trainer_cfg["devices"], num_nodes=trainer_cfg["num_nodes"],
-        strategy=trainer_cfg["strategy"], precision=trainer_cfg["precision"], max_epochs=epochs,
+        strategy=trainer_cfg["strategy"],
+        precision=resolve_precision(str(trainer_cfg["precision"]), trainer_cfg["accelerator"]), max_epochs=epochs,
         logger=logger, callbacks=callbacks, default_root_dir=str(out),
         enable_progress_bar=trainer_cfg.get("progress", True), deterministic=trainer_cfg.get("deterministic", False),
         log_every_n_steps=trainer_cfg.get("log_every_n_steps", 10), num_sanity_val_steps=0,
@@ -99,7 +119,7 @@ def train_technique(cfg: dict, paths: Paths, logger=None, progress: bool = True)
 
     checkpoint = ModelCheckpoint(dirpath=str(paths.out), filename=CHECKPOINT.removesuffix(".ckpt"), monitor="val_acc",
                                  mode="max", save_top_k=1, save_weights_only=True, enable_version_counter=False)
-    trainer = make_trainer(tcfg, tech["epochs"], paths.out, logger, [checkpoint])
+    trainer = make_trainer(tcfg, tech["epochs"], paths.out, logger or False, [checkpoint])
 
     images = image_array([r.file for r in records], tech["image_size"], paths.cache, digest, workers, progress)
     augmentation = AffineConfig(**cfg["augmentation"]) if tech.get("augment") else None

@@ -29,7 +29,7 @@ class ArrayDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
         row = int(self.rows[i])
-        return torch.from_numpy(np.ascontiguousarray(self.array[row])), int(self.labels[row]), i
+        return torch.from_numpy(np.array(self.array[row])), int(self.labels[row]), i  # a copy: the array is read-only
 
 
 class ShardSampler(Sampler[int]):

@@ -72,25 +72,25 @@ def decode_rgb(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Imag
         except UnidentifiedImageError as err:
             raise BadImageError("not an image") from err
         except Exception as err:  # noqa: BLE001 - Pillow raises many types for broken headers
-            raise BadImageError("does not decode (corrupt header)") from err
-        with img:
-            pixels = img.width * img.height
-            if max_pixels is not None and pixels > max_pixels:
-                raise BadImageError(f"too large ({img.width}x{img.height} pixels, limit {max_pixels})")
-            try:
-                img.seek(0)  # animated GIF/WebP/multi-page TIFF: the first frame
-                img.load()
-            except Exception as err:  # noqa: BLE001 - truncated/corrupt data surfaces as OSError, SyntaxError, ...
-                raise BadImageError("does not decode (truncated or corrupt)") from err
-            return _to_rgb(_upright(img))
+            raise BadImageError("does not decode (truncated or corrupt)") from err
+        # opened from memory, so there is no file handle to close (closing would also discard the pixels)
+        if max_pixels is not None and img.width * img.height > max_pixels:
+            raise BadImageError(f"too large ({img.width}x{img.height} pixels, limit {max_pixels})")
+        try:
+            img.seek(0)  # animated GIF/WebP/multi-page TIFF: the first frame
+            img.load()
+        except Exception as err:  # noqa: BLE001 - truncated/corrupt data surfaces as OSError, SyntaxError, ...
+            raise BadImageError("does not decode (truncated or corrupt)") from err
+        return _to_rgb(_upright(img))
 
 
 def _upright(img: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation tag. A broken EXIF block keeps the stored orientation."""
+    """Apply the EXIF orientation tag (in place: no copy). A broken EXIF block keeps the stored orientation."""
     try:
-        return ImageOps.exif_transpose(img)
+        ImageOps.exif_transpose(img, in_place=True)
     except Exception:  # noqa: BLE001 - malformed EXIF must not make a decodable photo unusable
-        return img.copy()
+        pass
+    return img
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

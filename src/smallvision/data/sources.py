@@ -376,7 +376,7 @@ def _safe_relative(archive: Path, name: str) -> tuple[str, ...]:
 def _refuse_special(archive: Path, name: str, mode: int) -> None:
     if stat.S_ISLNK(mode):
         raise DataError(f"archive {archive} contains a link entry {name!r}; archives with links are refused (nothing was extracted)")
-    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+    if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):  # 0: only permissions recorded
         raise DataError(f"archive {archive} contains a device or special file {name!r}; refused (nothing was extracted)")
 
 

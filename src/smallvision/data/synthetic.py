@@ -18,6 +18,8 @@ from smallvision.errors import ConfigError
 
 _SUPERSAMPLE = 4  # draw large, then downscale: smooth edges like a photo, no aliasing cue
 _JPEG_QUALITY = 90
+_COPIES = (3, 7)  # copies of the shape per image
+_RADIUS = (0.08, 0.16)  # of the image size
 
 
 def _polygon(corners: int, inner: float | None = None) -> Callable[[float], list[tuple[float, float]]]:
@@ -78,19 +80,22 @@ def _draw(shape: str, size: int, rng: np.random.Generator) -> Image.Image:
     for _ in range(int(rng.integers(0, 4))):  # distractors: thin lines of any colour
         draw.line(tuple(rng.uniform(0, size, 4)), fill=_colour(rng), width=int(rng.integers(1, 3)))
 
-    # the shape is drawn as a supersampled mask: smooth edges like a photo, no aliasing cue
+    # several copies of the shape: the cue is everywhere in the image, as texture is in a photo,
+    # so a small convnet can learn it from few images; each copy drawn as a supersampled mask (smooth edges)
     big = size * _SUPERSAMPLE
-    radius = rng.uniform(0.2, 0.4) * big
-    cx, cy = rng.uniform(radius, big - radius, 2)
-    mask = Image.new("L", (big, big), 0)
+    mean = background.reshape(-1, 3).mean(axis=0)
     outline = SHAPES[shape]
-    if outline is None:
-        ImageDraw.Draw(mask).ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=255)
-    else:
-        angle = rng.uniform(0, 2 * math.pi)
-        ImageDraw.Draw(mask).polygon([(cx + radius * x, cy + radius * y) for x, y in outline(angle)], fill=255)
-    fill = Image.new("RGB", (size, size), _contrasting_colour(background.reshape(-1, 3).mean(axis=0), rng))
-    canvas.paste(fill, (0, 0), mask.resize((size, size), Image.Resampling.BOX))
+    for _ in range(int(rng.integers(_COPIES[0], _COPIES[1] + 1))):
+        radius = rng.uniform(*_RADIUS) * big
+        cx, cy = rng.uniform(radius, big - radius, 2)
+        mask = Image.new("L", (big, big), 0)
+        if outline is None:
+            ImageDraw.Draw(mask).ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=255)
+        else:
+            angle = rng.uniform(0, 2 * math.pi)
+            ImageDraw.Draw(mask).polygon([(cx + radius * x, cy + radius * y) for x, y in outline(angle)], fill=255)
+        fill = Image.new("RGB", (size, size), _contrasting_colour(mean, rng))
+        canvas.paste(fill, (0, 0), mask.resize((size, size), Image.Resampling.BOX))
 
     pixels = np.asarray(canvas, dtype=np.float32) + rng.normal(0, 8, (size, size, 3))
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))

@@ -1,0 +1,45 @@
+"""The `download` stage: put the configured data source's images under paths.raw.
+
+    python pipelines/download.py                                   # the Microsoft PetImages archive
+    python pipelines/download.py data=folder data.source=/path/to/kagglecatsanddogs_5340.zip
+    python pipelines/download.py data=synthetic                    # generated, offline
+"""
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+import hydra
+from hydra.utils import to_absolute_path
+from omegaconf import DictConfig, OmegaConf
+
+from smallvision.cli import friendly_errors, to_dict
+from smallvision.data.sources import fetch_source
+from smallvision.errors import ConfigError
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@friendly_errors
+def main(cfg: DictConfig) -> None:
+    data = cfg.data
+    if OmegaConf.is_missing(data, "source") or not str(data.source).strip():
+        raise ConfigError(f"data.source is not set (data={data.name}); give a folder or archive: data.source=/path/to/images")
+    source = str(data.source)
+    if source != "synthetic" and not urlparse(source).scheme[1:]:  # a local path (or C:\... on Windows)
+        source = to_absolute_path(source)
+    raw = Path(to_absolute_path(cfg.paths.raw))
+    fetch_source(
+        source,
+        raw,
+        sha256=data.get("sha256"),
+        size=data.get("size"),
+        connect_timeout_s=data.connect_timeout_s,
+        max_extract_bytes=data.max_extract_bytes,
+        synthetic=to_dict(data.synthetic) if data.get("synthetic") is not None else None,
+        retries=data.get("download_retries", 3),
+    )
+    files = sum(1 for p in raw.rglob("*") if p.is_file())
+    print(f"download: {files} files from {data.source} in {cfg.paths.raw}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""The `split` stage: validate every image under paths.raw and write the manifest and report to paths.prepared.
+
+    python pipelines/split.py                                      # 1000/500/500 per class (data=petimages)
+    python pipelines/split.py data.split.train=0.6 data.split.val=0.2 data.split.test=0.2
+"""
+
+from pathlib import Path
+
+import hydra
+from hydra.utils import to_absolute_path
+from omegaconf import DictConfig
+
+from smallvision.cli import friendly_errors, to_dict
+from smallvision.data.images import DEFAULT_MAX_PIXELS
+from smallvision.data.split import REPORT, SPLITS, prepare_split
+
+_SHOW_DROPPED = 20  # longer lists: see the report file
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@friendly_errors
+def main(cfg: DictConfig) -> None:
+    data = cfg.data
+    prepared = Path(to_absolute_path(cfg.paths.prepared))
+    report = prepare_split(
+        Path(to_absolute_path(cfg.paths.raw)),
+        prepared,
+        split=to_dict(data.split),
+        seed=cfg.seed,
+        classes=list(data.classes) if data.get("classes") is not None else None,
+        workers=data.get("workers"),
+        max_pixels=data.get("max_image_pixels", DEFAULT_MAX_PIXELS),
+    )
+    width = max(len(c) for c in report.classes)
+    print(f"split ({report.layout} layout, seed {report.seed}): images per class")
+    print(f"  {'':{width}}  " + "  ".join(f"{s:>6}" for s in SPLITS) + "  unused")
+    for label in report.classes:
+        counts = "  ".join(f"{report.counts[s][label]:>6}" for s in SPLITS)
+        print(f"  {label:{width}}  {counts}  {report.unused[label]:>6}")
+    print(f"dropped {len(report.dropped)} files ({report.duplicates} duplicates):")
+    for item in report.dropped[:_SHOW_DROPPED]:
+        print(f"  {item.path}: {item.reason}")
+    if len(report.dropped) > _SHOW_DROPPED:
+        print(f"  ... and {len(report.dropped) - _SHOW_DROPPED} more")
+    print(f"manifest and {REPORT} in {cfg.paths.prepared}")
+
+
+if __name__ == "__main__":
+    main()

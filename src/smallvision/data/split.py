@@ -1,0 +1,518 @@
+"""From a raw image tree to a validated, de-duplicated, stratified train/val/test manifest.
+
+Outputs, in `out_dir` (written together, atomically):
+
+- `manifest.csv` with columns `path,label,split,sha256`. `path` is relative to the raw
+  folder (POSIX separators); the raw folder itself is recorded in `split_report.json` as
+  `raw_dir`, relative to `out_dir`. Consumers call `load_manifest`, which resolves both, and
+  never rebuild paths themselves. Rows are sorted by split (train, val, test), class (in
+  class-list order) and path, so the same inputs and seed give a byte-identical file.
+- `split_report.json`: layout found, class list, counts per split and class, every dropped
+  file with its reason (nothing is dropped silently), and the number of duplicates.
+
+Layouts recognised under the raw folder (a chain of single wrapper folders is descended first):
+`petimages` (PetImages/<Class>/...), `class_folders` (<Class>/... for any number of classes),
+`kaggle` (cat.123.jpg names in one folder) and `presplit` (train/ val|validation/ test/, each
+with class folders; the given split is kept and `split` is ignored).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import re
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from tqdm.auto import tqdm
+
+from smallvision.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, BadImageError, decode_rgb, is_image_name
+from smallvision.data.sources import staging_dir
+from smallvision.errors import ConfigError, DataError
+
+SPLITS = ("train", "val", "test")
+MANIFEST = "manifest.csv"
+REPORT = "split_report.json"
+MANIFEST_COLUMNS = ("path", "label", "split", "sha256")
+
+_SPLIT_FOLDERS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
+_KAGGLE_NAME = re.compile(r"^(?P<label>[^\W\d_][\w-]*?)\.\d+\.[^.]+$")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An image file to validate. `path` is relative to the raw folder, POSIX separators."""
+
+    path: str
+    label: str
+    split: str | None = None  # given by a pre-split layout
+
+
+@dataclass(frozen=True)
+class Dropped:
+    path: str
+    reason: str
+
+
+@dataclass
+class Discovery:
+    layout: str
+    classes: list[str]
+    candidates: list[Candidate]
+    dropped: list[Dropped]
+
+
+@dataclass(frozen=True)
+class Record:
+    """One manifest row, with `file` (the image's path, usable as is) and `target` (the class index)."""
+
+    file: Path
+    path: str
+    label: str
+    target: int
+    split: str
+    sha256: str
+
+
+@dataclass
+class Report:
+    layout: str
+    raw_dir: str  # relative to the prepared folder
+    seed: int
+    classes: list[str]
+    counts: dict[str, dict[str, int]]
+    unused: dict[str, int]
+    images_found: int
+    dropped: list[Dropped] = field(default_factory=list)
+    duplicates: int = 0
+
+    @property
+    def total(self) -> dict[str, int]:
+        return {split: sum(per_class.values()) for split, per_class in self.counts.items()}
+
+    def as_dict(self) -> dict:
+        return {
+            "layout": self.layout,
+            "raw_dir": self.raw_dir,
+            "seed": self.seed,
+            "classes": self.classes,
+            "counts": self.counts,
+            "total": self.total,
+            "unused": self.unused,
+            "images_found": self.images_found,
+            "valid": sum(self.total.values()) + sum(self.unused.values()),
+            "dropped_count": len(self.dropped),
+            "duplicates": self.duplicates,
+            "dropped": [{"path": d.path, "reason": d.reason} for d in self.dropped],
+        }
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def discover(raw_dir: Path, classes: Sequence[str] | None = None) -> Discovery:
+    """Find the layout, the class list and the candidate images under `raw_dir`; list what is dropped and why.
+
+    `classes`, when given, must name exactly the classes found (ConfigError otherwise) and fixes their order;
+    otherwise the classes are sorted by name.
+    """
+    raw_dir = Path(raw_dir)
+    if not raw_dir.is_dir():
+        raise DataError(f"images folder {raw_dir} does not exist; run the download stage first (python pipelines/download.py)")
+    images, dropped = _scan(raw_dir)
+    if not images:
+        raise DataError(f"no image files ({' '.join(sorted(IMAGE_EXTENSIONS))}) found under {raw_dir}")
+    layout, candidates, more_dropped = _assign_labels(raw_dir, [tuple(p.split("/")) for p in images])
+    dropped += more_dropped
+    found = sorted({c.label for c in candidates})
+    order = _check_classes(classes, found, raw_dir, layout)
+    return Discovery(layout, order, candidates, sorted(dropped, key=lambda d: d.path))
+
+
+def _scan(raw_dir: Path) -> tuple[list[str], list[Dropped]]:
+    """Every file under raw_dir: image-named regular files, and the rest as dropped with a reason."""
+    root = Path(os.path.abspath(raw_dir))
+    root_real = root.resolve()
+    images: list[str] = []
+    dropped: list[Dropped] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        rel_dir = here.relative_to(root)
+        kept = []
+        for name in sorted(dirnames):
+            full, rel = here / name, (rel_dir / name).as_posix()
+            if name.startswith("."):
+                count = sum(len(files) for _, _, files in os.walk(full))
+                dropped.append(Dropped(rel + "/", f"hidden folder ({count} files)"))
+            elif full.is_symlink():
+                inside = _is_inside(full, root_real)
+                dropped.append(Dropped(rel + "/", "symlinked folder (not followed)" if inside else "symlink pointing outside the data tree"))
+            else:
+                kept.append(name)
+        dirnames[:] = kept
+        for name in sorted(filenames):
+            full, rel = here / name, (rel_dir / name).as_posix()
+            reason = _file_problem(full, name, root_real)
+            if reason:
+                dropped.append(Dropped(rel, reason))
+            else:
+                images.append(rel)
+    return images, dropped
+
+
+def _file_problem(full: Path, name: str, root_real: Path) -> str | None:
+    if name.startswith("."):
+        return "hidden file"
+    if full.is_symlink():
+        if not full.exists():
+            return "broken symlink"
+        if not _is_inside(full, root_real):
+            return "symlink pointing outside the data tree"
+    if not full.is_file():
+        return "not a regular file"
+    if not is_image_name(name):
+        suffix = Path(name).suffix.lower()
+        return f"not an image (extension {suffix})" if suffix else "not an image (no extension)"
+    return None
+
+
+def _is_inside(path: Path, root_real: Path) -> bool:
+    target = path.resolve()
+    return target == root_real or root_real in target.parents
+
+
+def _assign_labels(raw_dir: Path, images: list[tuple[str, ...]]) -> tuple[str, list[Candidate], list[Dropped]]:
+    prefix: tuple[str, ...] = ()
+    while True:  # descend wrapper folders: no images of their own and a single sub-folder
+        direct, children = _level(images, prefix)
+        if direct or len(children) != 1:
+            break
+        prefix += (children[0],)
+    depth = len(prefix)
+    base = "/".join(prefix) or "."
+    split_dirs = {c: _SPLIT_FOLDERS[c.lower()] for c in children if c.lower() in _SPLIT_FOLDERS}
+    if "train" in split_dirs.values() and len(split_dirs) > 1:
+        missing = [s for s in SPLITS if s not in split_dirs.values()]
+        if missing or len(split_dirs) != len(set(split_dirs.values())):
+            raise DataError(
+                f"{raw_dir / base} looks pre-split ({', '.join(sorted(split_dirs))}) but needs exactly one each of "
+                f"train/, val/ (or validation/) and test/; missing: {missing or 'none'} (or both val/ and validation/). "
+                "Add the missing folder, or merge everything into one folder per class"
+            )
+        return _presplit(images, depth, split_dirs)
+    if children:
+        layout = "petimages" if prefix and prefix[-1] == "PetImages" else "class_folders"
+        candidates, dropped = [], []
+        for parts in images:
+            path = "/".join(parts)
+            if len(parts) == depth + 1:
+                dropped.append(Dropped(path, "not inside a class folder"))
+            else:
+                candidates.append(Candidate(path, parts[depth]))
+        return layout, candidates, dropped
+    return _kaggle(raw_dir / base, images)
+
+
+def _level(images: list[tuple[str, ...]], prefix: tuple[str, ...]) -> tuple[list[tuple[str, ...]], list[str]]:
+    """Images directly in `prefix`, and the sorted names of its sub-folders that hold images."""
+    n = len(prefix)
+    direct = [p for p in images if len(p) == n + 1]
+    children = sorted({p[n] for p in images if len(p) > n + 1})
+    return direct, children
+
+
+def _presplit(images, depth, split_dirs) -> tuple[str, list[Candidate], list[Dropped]]:
+    candidates, dropped = [], []
+    for parts in images:
+        path = "/".join(parts)
+        split = split_dirs.get(parts[depth]) if len(parts) > depth + 1 else None
+        if split is None:
+            dropped.append(Dropped(path, "outside the train/, val/ and test/ folders"))
+        elif len(parts) == depth + 2:
+            dropped.append(Dropped(path, "not inside a class folder"))
+        else:
+            candidates.append(Candidate(path, parts[depth + 1], split))
+    return "presplit", candidates, dropped
+
+
+def _kaggle(folder: Path, images) -> tuple[str, list[Candidate], list[Dropped]]:
+    candidates, dropped = [], []
+    for parts in images:
+        path = "/".join(parts)
+        match = _KAGGLE_NAME.match(parts[-1])
+        if match:
+            candidates.append(Candidate(path, match["label"]))
+        else:
+            dropped.append(Dropped(path, "name does not give a class (expected <class>.<number>.<ext>)"))
+    if not candidates:
+        raise DataError(
+            f"the images in {folder} are all in one folder and their names do not give a class; "
+            "put them in one folder per class (<class>/<image>) or name them like cat.1.jpg"
+        )
+    return "kaggle", candidates, dropped
+
+
+def _check_classes(classes: Sequence[str] | None, found: list[str], raw_dir: Path, layout: str) -> list[str]:
+    if classes is not None:
+        order = [str(c) for c in classes]
+        if len(set(order)) != len(order):
+            raise ConfigError(f"data.classes={order} lists a class twice")
+        if set(order) != set(found):
+            missing = sorted(set(order) - set(found))
+            extra = sorted(set(found) - set(order))
+            raise ConfigError(
+                f"data.classes={order} does not match the classes found in {raw_dir} (layout {layout}): {found}; "
+                f"not found: {missing}, found but not listed: {extra}. Fix data.classes or set data.classes=null "
+                "to use the folders found"
+            )
+    else:
+        order = found
+    if len(order) < 2:
+        raise DataError(f"found only the class {order} in {raw_dir} (layout {layout}); a classifier needs two or more")
+    return order
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate_images(
+    files: Sequence[Path], *, workers: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS, progress: bool = True
+) -> list[tuple[str | None, str | None]]:
+    """Fully decode every file in a process pool: (sha256 of the bytes, None) or (None, reason) per file, in order."""
+    workers = available_cores() if workers is None else int(workers)
+    if workers < 1:
+        raise ConfigError(f"data.workers={workers} must be >= 1 (or null for all cores)")
+    jobs = [(str(f), max_pixels) for f in files]
+    bar = dict(total=len(jobs), desc="validate images", unit="img", disable=not progress)
+    if workers == 1 or len(jobs) < 2:
+        return list(tqdm(map(_check_image, jobs), **bar))
+    chunk = max(1, min(64, len(jobs) // (workers * 8)))
+    # forkserver: workers never inherit the parent's threads (tqdm, torch) the way fork would
+    context = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        return list(tqdm(pool.map(_check_image, jobs, chunksize=chunk), **bar))
+
+
+def _check_image(job: tuple[str, int | None]) -> tuple[str | None, str | None]:
+    path, max_pixels = job
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        return None, f"cannot be read ({err.strerror or err})"
+    try:
+        decode_rgb(data, max_pixels)
+    except BadImageError as err:
+        return None, err.reason
+    except Exception as err:  # noqa: BLE001 - one odd file must never stop the split
+        return None, f"does not decode ({type(err).__name__})"
+    return hashlib.sha256(data).hexdigest(), None
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+# --------------------------------------------------------------------------- split
+
+
+def split_amounts(split: Mapping[str, int | float]) -> dict[str, int | float]:
+    """Check data.split: all counts (integers >= 0) or all fractions (floats in [0, 1), sum <= 1); train > 0."""
+    if not isinstance(split, Mapping) or set(split) != set(SPLITS):
+        keys = sorted(split) if isinstance(split, Mapping) else split
+        raise ConfigError(f"data.split must have exactly the keys train, val, test; got {keys}")
+    amounts = {}
+    for name in SPLITS:
+        value = split[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (isinstance(value, float) and value >= 1):
+            raise ConfigError(
+                f"data.split.{name}={value!r} is not allowed: use a count of images per class (integer >= 0) "
+                "or a fraction in (0, 1)"
+            )
+        amounts[name] = value
+    fractions = [n for n, v in amounts.items() if isinstance(v, float) and v > 0]
+    counts = [n for n, v in amounts.items() if isinstance(v, int) and v > 0]
+    if fractions and counts:
+        raise ConfigError(
+            f"data.split mixes counts ({', '.join(counts)}) and fractions ({', '.join(fractions)}): "
+            f"{dict(amounts)}; use all counts (e.g. 1000/500/500) or all fractions (e.g. 0.6/0.2/0.2)"
+        )
+    if fractions and sum(amounts.values()) > 1 + 1e-9:
+        raise ConfigError(f"data.split fractions sum to {sum(amounts.values()):g}, more than 1: {dict(amounts)}")
+    if not amounts["train"]:
+        raise ConfigError(f"data.split.train={amounts['train']!r} must be > 0")
+    return amounts
+
+
+def split_sizes(amounts: Mapping[str, int | float], available: int) -> dict[str, int]:
+    """Images per split for a class of `available` images (fractions rounded on the running total)."""
+    if any(isinstance(v, float) and v > 0 for v in amounts.values()):
+        sizes, cumulative, taken = {}, 0.0, 0
+        for name in SPLITS:
+            cumulative += float(amounts[name])
+            upto = min(available, math.floor(cumulative * available + 0.5))
+            sizes[name], taken = upto - taken, upto
+        return sizes
+    return {name: int(amounts[name]) for name in SPLITS}
+
+
+def _stratify(
+    kept: dict[str, list[tuple[str, str]]], classes: list[str], amounts: Mapping[str, int | float], seed: int
+) -> tuple[dict[str, str], dict[str, int]]:
+    """Assign each (path, sha256) of each class to a split. Returns {path: split} and the unused count per class.
+
+    The order within a class is by sha256(seed, class, content hash): seeded, independent of file names
+    and of any random-number generator's implementation.
+    """
+    problems = []
+    for label in classes:
+        problem = _shortage(label, len(kept.get(label, [])), amounts)
+        if problem:
+            problems.append(problem)
+    if problems:
+        raise DataError("too few valid images: " + "; ".join(problems) + ". Lower data.split.* or use fractions (e.g. data.split.train=0.6 data.split.val=0.2 data.split.test=0.2)")
+    assignment, unused = {}, {}
+    for label in classes:
+        items = sorted(kept[label], key=lambda item: hashlib.sha256(f"{seed}:{label}:{item[1]}".encode()).hexdigest())
+        start = 0
+        for name, n in split_sizes(amounts, len(items)).items():
+            for path, _ in items[start : start + n]:
+                assignment[path] = name
+            start += n
+        unused[label] = len(items) - start
+    return assignment, unused
+
+
+def _shortage(label: str, available: int, amounts: Mapping[str, int | float]) -> str | None:
+    sizes = split_sizes(amounts, available)
+    need = sum(sizes.values())
+    if need > available:
+        detail = " + ".join(f"{name} {sizes[name]}" for name in SPLITS)
+        return f"class '{label}' has {available} valid images but the split needs {need} ({detail})"
+    empty = [name for name in SPLITS if amounts[name] and not sizes[name]]
+    if empty:
+        return f"class '{label}' has {available} valid images, too few to put any in {', '.join(empty)}"
+    return None
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def prepare_split(
+    raw_dir: Path,
+    out_dir: Path,
+    *,
+    split: Mapping[str, int | float],
+    seed: int,
+    classes: Sequence[str] | None = None,
+    workers: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    progress: bool = True,
+) -> Report:
+    """Validate, de-duplicate and split the images under `raw_dir`; write manifest and report to `out_dir`."""
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    amounts = split_amounts(split)
+    found = discover(raw_dir, classes)
+    if found.layout != "presplit":  # fail before decoding thousands of images when even the files are too few
+        for label in found.classes:
+            problem = _shortage(label, sum(c.label == label for c in found.candidates), amounts)
+            if problem:
+                raise DataError(f"too few images: {problem}. Lower data.split.* or use fractions")
+
+    results = validate_images([raw_dir / c.path for c in found.candidates], workers=workers, max_pixels=max_pixels, progress=progress)
+    dropped = list(found.dropped)
+    first_by_hash: dict[str, str] = {}
+    kept: dict[str, list[tuple[str, str]]] = {label: [] for label in found.classes}
+    given_split: dict[str, str | None] = {}
+    duplicates = 0
+    for candidate, (digest, reason) in sorted(zip(found.candidates, results), key=lambda pair: pair[0].path):
+        if reason is not None:
+            dropped.append(Dropped(candidate.path, reason))
+        elif digest in first_by_hash:
+            dropped.append(Dropped(candidate.path, f"duplicate of {first_by_hash[digest]}"))
+            duplicates += 1
+        else:
+            first_by_hash[digest] = candidate.path
+            kept[candidate.label].append((candidate.path, digest))
+            given_split[candidate.path] = candidate.split
+
+    if found.layout == "presplit":
+        assignment = {path: split for path, split in given_split.items()}
+        unused = {label: 0 for label in found.classes}
+        _check_presplit(kept, assignment, found.classes)
+    else:
+        assignment, unused = _stratify(kept, found.classes, amounts, seed)
+
+    class_index = {label: i for i, label in enumerate(found.classes)}
+    rows = sorted(
+        ((path, label, assignment[path], digest) for label, items in kept.items() for path, digest in items if path in assignment),
+        key=lambda row: (SPLITS.index(row[2]), class_index[row[1]], row[0]),
+    )
+    counts = {name: {label: 0 for label in found.classes} for name in SPLITS}
+    for _, label, name, _ in rows:
+        counts[name][label] += 1
+    report = Report(
+        layout=found.layout,
+        raw_dir=Path(os.path.relpath(os.path.abspath(raw_dir), os.path.abspath(out_dir))).as_posix(),
+        seed=int(seed),
+        classes=found.classes,
+        counts=counts,
+        unused=unused,
+        images_found=len(found.candidates),
+        dropped=sorted(dropped, key=lambda d: d.path),
+        duplicates=duplicates,
+    )
+    with staging_dir(out_dir) as tmp:
+        with open(tmp / MANIFEST, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(MANIFEST_COLUMNS)
+            writer.writerows(rows)
+        (tmp / REPORT).write_text(json.dumps(report.as_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return report
+
+
+def _check_presplit(kept: dict[str, list[tuple[str, str]]], assignment: dict[str, str], classes: list[str]) -> None:
+    for label in classes:
+        present = {assignment[path] for path, _ in kept[label]}
+        missing = [name for name in SPLITS if name not in present]
+        if missing:
+            raise DataError(f"class '{label}' has no valid images in the given {', '.join(missing)} folder(s)")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def load_manifest(prepared_dir: Path) -> tuple[list[Record], list[str]]:
+    """The manifest's records (with `file` resolved against the raw folder) and the ordered class list."""
+    prepared_dir = Path(prepared_dir)
+    manifest, report_file = prepared_dir / MANIFEST, prepared_dir / REPORT
+    for needed in (manifest, report_file):
+        if not needed.is_file():
+            raise DataError(f"{needed} not found; run the split stage first (python pipelines/split.py)")
+    try:
+        report = json.loads(report_file.read_text(encoding="utf-8"))
+        classes = [str(c) for c in report["classes"]]
+        raw_dir = Path(os.path.normpath(prepared_dir / report["raw_dir"]))
+    except (ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{report_file} is damaged ({err!r}); run the split stage again") from None
+    if not raw_dir.is_dir():
+        raise DataError(f"images folder {raw_dir} (named in {report_file}) does not exist; run the download stage again")
+    index = {label: i for i, label in enumerate(classes)}
+    records = []
+    with open(manifest, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if tuple(reader.fieldnames or ()) != MANIFEST_COLUMNS:
+            raise DataError(f"{manifest} has columns {reader.fieldnames}, expected {list(MANIFEST_COLUMNS)}; run the split stage again")
+        for row in reader:
+            if row["label"] not in index or row["split"] not in SPLITS:
+                raise DataError(f"{manifest} line {reader.line_num}: unknown label or split {row['label']!r}/{row['split']!r}")
+            records.append(Record(raw_dir / row["path"], row["path"], row["label"], index[row["label"]], row["split"], row["sha256"]))
+    return records, classes

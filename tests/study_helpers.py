@@ -1,0 +1,43 @@
+"""Helpers for tests that train: a composed config and a prepared synthetic dataset (generated, offline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+from smallvision.cli import to_dict
+from smallvision.data.split import prepare_split
+from smallvision.data.synthetic import generate
+from smallvision.training import Paths
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+
+# small and fast: 64 px synthetic shapes, a few epochs, a learning rate that learns them in that time
+FAST = [
+    "data=synthetic", "logger.enabled=false", "trainer.progress=false",
+    "techniques.baseline.image_size=64", "techniques.augment.image_size=64",
+    "techniques.feature_extract.image_size=64", "techniques.fine_tune.image_size=64",
+    "techniques.baseline.optimizer.lr=1e-3", "techniques.augment.optimizer.lr=1e-3",
+    "techniques.feature_extract.optimizer.lr=1e-3", "techniques.fine_tune.optimizer.lr=1e-4",
+    "techniques.baseline.epochs=8", "techniques.augment.epochs=3",
+    "techniques.feature_extract.epochs=6", "techniques.fine_tune.epochs=2",
+]
+
+
+def config(*overrides: str) -> dict:
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return to_dict(compose("config", overrides=[*FAST, *overrides]))
+
+
+def make_dataset(root: Path, per_class: int = 100, classes=("circle", "square"), seed: int = 0) -> Path:
+    """Generated images under root/data/raw, split into root/data/prepared; returns root."""
+    generate(root / "data" / "raw", classes=classes, per_class=per_class, image_size=64, seed=seed)
+    prepare_split(root / "data" / "raw", root / "data" / "prepared", split={"train": 0.5, "val": 0.25, "test": 0.25},
+                  seed=0, workers=1, progress=False)
+    return root
+
+
+def paths(root: Path, technique: str) -> Paths:
+    return Paths(prepared=root / "data/prepared", cache=root / "data/cache", features=root / "data/features",
+                 out=root / "models" / technique, models=root / "models")

@@ -1,0 +1,85 @@
+"""End to end: `dvc repro` of the whole study on generated images, in a copy of the project."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TECHNIQUES = ("baseline", "augment", "feature_extract", "fine_tune")
+
+
+def _compose(project: Path, *overrides: str) -> None:
+    """Write params.yaml the way `dvc exp run -S ...` does (DVC's own Hydra composition)."""
+    from dvc.utils.hydra import compose_and_dump
+
+    compose_and_dump(project / "params.yaml", str(project / "conf"), None, "config", str(project), list(overrides))
+
+
+def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{cwd}/mlflow.db"}
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    project = tmp_path_factory.mktemp("project")
+    for name in ("conf", "pipelines", "src"):
+        shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", project)
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    _run([sys.executable, "-m", "dvc", "init", "-q"], project)
+    shutil.copy(ROOT / ".dvc" / "config", project / ".dvc" / "config")
+    _compose(project, "experiment=smoke")
+    _run([sys.executable, "-m", "dvc", "repro"], project)
+    return project
+
+
+def test_dvc_repro_runs_the_whole_study(project):
+    report = json.loads((project / "data/prepared/split_report.json").read_text())
+    assert report["total"] == {"train": 40, "val": 20, "test": 20}
+    for technique in TECHNIQUES:
+        metrics = json.loads((project / "models" / technique / "metrics.json").read_text())
+        assert metrics["test_images"] == 20 and 0 <= metrics["test_accuracy"] <= 1
+        assert (project / "models" / technique / "best.ckpt").stat().st_size > 0
+    shown = _run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], project).stdout
+    assert "test_accuracy" in shown
+
+
+def test_mlflow_holds_one_study_with_a_child_per_technique(project):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{project}/mlflow.db")
+    experiment = client.get_experiment_by_name("smallvision")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1
+    assert sorted(r.data.tags["technique"] for r in children) == sorted(TECHNIQUES)
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert "test_accuracy" in child.data.metrics and "val_acc" in child.data.metrics
+        assert child.data.params["technique"] == child.data.tags["technique"]
+        assert child.data.tags["git_commit"] and child.data.tags["seed"] == "42"
+    assert any(k.endswith("test_accuracy") for k in parents[0].data.metrics)
+
+
+def test_nothing_changed_reruns_nothing_and_one_change_reruns_only_what_it_feeds(project):
+    status = _run([sys.executable, "-m", "dvc", "status", "--json"], project).stdout
+    assert json.loads(status) == {}
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["techniques"]["fine_tune"]["optimizer"]["lr"] = 2e-4
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    changed = json.loads(_run([sys.executable, "-m", "dvc", "status", "--json"], project).stdout)
+    assert set(changed) == {"fine-tune"}

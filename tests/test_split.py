@@ -1,0 +1,279 @@
+"""The split stage: layouts, drop reasons, de-duplication, stratified seeded split, manifest and report."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from smallvision.data.split import MANIFEST, REPORT, discover, load_manifest, prepare_split, split_amounts, split_sizes
+from smallvision.errors import ConfigError, DataError
+
+ROOT = Path(__file__).resolve().parents[1]
+COUNTS = {"train": 3, "val": 2, "test": 1}
+
+
+def run_split(raw, out, split=COUNTS, seed=0, **kwargs):
+    return prepare_split(raw, out, split=split, seed=seed, workers=kwargs.pop("workers", 1), progress=False, **kwargs)
+
+
+def report_of(out: Path) -> dict:
+    return json.loads((out / REPORT).read_text(encoding="utf-8"))
+
+
+def reasons(report) -> dict[str, str]:
+    return {d.path: d.reason for d in report.dropped}
+
+
+# --------------------------------------------------------------------------- layouts
+
+
+def test_petimages_layout(tmp_path, make_tree):
+    raw = tmp_path / "raw"
+    make_tree(raw / "PetImages", {"Cat": 6, "Dog": 6})
+    (raw / "readme[1].txt").write_text("licence")
+    found = discover(raw)
+    assert found.layout == "petimages" and found.classes == ["Cat", "Dog"]
+    assert {c.path for c in found.candidates} >= {"PetImages/Cat/0.jpg", "PetImages/Dog/5.jpg"}
+    assert [(d.path, d.reason) for d in found.dropped] == [("readme[1].txt", "not an image (extension .txt)")]
+
+
+def test_class_folders_any_number_nested_under_one_top_folder(tmp_path, make_tree):
+    raw = tmp_path / "raw"
+    make_tree(raw / "my_photos", {"bird": 6, "cat": 6, "dog": 6})
+    found = discover(raw)
+    assert found.layout == "class_folders" and found.classes == ["bird", "cat", "dog"]
+    report = run_split(raw, tmp_path / "out")
+    assert report.counts == {s: {c: n for c in ("bird", "cat", "dog")} for s, n in COUNTS.items()}
+
+
+def test_kaggle_flat_names(tmp_path, write_image):
+    raw = tmp_path / "raw"
+    for i in range(6):
+        write_image(raw / "train" / f"cat.{i}.jpg", seed=i)
+        write_image(raw / "train" / f"dog.{i}.jpg", seed=100 + i)
+    write_image(raw / "train" / "1234.jpg", seed=999)
+    found = discover(raw)
+    assert found.layout == "kaggle" and found.classes == ["cat", "dog"]
+    assert {c.label for c in found.candidates if c.path.endswith("cat.3.jpg")} == {"cat"}
+    assert reasons(found)["train/1234.jpg"].startswith("name does not give a class")
+
+
+def test_presplit_folders_are_kept_as_given(tmp_path, make_tree):
+    raw = tmp_path / "raw"
+    make_tree(raw / "train", {"a": 4, "b": 4}, seed=1)
+    make_tree(raw / "validation", {"a": 2, "b": 2}, seed=2)
+    make_tree(raw / "test", {"a": 3, "b": 3}, seed=3)
+    out = tmp_path / "out"
+    report = run_split(raw, out, split={"train": 100, "val": 100, "test": 100})  # ignored: the folders decide
+    assert report.layout == "presplit"
+    assert report.counts == {"train": {"a": 4, "b": 4}, "val": {"a": 2, "b": 2}, "test": {"a": 3, "b": 3}}
+    records, _ = load_manifest(out)
+    assert all(r.path.split("/")[0] == {"train": "train", "val": "validation", "test": "test"}[r.split] for r in records)
+
+
+def test_incomplete_presplit_layout_is_a_clear_error(tmp_path, make_tree):
+    raw = tmp_path / "raw"
+    make_tree(raw / "train", {"a": 2, "b": 2}, seed=1)
+    make_tree(raw / "test", {"a": 2, "b": 2}, seed=2)
+    with pytest.raises(DataError, match=r"missing: \['val'\]"):
+        discover(raw)
+
+
+def test_missing_or_empty_raw_folder(tmp_path):
+    with pytest.raises(DataError, match="run the download stage"):
+        discover(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match="no image files"):
+        discover(tmp_path / "empty")
+
+
+# --------------------------------------------------------------------------- bad input: every case dropped with a reason or loaded
+
+
+def test_every_bad_file_is_dropped_with_its_reason_and_odd_images_are_kept(tmp_path, make_tree, write_image, write_png_bomb):
+    raw = tmp_path / "raw"
+    make_tree(raw, {"Cat": 6, "Dog": 6})
+    cat, dog = raw / "Cat", raw / "Dog"
+    (cat / "666.jpg").write_bytes(b"")
+    truncated = write_image(dog / "11702.jpg", seed=7, size=(96, 96))
+    truncated.write_bytes(truncated.read_bytes()[:600])
+    (cat / "text.jpg").write_bytes(b"not a jpeg at all " * 10)
+    (cat / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0 thumbnail cache")
+    shutil.copy(cat / "0.jpg", dog / "copy_of_cat0.jpg")
+    write_image(cat / ".hidden.jpg", seed=50)
+    write_image(dog / "._resource_fork.jpg", seed=51)
+    write_image(raw / ".cache" / "x.jpg", seed=52)
+    outside = write_image(tmp_path / "elsewhere" / "outside.jpg", seed=53)
+    os.symlink(outside, dog / "link_out.jpg")
+    os.symlink(cat / "1.jpg", dog / "link_in.jpg")  # inside the tree: same bytes, so a duplicate
+    write_png_bomb(cat / "bomb.png")
+    # odd but valid: each must end up in the manifest
+    Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(cat / "cmyk.jpg")
+    Image.fromarray(np.full((8, 8), 40000, np.uint16)).save(cat / "deep16.png")
+    Image.new("RGB", (9, 9), (1, 2, 3)).convert("P").save(cat / "palette.png")
+    Image.new("L", (9, 9), 99).save(dog / "grey.png")
+    Image.new("RGBA", (9, 9), (0, 0, 0, 0)).save(dog / "alpha.png")
+    Image.new("RGB", (9, 9), (5, 5, 200)).save(dog / "anim.gif", save_all=True, append_images=[Image.new("RGB", (9, 9), (200, 5, 5))])
+    write_image(dog / "photo.webp", seed=60)
+    write_image(dog / "UPPER.JPG", seed=61)
+    write_image(dog / "long.jpeg", seed=62)
+    write_image(dog / "chien_été_狗.jpg", seed=63)
+
+    out = tmp_path / "out"
+    report = run_split(raw, out, split={"train": 0.5, "val": 0.25, "test": 0.25})
+    dropped = reasons(report)
+    assert dropped == {
+        "Cat/666.jpg": "empty file",
+        "Dog/11702.jpg": "does not decode (truncated or corrupt)",
+        "Cat/text.jpg": "not an image",
+        "Cat/Thumbs.db": "not an image (extension .db)",
+        "Dog/copy_of_cat0.jpg": "duplicate of Cat/0.jpg",
+        "Dog/link_in.jpg": "duplicate of Cat/1.jpg",
+        "Cat/.hidden.jpg": "hidden file",
+        "Dog/._resource_fork.jpg": "hidden file",
+        ".cache/": "hidden folder (1 files)",
+        "Dog/link_out.jpg": "symlink pointing outside the data tree",
+        "Cat/bomb.png": dropped["Cat/bomb.png"],
+    }
+    assert dropped["Cat/bomb.png"].startswith("too large")
+    assert report.duplicates == 2
+    saved = report_of(out)
+    assert saved["dropped_count"] == len(dropped) == len(saved["dropped"])
+    kept = {r.path for r in load_manifest(out)[0]}
+    odd = {"Cat/cmyk.jpg", "Cat/deep16.png", "Cat/palette.png", "Dog/grey.png", "Dog/alpha.png", "Dog/anim.gif",
+           "Dog/photo.webp", "Dog/UPPER.JPG", "Dog/long.jpeg", "Dog/chien_été_狗.jpg"}
+    assert odd <= kept
+    # zero silent drops: every file in the tree is either in the manifest or in the report
+    everything = {p.relative_to(raw).as_posix() for p in raw.rglob("*") if not p.is_dir() and ".cache" not in p.parts}
+    assert everything == kept | (set(dropped) - {".cache/"})
+
+
+# --------------------------------------------------------------------------- the split
+
+
+def test_stratified_counts_and_unused(tmp_path, make_tree):
+    raw = make_tree(tmp_path / "raw", {"Cat": 9, "Dog": 7})
+    report = run_split(raw, tmp_path / "out")
+    assert report.counts == {s: {"Cat": n, "Dog": n} for s, n in COUNTS.items()}
+    assert report.unused == {"Cat": 3, "Dog": 1}
+    saved = report_of(tmp_path / "out")
+    assert saved["total"] == {"train": 6, "val": 4, "test": 2}
+    assert saved["counts"]["train"]["Cat"] == 3 and saved["valid"] == 16
+
+
+def test_fractions_per_class(tmp_path, make_tree):
+    raw = make_tree(tmp_path / "raw", {"a": 10, "b": 20})
+    report = run_split(raw, tmp_path / "out", split={"train": 0.6, "val": 0.2, "test": 0.2})
+    assert report.counts == {"train": {"a": 6, "b": 12}, "val": {"a": 2, "b": 4}, "test": {"a": 2, "b": 4}}
+    assert split_sizes({"train": 0.7, "val": 0.15, "test": 0.15}, 7) == {"train": 5, "val": 1, "test": 1}
+
+
+def test_same_inputs_and_seed_give_a_byte_identical_manifest(tmp_path, make_tree):
+    raw = make_tree(tmp_path / "raw", {"Cat": 8, "Dog": 8})
+    run_split(raw, tmp_path / "one", seed=3)
+    run_split(raw, tmp_path / "two", seed=3, workers=2)  # also through the process pool
+    moved = shutil.copytree(raw, tmp_path / "elsewhere" / "raw")
+    run_split(moved, tmp_path / "elsewhere" / "three", seed=3)
+    first = (tmp_path / "one" / MANIFEST).read_bytes()
+    assert first == (tmp_path / "two" / MANIFEST).read_bytes() == (tmp_path / "elsewhere" / "three" / MANIFEST).read_bytes()
+    assert first.splitlines()[0] == b"path,label,split,sha256"
+    run_split(raw, tmp_path / "other", seed=4)
+    assert (tmp_path / "other" / MANIFEST).read_bytes() != first
+
+
+def test_too_few_images_names_class_needed_and_available(tmp_path, make_tree):
+    raw = make_tree(tmp_path / "raw", {"Cat": 6, "Dog": 5})
+    with pytest.raises(DataError, match=r"class 'Dog' has 5 valid images but the split needs 6 \(train 3 \+ val 2 \+ test 1\)"):
+        run_split(raw, tmp_path / "out")
+    (raw / "Cat" / "0.jpg").write_bytes(b"")  # enough files, too few after validation
+    (raw / "Dog" / "5.jpg").write_bytes((raw / "Dog" / "0.jpg").read_bytes())
+    with pytest.raises(DataError, match=r"class 'Cat' has 5 valid images"):
+        run_split(raw, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_class_list_must_match_the_folders(tmp_path, make_tree):
+    raw = make_tree(tmp_path / "raw", {"Cat": 6, "Dog": 6})
+    with pytest.raises(ConfigError, match=r"not found: \['Bird'\], found but not listed: \['Dog'\]"):
+        run_split(raw, tmp_path / "out", classes=["Cat", "Bird"])
+    report = run_split(raw, tmp_path / "out", classes=["Dog", "Cat"])  # the given order is the label order
+    records, classes = load_manifest(tmp_path / "out")
+    assert classes == report.classes == ["Dog", "Cat"]
+    assert {r.target for r in records if r.label == "Dog"} == {0}
+
+
+@pytest.mark.parametrize(
+    "split, message",
+    [
+        ({"train": 10, "val": 0.2, "test": 0.2}, "mixes counts"),
+        ({"train": -1, "val": 1, "test": 1}, r"data.split.train=-1"),
+        ({"train": 0.7, "val": 0.3, "test": 0.3}, "sum to 1.3"),
+        ({"train": 1.5, "val": 0.1, "test": 0.1}, r"data.split.train=1.5"),
+        ({"train": 10, "val": 5}, "exactly the keys train, val, test"),
+        ({"train": 0, "val": 5, "test": 5}, "must be > 0"),
+        ({"train": "many", "val": 5, "test": 5}, "data.split.train='many'"),
+    ],
+)
+def test_bad_split_config(split, message):
+    with pytest.raises(ConfigError, match=message):
+        split_amounts(split)
+
+
+def test_load_manifest_resolves_files_and_complains_clearly(tmp_path, make_tree):
+    raw = make_tree(tmp_path / "data" / "raw", {"Cat": 6, "Dog": 6})
+    out = tmp_path / "data" / "prepared"
+    run_split(raw, out)
+    assert report_of(out)["raw_dir"] == "../raw"
+    records, classes = load_manifest(out)
+    assert classes == ["Cat", "Dog"] and len(records) == 12
+    assert all(r.file.is_file() and r.file.samefile(raw / r.path) for r in records)
+    shutil.rmtree(raw)
+    with pytest.raises(DataError, match="run the download stage again"):
+        load_manifest(out)
+    with pytest.raises(DataError, match="run the split stage first"):
+        load_manifest(tmp_path / "nowhere")
+
+
+def test_report_is_readable_by_dvc_metrics(tmp_path, make_tree):
+    raw = make_tree(tmp_path / "raw", {"Cat": 6, "Dog": 6})
+    run_split(raw, tmp_path / "out")
+    saved = report_of(tmp_path / "out")
+    numbers = {k: v for k, v in saved.items() if isinstance(v, (int, dict)) and not isinstance(v, bool)}
+    assert {"counts", "total", "unused", "dropped_count", "duplicates", "images_found", "valid"} <= set(numbers)
+    assert all(isinstance(n, int) for per_class in saved["counts"].values() for n in per_class.values())
+
+
+# --------------------------------------------------------------------------- the entry scripts
+
+
+def run_script(script: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "pipelines" / script), *overrides, "hydra.run.dir=.", "hydra.output_subdir=null"],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_download_and_split_scripts_end_to_end(tmp_path):
+    common = ["data=synthetic", "data.synthetic.per_class=8", "data.synthetic.image_size=32"]
+    done = run_script("download.py", *common, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    done = run_script("split.py", *common, "data.workers=1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "circle" in done.stdout and "dropped 0 files" in done.stdout
+    assert report_of(tmp_path / "data" / "prepared")["total"] == {"train": 8, "val": 4, "test": 4}
+
+
+def test_script_error_is_one_line_without_traceback(tmp_path):
+    done = run_script("download.py", "data=folder", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "data.source is not set" in done.stderr and "Traceback" not in done.stderr

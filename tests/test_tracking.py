@@ -1,0 +1,423 @@
+"""MLflow study/technique runs, queried back from a real SQLite store."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from smallvision.errors import DataError
+from smallvision.tracking import (
+    COMPARISON_FILE,
+    STUDY_KEY_TAG,
+    StudyTracker,
+    flatten,
+    git_commit,
+    lightning_logger,
+    log_from_metrics_files,
+    resolve_tracking_uri,
+)
+
+TRACKING_LOGGER = "smallvision.tracking"
+
+
+@pytest.fixture(scope="module")
+def store_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One migrated SQLite store for the module (MLflow's migrations take seconds); tests use their own experiments."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow').as_posix()}/mlflow.db"
+    MlflowClient(uri).search_experiments()
+    return uri
+
+
+@pytest.fixture
+def experiment(request: pytest.FixtureRequest) -> str:
+    return f"exp-{request.node.name}"
+
+
+def make_tracker(uri: str, experiment: str, key: str = "study/synthetic/abc123", **kwargs) -> StudyTracker:
+    return StudyTracker(uri, experiment, study_key=key, study_name="chollet", tags={"dataset": "synthetic"}, **kwargs)
+
+
+def runs_of(uri: str, experiment: str) -> list:
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id]) if exp else []
+
+
+def tracking_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == TRACKING_LOGGER and r.levelno == logging.WARNING]
+
+
+# -- parent/child structure ----------------------------------------------------------------
+
+
+def test_techniques_of_one_study_share_one_parent(store_uri: str, experiment: str) -> None:
+    params = flatten({"techniques": {"baseline": {"optimizer": {"lr": 1e-4}}}, "seed": 42})
+    child_ids = []
+    for technique in ("baseline", "augment"):
+        # a fresh tracker per technique, as each DVC stage is its own process
+        tracker = make_tracker(store_uri, experiment)
+        with tracker.technique_run(
+            technique, params, {"backbone": "none", "seed": "42", "git_commit": "deadbeef"}
+        ) as run_id:
+            assert run_id is not None
+            tracker.log_metrics(run_id, {"test_accuracy": 0.75})
+        child_ids.append(run_id)
+    other = make_tracker(store_uri, experiment, key="study/synthetic/other")
+    with other.technique_run("baseline", {}, {}):
+        pass
+
+    runs = {r.info.run_id: r for r in runs_of(store_uri, experiment)}
+    parents = [r for r in runs.values() if MLFLOW_PARENT_RUN_ID not in r.data.tags]
+    assert len(runs) == 5 and len(parents) == 2
+    first_parent = runs[runs[child_ids[0]].data.tags[MLFLOW_PARENT_RUN_ID]]
+    assert first_parent.info.run_name == "chollet"
+    assert first_parent.data.tags[STUDY_KEY_TAG] == "study/synthetic/abc123"
+    assert first_parent.info.status == "FINISHED"
+    for run_id, technique in zip(child_ids, ("baseline", "augment")):
+        child = runs[run_id]
+        assert child.data.tags[MLFLOW_PARENT_RUN_ID] == first_parent.info.run_id
+        assert child.info.run_name == technique and child.info.status == "FINISHED"
+        assert child.data.params["techniques.baseline.optimizer.lr"] == "0.0001"
+        assert child.data.params["seed"] == "42"
+        assert {
+            "technique": technique,
+            "backbone": "none",
+            "seed": "42",
+            "git_commit": "deadbeef",
+            "dataset": "synthetic",
+        }.items() <= child.data.tags.items()
+        assert child.data.metrics["test_accuracy"] == 0.75
+    assert other.parent_run_id not in (None, first_parent.info.run_id)
+    assert runs[other.parent_run_id].info.run_name == "chollet"
+
+
+def test_study_key_with_quotes_is_found_again(store_uri: str, experiment: str) -> None:
+    key = 'Chollet\'s "study"/x'
+    parents = set()
+    for _ in range(2):
+        tracker = make_tracker(store_uri, experiment, key=key)
+        with tracker.technique_run("baseline", {}, {}):
+            pass
+        parents.add(tracker.parent_run_id)
+    assert len(parents) == 1
+
+
+@pytest.mark.parametrize(
+    ("error", "status"), [(KeyboardInterrupt, "KILLED"), (SystemExit, "KILLED"), (RuntimeError, "FAILED")]
+)
+def test_interrupted_or_failed_job_status(store_uri: str, experiment: str, error: type, status: str) -> None:
+    tracker = make_tracker(store_uri, experiment)
+    with pytest.raises(error), tracker.technique_run("augment", {}, {}) as run_id:
+        raise error()
+    client = MlflowClient(store_uri)
+    assert client.get_run(run_id).info.status == status
+    assert client.get_run(tracker.parent_run_id).info.status == status
+
+
+def test_comparison_lands_on_the_parent(store_uri: str, experiment: str, tmp_path: Path) -> None:
+    tracker = make_tracker(store_uri, experiment)
+    with tracker.technique_run("baseline", {}, {}) as child_id:
+        pass
+    chart = tmp_path / "comparison.md"
+    chart.write_text("| technique | accuracy |\n")
+    rows = [
+        {"technique": "baseline", "test_accuracy": 0.71, "backbone": "none"},
+        {"technique": "fine_tune", "test_accuracy": 0.97, "ci95_low": 0.95},
+    ]
+    # visualize is another process: a new tracker finds the parent by key
+    later = make_tracker(store_uri, experiment)
+    later.log_comparison(rows, [chart])
+    later.log_comparison(rows, [chart])  # rerun: the table is rewritten, not appended
+    assert later.parent_run_id == tracker.parent_run_id
+
+    client = MlflowClient(store_uri)
+    parent = client.get_run(tracker.parent_run_id)
+    assert parent.data.metrics == {
+        "baseline.test_accuracy": 0.71,
+        "fine_tune.test_accuracy": 0.97,
+        "fine_tune.ci95_low": 0.95,
+    }
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {COMPARISON_FILE, "comparison.md"}
+    table = json.loads(Path(client.download_artifacts(parent.info.run_id, COMPARISON_FILE, str(tmp_path))).read_text())
+    assert table["columns"] == ["technique", "test_accuracy", "backbone", "ci95_low"]
+    assert table["data"] == [["baseline", 0.71, "none", None], ["fine_tune", 0.97, None, 0.95]]
+    assert client.list_artifacts(child_id) == []
+
+
+def test_log_later_from_metrics_files(store_uri: str, experiment: str, tmp_path: Path) -> None:
+    folder = tmp_path / "models" / "augment"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(
+        json.dumps(
+            {
+                "technique": "augment",
+                "backbone": "none",
+                "test_accuracy": 0.8,
+                "test_loss": 0.4,
+                "test_images": 10,
+                "ci95_low": 0.49,
+                "ci95_high": 0.94,
+            }
+        )
+    )
+    (folder / "history.csv").write_text(
+        "epoch,train_loss,train_acc,val_loss,val_acc\n1,0.7,0.5,0.69,0.55\n2,0.6,0.6,0.65,0.6\n"
+    )
+    (folder / "confusion.json").write_text("[[4, 1], [1, 4]]")
+    tracker = make_tracker(store_uri, experiment)
+    rows = log_from_metrics_files(tracker, [folder])
+    tracker.log_comparison(rows)
+
+    client = MlflowClient(store_uri)
+    (child,) = [r for r in runs_of(store_uri, experiment) if MLFLOW_PARENT_RUN_ID in r.data.tags]
+    assert child.info.run_name == "augment" and child.data.tags["backbone"] == "none"
+    assert child.data.metrics["test_accuracy"] == 0.8 and child.data.metrics["test_images"] == 10
+    assert [(m.step, m.value) for m in client.get_metric_history(child.info.run_id, "val_acc")] == [(1, 0.55), (2, 0.6)]
+    assert {a.path for a in client.list_artifacts(child.info.run_id)} == {
+        "metrics.json",
+        "history.csv",
+        "confusion.json",
+    }
+    assert client.get_run(tracker.parent_run_id).data.metrics["augment.test_accuracy"] == 0.8
+
+    with pytest.raises(DataError, match="metrics.json not found"):
+        log_from_metrics_files(tracker, [tmp_path / "models" / "baseline"])
+    (folder / "history.csv").write_text("epoch,train_loss\nlast,0.5\n")
+    with pytest.raises(DataError, match="history.csv line 2 is not a history row"):
+        log_from_metrics_files(tracker, [folder])
+    assert len(runs_of(store_uri, experiment)) == 2  # a bad file made no run
+
+
+# -- failures: training goes on ------------------------------------------------------------
+
+
+def broken_sqlite_uris(tmp_path: Path) -> dict[str, str]:
+    not_a_db = tmp_path / "not_a_db.db"
+    not_a_db.write_bytes(b"this is not an SQLite database, just text" * 10)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("a file where a folder should be")
+    return {
+        "not_a_database": f"sqlite:///{not_a_db.as_posix()}",
+        "folder_is_a_file": f"sqlite:///{a_file.as_posix()}/mlflow.db",
+    }
+
+
+@pytest.mark.parametrize("case", ["not_a_database", "folder_is_a_file"])
+def test_unwritable_store_warns_once_and_training_continues(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, case: str
+) -> None:
+    uri = broken_sqlite_uris(tmp_path)[case]
+    tracker = make_tracker(uri, "exp")
+    with caplog.at_level(logging.WARNING):
+        with tracker.technique_run("baseline", {"a": "1"}, {}) as run_id:
+            tracker.log_metrics(run_id, {"val_acc": 0.5}, step=1)
+            tracker.log_artifacts(run_id, [tmp_path])
+            trained = True
+        tracker.log_comparison([{"technique": "baseline", "test_accuracy": 0.5}])
+    assert trained and run_id is None and tracker.parent_run_id is None
+    (warning,) = tracking_warnings(caplog)
+    message = warning.getMessage()
+    assert message.startswith(f"MLflow tracking at {uri} failed: ")
+    assert "training continues, metrics are in models/baseline/metrics.json" in message
+    assert "python pipelines/log_metrics.py" in message
+
+
+def test_store_failing_mid_training_warns_once(
+    store_uri: str, experiment: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tracker = make_tracker(store_uri, experiment)
+    with caplog.at_level(logging.WARNING), tracker.technique_run("baseline", {}, {}) as run_id:
+
+        def locked(*args, **kwargs):
+            raise RuntimeError("database is locked")
+
+        monkeypatch.setattr(tracker.client, "log_batch", locked)
+        for epoch in range(3):
+            tracker.log_metrics(run_id, {"val_acc": 0.5}, step=epoch)
+    (warning,) = tracking_warnings(caplog)
+    assert "RuntimeError: database is locked" in warning.getMessage()
+    assert not tracker.enabled
+
+
+def test_unreachable_server_fails_fast_without_leaking_credentials(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for name in ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES"):
+        monkeypatch.setenv(name, "unset-by-test")  # so monkeypatch restores the real value afterwards
+        monkeypatch.delenv(name)
+    tracker = make_tracker(f"http://user:secret@127.0.0.1:{port}", "exp", http_timeout_s=1.5, http_max_retries=0)
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "2" and os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
+    with caplog.at_level(logging.WARNING), tracker.technique_run("baseline", {}, {}) as run_id:
+        pass
+    assert run_id is None
+    (warning,) = tracking_warnings(caplog)
+    assert f"MLflow tracking at http://127.0.0.1:{port} failed" in warning.getMessage()
+    assert "secret" not in warning.getMessage()
+
+
+def test_disabled_tracker_touches_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    db = tmp_path / "never.db"
+    tracker = make_tracker(f"sqlite:///{db.as_posix()}", "exp", enabled=False)
+    with caplog.at_level(logging.WARNING):
+        with tracker.technique_run("baseline", {}, {}) as run_id:
+            tracker.log_metrics(run_id, {"a": 1.0})
+        tracker.log_comparison([{"technique": "baseline", "test_accuracy": 1.0}])
+    assert run_id is None and lightning_logger(tracker, run_id) is None
+    assert not db.exists() and not tracking_warnings(caplog)
+
+
+# -- Lightning's MLFlowLogger on the child run ---------------------------------------------
+
+
+class TinyModule:
+    """Built lazily so importing this test file does not import lightning."""
+
+    @staticmethod
+    def make(stop_after_epoch: int | None = None):
+        import lightning.pytorch as pl
+
+        class Tiny(pl.LightningModule):
+            def __init__(self) -> None:
+                super().__init__()
+                self.layer = torch.nn.Linear(2, 1)
+
+            def training_step(self, batch, batch_idx):
+                x, y = batch
+                loss = torch.nn.functional.mse_loss(self.layer(x), y)
+                self.log("train_loss", loss, on_step=False, on_epoch=True)
+                return loss
+
+            def on_train_epoch_end(self) -> None:
+                if stop_after_epoch is not None and self.current_epoch == stop_after_epoch:
+                    raise KeyboardInterrupt  # Ctrl-C
+
+            def configure_optimizers(self):
+                return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        return Tiny()
+
+
+def fit(module, logger, root: Path) -> None:
+    import lightning.pytorch as pl
+
+    data = torch.utils.data.TensorDataset(torch.randn(8, 2), torch.randn(8, 1))
+    trainer = pl.Trainer(
+        max_epochs=2,
+        logger=logger,
+        accelerator="cpu",
+        default_root_dir=root,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+    )
+    trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=4))
+
+
+def test_plain_lightning_logger_logs_into_child_and_our_status_wins(
+    store_uri: str, experiment: str, tmp_path: Path
+) -> None:
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    tracker = make_tracker(store_uri, experiment)
+    client = MlflowClient(store_uri)
+    with tracker.technique_run("baseline", {}, {}) as run_id:
+        fit(TinyModule.make(), MLFlowLogger(tracking_uri=store_uri, run_id=run_id), tmp_path)
+        # the plain logger's finalize() ends the run after fit; technique_run sets it again on exit
+        assert client.get_run(run_id).info.status == "FINISHED"
+    assert len(client.get_metric_history(run_id, "train_loss")) == 2
+    assert len(runs_of(store_uri, experiment)) == 2  # the parent and this child: the logger made no run of its own
+
+    previous = signal.getsignal(signal.SIGINT)  # Lightning ignores SIGINT after a Ctrl-C; give it back to pytest
+    try:
+        # Lightning turns KeyboardInterrupt into sys.exit(1)
+        with pytest.raises(SystemExit), tracker.technique_run("augment", {}, {}) as killed_id:
+            fit(TinyModule.make(stop_after_epoch=0), MLFlowLogger(tracking_uri=store_uri, run_id=killed_id), tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert client.get_run(killed_id).info.status == "KILLED"  # not the logger's FAILED
+
+
+def test_child_run_logger_leaves_status_and_survives_store_errors(
+    store_uri: str, experiment: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tracker = make_tracker(store_uri, experiment)
+    client = MlflowClient(store_uri)
+    with tracker.technique_run("baseline", {}, {}) as run_id:
+        logger = lightning_logger(tracker, run_id)
+        fit(TinyModule.make(), logger, tmp_path)
+        assert client.get_run(run_id).info.status == "RUNNING"  # test() may still follow
+        assert len(client.get_metric_history(run_id, "train_loss")) == 2
+        logger.log_hyperparams({"lr": 0.1})  # the config is the run's params; module hparams are not logged again
+        assert "lr" not in client.get_run(run_id).data.params
+        assert len(runs_of(store_uri, experiment)) == 2
+
+        def unreachable(*args, **kwargs):
+            raise ConnectionError("server went away")
+
+        monkeypatch.setattr(logger.experiment, "log_batch", unreachable)
+        with caplog.at_level(logging.WARNING):
+            fit(TinyModule.make(), logger, tmp_path)  # still trains to the end
+    (warning,) = tracking_warnings(caplog)
+    assert "ConnectionError: server went away" in warning.getMessage()
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def test_resolve_tracking_uri_precedence(tmp_path: Path) -> None:
+    env = {"MLFLOW_TRACKING_URI": "http://tracking.example:5000"}
+    assert resolve_tracking_uri("sqlite:////abs/x.db", tmp_path, env) == "sqlite:////abs/x.db"
+    assert resolve_tracking_uri(None, tmp_path, env) == "http://tracking.example:5000"
+    assert resolve_tracking_uri(None, tmp_path, {}) == f"sqlite:///{tmp_path.resolve().as_posix()}/mlflow.db"
+    assert resolve_tracking_uri("", tmp_path, {"MLFLOW_TRACKING_URI": ""}).endswith("/mlflow.db")
+    # a relative SQLite path means the project, not the working directory
+    assert (
+        resolve_tracking_uri("sqlite:///runs/t.db", tmp_path, {})
+        == f"sqlite:///{tmp_path.resolve().as_posix()}/runs/t.db"
+    )
+
+
+def test_flatten_nested_config() -> None:
+    flat = flatten(
+        {
+            "techniques": {"baseline": {"optimizer": {"lr": 0.0001, "name": "rmsprop"}, "filters": [32, 64]}},
+            "seed": 42,
+            "predict": {"input": None},
+            "long": "x" * 10_000,
+        }
+    )
+    assert flat["techniques.baseline.optimizer.lr"] == "0.0001"
+    assert flat["techniques.baseline.optimizer.name"] == "rmsprop"
+    assert flat["techniques.baseline.filters"] == "[32, 64]"
+    assert flat["seed"] == "42" and flat["predict.input"] == "None"
+    from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+    assert len(flat["long"]) == MAX_PARAM_VAL_LENGTH
+    assert len(flat) == 6
+
+
+def test_git_commit(tmp_path: Path) -> None:
+    assert git_commit(tmp_path) is None
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "f").write_text("x")
+    subprocess.run([*git, "add", "f"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "c"], cwd=tmp_path, check=True)
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert git_commit(tmp_path) == head and len(head) == 40
