@@ -1,8 +1,8 @@
 """The `download` stage: put the configured data source's images under paths.raw.
 
-    python pipelines/download.py                                   # the Microsoft PetImages archive
-    python pipelines/download.py data=folder data.source=/path/to/kagglecatsanddogs_5340.zip
-    python pipelines/download.py data=synthetic                    # generated, offline
+python pipelines/download.py                                   # the Microsoft PetImages archive
+python pipelines/download.py data=folder data.source=/path/to/kagglecatsanddogs_5340.zip
+python pipelines/download.py data=synthetic                    # generated, offline
 """
 
 from pathlib import Path
@@ -22,7 +22,9 @@ from smallvision.errors import ConfigError
 def main(cfg: DictConfig) -> None:
     data = cfg.data
     if OmegaConf.is_missing(data, "source") or not str(data.source).strip():
-        raise ConfigError(f"data.source is not set (data={data.name}); give a folder or archive: data.source=/path/to/images")
+        raise ConfigError(
+            f"data.source is not set (data={data.name}); give a folder or archive: data.source=/path/to/images"
+        )
     source = str(data.source)
     if source != "synthetic" and not urlparse(source).scheme[1:]:  # a local path (or C:\... on Windows)
         source = to_absolute_path(source)

@@ -1,7 +1,7 @@
 """The `split` stage: validate every image under paths.raw and write the manifest and report to paths.prepared.
 
-    python pipelines/split.py                                      # 1000/500/500 per class (data=petimages)
-    python pipelines/split.py data.split.train=0.6 data.split.val=0.2 data.split.test=0.2
+python pipelines/split.py                                      # 1000/500/500 per class (data=petimages)
+python pipelines/split.py data.split.train=0.6 data.split.val=0.2 data.split.test=0.2
 """
 
 from pathlib import Path

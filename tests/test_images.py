@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -59,8 +60,10 @@ def test_pixel_limit_is_a_parameter(tmp_path, write_image):
 
 def test_bad_image_error_is_a_data_error_naming_the_file(tmp_path):
     (tmp_path / "x.png").write_bytes(b"")
-    with pytest.raises(DataError, match=r"x\.png: empty file"):
+    with pytest.raises(DataError, match=r"x\.png: empty file") as caught:
         load_rgb(tmp_path / "x.png")
+    copy = pickle.loads(pickle.dumps(caught.value))  # as it arrives from a worker process
+    assert (copy.reason, str(copy)) == ("empty file", str(caught.value))
 
 
 # --------------------------------------------------------------------------- odd but valid files

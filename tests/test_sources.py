@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from smallvision.data.sources import fetch_source
-from smallvision.errors import DataError
+from smallvision.errors import ConfigError, DataError
 
 
 def fetch(source, raw, **kwargs):
@@ -165,7 +165,10 @@ HOSTILE = {
     "zip symlink": (lambda p: zip_with(p / "a.zip", [(zip_symlink("ok/link"), b"/etc/passwd")]), "link entry"),
     "tar ../ entry": (lambda p: tar_with(p / "a.tar", [tarfile.TarInfo("../escaped.txt")]), r"'\.\.'"),
     "tar absolute path": (lambda p: tar_with(p / "a.tar", [tarfile.TarInfo(str(p / "escaped.txt"))]), "absolute path"),
-    "tar symlink outside": (lambda p: tar_with(p / "a.tar", [symlink_info("ok/link", "../../escaped.txt")]), "link entry"),
+    "tar symlink outside": (
+        lambda p: tar_with(p / "a.tar", [symlink_info("ok/link", "../../escaped.txt")]),
+        "link entry",
+    ),
     "tar hard link": (lambda p: tar_with(p / "a.tar", [hardlink_info()]), "link entry"),
     "tar device file": (lambda p: tar_with(p / "a.tar", [device_info()]), "device or special file"),
 }
@@ -305,7 +308,11 @@ def test_interrupted_download_resumes_and_verifies(tmp_path, server):
 def test_dropped_connections_are_retried_within_one_run(tmp_path, server):
     server.cut_next = 2
     fetch(server.url, tmp_path / "raw", sha256=sha(server.payload), retries=2, download_dir=tmp_path / "dl")
-    assert len(server.ranges) == 3 and server.ranges[0] is None and all(r and r.startswith("bytes=") for r in server.ranges[1:])
+    assert (
+        len(server.ranges) == 3
+        and server.ranges[0] is None
+        and all(r and r.startswith("bytes=") for r in server.ranges[1:])
+    )
     assert (tmp_path / "dl" / "pets.zip").read_bytes() == server.payload
 
 
@@ -351,3 +358,20 @@ def test_unresolvable_host_fails_within_the_timeout(tmp_path):
     with pytest.raises(DataError, match="cannot download http://no-such-host.invalid/x.zip.*use a local copy"):
         fetch("http://no-such-host.invalid/x.zip", tmp_path / "raw", connect_timeout_s=2)
     assert time.monotonic() - started < 4
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("sha256", "abc"),
+        ("size", -5),
+        ("connect_timeout_s", 0),
+        ("max_extract_bytes", "lots"),
+        ("retries", -1),
+    ],
+)
+def test_bad_settings_are_refused_before_any_work(tmp_path, image_zip, option, value):
+    key = {"retries": "download_retries"}.get(option, option)
+    with pytest.raises(ConfigError, match=rf"data\.{key}={value!r} is not allowed"):
+        fetch(image_zip, tmp_path / "raw", **{option: value})
+    assert not (tmp_path / "raw").exists()

@@ -76,7 +76,9 @@ def test_presplit_folders_are_kept_as_given(tmp_path, make_tree):
     assert report.layout == "presplit"
     assert report.counts == {"train": {"a": 4, "b": 4}, "val": {"a": 2, "b": 2}, "test": {"a": 3, "b": 3}}
     records, _ = load_manifest(out)
-    assert all(r.path.split("/")[0] == {"train": "train", "val": "validation", "test": "test"}[r.split] for r in records)
+    assert all(
+        r.path.split("/")[0] == {"train": "train", "val": "validation", "test": "test"}[r.split] for r in records
+    )
 
 
 def test_incomplete_presplit_layout_is_a_clear_error(tmp_path, make_tree):
@@ -99,7 +101,9 @@ def test_missing_or_empty_raw_folder(tmp_path):
 # --------------------------------------------------------------------------- bad input: every case dropped with a reason or loaded
 
 
-def test_every_bad_file_is_dropped_with_its_reason_and_odd_images_are_kept(tmp_path, make_tree, write_image, write_png_bomb):
+def test_every_bad_file_is_dropped_with_its_reason_and_odd_images_are_kept(
+    tmp_path, make_tree, write_image, write_png_bomb
+):
     raw = tmp_path / "raw"
     make_tree(raw, {"Cat": 6, "Dog": 6})
     cat, dog = raw / "Cat", raw / "Dog"
@@ -122,7 +126,9 @@ def test_every_bad_file_is_dropped_with_its_reason_and_odd_images_are_kept(tmp_p
     Image.new("RGB", (9, 9), (1, 2, 3)).convert("P").save(cat / "palette.png")
     Image.new("L", (9, 9), 99).save(dog / "grey.png")
     Image.new("RGBA", (9, 9), (0, 0, 0, 0)).save(dog / "alpha.png")
-    Image.new("RGB", (9, 9), (5, 5, 200)).save(dog / "anim.gif", save_all=True, append_images=[Image.new("RGB", (9, 9), (200, 5, 5))])
+    Image.new("RGB", (9, 9), (5, 5, 200)).save(
+        dog / "anim.gif", save_all=True, append_images=[Image.new("RGB", (9, 9), (200, 5, 5))]
+    )
     write_image(dog / "photo.webp", seed=60)
     write_image(dog / "UPPER.JPG", seed=61)
     write_image(dog / "long.jpeg", seed=62)
@@ -149,8 +155,18 @@ def test_every_bad_file_is_dropped_with_its_reason_and_odd_images_are_kept(tmp_p
     saved = report_of(out)
     assert saved["dropped_count"] == len(dropped) == len(saved["dropped"])
     kept = {r.path for r in load_manifest(out)[0]}
-    odd = {"Cat/cmyk.jpg", "Cat/deep16.png", "Cat/palette.png", "Dog/grey.png", "Dog/alpha.png", "Dog/anim.gif",
-           "Dog/photo.webp", "Dog/UPPER.JPG", "Dog/long.jpeg", "Dog/chien_été_狗.jpg"}
+    odd = {
+        "Cat/cmyk.jpg",
+        "Cat/deep16.png",
+        "Cat/palette.png",
+        "Dog/grey.png",
+        "Dog/alpha.png",
+        "Dog/anim.gif",
+        "Dog/photo.webp",
+        "Dog/UPPER.JPG",
+        "Dog/long.jpeg",
+        "Dog/chien_été_狗.jpg",
+    }
     assert odd <= kept
     # zero silent drops: every file in the tree is either in the manifest or in the report
     everything = {p.relative_to(raw).as_posix() for p in raw.rglob("*") if not p.is_dir() and ".cache" not in p.parts}
@@ -184,7 +200,11 @@ def test_same_inputs_and_seed_give_a_byte_identical_manifest(tmp_path, make_tree
     moved = shutil.copytree(raw, tmp_path / "elsewhere" / "raw")
     run_split(moved, tmp_path / "elsewhere" / "three", seed=3)
     first = (tmp_path / "one" / MANIFEST).read_bytes()
-    assert first == (tmp_path / "two" / MANIFEST).read_bytes() == (tmp_path / "elsewhere" / "three" / MANIFEST).read_bytes()
+    assert (
+        first
+        == (tmp_path / "two" / MANIFEST).read_bytes()
+        == (tmp_path / "elsewhere" / "three" / MANIFEST).read_bytes()
+    )
     assert first.splitlines()[0] == b"path,label,split,sha256"
     run_split(raw, tmp_path / "other", seed=4)
     assert (tmp_path / "other" / MANIFEST).read_bytes() != first
@@ -192,11 +212,15 @@ def test_same_inputs_and_seed_give_a_byte_identical_manifest(tmp_path, make_tree
 
 def test_too_few_images_names_class_needed_and_available(tmp_path, make_tree):
     raw = make_tree(tmp_path / "raw", {"Cat": 6, "Dog": 5})
-    with pytest.raises(DataError, match=r"class 'Dog' has 5 valid images but the split needs 6 \(train 3 \+ val 2 \+ test 1\)"):
+    with pytest.raises(
+        DataError, match=r"class 'Dog' has 5 valid images but the split needs 6 \(train 3 \+ val 2 \+ test 1\)"
+    ):
         run_split(raw, tmp_path / "out")
     (raw / "Cat" / "0.jpg").write_bytes(b"")  # enough files, too few after validation
     (raw / "Dog" / "5.jpg").write_bytes((raw / "Dog" / "0.jpg").read_bytes())
-    with pytest.raises(DataError, match=r"class 'Cat' has 5 valid images"):
+    with pytest.raises(
+        DataError, match=r"class 'Cat' has 5 valid images .*\(dropped: 1 empty file\).*Dog.*\(dropped: 1 duplicate\)"
+    ):
         run_split(raw, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -259,7 +283,12 @@ def run_script(script: str, *overrides: str, cwd: Path) -> subprocess.CompletedP
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     return subprocess.run(
         [sys.executable, str(ROOT / "pipelines" / script), *overrides, "hydra.run.dir=.", "hydra.output_subdir=null"],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -277,3 +306,20 @@ def test_script_error_is_one_line_without_traceback(tmp_path):
     done = run_script("download.py", "data=folder", cwd=tmp_path)
     assert done.returncode == 2
     assert "data.source is not set" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_bad_pixel_limit_is_a_config_error(tmp_path, make_tree):
+    raw = make_tree(tmp_path / "raw", {"Cat": 6, "Dog": 6})
+    with pytest.raises(ConfigError, match="data.max_image_pixels=0"):
+        run_split(raw, tmp_path / "out", max_pixels=0)
+    with pytest.raises(ConfigError, match="data.workers=0"):
+        run_split(raw, tmp_path / "out", workers=0)
+
+
+def test_file_name_that_is_not_utf8_is_dropped_not_crashed(tmp_path, make_tree, write_image):
+    raw = make_tree(tmp_path / "raw", {"Cat": 6, "Dog": 6})
+    bad_name = os.fsdecode(b"caf\xe9.jpg")  # Latin-1 bytes: not UTF-8
+    write_image(raw / "Cat" / bad_name, seed=77)
+    report = run_split(raw, tmp_path / "out")
+    assert reasons(report) == {"Cat/caf\\xe9.jpg": "file name is not valid UTF-8"}
+    assert "caf\\\\xe9.jpg" in (tmp_path / "out" / REPORT).read_text(encoding="utf-8")

@@ -63,8 +63,13 @@ def test_bad_synthetic_config(tmp_path):
 
 def test_fetch_source_synthetic(tmp_path):
     raw = tmp_path / "data" / "raw"
-    fetch_source("synthetic", raw, synthetic={"classes": ["circle", "star"], "per_class": 3, "image_size": 24}, progress=False)
-    assert sorted(p.relative_to(raw).as_posix() for p in raw.rglob("*.jpg"))[:2] == ["circle/circle_0000.jpg", "circle/circle_0001.jpg"]
+    fetch_source(
+        "synthetic", raw, synthetic={"classes": ["circle", "star"], "per_class": 3, "image_size": 24}, progress=False
+    )
+    assert sorted(p.relative_to(raw).as_posix() for p in raw.rglob("*.jpg"))[:2] == [
+        "circle/circle_0000.jpg",
+        "circle/circle_0001.jpg",
+    ]
     assert len(list(raw.rglob("*.jpg"))) == 6
     with pytest.raises(ConfigError, match=r"unknown data.synthetic keys \['colour'\]"):
         fetch_source("synthetic", raw, synthetic={"colour": "red"}, progress=False)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
-from smallvision.errors import SmallvisionError
+from smallvision import distributed
+from smallvision.errors import DataError, SmallvisionError
+from smallvision.seeds import aggregate_seeds
 
 
 def friendly_errors(main: Callable[..., Any]) -> Callable[..., Any]:
@@ -33,14 +36,19 @@ def to_dict(cfg: DictConfig) -> dict:
 
 
 def _hydra_sweep_dir() -> str | None:
-    """The sweep directory when this job is part of a Hydra multirun, else None."""
+    """The sweep directory when this job is part of a Hydra multirun, else None.
+
+    A DDP child of a sweep job runs that one job in Hydra's run mode; the launching job tells it the sweep.
+    """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     if not HydraConfig.initialized():
         return None
     hc = HydraConfig.get()
-    return str(Path(hc.sweep.dir).resolve()) if hc.mode == RunMode.MULTIRUN else None
+    if hc.mode == RunMode.MULTIRUN:
+        return str(Path(hc.sweep.dir).resolve())
+    return os.environ.get(distributed.SWEEP_DIR_ENV) or None
 
 
 def _job_output_dir() -> Path:
@@ -58,10 +66,18 @@ def comparison_rows(models_dir: Path) -> list[dict]:
     return sorted(rows, key=lambda r: (order.get(r.get("technique"), 9), r.get("technique", "")))
 
 
+def _sweep_comparison(sweep_dir: Path) -> list[dict]:
+    """A sweep's jobs for its MLflow parent: mean and spread per technique across seeds, or, when the
+    jobs of a technique differ in more than the seed (e.g. a learning-rate sweep), every job's row."""
+    rows = comparison_rows(sweep_dir)
+    try:
+        return aggregate_seeds(rows)
+    except DataError:
+        return rows
+
+
 def run_training(cfg: DictConfig, root: Path | None = None) -> dict:
     """Train cfg.technique into models/<technique>/ (or the sweep job's folder) and track it in MLflow."""
-    from lightning.pytorch.utilities import rank_zero_only
-
     from smallvision import tracking
     from smallvision.data.cache import manifest_digest
     from smallvision.training import Paths, train_technique, validate
@@ -76,11 +92,9 @@ def run_training(cfg: DictConfig, root: Path | None = None) -> dict:
                   out=out, models=root / p["models"])
     manifest = paths.prepared / "manifest.csv"
     if not manifest.exists():
-        from smallvision.errors import DataError
-
         raise DataError(f"{manifest} not found: run the download and split stages first (dvc repro split)")
     digest = manifest_digest(manifest)
-    is_zero = rank_zero_only.rank == 0
+    is_zero = distributed.is_rank_zero()
     uri = tracking.resolve_tracking_uri(c["logger"].get("tracking_uri"), root)
     study_key = f"sweep:{sweep_dir}" if sweep_dir else f"{c['study']}/{c['data']['name']}/{digest[:12]}"
     study_name = f"sweep {Path(sweep_dir).name}" if sweep_dir else f"study {c['study']} ({c['data']['name']})"
@@ -92,7 +106,8 @@ def run_training(cfg: DictConfig, root: Path | None = None) -> dict:
                                     tags={"dataset": tags["dataset"], "git_commit": tags["git_commit"]},
                                     enabled=bool(c["logger"].get("enabled", True)) and is_zero,
                                     models_dir=p["models"])
-    with tracker.technique_run(c["technique"], tracking.flatten(c), tags) as run_id:
+    with tracker.technique_run(c["technique"], tracking.flatten(c), tags) as run_id, \
+            distributed.hydra_ddp_job(sweep_dir):
         logger = tracking.lightning_logger(tracker, run_id) or False
         metrics = train_technique(c, paths, logger=logger, progress=c["trainer"].get("progress", True))
         if run_id:
@@ -101,7 +116,7 @@ def run_training(cfg: DictConfig, root: Path | None = None) -> dict:
             tracker.log_artifacts(run_id, [out / n for n in
                                            ("metrics.json", "history.csv", "confusion.json", "test_predictions.csv")])
     if is_zero:
-        tracker.log_comparison(comparison_rows(out.parent if sweep_dir else paths.models))
+        tracker.log_comparison(_sweep_comparison(out.parent) if sweep_dir else comparison_rows(paths.models))
         print(f"{c['technique']}: test accuracy {metrics['test_accuracy']:.4f} "
               f"(95% CI {metrics['ci95_low']:.4f}-{metrics['ci95_high']:.4f}, {metrics['test_images']} images) -> {out}")
     return metrics

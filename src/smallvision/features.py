@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from smallvision.data.datamodule import ArrayDataset, ShardSampler
+from smallvision.errors import DataError
 from smallvision.models.backbones import extract_features, pool_features
 
 
@@ -77,6 +78,9 @@ def cached_features(trainer: L.Trainer, extractor: FeatureExtractor, images: np.
     """Features of every row of `images`, from `target` when cached, else extracted with `trainer` and cached."""
     if target.exists():
         return np.load(target)
+    if len(images) < trainer.world_size:  # a rank without images would leave the others waiting in the gather
+        raise DataError(f"{len(images)} images to extract features from but {trainer.world_size} processes: "
+                        "use fewer devices (trainer.devices)")
     ds = ArrayDataset(images, np.zeros(len(images), dtype=np.int64), np.arange(len(images)))
     loader = DataLoader(ds, batch_size=batch_size,
                         sampler=ShardSampler(len(ds), trainer.global_rank, trainer.world_size))

@@ -32,9 +32,10 @@ from smallvision.modules.classifier import ClassifierModule, ImageInput
 CHECKPOINT = "best.ckpt"
 
 # Lightning notices about choices made on purpose here: frozen modules are kept in eval mode, the input
-# pipeline lives in the module's on_after_batch_transfer, and feature extraction collects its own outputs.
+# pipeline lives in the module's on_after_batch_transfer, feature extraction collects its own outputs, and
+# epoch metrics are gathered by the module itself (identical on every rank, so logging needs no sync_dist).
 for _notice in (r"Found \d+ module\(s\) in eval mode", r"You have overridden `on_after_batch_transfer`",
-                r"predict returned None", r".*does not have many workers"):
+                r"predict returned None", r".*does not have many workers", r"It is recommended to use `self\.log\("):
     warnings.filterwarnings("ignore", message=_notice)
 
 

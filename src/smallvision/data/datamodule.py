@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 
+from smallvision.errors import DataError
+
 SPLITS = ("train", "val", "test")
 
 
@@ -90,6 +92,9 @@ class ArrayDataModule(L.LightningDataModule):
     def _eval_loader(self, split: str) -> DataLoader:
         ds = self.dataset(split)
         rank, world = self._rank_world()
+        if len(ds) < world:  # a rank without images would skip the epoch and leave the others waiting in the gather
+            raise DataError(f"the {split} split has {len(ds)} images but {world} processes evaluate it; "
+                            "each needs at least one: use fewer devices (trainer.devices) or a larger split")
         return self._loader(ds, ShardSampler(len(ds), rank, world), self.eval_batch_size)
 
     def val_dataloader(self) -> DataLoader:

@@ -6,6 +6,7 @@ the split report shows next to the file ("empty file", "not an image", ...).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from pathlib import Path
@@ -32,6 +33,9 @@ class BadImageError(DataError):
         self.reason = reason
         self.path = path
         super().__init__(f"{path}: {reason}" if path is not None else reason)
+
+    def __reduce__(self):  # keep reason and path when raised in a worker process
+        return type(self), (self.reason, self.path)
 
 
 def is_image_name(name: str) -> bool:
@@ -71,7 +75,7 @@ def decode_rgb(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Imag
             raise BadImageError("too large (decompression bomb)") from err
         except UnidentifiedImageError as err:
             raise BadImageError("not an image") from err
-        except Exception as err:  # noqa: BLE001 - Pillow raises many types for broken headers
+        except Exception as err:
             raise BadImageError("does not decode (truncated or corrupt)") from err
         # opened from memory, so there is no file handle to close (closing would also discard the pixels)
         if max_pixels is not None and img.width * img.height > max_pixels:
@@ -79,17 +83,15 @@ def decode_rgb(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Imag
         try:
             img.seek(0)  # animated GIF/WebP/multi-page TIFF: the first frame
             img.load()
-        except Exception as err:  # noqa: BLE001 - truncated/corrupt data surfaces as OSError, SyntaxError, ...
+        except Exception as err:
             raise BadImageError("does not decode (truncated or corrupt)") from err
         return _to_rgb(_upright(img))
 
 
 def _upright(img: Image.Image) -> Image.Image:
     """Apply the EXIF orientation tag (in place: no copy). A broken EXIF block keeps the stored orientation."""
-    try:
+    with contextlib.suppress(Exception):  # malformed EXIF must not make a decodable photo unusable
         ImageOps.exif_transpose(img, in_place=True)
-    except Exception:  # noqa: BLE001 - malformed EXIF must not make a decodable photo unusable
-        pass
     return img
 
 

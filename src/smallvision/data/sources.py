@@ -34,12 +34,12 @@ import threading
 import uuid
 import zipfile
 import zlib
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from urllib.error import HTTPError, URLError
 from urllib.parse import unquote, urlparse
 from urllib.request import Request, getproxies, url2pathname, urlopen
-from urllib.error import HTTPError, URLError
 
 from tqdm.auto import tqdm
 
@@ -71,6 +71,7 @@ def fetch_source(
     """
     raw_dir = Path(raw_dir)
     source = str(source).strip()
+    _check_options(sha256, size, connect_timeout_s, max_extract_bytes, retries)
     if source == "synthetic":
         _generate_synthetic(raw_dir, synthetic or {})
         return raw_dir
@@ -80,8 +81,13 @@ def fetch_source(
         download_dir = Path(download_dir) if download_dir is not None else raw_dir.parent / "downloads"
         _refuse_inside(download_dir, raw_dir, what="the download folder")
         archive = download(
-            source, download_dir, sha256=sha256, size=size,
-            timeout_s=connect_timeout_s, retries=retries, progress=progress,
+            source,
+            download_dir,
+            sha256=sha256,
+            size=size,
+            timeout_s=connect_timeout_s,
+            retries=retries,
+            progress=progress,
         )
         extract_archive(archive, raw_dir, max_extract_bytes=max_extract_bytes, progress=progress)
         return raw_dir
@@ -99,6 +105,43 @@ def fetch_source(
         verify_file(path, sha256=sha256, size=size)
         extract_archive(path, raw_dir, max_extract_bytes=max_extract_bytes, progress=progress)
     return raw_dir
+
+
+def _check_options(sha256, size, connect_timeout_s, max_extract_bytes, retries) -> None:
+    """Refuse bad settings before any network or disk work; each message names the config key."""
+    checks = [
+        (
+            "data.sha256",
+            sha256,
+            sha256 is None or re.fullmatch(r"\s*[0-9a-fA-F]{64}\s*", str(sha256)),
+            "64 hex digits, or null",
+        ),
+        ("data.size", size, size is None or (_is_int(size) and size > 0), "a positive integer (bytes), or null"),
+        (
+            "data.connect_timeout_s",
+            connect_timeout_s,
+            _is_number(connect_timeout_s) and connect_timeout_s > 0,
+            "seconds > 0",
+        ),
+        (
+            "data.max_extract_bytes",
+            max_extract_bytes,
+            _is_number(max_extract_bytes) and max_extract_bytes > 0,
+            "bytes > 0",
+        ),
+        ("data.download_retries", retries, _is_int(retries) and retries >= 0, "an integer >= 0"),
+    ]
+    for key, value, ok, allowed in checks:
+        if not ok:
+            raise ConfigError(f"{key}={value!r} is not allowed: use {allowed}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 # --------------------------------------------------------------------------- download
@@ -133,10 +176,10 @@ def download(
             return final
         except DataError:
             final.unlink()  # stale or changed expectations: fetch it anew
-    final.parent.mkdir(parents=True, exist_ok=True)
     _check_resolvable(url, timeout_s)
+    final.parent.mkdir(parents=True, exist_ok=True)
 
-    for attempt in range(retries + 1):
+    for _attempt in range(retries + 1):
         try:
             total = _transfer(url, part, timeout_s=timeout_s, progress=progress)
             break
@@ -182,9 +225,7 @@ def _transfer(url: str, part: Path, *, timeout_s: float, progress: bool) -> int 
         ) from None
     except (URLError, OSError, http.client.HTTPException) as err:
         reason = getattr(err, "reason", err)
-        raise DataError(
-            f"cannot download {url}: {reason} (no network?). Instead, {_local_copy_hint(url)}"
-        ) from None
+        raise DataError(f"cannot download {url}: {reason} (no network?). Instead, {_local_copy_hint(url)}") from None
 
     with response:
         if offset and response.status == 206:
@@ -197,10 +238,18 @@ def _transfer(url: str, part: Path, *, timeout_s: float, progress: bool) -> int 
             offset, mode = 0, "wb"
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
-        with open(part, mode) as out, tqdm(
-            total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-            desc=f"download {part.name[:-5]}", disable=not progress,
-        ) as bar:
+        with (
+            open(part, mode) as out,
+            tqdm(
+                total=total,
+                initial=offset,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=f"download {part.name[:-5]}",
+                disable=not progress,
+            ) as bar,
+        ):
             while True:
                 try:
                     chunk = response.read(_CHUNK)
@@ -294,7 +343,9 @@ def extract_archive(archive: Path, raw_dir: Path, *, max_extract_bytes: float, p
         try:
             extract(archive, tmp, int(max_extract_bytes), progress)
         except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as err:
-            raise DataError(f"archive {archive} is corrupt or cannot be extracted ({err}); check the file or download it again") from None
+            raise DataError(
+                f"archive {archive} is corrupt or cannot be extracted ({err}); check the file or download it again"
+            ) from None
 
 
 def _is_tar(path: Path) -> bool:
@@ -369,15 +420,21 @@ def _safe_relative(archive: Path, name: str) -> tuple[str, ...]:
         raise DataError(f"archive {archive} contains an absolute path {name!r}; refused (nothing was extracted)")
     parts = tuple(p for p in norm.split("/") if p not in ("", "."))
     if ".." in parts:
-        raise DataError(f"archive {archive} contains a path leaving the target {name!r} ('..'); refused (nothing was extracted)")
+        raise DataError(
+            f"archive {archive} contains a path leaving the target {name!r} ('..'); refused (nothing was extracted)"
+        )
     return parts
 
 
 def _refuse_special(archive: Path, name: str, mode: int) -> None:
     if stat.S_ISLNK(mode):
-        raise DataError(f"archive {archive} contains a link entry {name!r}; archives with links are refused (nothing was extracted)")
+        raise DataError(
+            f"archive {archive} contains a link entry {name!r}; archives with links are refused (nothing was extracted)"
+        )
     if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):  # 0: only permissions recorded
-        raise DataError(f"archive {archive} contains a device or special file {name!r}; refused (nothing was extracted)")
+        raise DataError(
+            f"archive {archive} contains a device or special file {name!r}; refused (nothing was extracted)"
+        )
 
 
 def _check_declared_size(archive: Path, total: int, limit: int) -> None:
@@ -419,7 +476,9 @@ def _local_path(source: str, scheme: str) -> Path:
         parsed = urlparse(source)
         return Path(url2pathname(unquote(parsed.path)))
     if len(scheme) > 1:  # one letter is a Windows drive
-        raise DataError(f"data.source {source!r}: unsupported URL scheme {scheme!r}; use http(s)://, file:// or a local path")
+        raise DataError(
+            f"data.source {source!r}: unsupported URL scheme {scheme!r}; use http(s)://, file:// or a local path"
+        )
     return Path(source).expanduser()
 
 
@@ -427,9 +486,13 @@ def _refuse_inside(path: Path, raw_dir: Path, *, what: str) -> None:
     """The raw folder is replaced wholesale, so nothing it must keep may live inside it (and vice versa for copies)."""
     inner, raw = Path(path).resolve(), Path(raw_dir).resolve()
     if inner == raw or raw in inner.parents:
-        raise DataError(f"{what} {path} is inside the raw folder {raw_dir}, which download replaces; move it or change paths.raw")
+        raise DataError(
+            f"{what} {path} is inside the raw folder {raw_dir}, which download replaces; move it or change paths.raw"
+        )
     if inner.is_dir() and inner in raw.parents:
-        raise DataError(f"the raw folder {raw_dir} is inside {what} {path}; it would copy into itself, change paths.raw")
+        raise DataError(
+            f"the raw folder {raw_dir} is inside {what} {path}; it would copy into itself, change paths.raw"
+        )
 
 
 # --------------------------------------------------------------------------- atomic folders

@@ -25,10 +25,12 @@ import math
 import multiprocessing
 import os
 import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from tqdm.auto import tqdm
 
@@ -42,6 +44,7 @@ REPORT = "split_report.json"
 MANIFEST_COLUMNS = ("path", "label", "split", "sha256")
 
 _SPLIT_FOLDERS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
+_SHORTAGE_FIX = "Lower data.split.* or use fractions (e.g. data.split.train=0.6 data.split.val=0.2 data.split.test=0.2)"
 _KAGGLE_NAME = re.compile(r"^(?P<label>[^\W\d_][\w-]*?)\.\d+\.[^.]+$")
 
 
@@ -124,7 +127,9 @@ def discover(raw_dir: Path, classes: Sequence[str] | None = None) -> Discovery:
     """
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
-        raise DataError(f"images folder {raw_dir} does not exist; run the download stage first (python pipelines/download.py)")
+        raise DataError(
+            f"images folder {raw_dir} does not exist; run the download stage first (python pipelines/download.py)"
+        )
     images, dropped = _scan(raw_dir)
     if not images:
         raise DataError(f"no image files ({' '.join(sorted(IMAGE_EXTENSIONS))}) found under {raw_dir}")
@@ -146,24 +151,43 @@ def _scan(raw_dir: Path) -> tuple[list[str], list[Dropped]]:
         rel_dir = here.relative_to(root)
         kept = []
         for name in sorted(dirnames):
-            full, rel = here / name, (rel_dir / name).as_posix()
+            full, rel = here / name, _printable((rel_dir / name).as_posix())
             if name.startswith("."):
                 count = sum(len(files) for _, _, files in os.walk(full))
                 dropped.append(Dropped(rel + "/", f"hidden folder ({count} files)"))
             elif full.is_symlink():
                 inside = _is_inside(full, root_real)
-                dropped.append(Dropped(rel + "/", "symlinked folder (not followed)" if inside else "symlink pointing outside the data tree"))
+                reason = "symlinked folder (not followed)" if inside else "symlink pointing outside the data tree"
+                dropped.append(Dropped(rel + "/", reason))
+            elif not _is_utf8(name):
+                count = sum(len(files) for _, _, files in os.walk(full))
+                dropped.append(Dropped(rel + "/", f"folder name is not valid UTF-8 ({count} files)"))
             else:
                 kept.append(name)
         dirnames[:] = kept
         for name in sorted(filenames):
             full, rel = here / name, (rel_dir / name).as_posix()
-            reason = _file_problem(full, name, root_real)
+            reason = _file_problem(full, name, root_real) or (
+                None if _is_utf8(name) else "file name is not valid UTF-8"
+            )
             if reason:
-                dropped.append(Dropped(rel, reason))
+                dropped.append(Dropped(_printable(rel), reason))
             else:
                 images.append(rel)
     return images, dropped
+
+
+def _is_utf8(name: str) -> bool:
+    """Names with undecodable bytes (kept by Python as surrogates) cannot be written to the UTF-8 manifest."""
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _printable(path: str) -> str:
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _file_problem(full: Path, name: str, root_real: Path) -> str | None:
@@ -282,21 +306,32 @@ def _check_classes(classes: Sequence[str] | None, found: list[str], raw_dir: Pat
 
 
 def validate_images(
-    files: Sequence[Path], *, workers: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS, progress: bool = True
+    files: Sequence[Path],
+    *,
+    workers: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    progress: bool = True,
 ) -> list[tuple[str | None, str | None]]:
     """Fully decode every file in a process pool: (sha256 of the bytes, None) or (None, reason) per file, in order."""
     workers = available_cores() if workers is None else int(workers)
     if workers < 1:
         raise ConfigError(f"data.workers={workers} must be >= 1 (or null for all cores)")
     jobs = [(str(f), max_pixels) for f in files]
-    bar = dict(total=len(jobs), desc="validate images", unit="img", disable=not progress)
+    bar = {"total": len(jobs), "desc": "validate images", "unit": "img", "disable": not progress}
     if workers == 1 or len(jobs) < 2:
         return list(tqdm(map(_check_image, jobs), **bar))
     chunk = max(1, min(64, len(jobs) // (workers * 8)))
     # forkserver: workers never inherit the parent's threads (tqdm, torch) the way fork would
-    context = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        return list(tqdm(pool.map(_check_image, jobs, chunksize=chunk), **bar))
+    context = multiprocessing.get_context(
+        "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    )
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            return list(tqdm(pool.map(_check_image, jobs, chunksize=chunk), **bar))
+    except BrokenProcessPool as err:  # a decoder crashed hard (or ran out of memory) on some file
+        raise DataError(
+            f"an image validation process died ({err}); rerun with data.workers=1 to see which file causes it"
+        ) from None
 
 
 def _check_image(job: tuple[str, int | None]) -> tuple[str | None, str | None]:
@@ -332,7 +367,12 @@ def split_amounts(split: Mapping[str, int | float]) -> dict[str, int | float]:
     amounts = {}
     for name in SPLITS:
         value = split[name]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (isinstance(value, float) and value >= 1):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or value < 0
+            or (isinstance(value, float) and value >= 1)
+        ):
             raise ConfigError(
                 f"data.split.{name}={value!r} is not allowed: use a count of images per class (integer >= 0) "
                 "or a fraction in (0, 1)"
@@ -365,20 +405,25 @@ def split_sizes(amounts: Mapping[str, int | float], available: int) -> dict[str,
 
 
 def _stratify(
-    kept: dict[str, list[tuple[str, str]]], classes: list[str], amounts: Mapping[str, int | float], seed: int
+    kept: dict[str, list[tuple[str, str]]],
+    classes: list[str],
+    amounts: Mapping[str, int | float],
+    seed: int,
+    drops: Mapping[str, Counter],
 ) -> tuple[dict[str, str], dict[str, int]]:
     """Assign each (path, sha256) of each class to a split. Returns {path: split} and the unused count per class.
 
     The order within a class is by sha256(seed, class, content hash): seeded, independent of file names
-    and of any random-number generator's implementation.
+    and of any random-number generator's implementation. `drops` (reason counts per class) explains a shortage.
     """
     problems = []
     for label in classes:
         problem = _shortage(label, len(kept.get(label, [])), amounts)
         if problem:
-            problems.append(problem)
+            why = ", ".join(f"{n} {reason}" for reason, n in sorted(drops.get(label, Counter()).items()))
+            problems.append(problem + (f" (dropped: {why})" if why else ""))
     if problems:
-        raise DataError("too few valid images: " + "; ".join(problems) + ". Lower data.split.* or use fractions (e.g. data.split.train=0.6 data.split.val=0.2 data.split.test=0.2)")
+        raise DataError(f"too few valid images: {'; '.join(problems)}. {_SHORTAGE_FIX}")
     assignment, unused = {}, {}
     for label in classes:
         items = sorted(kept[label], key=lambda item: hashlib.sha256(f"{seed}:{label}:{item[1]}".encode()).hexdigest())
@@ -420,25 +465,30 @@ def prepare_split(
     """Validate, de-duplicate and split the images under `raw_dir`; write manifest and report to `out_dir`."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     amounts = split_amounts(split)
+    if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1):
+        raise ConfigError(f"data.max_image_pixels={max_pixels!r} must be a positive integer (or null: no limit)")
     found = discover(raw_dir, classes)
     if found.layout != "presplit":  # fail before decoding thousands of images when even the files are too few
         for label in found.classes:
             problem = _shortage(label, sum(c.label == label for c in found.candidates), amounts)
             if problem:
-                raise DataError(f"too few images: {problem}. Lower data.split.* or use fractions")
+                raise DataError(f"too few images: {problem}. {_SHORTAGE_FIX}")
 
-    results = validate_images([raw_dir / c.path for c in found.candidates], workers=workers, max_pixels=max_pixels, progress=progress)
+    results = validate_images(
+        [raw_dir / c.path for c in found.candidates], workers=workers, max_pixels=max_pixels, progress=progress
+    )
     dropped = list(found.dropped)
     first_by_hash: dict[str, str] = {}
     kept: dict[str, list[tuple[str, str]]] = {label: [] for label in found.classes}
     given_split: dict[str, str | None] = {}
-    duplicates = 0
+    drops: dict[str, Counter] = {label: Counter() for label in found.classes}
     for candidate, (digest, reason) in sorted(zip(found.candidates, results), key=lambda pair: pair[0].path):
         if reason is not None:
             dropped.append(Dropped(candidate.path, reason))
+            drops[candidate.label][reason] += 1
         elif digest in first_by_hash:
             dropped.append(Dropped(candidate.path, f"duplicate of {first_by_hash[digest]}"))
-            duplicates += 1
+            drops[candidate.label]["duplicate"] += 1
         else:
             first_by_hash[digest] = candidate.path
             kept[candidate.label].append((candidate.path, digest))
@@ -449,11 +499,16 @@ def prepare_split(
         unused = {label: 0 for label in found.classes}
         _check_presplit(kept, assignment, found.classes)
     else:
-        assignment, unused = _stratify(kept, found.classes, amounts, seed)
+        assignment, unused = _stratify(kept, found.classes, amounts, seed, drops)
 
     class_index = {label: i for i, label in enumerate(found.classes)}
     rows = sorted(
-        ((path, label, assignment[path], digest) for label, items in kept.items() for path, digest in items if path in assignment),
+        (
+            (path, label, assignment[path], digest)
+            for label, items in kept.items()
+            for path, digest in items
+            if path in assignment
+        ),
         key=lambda row: (SPLITS.index(row[2]), class_index[row[1]], row[0]),
     )
     counts = {name: {label: 0 for label in found.classes} for name in SPLITS}
@@ -468,7 +523,7 @@ def prepare_split(
         unused=unused,
         images_found=len(found.candidates),
         dropped=sorted(dropped, key=lambda d: d.path),
-        duplicates=duplicates,
+        duplicates=sum(counter["duplicate"] for counter in drops.values()),
     )
     with staging_dir(out_dir) as tmp:
         with open(tmp / MANIFEST, "w", newline="", encoding="utf-8") as fh:
@@ -504,15 +559,25 @@ def load_manifest(prepared_dir: Path) -> tuple[list[Record], list[str]]:
     except (ValueError, KeyError, TypeError) as err:
         raise DataError(f"{report_file} is damaged ({err!r}); run the split stage again") from None
     if not raw_dir.is_dir():
-        raise DataError(f"images folder {raw_dir} (named in {report_file}) does not exist; run the download stage again")
+        raise DataError(
+            f"images folder {raw_dir} (named in {report_file}) does not exist; run the download stage again"
+        )
     index = {label: i for i, label in enumerate(classes)}
     records = []
     with open(manifest, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         if tuple(reader.fieldnames or ()) != MANIFEST_COLUMNS:
-            raise DataError(f"{manifest} has columns {reader.fieldnames}, expected {list(MANIFEST_COLUMNS)}; run the split stage again")
+            raise DataError(
+                f"{manifest} has columns {reader.fieldnames}, expected {list(MANIFEST_COLUMNS)}; run the split stage again"
+            )
         for row in reader:
             if row["label"] not in index or row["split"] not in SPLITS:
-                raise DataError(f"{manifest} line {reader.line_num}: unknown label or split {row['label']!r}/{row['split']!r}")
-            records.append(Record(raw_dir / row["path"], row["path"], row["label"], index[row["label"]], row["split"], row["sha256"]))
+                raise DataError(
+                    f"{manifest} line {reader.line_num}: unknown label or split {row['label']!r}/{row['split']!r}"
+                )
+            records.append(
+                Record(
+                    raw_dir / row["path"], row["path"], row["label"], index[row["label"]], row["split"], row["sha256"]
+                )
+            )
     return records, classes

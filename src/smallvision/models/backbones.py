@@ -76,14 +76,20 @@ def create_backbone(cfg: Mapping, *, allow_random: bool = False, base_dir: str |
         raise ConfigError("backbone.weights.source=none means random weights, which a transfer technique must not train "
                           "from: set backbone.weights.source to package, file or hub")
 
+    match = weights.get("match") or "name"
+    if match not in MATCHES:
+        raise ConfigError(f"backbone.weights.match={match!r} is not one of {', '.join(MATCHES)}")
+    path, state = None, None
+    if source in ("package", "file"):  # find and read the file first: a missing one fails before any model is built
+        path = _package_file(weights, timm_name) if source == "package" else _local_file(weights, timm_name, base_dir)
+        state = read_state_dict(path)
+
     model = _from_hub(timm_name, weights) if source == "hub" else timm.create_model(
         timm_name, pretrained=False, num_classes=0)
     image_size = int(cfg.get("image_size") or model.pretrained_cfg["input_size"][-1])
     info: dict = {"source": source, "dropped": _drop_unused_modules(model, min(image_size, _PROBE_SIZE))}
-    if source in ("package", "file"):
-        path = _package_file(weights, timm_name) if source == "package" else _local_file(weights, timm_name, base_dir)
-        match = weights.get("match") or "name"
-        mapped, ignored = _map_state(read_state_dict(path), model.state_dict(), match, path, timm_name)
+    if state is not None:
+        mapped, ignored = _map_state(state, model.state_dict(), match, path, timm_name)
         model.load_state_dict(mapped, strict=True)
         info.update(path=str(path), match=match, tensors=len(mapped), ignored=ignored)
     model.weights_info = info

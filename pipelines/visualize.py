@@ -1,0 +1,30 @@
+"""Draw the study (the visualize stage): figures, comparison and reports/index.html from every trained technique.
+
+    python pipelines/visualize.py
+    python pipelines/visualize.py visualize.filters.steps=40 visualize.curves.smoothing=0.8
+"""
+
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from smallvision.cli import friendly_errors, to_dict
+from smallvision.visualize.stage import run_visualize, study_tracker, timing_summary
+
+log = logging.getLogger(__name__)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@friendly_errors
+def main(cfg: DictConfig) -> None:
+    c, root = to_dict(cfg), Path.cwd()
+    out = run_visualize(c, root, tracker_factory=lambda: study_tracker(c, root))
+    for note in out.notes:
+        log.warning(note)
+    print(f"visualize: {out.index} ({timing_summary(out)})")
+
+
+if __name__ == "__main__":
+    main()

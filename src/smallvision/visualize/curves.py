@@ -1,0 +1,82 @@
+"""Training curves: train vs validation accuracy and loss per epoch (the book's overfitting picture)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from smallvision.errors import DataError
+from smallvision.visualize.plotting import new_figure
+
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
+
+
+def read_history(path: Path) -> dict[str, np.ndarray]:
+    """history.csv as columns of floats (NaN for an empty cell), in epoch order."""
+    path = Path(path)
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in HISTORY_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(f"{path} lacks the column(s) {', '.join(missing)} (expected {','.join(HISTORY_COLUMNS)}); "
+                            "rerun that technique's training stage")
+        try:
+            rows = [{c: float(row[c]) if row[c] not in ("", None) else np.nan for c in HISTORY_COLUMNS}
+                    for row in reader]
+        except ValueError as err:
+            raise DataError(f"{path} holds a value that is not a number ({err}); rerun that technique's training stage") \
+                from None
+    rows.sort(key=lambda row: row["epoch"])
+    return {c: np.array([row[c] for row in rows], dtype=float) for c in HISTORY_COLUMNS}
+
+
+def smooth(values: np.ndarray, factor: float) -> np.ndarray:
+    """Exponential moving average (the book's smooth_curve): s_t = factor * s_(t-1) + (1 - factor) * v_t.
+
+    factor 0 returns the values; NaNs are skipped (they keep the previous smoothed value out of the mean).
+    """
+    if not 0 <= factor < 1:
+        raise ValueError(f"smoothing factor must be in [0, 1), got {factor}")
+    out = np.array(values, dtype=float)
+    previous = np.nan
+    for i, v in enumerate(out):
+        if np.isnan(v):
+            continue
+        previous = v if np.isnan(previous) else factor * previous + (1 - factor) * v
+        out[i] = previous
+    return out
+
+
+def curves_figure(history: dict[str, np.ndarray], technique: str, smoothing: float = 0.0) -> Figure:
+    """Two axes, "accuracy" and "loss", each with the training and validation curves.
+
+    With smoothing > 0 the raw values stay as faint points behind the smoothed lines. The best
+    validation accuracy is marked.
+    """
+    epochs = history["epoch"]
+    fig = new_figure(11, 4)
+    fig.suptitle(f"{technique}: training and validation" + (f" (smoothed, factor {smoothing:g})" if smoothing else ""),
+                 fontsize=13)
+    axes = fig.subplots(1, 2)
+    for ax, metric, label in ((axes[0], "acc", "accuracy"), (axes[1], "loss", "loss")):
+        for split, colour, name in (("train", "tab:blue", "training"), ("val", "tab:orange", "validation")):
+            values = history[f"{split}_{metric}"]
+            if np.all(np.isnan(values)):
+                continue
+            if smoothing:
+                ax.plot(epochs, values, "o", color=colour, alpha=0.25, markersize=3)
+            ax.plot(epochs, smooth(values, smoothing), "-" if len(epochs) > 1 else "o", color=colour, label=name)
+        ax.set_title(f"{label}", fontsize=11)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=9)
+    val = history["val_acc"]
+    if not np.all(np.isnan(val)):
+        best = int(np.nanargmax(val))
+        axes[0].plot(epochs[best], val[best], "*", color="tab:red", markersize=12, label=f"best val {val[best]:.3f}")
+        axes[0].legend(fontsize=9)
+    return fig
