@@ -56,6 +56,19 @@ def test_dvc_repro_runs_the_whole_study(project):
     assert "test_accuracy" in shown
 
 
+def test_visualize_writes_the_report(project):
+    reports = project / "reports"
+    html = (reports / "index.html").read_text()
+    comparison = json.loads((reports / "comparison.json").read_text())
+    assert len(comparison["rows"] if isinstance(comparison, dict) and "rows" in comparison else comparison) >= 4
+    for technique in TECHNIQUES:
+        assert (reports / f"curves_{technique}.png").stat().st_size > 0
+        assert (reports / f"gradcam_{technique}.png").stat().st_size > 0
+        assert technique in html
+    assert list(reports.glob("activations_*.png")) and list(reports.glob("filters_*.png"))
+    assert html.count("data:image/png;base64,") >= 8          # self-contained: figures embedded
+
+
 def test_mlflow_holds_one_study_with_a_child_per_technique(project):
     from mlflow.tracking import MlflowClient
 

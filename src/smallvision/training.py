@@ -169,7 +169,7 @@ def train_technique(cfg: dict, paths: Paths, logger=None, progress: bool = True)
         "test_correct": results["correct"], "ci95_low": low, "ci95_high": high,
         "best_epoch": best_epoch, "best_val_accuracy": module.history[best_epoch - 1]["val_acc"],
         "epochs": tech["epochs"], "image_size": tech["image_size"], "seed": seed,
-        "train_images": int(len(rows["train"])), "wall_time_s": round(time.time() - started, 1),
+        "train_images": len(rows["train"]), "wall_time_s": round(time.time() - started, 1),
     }
     if trainer.is_global_zero:
         write_outputs(paths.out, metrics, module.history, results["samples"], records, rows["test"], classes)

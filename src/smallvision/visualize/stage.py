@@ -101,6 +101,8 @@ def validate(v: Mapping[str, Any], known: list[str]) -> None:
                                     ("mistakes.columns", v["mistakes"], "columns", False),
                                     ("mistakes.image_size", v["mistakes"], "image_size", False)):
         _positive_int(node, key, option, zero)
+    if v["threads"] is not None:
+        _positive_int(v, "threads", "threads")
     if v["activations"]["max_channels"] is not None:
         _positive_int(v["activations"], "max_channels", "activations.max_channels")
     if v["filters"]["image_size"] is not None:
@@ -173,7 +175,7 @@ def _device(name: str) -> torch.device:
 
 
 def _inputs(images: np.ndarray, spec: dict, device: torch.device) -> torch.Tensor:
-    return normalise(np.ascontiguousarray(images), spec).to(device)
+    return normalise(np.array(images, dtype=np.uint8), spec).to(device)  # a writable copy for torch.from_numpy
 
 
 def _balanced(rows: list[mistakes.PredictionRow], count: int, classes: list[str]) -> list[mistakes.PredictionRow]:
@@ -212,6 +214,8 @@ def run_visualize(cfg: Mapping[str, Any], root: Path, tracker_factory: Callable[
             old.unlink()
     out = Outcome(reports)
     dpi = int(v["dpi"])
+    if v["threads"]:
+        torch.set_num_threads(int(v["threads"]))
     nets = Nets(_device(v["device"]))
     techniques = [Technique(name, models / name) for name in v["techniques"]]
     trained = []

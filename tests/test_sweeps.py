@@ -1,0 +1,222 @@
+"""Sweeps: Hydra multirun gives one job, one output folder and one MLflow run per combination, also with DDP
+(each DDP child runs its own job only); a DVC experiment queue runs a parameter grid; seeds aggregate per
+technique; the SLURM launcher config is valid for submitit."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from study_helpers import CONF, make_dataset
+
+from smallvision import distributed
+from smallvision.errors import DataError
+from smallvision.seeds import aggregate_seeds
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = str(ROOT / "pipelines" / "train.py")
+# tiny and fast: 64 px, one epoch, no progress bars
+QUICK = ["data=synthetic", "trainer.progress=false", "techniques.baseline.image_size=64",
+         "techniques.augment.image_size=64", "techniques.baseline.epochs=1", "techniques.augment.epochs=1"]
+
+
+# --------------------------------------------------------------------------------------------- seeds
+
+
+def test_aggregate_seeds_gives_mean_and_spread_per_technique():
+    rows = [{"technique": "augment", "seed": s, "test_accuracy": a} for s, a in ((0, 0.80), (1, 0.84), (2, 0.82))]
+    rows += [{"technique": "baseline", "seed": 0, "test_accuracy": 0.70}]
+    baseline, augment = aggregate_seeds(rows)
+    assert baseline == {"technique": "baseline", "n_seeds": 1, "seeds": [0], "test_accuracy_mean": 0.70,
+                        "test_accuracy_std": 0.0, "test_accuracy_min": 0.70, "test_accuracy_max": 0.70}
+    assert augment["n_seeds"] == 3 and augment["seeds"] == [0, 1, 2]
+    assert augment["test_accuracy_mean"] == pytest.approx(0.82)
+    assert augment["test_accuracy_std"] == pytest.approx(0.02)  # sample std (n - 1)
+    assert (augment["test_accuracy_min"], augment["test_accuracy_max"]) == (0.80, 0.84)
+    assert aggregate_seeds(rows, metric="seed")[1]["seed_mean"] == 1.0
+
+
+def test_aggregate_seeds_refuses_rows_that_differ_in_more_than_the_seed():
+    rows = [{"technique": "baseline", "seed": 0, "test_accuracy": a} for a in (0.7, 0.6)]
+    with pytest.raises(DataError, match="two runs with seed 0"):
+        aggregate_seeds(rows)
+    with pytest.raises(DataError, match="lacks seed"):
+        aggregate_seeds([{"technique": "baseline", "test_accuracy": 0.7}])
+
+
+# --------------------------------------------------------------------------------------------- DDP children
+
+
+def test_a_ddp_child_of_a_sweep_job_runs_that_job_only():
+    argv = ["-m", "--config-dir", "conf", "--config-name=config", "technique=baseline,augment", "seed=0,1,2",
+            "hydra.sweep.dir=multirun/s"]
+    command = distributed.child_command(
+        ["python", "/p/pipelines/train.py"], argv, job_overrides=["technique=augment", "seed=1"],
+        hydra_overrides=["hydra.mode=MULTIRUN", "hydra.sweep.dir=multirun/s", "hydra/launcher=basic",
+                         "hydra.job.chdir=false"],
+        output_dir="/p/multirun/s/4", local_rank=1)
+    assert command == ["python", "/p/pipelines/train.py", "--config-name=config", "--config-dir=conf",
+                       "technique=augment", "seed=1", "hydra.job.chdir=false", "hydra.run.dir='/p/multirun/s/4'",
+                       "hydra.output_subdir=null", "hydra.job.name=train_ddp_process_1"]
+
+
+def test_after_a_job_that_launched_children_the_next_job_launches_afresh(monkeypatch):
+    for key in distributed.LAUNCH_ENV:
+        monkeypatch.delenv(key, raising=False)
+    with distributed.hydra_ddp_job("/sweeps/s"):
+        assert os.environ[distributed.SWEEP_DIR_ENV] == "/sweeps/s"   # what the children inherit
+        os.environ.update(LOCAL_RANK="0", MASTER_PORT="12910", WORLD_SIZE="2")  # what Lightning's launcher sets
+    assert not any(key in os.environ for key in distributed.LAUNCH_ENV)
+
+    monkeypatch.setenv("LOCAL_RANK", "1")  # a child (or torchrun's rank): its environment is not touched
+    with distributed.hydra_ddp_job("/sweeps/s"):
+        assert distributed.SWEEP_DIR_ENV not in os.environ
+    assert os.environ["LOCAL_RANK"] == "1"
+
+
+# --------------------------------------------------------------------------------------------- multirun
+
+
+def _env(project: Path) -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PATH": f"{Path(sys.executable).parent}{os.pathsep}"
+            f"{os.environ['PATH']}", "MLFLOW_TRACKING_URI": f"sqlite:///{project}/mlflow.db"}
+
+
+def _run(cmd: list[str], cwd: Path, timeout: int = 900, **env: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=cwd, env={**_env(cwd), **env}, capture_output=True, text=True, timeout=timeout,
+                            check=False)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result
+
+
+def _job_dirs(project: Path) -> list[Path]:
+    """The job folders of the one sweep under multirun/ (there must be exactly one sweep)."""
+    (sweep,) = [p.parent for p in (project / "multirun").rglob("multirun.yaml")]
+    assert len([p for p in (project / "multirun").glob("*/*") if p.is_dir()]) == 1
+    return sorted((p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: int(p.name))
+
+
+def _runs(project: Path) -> tuple[list, list]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{project}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("smallvision").experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    return parents, [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+
+
+@pytest.mark.slow  # ~25-40 s: a subprocess, 6 trainings and an MLflow store
+def test_multirun_gives_one_job_folder_and_run_per_combination(tmp_path):
+    project = make_dataset(tmp_path, per_class=12)
+    result = _run([sys.executable, TRAIN, "-m", "technique=baseline,augment", "seed=0,1,2", *QUICK], project)
+    assert (result.stdout + result.stderr).count("Launching 6 jobs locally") == 1
+
+    jobs = _job_dirs(project)
+    assert [j.name for j in jobs] == [str(i) for i in range(6)]
+    rows = [json.loads((j / "metrics.json").read_text()) for j in jobs]
+    assert sorted((r["technique"], r["seed"]) for r in rows) == sorted(
+        (t, s) for t in ("baseline", "augment") for s in (0, 1, 2))
+    assert not (project / "models").exists()  # a sweep writes into its job folders only
+
+    parents, children = _runs(project)
+    assert len(parents) == 1 and len(children) == 6
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert sorted((c.data.tags["technique"], c.data.tags["seed"]) for c in children) == sorted(
+        (r["technique"], str(r["seed"])) for r in rows)
+    # the sweep's run carries the spread across seeds of each technique
+    summary = {s["technique"]: s for s in aggregate_seeds(rows)}
+    assert parents[0].data.metrics["augment.n_seeds"] == 3
+    assert parents[0].data.metrics["baseline.test_accuracy_mean"] == pytest.approx(
+        summary["baseline"]["test_accuracy_mean"])
+
+
+@pytest.mark.slow
+def test_multirun_with_ddp_runs_each_job_once_on_two_processes(tmp_path):
+    project = make_dataset(tmp_path, per_class=12)
+    result = _run([sys.executable, TRAIN, "-m", "technique=baseline,augment", "trainer=ddp_cpu", *QUICK], project)
+    # a child that re-ran the whole sweep would launch it again
+    assert (result.stdout + result.stderr).count("Launching 2 jobs locally") == 1
+    assert result.stdout.count("test accuracy") == 2              # rank 0 of each job
+
+    jobs = _job_dirs(project)                                      # children made no sweep folder of their own
+    assert [j.name for j in jobs] == ["0", "1"]
+    for job in jobs:
+        assert (job / "metrics.json").exists() and (job / "train_ddp_process_1.log").exists()  # rank 1 ran here
+    sweep = yaml.safe_load((jobs[0].parent / "multirun.yaml").read_text())
+    assert sweep["hydra"]["job"]["name"] == "train"                # not rewritten by a child
+
+    parents, children = _runs(project)
+    assert len(parents) == 1 and len(children) == 2
+    assert sorted(c.data.tags["technique"] for c in children) == ["augment", "baseline"]
+    assert all(c.info.status == "FINISHED" for c in children)
+
+
+# --------------------------------------------------------------------------------------------- DVC queue
+
+
+@pytest.mark.slow
+def test_dvc_queue_runs_a_parameter_grid_and_exp_show_lists_test_accuracy(tmp_path):
+    project = tmp_path / "project"
+    for name in ("conf", "pipelines", "src"):
+        shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", project)
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    _run([sys.executable, "-m", "dvc", "init", "-q"], project)
+    shutil.copy(ROOT / ".dvc" / "config", project / ".dvc" / "config")
+    # the smoke preset (generated data, tiny epochs), written into params.yaml as `dvc exp run -S` does
+    from dvc.utils.hydra import compose_and_dump
+
+    compose_and_dump(project / "params.yaml", str(project / "conf"), None, "config", str(project),
+                     ["experiment=smoke", "logger.enabled=false"])
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "project"], cwd=project, check=True)
+
+    dvc = [sys.executable, "-m", "dvc"]
+    identity = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com", "GIT_COMMITTER_NAME": "test",
+                "GIT_COMMITTER_EMAIL": "test@example.com"}  # the queue commits each experiment
+    _run([*dvc, "exp", "run", "train-baseline", "--queue", "-S", "experiment=smoke", "-S", "logger.enabled=false",
+          "-S", "seed=1,2"], project, **identity)
+    assert _run([*dvc, "queue", "status"], project).stdout.count("Queued") == 2
+    _run([*dvc, "exp", "run", "--run-all"], project, timeout=1800, **identity)
+    shown = json.loads(_run([*dvc, "exp", "show", "--json"], project).stdout)
+    experiments = [e for commit in shown for e in (commit.get("experiments") or [])]
+    results = {}
+    for exp in experiments:
+        (rev,) = exp["revs"]
+        data = rev["data"]
+        assert rev["data"].get("status", "Success") == "Success"
+        results[data["params"]["params.yaml"]["data"]["seed"]] = \
+            data["metrics"]["models/baseline/metrics.json"]["data"]["test_accuracy"]
+    assert sorted(results) == [1, 2] and all(0 <= a <= 1 for a in results.values())
+
+
+# --------------------------------------------------------------------------------------------- SLURM
+
+
+def test_slurm_launcher_config_makes_one_task_per_gpu(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+    from submitit.slurm.slurm import SlurmExecutor, _convert_mem, _make_sbatch_string
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4",
+                                           "trainer.num_nodes=2", "hydra.launcher.partition=gpu"],
+                      return_hydra_config=True)
+    launcher = instantiate(cfg.hydra.launcher)
+    assert type(launcher).__name__ == "SlurmLauncher"
+    # the launcher hands these to submitit's SLURM executor: each must be a parameter it knows
+    names = SlurmExecutor._equivalence_dict()
+    params = {names.get(k, k): v for k, v in launcher.params.items() if k not in ("submitit_folder", "max_num_timeout")}
+    assert set(params) <= SlurmExecutor._valid_parameters()
+    params["mem"] = _convert_mem(params["mem"])
+    sbatch = _make_sbatch_string(command="python -m submitit.core._submit", folder=str(tmp_path), **params)
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gpus-per-node=4",
+                 "#SBATCH --partition=gpu"):
+        assert line in sbatch
