@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -40,3 +43,24 @@ def make_dataset(root: Path, per_class: int = 100, classes=("circle", "square"),
 def paths(root: Path, technique: str) -> Paths:
     return Paths(prepared=root / "data/prepared", cache=root / "data/cache", features=root / "data/features",
                  out=root / "models" / technique, models=root / "models")
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def copy_project(project: Path) -> Path:
+    """A git + DVC project at `project` holding this repository's conf/, pipelines/, src/ and dvc.yaml."""
+    for name in ("conf", "pipelines", "src"):
+        shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", project)
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=project, check=True, capture_output=True)
+    shutil.copy(ROOT / ".dvc" / "config", project / ".dvc" / "config")
+    return project
+
+
+def compose_params(project: Path, *overrides: str) -> None:
+    """Write params.yaml the way `dvc exp run -S ...` does (DVC's own Hydra composition)."""
+    from dvc.utils.hydra import compose_and_dump
+
+    compose_and_dump(project / "params.yaml", str(project / "conf"), None, "config", str(project), list(overrides))

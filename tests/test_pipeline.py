@@ -4,23 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from study_helpers import compose_params, copy_project
 
-ROOT = Path(__file__).resolve().parents[1]
 TECHNIQUES = ("baseline", "augment", "feature_extract", "fine_tune")
-
-
-def _compose(project: Path, *overrides: str) -> None:
-    """Write params.yaml the way `dvc exp run -S ...` does (DVC's own Hydra composition)."""
-    from dvc.utils.hydra import compose_and_dump
-
-    compose_and_dump(project / "params.yaml", str(project / "conf"), None, "config", str(project), list(overrides))
 
 
 def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -33,14 +25,8 @@ def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    project = tmp_path_factory.mktemp("project")
-    for name in ("conf", "pipelines", "src"):
-        shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", project)
-    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
-    _run([sys.executable, "-m", "dvc", "init", "-q"], project)
-    shutil.copy(ROOT / ".dvc" / "config", project / ".dvc" / "config")
-    _compose(project, "experiment=smoke")
+    project = copy_project(tmp_path_factory.mktemp("project"))
+    compose_params(project, "experiment=smoke")
     _run([sys.executable, "-m", "dvc", "repro"], project)
     return project
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from study_helpers import CONF, make_dataset
+from study_helpers import CONF, compose_params, copy_project, make_dataset
 
 from smallvision import distributed
 from smallvision.errors import DataError
@@ -162,18 +161,9 @@ def test_multirun_with_ddp_runs_each_job_once_on_two_processes(tmp_path):
 
 @pytest.mark.slow
 def test_dvc_queue_runs_a_parameter_grid_and_exp_show_lists_test_accuracy(tmp_path):
-    project = tmp_path / "project"
-    for name in ("conf", "pipelines", "src"):
-        shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", project)
-    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
-    _run([sys.executable, "-m", "dvc", "init", "-q"], project)
-    shutil.copy(ROOT / ".dvc" / "config", project / ".dvc" / "config")
+    project = copy_project(tmp_path / "project")
     # the smoke preset (generated data, tiny epochs), written into params.yaml as `dvc exp run -S` does
-    from dvc.utils.hydra import compose_and_dump
-
-    compose_and_dump(project / "params.yaml", str(project / "conf"), None, "config", str(project),
-                     ["experiment=smoke", "logger.enabled=false"])
+    compose_params(project, "experiment=smoke", "logger.enabled=false")
     subprocess.run(["git", "add", "-A"], cwd=project, check=True)
     subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "project"], cwd=project, check=True)
 

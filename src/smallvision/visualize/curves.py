@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -10,25 +9,19 @@ from matplotlib.figure import Figure
 
 from smallvision.errors import DataError
 from smallvision.visualize.plotting import new_figure
+from smallvision.visualize.tables import read_rows
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
 
 
 def read_history(path: Path) -> dict[str, np.ndarray]:
     """history.csv as columns of floats (NaN for an empty cell), in epoch order."""
-    path = Path(path)
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in HISTORY_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DataError(f"{path} lacks the column(s) {', '.join(missing)} (expected {','.join(HISTORY_COLUMNS)}); "
-                            "rerun that technique's training stage")
-        try:
-            rows = [{c: float(row[c]) if row[c] not in ("", None) else np.nan for c in HISTORY_COLUMNS}
-                    for row in reader]
-        except ValueError as err:
-            raise DataError(f"{path} holds a value that is not a number ({err}); rerun that technique's training stage") \
-                from None
+    try:
+        rows = [{c: float(row[c]) if row[c] not in ("", None) else np.nan for c in HISTORY_COLUMNS}
+                for row in read_rows(path, HISTORY_COLUMNS)]
+    except ValueError as err:
+        raise DataError(f"{path} holds a value that is not a number ({err}); rerun that technique's training stage") \
+            from None
     rows.sort(key=lambda row: row["epoch"])
     return {c: np.array([row[c] for row in rows], dtype=float) for c in HISTORY_COLUMNS}
 

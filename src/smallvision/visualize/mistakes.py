@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from matplotlib.figure import Figure
 
 from smallvision.errors import DataError
 from smallvision.visualize.plotting import blank_axes, grid_shape, new_figure, show_image
+from smallvision.visualize.tables import read_rows
 
 PREDICTION_COLUMNS = ("path", "actual", "predicted", "probability")
 
@@ -30,18 +30,12 @@ class PredictionRow:
 
 
 def read_predictions(path: Path) -> list[PredictionRow]:
-    path = Path(path)
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in PREDICTION_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DataError(f"{path} lacks the column(s) {', '.join(missing)} (expected {','.join(PREDICTION_COLUMNS)}); "
-                            "rerun that technique's training stage")
-        try:
-            return [PredictionRow(r["path"], r["actual"], r["predicted"], float(r["probability"])) for r in reader]
-        except ValueError as err:
-            raise DataError(f"{path}: a probability is not a number ({err}); rerun that technique's training stage") \
-                from None
+    rows = read_rows(path, PREDICTION_COLUMNS)
+    try:
+        return [PredictionRow(r["path"], r["actual"], r["predicted"], float(r["probability"])) for r in rows]
+    except ValueError as err:
+        raise DataError(f"{path}: a probability is not a number ({err}); rerun that technique's training stage") \
+            from None
 
 
 def most_confident_mistakes(predictions: list[PredictionRow], limit: int) -> list[PredictionRow]:
