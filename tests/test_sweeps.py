@@ -33,8 +33,10 @@ def test_aggregate_seeds_gives_mean_and_spread_per_technique():
     rows += [{"technique": "baseline", "seed": 0, "test_accuracy": 0.70}]
     baseline, augment = aggregate_seeds(rows)
     assert baseline == {"technique": "baseline", "n_seeds": 1, "seeds": [0], "test_accuracy_mean": 0.70,
-                        "test_accuracy_std": 0.0, "test_accuracy_min": 0.70, "test_accuracy_max": 0.70}
+                        "test_accuracy_std": 0.0, "test_accuracy_min": 0.70, "test_accuracy_max": 0.70,
+                        "test_accuracy_values": [0.70]}
     assert augment["n_seeds"] == 3 and augment["seeds"] == [0, 1, 2]
+    assert augment["test_accuracy_values"] == [0.80, 0.84, 0.82]  # in the order of the seeds
     assert augment["test_accuracy_mean"] == pytest.approx(0.82)
     assert augment["test_accuracy_std"] == pytest.approx(0.02)  # sample std (n - 1)
     assert (augment["test_accuracy_min"], augment["test_accuracy_max"]) == (0.80, 0.84)
@@ -47,6 +49,118 @@ def test_aggregate_seeds_refuses_rows_that_differ_in_more_than_the_seed():
         aggregate_seeds(rows)
     with pytest.raises(DataError, match="lacks seed"):
         aggregate_seeds([{"technique": "baseline", "test_accuracy": 0.7}])
+
+
+BOOK = {"baseline": 0.71, "augment": 0.82, "feature_extract": 0.90, "fine_tune": 0.97}
+# shuffled on purpose: the table is in the study's order, each technique's values in the order of its seeds
+SEED_ROWS = [{"technique": "augment", "seed": 2, "test_accuracy": 0.82}, {"technique": "baseline", "seed": 0,
+             "test_accuracy": 0.70}, {"technique": "augment", "seed": 0, "test_accuracy": 0.80},
+             {"technique": "baseline", "seed": 1, "test_accuracy": 0.62}, {"technique": "augment", "seed": 1,
+             "test_accuracy": 0.84}, {"technique": "baseline", "seed": 2, "test_accuracy": 0.66}]
+
+
+def test_seed_comparison_table_gives_mean_std_min_max_and_the_book_per_technique(tmp_path):
+    from smallvision.visualize.comparison import seed_comparison_table, write_seed_comparison
+
+    baseline, augment = seed_comparison_table(SEED_ROWS, BOOK)
+    assert (baseline["technique"], augment["technique"]) == ("baseline", "augment")
+    assert baseline["test_accuracy_mean"] == pytest.approx(0.66) and baseline["test_accuracy_std"] == pytest.approx(0.04)
+    assert augment["test_accuracy_mean"] == pytest.approx(0.82) and augment["test_accuracy_std"] == pytest.approx(0.02)
+    assert (baseline["test_accuracy_min"], baseline["test_accuracy_max"]) == (0.62, 0.70)
+    assert (baseline["reference"], augment["reference"]) == (0.71, 0.82)
+    assert baseline["test_accuracy_values"] == [0.70, 0.62, 0.66]
+
+    json_path, md_path, png_path = write_seed_comparison(SEED_ROWS, BOOK, "the book", tmp_path)
+    assert [p.name for p in (json_path, md_path, png_path)] == ["seed_comparison.json", "seed_comparison.md",
+                                                               "seed_comparison.png"]
+    saved = json.loads(json_path.read_text())
+    assert saved["reference_label"] == "the book" and saved["rows"][0]["test_accuracy_std"] == pytest.approx(0.04)
+    lines = md_path.read_text().splitlines()
+    assert lines[0] == "| technique | seeds | mean | std | min | max | the book |"
+    assert lines[2] == "| baseline | 3 (0, 1, 2) | 66.0 % | 4.0 % | 62.0 % | 70.0 % | 71.0 % |"
+    assert lines[3] == "| augment | 3 (0, 1, 2) | 82.0 % | 2.0 % | 80.0 % | 84.0 % | 82.0 % |"
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+
+    with pytest.raises(DataError, match="two runs with seed 0"):  # a learning-rate sweep is not averaged
+        seed_comparison_table([*SEED_ROWS, {"technique": "baseline", "seed": 0, "test_accuracy": 0.5}], BOOK)
+
+
+def test_seed_comparison_figure_draws_a_bar_per_technique_and_a_dot_per_seed():
+    from matplotlib.container import BarContainer
+
+    from smallvision.visualize.comparison import seed_comparison_figure, seed_comparison_table
+
+    rows = [*SEED_ROWS, {"technique": "fine_tune", "seed": 0, "test_accuracy": 0.97}]
+    table = seed_comparison_table(rows, {**BOOK, "augment": None})
+    ax = seed_comparison_figure(table, "the book").axes[0]
+    (bars,) = [c for c in ax.containers if isinstance(c, BarContainer)]
+    assert [b.get_height() for b in bars] == pytest.approx([0.66, 0.82, 0.97])        # the means
+    (dots,) = [c for c in ax.collections if c.get_gid() == "seeds"]
+    offsets = dots.get_offsets()
+    assert len(offsets) == 7                                                            # one dot per seed
+    assert sorted(map(float, offsets[:, 1])) == pytest.approx(sorted(r["test_accuracy"] for r in rows))
+    assert [round(float(x)) for x in offsets[:, 0]] == [0, 0, 0, 1, 1, 1, 2]  # each on its technique's bar
+    (marks,) = [c for c in ax.collections if c.get_label() == "the book"]
+    assert marks.get_offsets().ravel().tolist() == pytest.approx([0, 0.71, 2, 0.97])  # no mark without a number
+    assert ax.get_title() == "Test accuracy per technique, mean over 1–3 seeds"
+    assert ax.get_ylim()[0] <= 0.62                                                     # every dot is on the chart
+    assert "each seed" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def _compare_seeds(*argv: str) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compare_seeds", ROOT / "pipelines" / "compare_seeds.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(list(argv))
+
+
+def test_compare_seeds_draws_the_comparison_from_an_existing_sweep_folder(tmp_path, capsys):
+    sweep = tmp_path / "multirun" / "2026-12-02" / "07-04-20"
+    for number, row in enumerate(SEED_ROWS):
+        (sweep / str(number)).mkdir(parents=True)
+        (sweep / str(number) / "metrics.json").write_text(json.dumps(row))
+    # the sweep's own settings win over the project's: a reference given to that sweep
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump(
+        {"visualize": {"reference_label": "mine", "reference": {"baseline": 0.5}, "dpi": 20}}))
+    _compare_seeds(str(sweep))
+    assert capsys.readouterr().out.split() == [str(sweep / n) for n in ("seed_comparison.json", "seed_comparison.md",
+                                                                          "seed_comparison.png")]
+    saved = json.loads((sweep / "seed_comparison.json").read_text())
+    assert saved["reference_label"] == "mine" and [r["reference"] for r in saved["rows"]] == [0.5, None]
+    assert saved["rows"][1]["test_accuracy_mean"] == pytest.approx(0.82)
+
+    (sweep / "multirun.yaml").unlink()  # no multirun.yaml: the project's reference
+    _compare_seeds(str(sweep))
+    assert json.loads((sweep / "seed_comparison.json").read_text())["rows"][0]["reference"] == BOOK["baseline"]
+
+    with pytest.raises(SystemExit) as exit_info:  # not a sweep: one clear line, status 2
+        _compare_seeds(str(tmp_path / "nothing"))
+    assert exit_info.value.code == 2
+    assert "no job folder with a metrics.json" in capsys.readouterr().err
+
+
+def test_a_sweep_that_varies_more_than_the_seed_is_not_averaged(tmp_path, capsys):
+    from smallvision import cli
+
+    sweep = tmp_path / "sweep"
+    # lr varies slowest: its first jobs alone (0, 1) look like a seed sweep, the whole sweep is not one
+    for number, (lr, seed) in enumerate([(1e-4, 0), (1e-4, 1), (3e-4, 0), (3e-4, 1)]):
+        (sweep / str(number)).mkdir(parents=True)
+        (sweep / str(number) / "metrics.json").write_text(json.dumps(
+            {"technique": "baseline", "seed": seed, "test_accuracy": 0.6 + number / 10}))
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": [
+        "techniques.baseline.optimizer.lr=1e-4,3e-4", "seed=0,1", "data=synthetic"]}}, "visualize": {
+        "reference_label": "book", "reference": BOOK, "dpi": 20}}))
+    assert cli.swept_keys(sweep) == {"techniques.baseline.optimizer.lr", "seed"}
+    assert len(cli._sweep_comparison(sweep)) == 4          # the parent lists every job, from the first job on
+    assert cli._sweep_files(sweep, {"reference_label": "book", "reference": BOOK}) == []
+    assert not (sweep / "seed_comparison.json").exists()
+    with pytest.raises(SystemExit):
+        _compare_seeds(str(sweep))
+    assert "also varies techniques.baseline.optimizer.lr" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------- DDP children
@@ -133,6 +247,17 @@ def test_multirun_gives_one_job_folder_and_run_per_combination(tmp_path):
     assert parents[0].data.metrics["augment.n_seeds"] == 3
     assert parents[0].data.metrics["baseline.test_accuracy_mean"] == pytest.approx(
         summary["baseline"]["test_accuracy_mean"])
+    # ... and the seed comparison, in the sweep folder and on the sweep's run
+    sweep = jobs[0].parent
+    files = ("seed_comparison.json", "seed_comparison.md", "seed_comparison.png")
+    assert all((sweep / name).stat().st_size > 0 for name in files)
+    saved = json.loads((sweep / "seed_comparison.json").read_text())
+    assert [(r["technique"], r["n_seeds"]) for r in saved["rows"]] == [("baseline", 3), ("augment", 3)]
+    assert saved["rows"][1]["test_accuracy_std"] == pytest.approx(summary["augment"]["test_accuracy_std"])
+    from mlflow.tracking import MlflowClient
+
+    artifacts = {a.path for a in MlflowClient(f"sqlite:///{project}/mlflow.db").list_artifacts(parents[0].info.run_id)}
+    assert set(files) | {"comparison.json"} <= artifacts
 
 
 @pytest.mark.slow

@@ -67,14 +67,76 @@ def comparison_rows(models_dir: Path) -> list[dict]:
     return sorted(rows, key=lambda r: (order.get(r.get("technique"), 9), r.get("technique", "")))
 
 
+SEED_SWEEP_KEYS = frozenset({"seed", "technique"})
+
+
+def swept_keys(sweep_dir: Path) -> set[str] | None:
+    """The config keys a sweep varies (`seed=0,1,2 technique=baseline,augment` -> {"seed", "technique"}), from
+    Hydra's <sweep_dir>/multirun.yaml (written before the first job); None when that file is missing."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    saved = Path(sweep_dir) / "multirun.yaml"
+    if not saved.is_file():
+        return None
+    task = OmegaConf.select(OmegaConf.load(saved), "hydra.overrides.task", default=[])
+    overrides = OverridesParser.create().parse_overrides([str(o) for o in task])
+    return {o.key_or_group for o in overrides if o.is_sweep_override()}
+
+
+def _varies_more_than_the_seed(sweep_dir: Path) -> list[str]:
+    """The swept keys besides the seed and the technique (a learning-rate sweep: its jobs must not be averaged)."""
+    return sorted((swept_keys(sweep_dir) or set()) - SEED_SWEEP_KEYS)
+
+
 def _sweep_comparison(sweep_dir: Path) -> list[dict]:
     """A sweep's jobs for its MLflow parent: mean and spread per technique across seeds, or, when the
     jobs of a technique differ in more than the seed (e.g. a learning-rate sweep), every job's row."""
     rows = comparison_rows(sweep_dir)
+    if _varies_more_than_the_seed(sweep_dir):  # known from the first job on, so no job logs a mean
+        return rows
     try:
         return aggregate_seeds(rows)
     except DataError:
         return rows
+
+
+def write_seed_comparison(sweep_dir: Path, visualize: dict) -> list[Path]:
+    """seed_comparison.{json,md,png} in `sweep_dir` from its finished jobs: mean, std, min and max of the test
+    accuracy across seeds per technique, each seed as a dot; `visualize` is cfg.visualize (the book's reference,
+    its label, dpi). Raises DataError when there is no finished job or the jobs differ in more than the seed and
+    the technique (the sweep varies another key, or a technique has two jobs with the same seed)."""
+    from smallvision.visualize.comparison import write_seed_comparison as write
+
+    rows = comparison_rows(sweep_dir)
+    if not rows:
+        raise DataError(f"no job folder with a metrics.json in {sweep_dir}: is it a finished sweep's folder "
+                        "(multirun/<date>/<time>)?")
+    others = _varies_more_than_the_seed(sweep_dir)
+    if others:
+        raise DataError(f"the sweep in {sweep_dir} also varies {', '.join(others)}: its jobs differ in more than the "
+                        "seed and are not averaged (run one seed sweep per setting)")
+    return write(rows, visualize["reference"], visualize["reference_label"], Path(sweep_dir),
+                 dpi=int(visualize.get("dpi", 100)))
+
+
+def sweep_visualize_config(sweep_dir: Path) -> dict | None:
+    """cfg.visualize as the sweep ran it (from Hydra's <sweep_dir>/multirun.yaml), None when that file is missing."""
+    saved = Path(sweep_dir) / "multirun.yaml"
+    if not saved.is_file():
+        return None
+    cfg = OmegaConf.load(saved)
+    if "visualize" not in cfg:
+        raise DataError(f"{saved} has no visualize section: is {sweep_dir} a smallvision sweep?")
+    return OmegaConf.to_container(cfg.visualize, resolve=True)  # type: ignore[return-value]
+
+
+def _sweep_files(sweep_dir: Path, visualize: dict) -> list[Path]:
+    """The seed comparison after a sweep job (covering every job finished so far; after the last job, the sweep);
+    none when the jobs differ in more than the seed (the parent run then lists every job)."""
+    try:
+        return write_seed_comparison(sweep_dir, visualize)
+    except DataError:
+        return []
 
 
 def run_training(cfg: DictConfig, root: Path | None = None) -> dict:
@@ -117,7 +179,10 @@ def run_training(cfg: DictConfig, root: Path | None = None) -> dict:
             tracker.log_artifacts(run_id, [out / n for n in
                                            ("metrics.json", "history.csv", "confusion.json", "test_predictions.csv")])
     if is_zero:
-        tracker.log_comparison(_sweep_comparison(out.parent) if sweep_dir else comparison_rows(paths.models))
+        if sweep_dir:
+            tracker.log_comparison(_sweep_comparison(out.parent), _sweep_files(out.parent, c["visualize"]))
+        else:
+            tracker.log_comparison(comparison_rows(paths.models))
         print(f"{c['technique']}: test accuracy {metrics['test_accuracy']:.4f} "
               f"(95% CI {metrics['ci95_low']:.4f}-{metrics['ci95_high']:.4f}, {metrics['test_images']} images) -> {out}")
     return metrics

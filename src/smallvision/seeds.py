@@ -18,7 +18,8 @@ def aggregate_seeds(rows: Iterable[Mapping], metric: str = "test_accuracy") -> l
     """Group metrics rows (metrics.json contents) by technique and summarise `metric` across their seeds.
 
     Returns, in the study's order (then by name), one dict per technique:
-    {"technique", "n_seeds", "seeds", "<metric>_mean", "<metric>_std", "<metric>_min", "<metric>_max"}.
+    {"technique", "n_seeds", "seeds", "<metric>_mean", "<metric>_std", "<metric>_min", "<metric>_max",
+    "<metric>_values"} (the values in the order of "seeds", for a chart that shows each seed).
     The std is the sample standard deviation (n - 1), 0.0 for a single seed. Raises DataError when a
     row lacks the technique, seed or metric, or when a technique has two rows with the same seed (those
     rows differ in something else, e.g. a learning rate, and must not be averaged together).
@@ -42,6 +43,6 @@ def aggregate_seeds(rows: Iterable[Mapping], metric: str = "test_accuracy") -> l
         summary.append({
             "technique": technique, "n_seeds": len(values), "seeds": sorted(groups[technique]),
             f"{metric}_mean": statistics.fmean(values), f"{metric}_std": std,
-            f"{metric}_min": min(values), f"{metric}_max": max(values),
+            f"{metric}_min": min(values), f"{metric}_max": max(values), f"{metric}_values": values,
         })
     return summary

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 
+from smallvision.errors import DataError
+from smallvision.seeds import aggregate_seeds
 from smallvision.visualize.plotting import new_figure
 
 COLUMNS = ("technique", "backbone", "test_accuracy", "ci95_low", "ci95_high", "test_images", "reference",
@@ -79,3 +83,93 @@ def comparison_figure(table: list[Mapping[str, Any]], reference_label: str, chan
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=9, loc="lower right")
     return fig
+
+
+# ---- a seed sweep: the mean and spread across seeds per technique (`python pipelines/train.py -m ... seed=0,1,2`)
+
+SEED_COMPARISON_FILES = ("seed_comparison.json", "seed_comparison.md", "seed_comparison.png")
+
+
+def seed_comparison_table(rows: list[Mapping[str, Any]], reference: Mapping[str, float],
+                          metric: str = "test_accuracy") -> list[dict[str, Any]]:
+    """One row per technique: `aggregate_seeds` of its jobs' metrics rows (n_seeds, seeds, <metric>_mean/_std/
+    _min/_max/_values) with the book's accuracy as `reference` (or None). Raises DataError as aggregate_seeds does,
+    and when there are no rows at all."""
+    rows = list(rows)
+    if not rows:
+        raise DataError("no finished job (metrics.json) to compare: run the sweep first")
+    return [{**summary, "reference": reference.get(summary["technique"])} for summary in aggregate_seeds(rows, metric)]
+
+
+def _seeds_phrase(table: list[Mapping[str, Any]]) -> str:
+    counts = sorted({int(row["n_seeds"]) for row in table})
+    if len(counts) == 1:
+        return f"{counts[0]} seed" + ("s" if counts[0] != 1 else "")
+    return f"{counts[0]}–{counts[-1]} seeds"
+
+
+def seed_comparison_markdown(table: list[Mapping[str, Any]], reference_label: str,
+                             metric: str = "test_accuracy") -> str:
+    """The seed table in Markdown: technique | seeds | mean | std | min | max | reference (std "—" for one seed)."""
+    lines = [f"| technique | seeds | mean | std | min | max | {reference_label} |", "|---|---|---|---|---|---|---|"]
+    for row in table:
+        seeds = f"{row['n_seeds']} ({', '.join(str(s) for s in row['seeds'])})"
+        std = _pct(row[f"{metric}_std"]) if row["n_seeds"] > 1 else "—"
+        lines.append(f"| {row['technique']} | {seeds} | {_pct(row[f'{metric}_mean'])} | {std} | "
+                     f"{_pct(row[f'{metric}_min'])} | {_pct(row[f'{metric}_max'])} | {_pct(row['reference'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def seed_comparison_figure(table: list[Mapping[str, Any]], reference_label: str, metric: str = "test_accuracy",
+                           chance: float | None = None) -> Figure:
+    """`comparison_figure` for a seed sweep: per technique the mean as a bar, ± 1 std as its error bar, each seed's
+    accuracy as a dot (min and max are the outer dots), the book's numbers as red marks."""
+    mean = np.array([row[f"{metric}_mean"] for row in table], dtype=float)
+    std = np.array([row[f"{metric}_std"] for row in table], dtype=float)
+    bars = [{"technique": row["technique"], "test_accuracy": m, "ci95_low": m - s, "ci95_high": m + s,
+             "reference": row.get("reference")} for row, m, s in zip(table, mean, std)]
+    fig = comparison_figure(bars, reference_label, chance=chance)
+    ax = fig.axes[0]
+    for container in ax.containers:  # the bars: relabel "test accuracy (95 % interval)"
+        if isinstance(container, BarContainer):
+            container.set_label("mean (error bar: ± 1 std)")
+    xs, ys = [], []
+    for xi, row in enumerate(table):
+        values = [float(v) for v in row[f"{metric}_values"]]
+        xs += list(xi + (np.linspace(-0.2, 0.2, len(values)) if len(values) > 1 else np.zeros(1)))
+        ys += values
+    ax.scatter(xs, ys, s=28, color="tab:orange", edgecolors="black", linewidths=0.6, zorder=4, label="each seed",
+               gid="seeds")
+    tops = [max(m + s, *row[f"{metric}_values"], row.get("reference") or 0.0) for row, m, s in zip(table, mean, std)]
+    for text, xi, top in zip(ax.texts, range(len(table)), tops):  # the mean's label above the dots and the mark
+        text.xy = (xi, top)
+    lowest_dot = math.floor((min(ys) - 0.05) * 10) / 10
+    ax.set_ylim(max(0.0, min(ax.get_ylim()[0], lowest_dot)), 1.05)
+    ax.set_title(f"Test accuracy per technique, mean over {_seeds_phrase(table)}", fontsize=13)
+    ax.legend(fontsize=9, loc="lower right")
+    return fig
+
+
+def _write_atomic(path: Path, write: Any) -> Path:
+    """`write(tmp_path)` then rename onto `path`: parallel sweep jobs never leave a half-written file."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    write(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def write_seed_comparison(rows: list[Mapping[str, Any]], reference: Mapping[str, float], reference_label: str,
+                          folder: Path, dpi: int = 100, metric: str = "test_accuracy") -> list[Path]:
+    """seed_comparison.json (the rows), .md and .png in `folder` from a seed sweep's metrics rows (one per job).
+    Raises DataError when the rows cannot be averaged over seeds (see `seed_comparison_table`)."""
+    table = seed_comparison_table(rows, reference, metric)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path, md_path, png_path = (folder / name for name in SEED_COMPARISON_FILES)
+    payload = json.dumps({"metric": metric, "reference_label": reference_label, "rows": table}, indent=2) + "\n"
+    _write_atomic(json_path, lambda p: p.write_text(payload, encoding="utf-8"))
+    markdown = seed_comparison_markdown(table, reference_label, metric)
+    _write_atomic(md_path, lambda p: p.write_text(markdown, encoding="utf-8"))
+    fig = seed_comparison_figure(table, reference_label, metric)
+    _write_atomic(png_path, lambda p: fig.savefig(p, dpi=dpi))
+    return [json_path, md_path, png_path]

@@ -1,0 +1,32 @@
+"""Draw a seed sweep's comparison from its job folders: mean and spread of the test accuracy across seeds per
+technique (the same files a sweep writes when each of its jobs ends).
+
+    python pipelines/compare_seeds.py multirun/2026-12-02/07-04-20
+    -> multirun/2026-12-02/07-04-20/seed_comparison.json, seed_comparison.md, seed_comparison.png
+"""
+
+import argparse
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+from smallvision.cli import friendly_errors, sweep_visualize_config, to_dict, write_seed_comparison
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+@friendly_errors
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path, help="a Hydra multirun folder (holds multirun.yaml and 0/, 1/, ...)")
+    args = parser.parse_args(argv)
+    visualize = sweep_visualize_config(args.sweep_dir)
+    if visualize is None:  # no multirun.yaml: the project's own settings
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            visualize = to_dict(compose("config"))["visualize"]
+    for path in write_seed_comparison(args.sweep_dir, visualize):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()
