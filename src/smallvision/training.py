@@ -27,6 +27,7 @@ from smallvision.errors import ConfigError, DataError
 from smallvision.features import FeatureExtractor, cached_features, features_key, features_path
 from smallvision.metrics import confusion_matrix, wilson_interval
 from smallvision.models import backbones
+from smallvision.models.convnet import MIN_IMAGE_SIZE
 from smallvision.modules.classifier import ClassifierModule, ImageInput
 
 CHECKPOINT = "best.ckpt"
@@ -61,6 +62,9 @@ def validate(cfg: dict) -> dict:
         value = tech.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"techniques.{name}.{key}={value!r} must be a positive integer")
+    if tech["kind"] == "scratch" and tech["image_size"] < MIN_IMAGE_SIZE:
+        raise ConfigError(f"techniques.{name}.image_size={tech['image_size']} is too small for the small convnet: "
+                          f"it needs at least {MIN_IMAGE_SIZE} px (4 x conv3x3 + pool2)")
     lr = tech.get("optimizer", {}).get("lr")
     if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
         raise ConfigError(f"techniques.{name}.optimizer.lr={lr!r} must be a positive number")
@@ -117,6 +121,9 @@ def train_technique(cfg: dict, paths: Paths, logger=None, progress: bool = True)
     digest = manifest_digest(paths.prepared / "manifest.csv")
     tcfg = cfg["trainer"]
     workers = cfg.get("data", {}).get("workers")
+    # metrics.json means "this folder holds a finished run": drop an earlier run's before best.ckpt is overwritten,
+    # so a run killed half-way (outside DVC, which removes its outs itself) never looks finished
+    (paths.out / "metrics.json").unlink(missing_ok=True)
 
     checkpoint = ModelCheckpoint(dirpath=str(paths.out), filename=CHECKPOINT.removesuffix(".ckpt"), monitor="val_acc",
                                  mode="max", save_top_k=1, save_weights_only=True, enable_version_counter=False)
@@ -152,6 +159,8 @@ def train_technique(cfg: dict, paths: Paths, logger=None, progress: bool = True)
             frozen = techniques.freeze_base(net, unfreeze)
             array, image_input = images, ImageInput(tuple(bb["mean"]), tuple(bb["std"]), augmentation, channels_last)
 
+    if tcfg.get("compile"):
+        net.compile()  # in place (state_dict keys unchanged, so checkpoints stay loadable); compiles on the 1st step
     module = ClassifierModule(net, len(classes), tech["optimizer"], image_input, frozen=frozen, seed=seed, spec=spec)
     data = ArrayDataModule(SplitArrays(array, labels, rows, classes), tech["batch_size"], seed,
                            eval_batch_size=max(tech["batch_size"], 64), num_workers=tcfg.get("num_workers", 0))
