@@ -155,3 +155,13 @@ def test_missing_pretrained_weights_stop_the_stage(study):
     with pytest.raises(WeightsUnavailableError, match="/nonexistent/vgg16.pth"):
         train_technique(cfg, paths(study, "fe_vgg"), progress=False)
     assert not (study / "models/fe_vgg/metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_compiled_training_gives_a_loadable_checkpoint(study):
+    """trainer.compile=true compiles the network in place: same state_dict keys, so the checkpoint reloads."""
+    cfg = config("technique=baseline", "trainer.compile=true", "techniques.baseline.epochs=1")
+    metrics = train_technique(cfg, paths(study, "compiled"), progress=False)
+    assert metrics["test_images"] == 50
+    net, spec = techniques.load_checkpoint(study / "models" / "compiled" / "best.ckpt")
+    assert isinstance(net, SmallConvNet) and spec["kind"] == "scratch"
