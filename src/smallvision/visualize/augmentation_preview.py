@@ -7,12 +7,12 @@ import torch
 from matplotlib.figure import Figure
 
 from smallvision.data.augmentation import AffineConfig, random_affine
-from smallvision.visualize.plotting import blank_axes, grid_shape, new_figure, show_image
+from smallvision.visualize.plotting import blank_axes, grid_shape, new_figure, show_image, wrapped
 
 
 def augmented_copies(image: np.ndarray, cfg: AffineConfig, count: int, seed: int = 0) -> np.ndarray:
     """`count` independent random augmentations of one uint8 HWC image, as training draws them."""
-    batch = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0).repeat(count, 1, 1, 1)
+    batch = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).unsqueeze(0).repeat(count, 1, 1, 1)
     out = random_affine(batch, cfg, generator=torch.Generator().manual_seed(seed))
     return out.permute(0, 2, 3, 1).numpy()
 
@@ -34,7 +34,7 @@ def augmentation_figure(image: np.ndarray, copies: np.ndarray, cfg: AffineConfig
     """The original first, then each augmented copy; the title lists the transforms."""
     rows, cols = grid_shape(len(copies) + 1, columns)
     fig = new_figure(panel * cols, panel * 1.1 * rows + 0.9)
-    fig.suptitle(f"Augmentation preview: {describe(cfg)}", fontsize=12)
+    fig.suptitle(wrapped(f"Augmentation preview: {describe(cfg)}", panel * cols, 12), fontsize=12)
     axes = fig.subplots(rows, cols, squeeze=False).flat
     for k, ax in enumerate(axes):
         if k == 0:

@@ -53,6 +53,12 @@ def write_comparison(table: list[Mapping[str, Any]], reference_label: str, folde
     return json_path, md_path
 
 
+def _legend_below(ax) -> None:
+    """The legend under the x axis, where no bar, error bar or reference mark can be hidden behind it."""
+    # markerscale: the reference marks are drawn bar-wide (s=1800), too wide for a legend entry
+    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, frameon=False, markerscale=0.3)
+
+
 def comparison_figure(table: list[Mapping[str, Any]], reference_label: str, chance: float | None = None) -> Figure:
     """Bars of test accuracy with 95 % interval error bars, the book's numbers as red marks, chance as a line."""
     fig = new_figure(max(6.0, 1.9 * len(table) + 2.5), 4.8)
@@ -81,7 +87,7 @@ def comparison_figure(table: list[Mapping[str, Any]], reference_label: str, chan
     ax.set_title("Test accuracy per technique", fontsize=13)
     ax.yaxis.set_major_formatter(lambda v, _pos: f"{100 * v:.0f} %")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=9, loc="lower right")
+    _legend_below(ax)
     return fig
 
 
@@ -146,7 +152,7 @@ def seed_comparison_figure(table: list[Mapping[str, Any]], reference_label: str,
     lowest_dot = math.floor((min(ys) - 0.05) * 10) / 10
     ax.set_ylim(max(0.0, min(ax.get_ylim()[0], lowest_dot)), 1.05)
     ax.set_title(f"Test accuracy per technique, mean over {_seeds_phrase(table)}", fontsize=13)
-    ax.legend(fontsize=9, loc="lower right")
+    _legend_below(ax)
     return fig
 
 

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from pytorch_grad_cam.utils.image import deprocess_image
 from torch import nn
 
-from smallvision.visualize.plotting import blank_axes, grid_shape, new_figure, show_image
+from smallvision.visualize.plotting import blank_axes, grid_shape, new_figure, show_image, wrapped
 
 GREY = 128.0  # the starting image's level, mid-grey on a 0-255 scale
 _RMS_EPS = 1e-5  # keeps the normalised step finite when the gradient vanishes
@@ -136,12 +136,12 @@ def filters_figure(layers: dict[str, list[FilterPattern]], title: str, columns: 
     cols = max([c for *_, c in blocks] + [1])
     rows = sum(r for _, _, r, _ in blocks)
     fig = new_figure(panel * cols, panel * 1.15 * rows + 0.55 * len(blocks) + 0.6)
-    fig.suptitle(title, fontsize=13)
+    fig.suptitle(wrapped(title, panel * cols, 13), fontsize=13)
     subfigs = fig.subfigures(len(blocks), 1, height_ratios=[r for _, _, r, _ in blocks], squeeze=False)[:, 0]
     for sub, (name, patterns, r, c) in zip(subfigs, blocks):
         dead = sum(p.dead for p in patterns)
         note = f" ({dead} of {len(patterns)} dead: no gradient reaches the input)" if dead else ""
-        sub.suptitle(f"layer {name}{note}", fontsize=11, x=0.0, ha="left")
+        sub.suptitle(wrapped(f"layer {name}{note}", panel * cols, 11), fontsize=11, x=0.0, ha="left")
         axes = sub.subplots(r, cols, squeeze=False)
         for k, ax in enumerate(axes.flat):
             if k >= len(patterns):

@@ -22,7 +22,7 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from torch import nn
 
 from smallvision.predict import probabilities
-from smallvision.visualize.plotting import blank_axes, new_figure, show_image, to_unit
+from smallvision.visualize.plotting import blank_axes, new_figure, show_image, to_unit, wrapped
 
 
 class LogitTarget:
@@ -90,7 +90,7 @@ def gradcam_figure(rows: dict[str, list[Explained]], classes: list[str], title: 
     """
     cols = max(1, columns)
     fig = new_figure(panel * cols + 1.0, panel * 1.2 * len(rows) + 0.7)
-    fig.suptitle(title, fontsize=13)
+    fig.suptitle(wrapped(title, panel * cols + 1.0, 13), fontsize=13)
     axes = fig.subplots(len(rows), cols, squeeze=False)
     cmap = colormaps["jet"]
     for r, (group, items) in enumerate(rows.items()):

@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from smallvision.errors import DataError
-from smallvision.visualize.plotting import blank_axes, grid_shape, new_figure, show_image
+from smallvision.visualize.plotting import blank_axes, grid_shape, new_figure, show_image, wrapped
 from smallvision.visualize.tables import read_rows
 
 PREDICTION_COLUMNS = ("path", "actual", "predicted", "probability")
@@ -51,7 +51,8 @@ def mistakes_figure(images: list[np.ndarray], mistakes: list[PredictionRow], tec
     rows, cols = grid_shape(count, columns)
     fig = new_figure(panel * cols + 0.4, panel * 1.25 * rows + 0.8)
     shown = f", the {len(mistakes)} most confident shown" if len(mistakes) < wrong_total else ""
-    fig.suptitle(f"Mistakes of {technique}: {wrong_total} of {test_total} test images wrong{shown}", fontsize=12)
+    fig.suptitle(wrapped(f"Mistakes of {technique}: {wrong_total} of {test_total} test images wrong{shown}",
+                         panel * cols + 0.4, 12), fontsize=12)
     axes = fig.subplots(rows, cols, squeeze=False).flat
     for k, ax in enumerate(axes):
         if k >= len(mistakes):
