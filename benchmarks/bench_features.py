@@ -20,27 +20,19 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from smallvision.cli import to_dict
 from smallvision.data.cache import image_array, manifest_digest
 from smallvision.data.split import load_manifest
 from smallvision.features import FeatureExtractor, cached_features
 from smallvision.models import backbones
 from smallvision.training import resolve_precision
 
-from common import ROOT, dev_split, imagefolder, save
+from common import dev_split, imagefolder, project_config, save
 
 BACKBONES = ("efficientnet_lite0", "resnet50", "vgg16")
 REFERENCE_BATCH = 20  # the book's feature-extraction batch
-
-
-def backbone_config(name: str) -> tuple[dict, dict]:
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = to_dict(compose("config", overrides=[f"backbone={name}"]))
-    return cfg, cfg["backbone"]
 
 
 def base_model(bb: dict) -> tuple[torch.nn.Module, str]:
@@ -91,7 +83,8 @@ def main() -> None:
     digest = manifest_digest(prepared / "manifest.csv")
     results = {}
     for name in args.backbone or BACKBONES:
-        cfg, bb = backbone_config(name)
+        cfg = project_config(f"backbone={name}")
+        bb = cfg["backbone"]
         base, weights = base_model(bb)
         images = image_array([r.file for r in records], bb["image_size"], args.workdir / "cache", digest,
                              progress=False)[subset[REFERENCE_BATCH:]]

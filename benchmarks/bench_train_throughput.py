@@ -26,13 +26,11 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import datasets, transforms
 
 from smallvision import techniques
-from smallvision.cli import to_dict
 from smallvision.data.augmentation import AffineConfig
 from smallvision.data.cache import image_array, manifest_digest
 from smallvision.data.datamodule import ArrayDataModule, SplitArrays
@@ -40,15 +38,9 @@ from smallvision.data.split import load_manifest
 from smallvision.modules.classifier import ClassifierModule, ImageInput, make_optimizer
 from smallvision.training import resolve_precision
 
-from common import ROOT, dev_split, imagefolder, save
+from common import dev_split, imagefolder, project_config, save
 
 TARGET_RATIO, TARGET_PEAK_FRACTION = 3.0, 0.40
-
-
-def study_config(image_size: int) -> dict:
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = to_dict(compose("config", overrides=["technique=augment", f"techniques.augment.image_size={image_size}"]))
-    return cfg
 
 
 class StepClock(L.Callback):
@@ -152,7 +144,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also the default settings with torch.compile")
     args = parser.parse_args()
     torch.manual_seed(0)
-    cfg = study_config(args.image_size)
+    cfg = project_config("technique=augment", f"techniques.augment.image_size={args.image_size}")
     _, prepared = dev_split(args.workdir)
     records, classes = load_manifest(prepared)
     index = {c: i for i, c in enumerate(classes)}

@@ -106,6 +106,16 @@ def dev_workspace(workdir: Path, *overrides: str, source: Path = DEV_ARCHIVE) ->
     return workdir
 
 
+def project_config(*overrides: str) -> dict:
+    """The project's composed config (conf/) with Hydra overrides, as plain containers."""
+    from hydra import compose, initialize_config_dir
+
+    from smallvision.cli import to_dict
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return to_dict(compose("config", overrides=list(overrides)))
+
+
 def dev_split(workdir: Path, source: Path = DEV_ARCHIVE) -> tuple[Path, Path]:
     """The dev archive extracted to workdir/raw and split (1000/500/498 per class) into workdir/prepared, once."""
     from smallvision.data.sources import extract_archive

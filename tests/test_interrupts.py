@@ -238,14 +238,10 @@ def test_a_config_the_model_cannot_take_stops_before_training(data, override, me
 
 
 def test_an_image_size_a_transfer_backbone_cannot_take_names_the_size():
-    from hydra import compose, initialize_config_dir
-
-    from smallvision.cli import to_dict
     from smallvision.errors import ConfigError
     from smallvision.models import backbones
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        bb = to_dict(compose("config", overrides=["backbone=vgg16", "backbone.weights.source=none"]))["backbone"]
+    bb = config("backbone=vgg16", "backbone.weights.source=none")["backbone"]
     base = backbones.create_backbone(bb, allow_random=True)
     with pytest.raises(ConfigError, match=r"image_size=16 does not fit .*use the backbone's image_size or larger"):
         backbones.feature_dim(base, 16, "flatten")  # VGG16's five 2x2 pools leave nothing of 16 px

@@ -14,7 +14,6 @@ everywhere. To run it, and keep the screenshot to look at:
 from __future__ import annotations
 
 import base64
-import json
 import os
 import shutil
 import subprocess
@@ -35,6 +34,7 @@ from smallvision.metrics import wilson_interval
 from smallvision.models import backbones
 from smallvision.predict import normalise, probabilities
 from smallvision.techniques import build_net, make_spec
+from smallvision.training import write_outputs
 from smallvision.visualize.stage import run_visualize
 
 WIDTH, HEIGHT = 1280, 4000
@@ -61,7 +61,9 @@ def _checkpoint(net: torch.nn.Module, spec: dict, path: Path) -> None:
 def _fake_training(cfg: dict, root: Path) -> None:
     """models/<technique>/: best.ckpt of an untrained net, its real test predictions, a history, metrics.json."""
     records, classes = load_manifest(root / cfg["paths"]["prepared"])
-    test = [r for r in records if r.split == "test"]
+    test_rows = [i for i, r in enumerate(records) if r.split == "test"]
+    test = [records[i] for i in test_rows]
+    truth = torch.tensor([classes.index(r.label) for r in test])
     rng = np.random.default_rng(0)
     for k, (name, tech) in enumerate(cfg["techniques"].items()):
         in_features = None
@@ -76,25 +78,21 @@ def _fake_training(cfg: dict, root: Path) -> None:
         out = root / cfg["paths"]["models"] / name
         _checkpoint(net, spec, out / "best.ckpt")
         images = np.stack([load_resized(r.file, spec["image_size"]) for r in test])
-        probs = probabilities(net, normalise(images, spec)).numpy()
-        predicted = probs.argmax(1)
-        rows = ["path,actual,predicted,probability"] + [f"{r.path},{r.label},{classes[p]},{probs[i, p]:.6f}"
-                                                         for i, (r, p) in enumerate(zip(test, predicted))]
-        (out / "test_predictions.csv").write_text("\n".join(rows) + "\n")
+        prob, predicted = probabilities(net, normalise(images, spec)).max(1)
         epochs = 5
         train_acc = np.linspace(0.5, 0.95, epochs)
         val_acc = np.clip(train_acc - np.linspace(0, 0.2, epochs) + rng.normal(0, 0.02, epochs), 0, 1)
-        lines = ["epoch,train_loss,train_acc,val_loss,val_acc"] + [
-            f"{e + 1},{1 - train_acc[e]:.4f},{train_acc[e]:.4f},{1.1 - val_acc[e]:.4f},{val_acc[e]:.4f}"
-            for e in range(epochs)]
-        (out / "history.csv").write_text("\n".join(lines) + "\n")
-        correct = int(sum(classes[p] == r.label for r, p in zip(test, predicted)))
+        history = [{"epoch": e + 1, "train_loss": 1 - train_acc[e], "train_acc": train_acc[e],
+                    "val_loss": 1.1 - val_acc[e], "val_acc": val_acc[e]} for e in range(epochs)]
+        correct = int((predicted == truth).sum())
         low, high = wilson_interval(correct, len(test))
         metrics = {"technique": name, "kind": tech["kind"],
                    "backbone": "small_convnet" if tech["kind"] == "scratch" else cfg["backbone"]["name"],
                    "test_accuracy": correct / len(test), "test_images": len(test), "test_correct": correct,
                    "ci95_low": low, "ci95_high": high, "wall_time_s": 10.0 * (k + 1)}
-        (out / "metrics.json").write_text(json.dumps(metrics))
+        # the files exactly as training writes them
+        write_outputs(out, metrics, history, {"y": truth, "pred": predicted, "prob": prob}, records, test_rows,
+                      classes)
 
 
 class _Sources(HTMLParser):

@@ -70,15 +70,21 @@ def comparison_rows(models_dir: Path) -> list[dict]:
 SEED_SWEEP_KEYS = frozenset({"seed", "technique"})
 
 
+def _multirun_config(sweep_dir: Path) -> DictConfig | None:
+    """Hydra's <sweep_dir>/multirun.yaml (written before the first job), None when that file is missing."""
+    saved = Path(sweep_dir) / "multirun.yaml"
+    return OmegaConf.load(saved) if saved.is_file() else None  # type: ignore[return-value]
+
+
 def swept_keys(sweep_dir: Path) -> set[str] | None:
     """The config keys a sweep varies (`seed=0,1,2 technique=baseline,augment` -> {"seed", "technique"}), from
-    Hydra's <sweep_dir>/multirun.yaml (written before the first job); None when that file is missing."""
+    Hydra's <sweep_dir>/multirun.yaml; None when that file is missing."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    saved = Path(sweep_dir) / "multirun.yaml"
-    if not saved.is_file():
+    saved = _multirun_config(sweep_dir)
+    if saved is None:
         return None
-    task = OmegaConf.select(OmegaConf.load(saved), "hydra.overrides.task", default=[])
+    task = OmegaConf.select(saved, "hydra.overrides.task", default=[])
     overrides = OverridesParser.create().parse_overrides([str(o) for o in task])
     return {o.key_or_group for o in overrides if o.is_sweep_override()}
 
@@ -121,12 +127,12 @@ def write_seed_comparison(sweep_dir: Path, visualize: dict) -> list[Path]:
 
 def sweep_visualize_config(sweep_dir: Path) -> dict | None:
     """cfg.visualize as the sweep ran it (from Hydra's <sweep_dir>/multirun.yaml), None when that file is missing."""
-    saved = Path(sweep_dir) / "multirun.yaml"
-    if not saved.is_file():
+    cfg = _multirun_config(sweep_dir)
+    if cfg is None:
         return None
-    cfg = OmegaConf.load(saved)
     if "visualize" not in cfg:
-        raise DataError(f"{saved} has no visualize section: is {sweep_dir} a smallvision sweep?")
+        raise DataError(f"{Path(sweep_dir) / 'multirun.yaml'} has no visualize section: is {sweep_dir} a smallvision "
+                        "sweep?")
     return OmegaConf.to_container(cfg.visualize, resolve=True)  # type: ignore[return-value]
 
 

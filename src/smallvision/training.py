@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from smallvision.data.datamodule import SPLITS, ArrayDataModule, SplitArrays
 from smallvision.data.split import load_manifest
 from smallvision.errors import ConfigError, DataError
 from smallvision.features import FeatureExtractor, cached_features, features_key, features_path
+from smallvision.files import atomic_write, atomic_write_text
 from smallvision.metrics import confusion_matrix, wilson_interval
 from smallvision.models import backbones
 from smallvision.models.convnet import MIN_IMAGE_SIZE
@@ -200,10 +200,9 @@ def _trained_head(checkpoint: Path, spec: dict) -> dict:
     return {k.removeprefix(prefix): v for k, v in state["state_dict"].items() if k.startswith(prefix)}
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def _write_csv(path: Path, rows: list[list[str]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(rows)
 
 
 @rank_zero_only
@@ -213,14 +212,12 @@ def write_outputs(out: Path, metrics: dict, history: list[dict], samples: dict, 
     lines = ["epoch,train_loss,train_acc,val_loss,val_acc"]
     lines += [f"{h['epoch']},{h['train_loss']:.6f},{h['train_acc']:.6f},{h['val_loss']:.6f},{h['val_acc']:.6f}"
               for h in history]
-    _atomic_write(out / "history.csv", "\n".join(lines) + "\n")
+    atomic_write_text(out / "history.csv", "\n".join(lines) + "\n")
     y, pred, prob = samples["y"].numpy(), samples["pred"].numpy(), samples["prob"].numpy()
     rows = [["path", "actual", "predicted", "probability"]]
     rows += [[str(records[r].path), classes[int(a)], classes[int(p)], f"{q:.6f}"]
              for r, a, p, q in zip(test_rows, y, pred, prob)]
-    with open(out / ".test_predictions.csv.tmp", "w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerows(rows)
-    os.replace(out / ".test_predictions.csv.tmp", out / "test_predictions.csv")
-    _atomic_write(out / "confusion.json", json.dumps(
+    atomic_write(out / "test_predictions.csv", lambda tmp: _write_csv(tmp, rows))
+    atomic_write_text(out / "confusion.json", json.dumps(
         {"classes": classes, "matrix": confusion_matrix(y, pred, len(classes))}, indent=2))
-    _atomic_write(out / "metrics.json", json.dumps(metrics, indent=2))
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))

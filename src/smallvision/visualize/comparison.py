@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 
 from smallvision.errors import DataError
+from smallvision.files import atomic_write, atomic_write_text
 from smallvision.seeds import aggregate_seeds
 from smallvision.visualize.plotting import new_figure
 
@@ -156,14 +156,6 @@ def seed_comparison_figure(table: list[Mapping[str, Any]], reference_label: str,
     return fig
 
 
-def _write_atomic(path: Path, write: Any) -> Path:
-    """`write(tmp_path)` then rename onto `path`: parallel sweep jobs never leave a half-written file."""
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    write(tmp)
-    os.replace(tmp, path)
-    return path
-
-
 def write_seed_comparison(rows: list[Mapping[str, Any]], reference: Mapping[str, float], reference_label: str,
                           folder: Path, dpi: int = 100, metric: str = "test_accuracy") -> list[Path]:
     """seed_comparison.json (the rows), .md and .png in `folder` from a seed sweep's metrics rows (one per job).
@@ -173,9 +165,9 @@ def write_seed_comparison(rows: list[Mapping[str, Any]], reference: Mapping[str,
     folder.mkdir(parents=True, exist_ok=True)
     json_path, md_path, png_path = (folder / name for name in SEED_COMPARISON_FILES)
     payload = json.dumps({"metric": metric, "reference_label": reference_label, "rows": table}, indent=2) + "\n"
-    _write_atomic(json_path, lambda p: p.write_text(payload, encoding="utf-8"))
+    atomic_write_text(json_path, payload)  # atomic: parallel sweep jobs never leave a half-written file
     markdown = seed_comparison_markdown(table, reference_label, metric)
-    _write_atomic(md_path, lambda p: p.write_text(markdown, encoding="utf-8"))
+    atomic_write_text(md_path, markdown)
     fig = seed_comparison_figure(table, reference_label, metric)
-    _write_atomic(png_path, lambda p: fig.savefig(p, dpi=dpi))
+    atomic_write(png_path, lambda p: fig.savefig(p, dpi=dpi))
     return [json_path, md_path, png_path]
