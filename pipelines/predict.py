@@ -19,7 +19,8 @@ def main(cfg: DictConfig) -> None:
     if not cfg.predict.input:
         raise ConfigError("predict.input is not set: predict.input=<an image file or a folder>")
     checkpoint = Path(cfg.paths.models) / cfg.technique / "best.ckpt"
-    results = predict(checkpoint, Path(cfg.predict.input), progress=cfg.trainer.progress)
+    results = predict(checkpoint, Path(cfg.predict.input), batch_size=cfg.predict.batch_size,
+                      progress=cfg.trainer.progress, max_pixels=cfg.data.max_image_pixels)
     write_csv(results, Path(cfg.predict.output))
     bad = sum(r.error is not None for r in results)
     print(f"{len(results) - bad} images predicted with {cfg.technique}, {bad} files could not be read -> {cfg.predict.output}")

@@ -7,7 +7,8 @@
 import hydra
 from omegaconf import DictConfig
 
-from smallvision.cli import friendly_errors, run_training
+from smallvision.cli import friendly_errors
+from smallvision.study import run_training
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

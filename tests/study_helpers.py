@@ -48,19 +48,24 @@ def paths(root: Path, technique: str) -> Paths:
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def copy_project(project: Path) -> Path:
-    """A git + DVC project at `project` holding this repository's conf/, pipelines/, src/ and dvc.yaml."""
+def copy_project(project: Path, code_only: bool = False) -> Path:
+    """A git + DVC project at `project` holding this repository's conf/, pipelines/, src/ and dvc.yaml
+    (`code_only`: copy those into an existing project)."""
     for name in ("conf", "pipelines", "src"):
-        shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copy(ROOT / "dvc.yaml", project)
+    if code_only:
+        return project
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=project, check=True, capture_output=True)
     shutil.copy(ROOT / ".dvc" / "config", project / ".dvc" / "config")
     return project
 
 
-def compose_params(project: Path, *overrides: str) -> None:
-    """Write params.yaml the way `dvc exp run -S ...` does (DVC's own Hydra composition)."""
+def compose_params(project: Path, *overrides: str, conf: Path | None = None) -> None:
+    """Write params.yaml the way `dvc exp run -S ...` does (DVC's own Hydra composition) from `conf`
+    (default: the project's conf/)."""
     from dvc.utils.hydra import compose_and_dump
 
-    compose_and_dump(project / "params.yaml", str(project / "conf"), None, "config", str(project), list(overrides))
+    compose_and_dump(project / "params.yaml", str(conf or project / "conf"), None, "config", str(project),
+                     list(overrides))

@@ -248,12 +248,14 @@ def test_pooling_shapes_and_bad_pool():
 
 def test_feature_dim_keeps_each_module_mode(lite0):
     backbone = lite0
-    B.freeze(backbone.blocks[0])
     backbone.train()
-    switched = B.keep_eval(backbone)
+    switched = B.freeze_base(backbone, 1)
+    assert switched and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in switched)
     assert B.feature_dim(backbone, 64, "avg") == 1280
     assert B.feature_dim(backbone, 64, "flatten") == 1280 * 2 * 2
-    assert backbone.training and all(not m.training for m in switched) and backbone.bn2.training
+    kept = {id(sub) for m in switched for sub in m.modules()}  # timm's BatchNormAct2d holds its act layer
+    assert backbone.training and all(not m.training for m in switched)
+    assert all(m.training for m in backbone.modules() if id(m) not in kept)
 
 
 # ----------------------------------------------------------------------------------------------- structure
@@ -287,14 +289,14 @@ def test_efficientnet_and_resnet_top_blocks(lite0):
 # ----------------------------------------------------------------------------------------------- freezing
 
 
-def _train_steps(base: nn.Module, head: nn.Module, steps: int, keep_frozen_eval: bool) -> None:
+def _train_steps(base: nn.Module, head: nn.Module, steps: int, keep_eval: list[nn.Module]) -> None:
     """A few optimizer steps in train mode on random images, as a training loop would run them."""
     params = [p for p in [*base.parameters(), *head.parameters()] if p.requires_grad]
     optimizer = torch.optim.RMSprop(params, lr=1e-2)
     generator = torch.Generator().manual_seed(0)
     base.train()
-    if keep_frozen_eval:
-        B.keep_eval(base)
+    for module in keep_eval:  # as ClassifierModule does after every .train()
+        module.eval()
     for _ in range(steps):
         x = torch.randn(4, 3, 48, 48, generator=generator)
         y = torch.randint(0, 2, (4,), generator=generator)
@@ -307,25 +309,25 @@ def _train_steps(base: nn.Module, head: nn.Module, steps: int, keep_frozen_eval:
 def test_frozen_base_is_bit_for_bit_unchanged_by_training(lite0):
     base = lite0
     head = nn.Linear(1280, 2)
-    B.freeze(base)
+    frozen = B.freeze_base(base)
     before, head_before = copy.deepcopy(base.state_dict()), head.weight.detach().clone()
-    _train_steps(base, head, steps=2, keep_frozen_eval=True)
+    _train_steps(base, head, steps=2, keep_eval=frozen)
     after = base.state_dict()
     assert all(torch.equal(before[key], after[key]) for key in before)  # weights and BatchNorm statistics
     assert not torch.equal(head.weight, head_before)
-    # the control: without keep_eval the frozen BatchNorms would have moved
-    _train_steps(base, head, steps=1, keep_frozen_eval=False)
+    # the control: in train mode the frozen BatchNorms would have moved
+    _train_steps(base, head, steps=1, keep_eval=[])
     assert not torch.equal(before["bn2.running_mean"], base.state_dict()["bn2.running_mean"])
 
 
 def test_fine_tune_changes_only_the_unfrozen_top(lite0):
     base = lite0
-    B.freeze(base)
-    B.set_trainable(B.top_blocks(base, 1))
+    frozen = B.freeze_base(base, 1)
     before = copy.deepcopy(base.state_dict())
-    _train_steps(base, nn.Linear(1280, 2), steps=2, keep_frozen_eval=True)
+    _train_steps(base, nn.Linear(1280, 2), steps=2, keep_eval=frozen)
     after = base.state_dict()
     top = ("blocks.6.", "conv_head.", "bn2.")
     changed = {key for key in before if not torch.equal(before[key], after[key])}
     assert changed and all(key.startswith(top) for key in changed)
-    assert {"conv_head.weight", "bn2.weight", "bn2.running_mean", "blocks.6.0.conv_pw.weight"} <= changed
+    assert {"conv_head.weight", "bn2.weight", "blocks.6.0.conv_pw.weight"} <= changed
+    assert not any("running_" in key for key in changed)  # the unfrozen top's BatchNorm statistics stay too

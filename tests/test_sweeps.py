@@ -143,7 +143,7 @@ def test_compare_seeds_draws_the_comparison_from_an_existing_sweep_folder(tmp_pa
 
 
 def test_a_sweep_that_varies_more_than_the_seed_is_not_averaged(tmp_path, capsys):
-    from smallvision import cli
+    from smallvision import study
 
     sweep = tmp_path / "sweep"
     # lr varies slowest: its first jobs alone (0, 1) look like a seed sweep, the whole sweep is not one
@@ -154,9 +154,9 @@ def test_a_sweep_that_varies_more_than_the_seed_is_not_averaged(tmp_path, capsys
     (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": [
         "techniques.baseline.optimizer.lr=1e-4,3e-4", "seed=0,1", "data=synthetic"]}}, "visualize": {
         "reference_label": "book", "reference": BOOK, "dpi": 20}}))
-    assert cli.swept_keys(sweep) == {"techniques.baseline.optimizer.lr", "seed"}
-    assert len(cli._sweep_comparison(sweep)) == 4          # the parent lists every job, from the first job on
-    assert cli._sweep_files(sweep, {"reference_label": "book", "reference": BOOK}) == []
+    assert study.swept_keys(sweep) == {"techniques.baseline.optimizer.lr", "seed"}
+    assert len(study._sweep_comparison(sweep)) == 4          # the parent lists every job, from the first job on
+    assert study._sweep_files(sweep, {"reference_label": "book", "reference": BOOK}) == []
     assert not (sweep / "seed_comparison.json").exists()
     with pytest.raises(SystemExit):
         _compare_seeds(str(sweep))
@@ -335,3 +335,19 @@ def test_slurm_launcher_config_makes_one_task_per_gpu(tmp_path):
     for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gpus-per-node=4",
                  "#SBATCH --partition=gpu"):
         assert line in sbatch
+
+
+def test_a_sweep_fine_tune_starts_from_its_own_feature_extract_job_with_the_same_seed(tmp_path):
+    from smallvision import study
+    from smallvision.errors import ConfigError
+
+    sweep = tmp_path / "sweep"
+    for number, (technique, seed) in enumerate([("feature_extract", 0), ("feature_extract", 1), ("baseline", 2)]):
+        (sweep / str(number)).mkdir(parents=True)
+        (sweep / str(number) / "metrics.json").write_text(json.dumps({"technique": technique, "seed": seed}))
+    assert study._sweep_head(sweep, 1) == sweep / "1" / "best.ckpt"
+    assert study._sweep_head(sweep, 2) is None                  # none in the sweep: the DVC stage's head
+    (sweep / "3").mkdir()
+    (sweep / "3" / "metrics.json").write_text(json.dumps({"technique": "feature_extract", "seed": 1}))
+    with pytest.raises(ConfigError, match="2 feature_extract jobs with seed 1"):
+        study._sweep_head(sweep, 1)

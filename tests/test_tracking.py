@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from smallvision.tracking import (
     lightning_logger,
     log_from_metrics_files,
     resolve_tracking_uri,
+    study_tracker,
 )
 
 TRACKING_LOGGER = "smallvision.tracking"
@@ -229,7 +231,7 @@ def test_unwritable_store_warns_once_and_training_continues(
     message = warning.getMessage()
     assert message.startswith(f"MLflow tracking at {uri} failed: ")
     assert "training continues, metrics are in models/baseline/metrics.json" in message
-    assert "python pipelines/log_metrics.py" in message
+    assert "log them later with: python pipelines/log_metrics.py technique=baseline" in message
 
 
 def test_store_failing_mid_training_warns_once(
@@ -421,3 +423,34 @@ def test_git_commit(tmp_path: Path) -> None:
         ["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True, check=True
     ).stdout.strip()
     assert git_commit(tmp_path) == head and len(head) == 40
+
+
+def test_the_log_later_command_logs_a_finished_technique_on_its_study_run(tmp_path: Path) -> None:
+    """The command the failure warning names: models/<technique>/ becomes a child of the study run that the
+    training stages use; a store that fails again is one clear error, not a silent success."""
+    from smallvision.data.cache import manifest_digest
+    from study_helpers import ROOT, config
+
+    manifest = tmp_path / "data" / "prepared" / "manifest.csv"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text("path,label,split,sha256\n")
+    folder = tmp_path / "models" / "baseline"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"technique": "baseline", "test_accuracy": 0.7, "test_images": 10}))
+
+    def log_later(uri: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(ROOT / "pipelines" / "log_metrics.py"), "technique=baseline",
+                               "data=synthetic", f"logger.tracking_uri={uri}", "hydra.run.dir=.",
+                               "hydra.output_subdir=null"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+    uri = f"sqlite:///{tmp_path.as_posix()}/mlflow.db"
+    result = log_later(uri)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (child,) = [r for r in runs_of(uri, "smallvision") if MLFLOW_PARENT_RUN_ID in r.data.tags]
+    assert child.info.run_name == "baseline" and child.data.metrics["test_accuracy"] == 0.7
+    parent = MlflowClient(uri).get_run(child.data.tags[MLFLOW_PARENT_RUN_ID])
+    assert parent.data.metrics["baseline.test_accuracy"] == 0.7
+    assert parent.data.tags[STUDY_KEY_TAG] == study_tracker(config(), tmp_path, manifest_digest(manifest)).study_key
+
+    failed = log_later(broken_sqlite_uris(tmp_path)["not_a_database"])
+    assert failed.returncode == 2 and "smallvision: error: MLflow tracking failed again" in failed.stderr

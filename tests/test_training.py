@@ -14,6 +14,7 @@ from smallvision.errors import ConfigError, WeightsUnavailableError
 from smallvision.metrics import wilson_interval
 from smallvision.models import backbones
 from smallvision.models.convnet import SmallConvNet
+from smallvision.features import features_key
 from smallvision.training import train_technique, validate
 from study_helpers import config, make_dataset, paths
 
@@ -85,10 +86,26 @@ def _trained_base(ckpt) -> dict:
     return {k.removeprefix("net.base."): v for k, v in state.items() if k.startswith("net.base.")}
 
 
-def test_feature_extract_augmented_mode_leaves_the_base_bit_for_bit_unchanged(study):
+def test_feature_cache_key_covers_what_changes_the_features():
+    bb = config()["backbone"]
+    key = features_key(bb, 64, "avg", "manifest", "32-true")
+    assert key == features_key(dict(bb), 64, "avg", "manifest", "32-true")
+    changed = [features_key({**bb, "mean": [0.4, 0.5, 0.5]}, 64, "avg", "manifest", "32-true"),
+               features_key({**bb, "std": [0.2, 0.2, 0.2]}, 64, "avg", "manifest", "32-true"),
+               features_key(bb, 64, "avg", "manifest", "bf16-mixed"), features_key(bb, 72, "avg", "manifest", "32-true"),
+               features_key(bb, 64, "flatten", "manifest", "32-true"), features_key(bb, 64, "avg", "other", "32-true")]
+    assert len({key, *changed}) == 7
+
+
+def test_feature_extract_augmented_mode_augments_and_leaves_the_base_bit_for_bit_unchanged(study, monkeypatch):
+    from smallvision.modules import classifier
+
+    calls = []
+    monkeypatch.setattr(classifier, "random_affine", lambda x, *a, **k: calls.append(len(x)) or x)
     cfg = config("technique=feature_extract", "techniques.feature_extract.mode=augmented",
-                 "techniques.feature_extract.augment=true", "techniques.feature_extract.epochs=2")
+                 "techniques.feature_extract.epochs=2")
     train_technique(cfg, paths(study, "fe_augmented"), progress=False)
+    assert sum(calls) == 2 * 100                                 # every training image, each epoch; nothing else
     before, after = _pretrained_base(cfg), _trained_base(study / "models/fe_augmented/best.ckpt")
     assert before.keys() == after.keys()
     assert any("running_mean" in k for k in after)              # BatchNorm statistics are part of the check
@@ -110,6 +127,20 @@ def test_fine_tune_changes_only_the_unfrozen_top(study):
     assert changed, "fine-tune changed nothing"
     assert changed <= top_names                                  # frozen weights and every BN statistic unchanged
     assert any(k in changed for k in top_names)
+
+
+def test_fine_tune_starts_from_a_head_of_any_configured_size(study):
+    """fine-tune's head follows techniques.feature_extract.head, and it can start from any feature-extract
+    checkpoint (a sweep passes its own job's)."""
+    units = ("techniques.feature_extract.head.units=32", "techniques.feature_extract.epochs=1")
+    train_technique(config("technique=feature_extract", *units), paths(study, "fe_32"), progress=False)
+    fine = paths(study, "ft_32")
+    fine.feature_extract = study / "models" / "fe_32" / "best.ckpt"
+    metrics = train_technique(config("technique=fine_tune", *units, "techniques.fine_tune.epochs=1"), fine,
+                              progress=False)
+    assert metrics["test_images"] == 50
+    net, spec = techniques.load_checkpoint(study / "models" / "ft_32" / "best.ckpt")
+    assert spec["head"]["units"] == 32 and net.head.net[1].out_features == 32
 
 
 def test_fine_tune_needs_the_feature_extract_head(tmp_path):
@@ -143,6 +174,7 @@ def test_three_classes_use_softmax(tmp_path):
     ("techniques.baseline.epochs=-2", "techniques.baseline.epochs"),
     ("technique=nonsense", "technique"),
     ("augmentation.zoom_range=-0.2", "augmentation.zoom_range"),
+    ("+augmentation.rotaton_range=30", "rotaton_range"),       # a misspelt key: a clear error, not a TypeError
 ])
 def test_bad_config_fails_before_work_naming_the_key(override, key):
     cfg = config(override, "techniques.baseline.augment=true")

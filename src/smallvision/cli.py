@@ -1,20 +1,15 @@
-"""Wiring shared by the thin entry scripts in pipelines/: errors, paths, tracking."""
+"""What every thin entry script in pipelines/ needs: one-line errors and the config as plain containers."""
 
 from __future__ import annotations
 
 import functools
-import json
-import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from smallvision import distributed
-from smallvision.errors import DataError, SmallvisionError
-from smallvision.seeds import aggregate_seeds
+from smallvision.errors import SmallvisionError
 
 
 def friendly_errors(main: Callable[..., Any]) -> Callable[..., Any]:
@@ -34,161 +29,3 @@ def friendly_errors(main: Callable[..., Any]) -> Callable[..., Any]:
 def to_dict(cfg: DictConfig) -> dict:
     """The resolved config as plain containers (what library code receives)."""
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
-
-
-def _hydra_sweep_dir() -> str | None:
-    """The sweep directory when this job is part of a Hydra multirun, else None.
-
-    A DDP child of a sweep job runs that one job in Hydra's run mode; the launching job tells it the sweep.
-    """
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized():
-        return None
-    hc = HydraConfig.get()
-    if hc.mode == RunMode.MULTIRUN:
-        return str(Path(hc.sweep.dir).resolve())
-    return os.environ.get(distributed.SWEEP_DIR_ENV) or None
-
-
-def _job_output_dir() -> Path:
-    from hydra.core.hydra_config import HydraConfig
-
-    return Path(HydraConfig.get().runtime.output_dir)
-
-
-def comparison_rows(models_dir: Path) -> list[dict]:
-    """metrics.json of every technique trained so far, in the study's order."""
-    rows = []
-    for path in sorted(Path(models_dir).glob("*/metrics.json")):
-        rows.append(json.loads(path.read_text()))
-    order = {"baseline": 0, "augment": 1, "feature_extract": 2, "fine_tune": 3}
-    return sorted(rows, key=lambda r: (order.get(r.get("technique"), 9), r.get("technique", "")))
-
-
-SEED_SWEEP_KEYS = frozenset({"seed", "technique"})
-
-
-def _multirun_config(sweep_dir: Path) -> DictConfig | None:
-    """Hydra's <sweep_dir>/multirun.yaml (written before the first job), None when that file is missing."""
-    saved = Path(sweep_dir) / "multirun.yaml"
-    return OmegaConf.load(saved) if saved.is_file() else None  # type: ignore[return-value]
-
-
-def swept_keys(sweep_dir: Path) -> set[str] | None:
-    """The config keys a sweep varies (`seed=0,1,2 technique=baseline,augment` -> {"seed", "technique"}), from
-    Hydra's <sweep_dir>/multirun.yaml; None when that file is missing."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    saved = _multirun_config(sweep_dir)
-    if saved is None:
-        return None
-    task = OmegaConf.select(saved, "hydra.overrides.task", default=[])
-    overrides = OverridesParser.create().parse_overrides([str(o) for o in task])
-    return {o.key_or_group for o in overrides if o.is_sweep_override()}
-
-
-def _varies_more_than_the_seed(sweep_dir: Path) -> list[str]:
-    """The swept keys besides the seed and the technique (a learning-rate sweep: its jobs must not be averaged)."""
-    return sorted((swept_keys(sweep_dir) or set()) - SEED_SWEEP_KEYS)
-
-
-def _sweep_comparison(sweep_dir: Path) -> list[dict]:
-    """A sweep's jobs for its MLflow parent: mean and spread per technique across seeds, or, when the
-    jobs of a technique differ in more than the seed (e.g. a learning-rate sweep), every job's row."""
-    rows = comparison_rows(sweep_dir)
-    if _varies_more_than_the_seed(sweep_dir):  # known from the first job on, so no job logs a mean
-        return rows
-    try:
-        return aggregate_seeds(rows)
-    except DataError:
-        return rows
-
-
-def write_seed_comparison(sweep_dir: Path, visualize: dict) -> list[Path]:
-    """seed_comparison.{json,md,png} in `sweep_dir` from its finished jobs: mean, std, min and max of the test
-    accuracy across seeds per technique, each seed as a dot; `visualize` is cfg.visualize (the book's reference,
-    its label, dpi). Raises DataError when there is no finished job or the jobs differ in more than the seed and
-    the technique (the sweep varies another key, or a technique has two jobs with the same seed)."""
-    from smallvision.visualize.comparison import write_seed_comparison as write
-
-    rows = comparison_rows(sweep_dir)
-    if not rows:
-        raise DataError(f"no job folder with a metrics.json in {sweep_dir}: is it a finished sweep's folder "
-                        "(multirun/<date>/<time>)?")
-    others = _varies_more_than_the_seed(sweep_dir)
-    if others:
-        raise DataError(f"the sweep in {sweep_dir} also varies {', '.join(others)}: its jobs differ in more than the "
-                        "seed and are not averaged (run one seed sweep per setting)")
-    return write(rows, visualize["reference"], visualize["reference_label"], Path(sweep_dir),
-                 dpi=int(visualize.get("dpi", 100)))
-
-
-def sweep_visualize_config(sweep_dir: Path) -> dict | None:
-    """cfg.visualize as the sweep ran it (from Hydra's <sweep_dir>/multirun.yaml), None when that file is missing."""
-    cfg = _multirun_config(sweep_dir)
-    if cfg is None:
-        return None
-    if "visualize" not in cfg:
-        raise DataError(f"{Path(sweep_dir) / 'multirun.yaml'} has no visualize section: is {sweep_dir} a smallvision "
-                        "sweep?")
-    return OmegaConf.to_container(cfg.visualize, resolve=True)  # type: ignore[return-value]
-
-
-def _sweep_files(sweep_dir: Path, visualize: dict) -> list[Path]:
-    """The seed comparison after a sweep job (covering every job finished so far; after the last job, the sweep);
-    none when the jobs differ in more than the seed (the parent run then lists every job)."""
-    try:
-        return write_seed_comparison(sweep_dir, visualize)
-    except DataError:
-        return []
-
-
-def run_training(cfg: DictConfig, root: Path | None = None) -> dict:
-    """Train cfg.technique into models/<technique>/ (or the sweep job's folder) and track it in MLflow."""
-    from smallvision import tracking
-    from smallvision.data.cache import manifest_digest
-    from smallvision.training import Paths, train_technique, validate
-
-    c = to_dict(cfg)
-    validate(c)
-    root = Path(root or Path.cwd())
-    p = c["paths"]
-    sweep_dir = _hydra_sweep_dir()
-    out = _job_output_dir() if sweep_dir else root / p["models"] / c["technique"]
-    paths = Paths(prepared=root / p["prepared"], cache=root / p["cache"], features=root / p["features"],
-                  out=out, models=root / p["models"])
-    manifest = paths.prepared / "manifest.csv"
-    if not manifest.exists():
-        raise DataError(f"{manifest} not found: run the download and split stages first (dvc repro split)")
-    digest = manifest_digest(manifest)
-    is_zero = distributed.is_rank_zero()
-    uri = tracking.resolve_tracking_uri(c["logger"].get("tracking_uri"), root)
-    study_key = f"sweep:{sweep_dir}" if sweep_dir else f"{c['study']}/{c['data']['name']}/{digest[:12]}"
-    study_name = f"sweep {Path(sweep_dir).name}" if sweep_dir else f"study {c['study']} ({c['data']['name']})"
-    tech = c["techniques"][c["technique"]]
-    tags = {"technique": c["technique"], "dataset": c["data"]["name"], "seed": str(c["seed"]),
-            "backbone": c["backbone"]["name"] if tech["kind"] != "scratch" else "small_convnet",
-            "git_commit": tracking.git_commit(root) or "unknown", "manifest": digest[:12]}
-    tracker = tracking.StudyTracker(uri, c["logger"]["experiment_name"], study_key, study_name,
-                                    tags={"dataset": tags["dataset"], "git_commit": tags["git_commit"]},
-                                    enabled=bool(c["logger"].get("enabled", True)) and is_zero,
-                                    models_dir=p["models"])
-    with tracker.technique_run(c["technique"], tracking.flatten(c), tags) as run_id, \
-            distributed.hydra_ddp_job(sweep_dir):
-        logger = tracking.lightning_logger(tracker, run_id) or False
-        metrics = train_technique(c, paths, logger=logger, progress=c["trainer"].get("progress", True))
-        if run_id:
-            tracker.log_metrics(run_id, {k: float(v) for k, v in metrics.items()
-                                         if isinstance(v, (int, float)) and not isinstance(v, bool)})
-            tracker.log_artifacts(run_id, [out / n for n in
-                                           ("metrics.json", "history.csv", "confusion.json", "test_predictions.csv")])
-    if is_zero:
-        if sweep_dir:
-            tracker.log_comparison(_sweep_comparison(out.parent), _sweep_files(out.parent, c["visualize"]))
-        else:
-            tracker.log_comparison(comparison_rows(paths.models))
-        print(f"{c['technique']}: test accuracy {metrics['test_accuracy']:.4f} "
-              f"(95% CI {metrics['ci95_low']:.4f}-{metrics['ci95_high']:.4f}, {metrics['test_images']} images) -> {out}")
-    return metrics

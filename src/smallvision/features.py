@@ -1,7 +1,7 @@
 """Feature extraction: run the frozen pretrained base once over every image, cache the pooled features.
 
-The cache file is keyed by everything that changes the features: backbone name and weight source, image
-size, pooling and the manifest's content. Under DDP each rank extracts a disjoint shard and the features
+The cache file is keyed by everything that changes the features: backbone name and weight source, input
+normalisation, image size, pooling, precision and the manifest's content. Under DDP each rank extracts a disjoint shard and the features
 are gathered back in manifest order, no duplicates, no gaps.
 """
 
@@ -22,9 +22,12 @@ from smallvision.errors import DataError
 from smallvision.models.backbones import extract_features, pool_features
 
 
-def features_key(backbone_cfg: dict, image_size: int, pool: str, manifest_digest: str) -> str:
+def features_key(backbone_cfg: dict, image_size: int, pool: str, manifest_digest: str, precision: str) -> str:
+    """Identifies cached features: everything that changes them, down to the input normalisation and the
+    precision the base ran in."""
     ident = {"timm_name": backbone_cfg["timm_name"], "weights": backbone_cfg.get("weights"),
-             "image_size": image_size, "pool": pool, "manifest": manifest_digest}
+             "mean": list(backbone_cfg["mean"]), "std": list(backbone_cfg["std"]),
+             "image_size": image_size, "pool": pool, "manifest": manifest_digest, "precision": precision}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from smallvision.data.images import BadImageError, is_image_name, load_resized
+from smallvision.data.images import DEFAULT_MAX_PIXELS, BadImageError, is_image_name, load_resized
 from smallvision.errors import DataError
 from smallvision.techniques import load_checkpoint
 
@@ -54,7 +54,8 @@ def probabilities(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return logits.softmax(1)
 
 
-def predict(checkpoint: Path, target: Path, batch_size: int = 32, progress: bool = True) -> list[Prediction]:
+def predict(checkpoint: Path, target: Path, batch_size: int = 32, progress: bool = True,
+            max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[Prediction]:
     net, spec = load_checkpoint(checkpoint, pretrained_base=False)
     net.eval()
     classes, size = spec["classes"], spec["image_size"]
@@ -75,7 +76,7 @@ def predict(checkpoint: Path, target: Path, batch_size: int = 32, progress: bool
             results.append(Prediction(str(path), None, None, "not an image"))
             continue
         try:
-            pending.append((path, load_resized(path, size)))
+            pending.append((path, load_resized(path, size, max_pixels)))
         except BadImageError as err:
             results.append(Prediction(str(path), None, None, err.reason))
         if len(pending) >= batch_size:

@@ -36,11 +36,15 @@ def make_spec(technique: dict, backbone_cfg: dict, classes: list[str], in_featur
         return {**base, "kind": "scratch", "dropout": technique.get("dropout", 0.0), **IDENTITY_NORM}
     if kind not in KINDS:
         raise ConfigError(f"techniques.{technique.get('name')}.kind={kind!r} is unknown; allowed: {', '.join(KINDS)}")
-    head = technique.get("head") or {}
-    cached = kind == "feature_extract" and technique.get("mode", "cached") == "cached"
-    return {**base, "kind": "head" if cached else "transfer", "backbone": copy.deepcopy(backbone_cfg), "mean": backbone_cfg["mean"],
-            "std": backbone_cfg["std"], "pool": head.get("pool", backbone_cfg["head_pool"]),
-            "head": {"in_features": in_features, "units": head.get("units", 256), "dropout": head.get("dropout", 0.5)}}
+    head = technique["head"]
+    return {**base, "kind": "head" if is_cached(technique) else "transfer", "backbone": copy.deepcopy(backbone_cfg),
+            "mean": backbone_cfg["mean"], "std": backbone_cfg["std"], "pool": head["pool"],
+            "head": {"in_features": in_features, "units": head["units"], "dropout": head["dropout"]}}
+
+
+def is_cached(technique: dict) -> bool:
+    """Feature extraction in cached mode: the base runs once over every image and the head trains on its features."""
+    return technique["kind"] == "feature_extract" and technique.get("mode", "cached") == "cached"
 
 
 def build_head(spec: dict) -> DenseHead:
@@ -62,18 +66,6 @@ def build_net(spec: dict, pretrained: bool = True) -> nn.Module:
         bb["weights"] = {**bb.get("weights", {}), "source": "none"}
     base = backbones.create_backbone(bb, allow_random=not pretrained)
     return TransferNet(base, build_head(spec), spec["pool"])
-
-
-def freeze_base(net: TransferNet, unfreeze_blocks: int = 0) -> list[nn.Module]:
-    """Freeze the base except its top `unfreeze_blocks` blocks; return the modules to keep in eval mode.
-
-    Every BatchNorm (and Dropout) of the base stays in eval mode, so frozen statistics never move; on
-    2,000 images re-estimating them in unfrozen blocks hurts too (the usual fine-tuning practice),
-    while their affine weights do train when unfrozen.
-    """
-    backbones.freeze(net.base)
-    backbones.set_trainable(backbones.top_blocks(net.base, unfreeze_blocks) if unfreeze_blocks else [])
-    return [m for m in net.base.modules() if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.Dropout))]
 
 
 def load_checkpoint(path: Path, pretrained_base: bool = False) -> tuple[nn.Module, dict]:

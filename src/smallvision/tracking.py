@@ -146,7 +146,7 @@ class StudyTracker:
         http_timeout_s: float = 10,
         http_max_retries: int = 1,
         models_dir: str = "models",
-        log_later_command: str = "python pipelines/log_metrics.py",
+        log_later_command: str = "python pipelines/log_metrics.py technique={technique}",
     ):
         """`tags` go on the parent and every child. `artifact_location` is for a newly created
         experiment; by default a SQLite store keeps artifacts in `mlartifacts/` beside the database
@@ -201,7 +201,7 @@ class StudyTracker:
             self.models_dir,
             technique,
             METRICS_FILE,
-            self.log_later_command,
+            self.log_later_command.format(technique=technique),
         )
         log.debug("MLflow failure details", exc_info=err)
 
@@ -367,6 +367,20 @@ class StudyTracker:
         }
         self.log_metrics(parent, metrics)
         self.log_artifacts(parent, artifacts)
+
+
+def study_tracker(cfg: Mapping[str, Any], root: Path, manifest_digest: str, sweep_dir: str | None = None,
+                  enabled: bool = True) -> StudyTracker:
+    """The tracker of the study `cfg` runs in: its parent run is found by the study name, the dataset and the
+    manifest (so the training stages, visualize and a later `pipelines/log_metrics.py` share one parent), or by
+    the sweep folder for a Hydra sweep's jobs."""
+    study, dataset = cfg["study"], cfg["data"]["name"]
+    key = f"sweep:{sweep_dir}" if sweep_dir else f"{study}/{dataset}/{manifest_digest[:12]}"
+    name = f"sweep {Path(sweep_dir).name}" if sweep_dir else f"study {study} ({dataset})"
+    return StudyTracker(resolve_tracking_uri(cfg["logger"].get("tracking_uri"), root), cfg["logger"]["experiment_name"],
+                        key, name, tags={"dataset": dataset, "git_commit": git_commit(root) or "unknown"},
+                        enabled=bool(cfg["logger"].get("enabled", True)) and enabled,
+                        models_dir=cfg["paths"]["models"])
 
 
 def _default_artifact_location(tracking_uri: str) -> str | None:

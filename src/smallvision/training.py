@@ -21,6 +21,7 @@ from smallvision import techniques
 from smallvision.data.augmentation import AffineConfig
 from smallvision.data.cache import image_array, manifest_digest
 from smallvision.data.datamodule import SPLITS, ArrayDataModule, SplitArrays
+from smallvision.data.images import DEFAULT_MAX_PIXELS
 from smallvision.data.split import load_manifest
 from smallvision.errors import ConfigError, DataError
 from smallvision.features import FeatureExtractor, cached_features, features_key, features_path
@@ -47,6 +48,7 @@ class Paths:
     features: Path
     out: Path          # this technique's output folder
     models: Path       # where the other techniques' folders are (fine-tune reads feature_extract's)
+    feature_extract: Path | None = None  # the checkpoint fine-tune starts from; None: models/feature_extract/best.ckpt
 
 
 def validate(cfg: dict) -> dict:
@@ -70,9 +72,21 @@ def validate(cfg: dict) -> dict:
         raise ConfigError(f"techniques.{name}.optimizer.lr={lr!r} must be a positive number")
     if tech["kind"] == "feature_extract" and tech.get("mode", "cached") not in ("cached", "augmented"):
         raise ConfigError(f"techniques.{name}.mode={tech.get('mode')!r} is unknown; allowed: cached, augmented")
-    if tech.get("augment"):
-        AffineConfig(**cfg["augmentation"])  # raises ConfigError on a bad transform value
+    if tech["kind"] != "scratch":
+        missing = [k for k in ("units", "dropout", "pool") if k not in (tech.get("head") or {})]
+        if missing:
+            raise ConfigError(f"techniques.{name}.head needs {', '.join(missing)} (the dense head on the base)")
+    augmentation(cfg)  # raises ConfigError on a bad or misspelt transform key
     return tech
+
+
+def augmentation(cfg: dict) -> AffineConfig | None:
+    """The transforms the selected technique trains on; None when it trains on plain images (also feature-extract
+    in cached mode: its features are computed once, from plain images)."""
+    tech = cfg["techniques"][cfg["technique"]]
+    if not tech.get("augment") or techniques.is_cached(tech):
+        return None
+    return AffineConfig.from_mapping(cfg["augmentation"])
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
@@ -120,7 +134,7 @@ def train_technique(cfg: dict, paths: Paths, logger=None, progress: bool = True)
     labels, rows = _labels_and_rows(records, classes)
     digest = manifest_digest(paths.prepared / "manifest.csv")
     tcfg = cfg["trainer"]
-    workers = cfg.get("data", {}).get("workers")
+    data_cfg = cfg.get("data", {})
     # metrics.json means "this folder holds a finished run": drop an earlier run's before best.ckpt is overwritten,
     # so a run killed half-way (outside DVC, which removes its outs itself) never looks finished
     (paths.out / "metrics.json").unlink(missing_ok=True)
@@ -129,23 +143,25 @@ def train_technique(cfg: dict, paths: Paths, logger=None, progress: bool = True)
                                  mode="max", save_top_k=1, save_weights_only=True, enable_version_counter=False)
     trainer = make_trainer(tcfg, tech["epochs"], paths.out, logger or False, [checkpoint])
 
-    images = image_array([r.file for r in records], tech["image_size"], paths.cache, digest, workers, progress)
-    augmentation = AffineConfig(**cfg["augmentation"]) if tech.get("augment") else None
+    images = image_array([r.file for r in records], tech["image_size"], paths.cache, digest, data_cfg.get("workers"),
+                         progress, data_cfg.get("max_image_pixels", DEFAULT_MAX_PIXELS))
+    transforms = augmentation(cfg)
     channels_last = bool(tcfg.get("channels_last", False))
     frozen: list[torch.nn.Module] = []
 
     if kind == "scratch":
         spec = techniques.make_spec(tech, cfg["backbone"], classes)
         net = techniques.build_net(spec)
-        array, image_input = images, ImageInput(tuple(spec["mean"]), tuple(spec["std"]), augmentation, channels_last)
+        array, image_input = images, ImageInput(tuple(spec["mean"]), tuple(spec["std"]), transforms, channels_last)
     else:
         bb = cfg["backbone"]
-        pool = (tech.get("head") or {}).get("pool", bb["head_pool"])
+        pool = tech["head"]["pool"]
         base = backbones.create_backbone(bb)
         in_features = backbones.feature_dim(base, tech["image_size"], pool)
-        if kind == "feature_extract" and tech.get("mode", "cached") == "cached":
+        if techniques.is_cached(tech):
             spec = techniques.make_spec(tech, bb, classes, in_features)
-            target = features_path(paths.features, bb["name"], features_key(bb, tech["image_size"], pool, digest))
+            key = features_key(bb, tech["image_size"], pool, digest, str(trainer.precision))
+            target = features_path(paths.features, bb["name"], key)
             extractor = FeatureExtractor(base, pool, bb["mean"], bb["std"], channels_last)
             array = cached_features(trainer, extractor, images, target, tech.get("extract_batch_size", 64))
             net, image_input = techniques.build_head(spec), None
@@ -155,15 +171,16 @@ def train_technique(cfg: dict, paths: Paths, logger=None, progress: bool = True)
             unfreeze = 0
             if kind == "fine_tune":
                 unfreeze = tech.get("unfreeze_blocks", 1)
-                net.head.load_state_dict(_trained_head(paths.models / "feature_extract" / CHECKPOINT, spec))
-            frozen = techniques.freeze_base(net, unfreeze)
-            array, image_input = images, ImageInput(tuple(bb["mean"]), tuple(bb["std"]), augmentation, channels_last)
+                head = paths.feature_extract or paths.models / "feature_extract" / CHECKPOINT
+                net.head.load_state_dict(_trained_head(head, spec))
+            frozen = backbones.freeze_base(net.base, unfreeze)
+            array, image_input = images, ImageInput(tuple(bb["mean"]), tuple(bb["std"]), transforms, channels_last)
 
     if tcfg.get("compile"):
         net.compile()  # in place (state_dict keys unchanged, so checkpoints stay loadable); compiles on the 1st step
     module = ClassifierModule(net, len(classes), tech["optimizer"], image_input, frozen=frozen, seed=seed, spec=spec)
     data = ArrayDataModule(SplitArrays(array, labels, rows, classes), tech["batch_size"], seed,
-                           eval_batch_size=max(tech["batch_size"], 64), num_workers=tcfg.get("num_workers", 0))
+                           eval_batch_size=tech["eval_batch_size"], num_workers=tcfg.get("num_workers", 0))
     trainer.fit(module, datamodule=data)
     if not checkpoint.best_model_path:
         raise DataError("training produced no checkpoint (no validation epoch ran)")

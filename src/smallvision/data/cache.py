@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from smallvision.data.images import load_resized
+from smallvision.data.images import DEFAULT_MAX_PIXELS, load_resized
 
 
 def manifest_digest(manifest_file: Path) -> str:
@@ -22,17 +22,19 @@ def manifest_digest(manifest_file: Path) -> str:
     return hashlib.sha256(Path(manifest_file).read_bytes()).hexdigest()
 
 
-def _load(args: tuple[str, int]) -> np.ndarray:
-    path, size = args
-    return load_resized(Path(path), size)
+def _load(args: tuple[str, int, int | None]) -> np.ndarray:
+    path, size, max_pixels = args
+    return load_resized(Path(path), size, max_pixels)
 
 
 def image_array(
-    files: list[Path], size: int, cache_dir: Path, key: str, workers: int | None = None, progress: bool = True
+    files: list[Path], size: int, cache_dir: Path, key: str, workers: int | None = None, progress: bool = True,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:
     """The (N, size, size, 3) uint8 array of `files`, built once in `cache_dir` and memory-mapped afterwards.
 
-    `key` identifies the file list (the manifest digest). The array is written to a temporary file and renamed,
+    `key` identifies the file list (the manifest digest); `max_pixels` is data.max_image_pixels, the limit the
+    split stage accepted these files under. The array is written to a temporary file and renamed,
     so an interrupted build never leaves a file that looks complete.
     """
     cache_dir = Path(cache_dir)
@@ -43,7 +45,7 @@ def image_array(
     tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), size, size, 3))
     workers = workers or os.cpu_count() or 1
-    jobs = [(str(f), size) for f in files]
+    jobs = [(str(f), size, max_pixels) for f in files]
     bar = tqdm(total=len(files), desc=f"decoding images at {size}px (once)", disable=not progress, unit="img")
     if workers > 1 and len(files) > 64:
         with ProcessPoolExecutor(workers) as pool:

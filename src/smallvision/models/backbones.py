@@ -333,27 +333,20 @@ def set_trainable(modules: Iterable[nn.Module]) -> None:
             param.requires_grad_(True)
 
 
-def keep_eval(module: nn.Module) -> list[nn.Module]:
-    """Put the BatchNorm/Dropout/DropPath layers of the frozen parts of `module` in eval mode; return them.
+def freeze_base(base: nn.Module, unfreeze_blocks: int = 0) -> list[nn.Module]:
+    """Freeze `base` except its top `unfreeze_blocks` blocks; put every BatchNorm, Dropout and DropPath layer of
+    it in eval mode and return them, to keep in eval mode after each `.train()`.
 
-    A part is frozen when it has parameters and none requires grad; a layer without parameters (Dropout,
-    non-affine BatchNorm) belongs to its parent. In eval mode a frozen BatchNorm neither updates its running
-    statistics nor normalises by batch statistics, so the frozen part stays bit-for-bit unchanged. `.train()`
-    resets the flags, so call this after every `.train()` (e.g. override the LightningModule's `train`).
+    Frozen statistics then never move and the frozen part stays bit-for-bit unchanged. The BatchNorms of the
+    unfrozen top stay in eval mode too: on 2,000 images re-estimating their statistics hurts (the usual
+    fine-tuning practice), while their affine weights do train.
     """
-    switched: list[nn.Module] = []
-
-    def visit(node: nn.Module, parent_frozen: bool) -> None:
-        params = list(node.parameters())
-        frozen = not any(p.requires_grad for p in params) if params else parent_frozen
-        if frozen and isinstance(node, _TRAIN_MODE_SENSITIVE):
-            node.eval()
-            switched.append(node)
-        for child in node.children():
-            visit(child, frozen)
-
-    visit(module, False)
-    return switched
+    freeze(base)
+    set_trainable(top_blocks(base, unfreeze_blocks) if unfreeze_blocks else [])
+    sensitive = [m for m in base.modules() if isinstance(m, _TRAIN_MODE_SENSITIVE)]
+    for module in sensitive:
+        module.eval()
+    return sensitive
 
 
 # ----------------------------------------------------------------------------------------------- structure

@@ -31,7 +31,7 @@ class ImageInput:
 
 
 def make_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
-    """RMSprop with Keras' defaults (rho 0.9, eps 1e-7) unless overridden, or Adam / SGD."""
+    """RMSprop (conf/techniques/*.yaml give Keras' rho 0.9 and eps 1e-7), or Adam / SGD."""
     name, lr = cfg.get("name", "rmsprop"), cfg.get("lr")
     if not isinstance(lr, (int, float)) or lr <= 0:
         raise ConfigError(f"optimizer.lr={lr!r} must be a positive number")

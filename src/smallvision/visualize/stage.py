@@ -7,6 +7,7 @@ page; tracking failures only warn.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -20,9 +21,10 @@ import torch
 from torch import nn
 
 from smallvision.data.augmentation import AffineConfig
-from smallvision.data.images import load_resized
+from smallvision.data.images import DEFAULT_MAX_PIXELS, load_resized
 from smallvision.data.split import Record, load_manifest
 from smallvision.errors import ConfigError
+from smallvision.metrics import comparison_rows  # the same rows training logs on the study run
 from smallvision.predict import normalise
 from smallvision.techniques import load_checkpoint
 from smallvision.visualize import activations, augmentation_preview, comparison, curves, filters, gradcam, mistakes
@@ -206,6 +208,7 @@ def run_visualize(cfg: Mapping[str, Any], root: Path, tracker_factory: Callable[
     models = root / cfg["paths"]["models"]
     records, classes = load_manifest(root / cfg["paths"]["prepared"])
     by_path = {r.path: r for r in records}
+    load = functools.partial(load_resized, max_pixels=cfg["data"].get("max_image_pixels", DEFAULT_MAX_PIXELS))
     test = [r for r in records if r.split == "test"]
     train = [r for r in records if r.split == "train"]
     reports.mkdir(parents=True, exist_ok=True)
@@ -231,8 +234,6 @@ def run_visualize(cfg: Mapping[str, Any], root: Path, tracker_factory: Callable[
 
     # ---- the comparison
     with _timed(out, "comparison"):
-        from smallvision.cli import comparison_rows  # the same rows training logs on the study run
-
         out.rows = [row for row in comparison_rows(models) if row.get("technique") in names]
         table = comparison.comparison_table(out.rows, v["reference"])
         sec = sections["comparison"] = Section("comparison", "Comparison",
@@ -282,7 +283,7 @@ def run_visualize(cfg: Mapping[str, Any], root: Path, tracker_factory: Callable[
             net, spec = nets.get(t)
             size = spec["image_size"]
             flat = [r for group in chosen.values() for r in group]
-            images = np.stack([load_resized(by_path[r.path].file, size) for r in flat]) if flat else np.zeros((0,))
+            images = np.stack([load(by_path[r.path].file, size) for r in flat]) if flat else np.zeros((0,))
             layer_name, layer = cam_layer(net)
             explained = gradcam.explain(net, layer, images, _inputs(images, spec, nets.device) if flat else None,
                                         [by_path[r.path].target for r in flat], [r.path for r in flat])
@@ -306,7 +307,7 @@ def run_visualize(cfg: Mapping[str, Any], root: Path, tracker_factory: Callable[
     with _timed(out, "activations"):
         for t in _chosen(v["activations"]["techniques"], names, sec, "activations"):
             net, spec = nets.get(next(x for x in trained if x.name == t))
-            image = load_resized(test_record.file, spec["image_size"])
+            image = load(test_record.file, spec["image_size"])
             layers = activation_layers(net)
             acts = activations.layer_activations(net, _inputs(image[None], spec, nets.device), layers,
                                                  v["activations"]["max_channels"])
@@ -347,7 +348,7 @@ def run_visualize(cfg: Mapping[str, Any], root: Path, tracker_factory: Callable[
         record = _pick(train, a["image"], "augmentation_preview.image")
         size = int(cfg["techniques"][a["technique"]]["image_size"])
         aug_cfg = AffineConfig.from_mapping(cfg["augmentation"])
-        image = load_resized(record.file, size)
+        image = load(record.file, size)
         copies = augmentation_preview.augmented_copies(image, aug_cfg, int(a["count"]), int(a["seed"]))
         fig = augmentation_preview.augmentation_figure(image, copies, aug_cfg, int(a["columns"]), record.path)
         path = save(fig, reports / "augmentation_preview.png", dpi)
@@ -369,7 +370,7 @@ def run_visualize(cfg: Mapping[str, Any], root: Path, tracker_factory: Callable[
         else:
             rows = mistakes.read_predictions(t.file(PREDICTIONS))
             wrong = mistakes.most_confident_mistakes(rows, int(m["max_images"]))
-            images = [load_resized(by_path[r.path].file, int(m["image_size"])) for r in wrong if r.path in by_path]
+            images = [load(by_path[r.path].file, int(m["image_size"])) for r in wrong if r.path in by_path]
             wrong = [r for r in wrong if r.path in by_path]
             fig = mistakes.mistakes_figure(images, wrong, t.name, sum(not r.correct for r in rows), len(rows),
                                            int(m["columns"]))
@@ -459,20 +460,11 @@ def find_child_run(client: Any, parent_run_id: str, technique: str) -> str | Non
 
 
 def study_tracker(cfg: Mapping[str, Any], root: Path) -> Any:
-    """The StudyTracker of the study the training stages logged to: the same study key, so the figures land
-    on the same parent run (see smallvision.cli.run_training)."""
+    """The StudyTracker the training stages logged to, so the figures land on the same parent run."""
     from smallvision import tracking
     from smallvision.data.cache import manifest_digest
 
-    root = Path(root)
-    digest = manifest_digest(root / cfg["paths"]["prepared"] / "manifest.csv")
-    study_key = f"{cfg['study']}/{cfg['data']['name']}/{digest[:12]}"
-    uri = tracking.resolve_tracking_uri(cfg["logger"].get("tracking_uri"), root)
-    return tracking.StudyTracker(uri, cfg["logger"]["experiment_name"], study_key,
-                                 f"study {cfg['study']} ({cfg['data']['name']})",
-                                 tags={"dataset": cfg["data"]["name"],
-                                       "git_commit": tracking.git_commit(root) or "unknown"},
-                                 enabled=bool(cfg["logger"].get("enabled", True)), models_dir=cfg["paths"]["models"])
+    return tracking.study_tracker(cfg, Path(root), manifest_digest(Path(root) / cfg["paths"]["prepared"] / "manifest.csv"))
 
 
 def timing_summary(out: Outcome) -> str:

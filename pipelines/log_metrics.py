@@ -1,0 +1,34 @@
+"""Log a finished technique to MLflow from its files, after tracking failed while it trained (store locked or
+server unreachable: training went on and wrote models/<technique>/). Becomes a child run of the same study run.
+
+    python pipelines/log_metrics.py technique=fine_tune
+    python pipelines/log_metrics.py technique=augment experiment=quick   # the overrides the training run had
+"""
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from smallvision import tracking
+from smallvision.cli import friendly_errors, to_dict
+from smallvision.data.cache import manifest_digest
+from smallvision.errors import DataError
+from smallvision.metrics import comparison_rows
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@friendly_errors
+def main(cfg: DictConfig) -> None:
+    c, root = to_dict(cfg), Path.cwd()
+    models = root / c["paths"]["models"]
+    tracker = tracking.study_tracker(c, root, manifest_digest(root / c["paths"]["prepared"] / "manifest.csv"))
+    tracking.log_from_metrics_files(tracker, [models / c["technique"]], params=tracking.flatten(c))
+    tracker.log_comparison(comparison_rows(models))
+    if not tracker.enabled:
+        raise DataError("MLflow tracking failed again (see the warning above); nothing was logged")
+    print(f"{c['technique']}: logged to MLflow as a child of study run {tracker.parent_run_id}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""dvc.yaml and params.yaml stay true to the code: `dvc repro` reruns a stage whenever code it runs changes,
+and the committed params.yaml is what `dvc exp run` would compose from conf/ (plain `dvc repro` reads it as is)."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from study_helpers import ROOT
+
+SRC = ROOT / "src"
+
+
+def _smallvision_imports(path: Path) -> set[str]:
+    """Every smallvision module `path` imports, at any depth of its code (imports inside functions too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "smallvision"}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "smallvision":
+            found.add(node.module)
+            # `from smallvision.data import split` imports the module smallvision.data.split
+            found |= {f"{node.module}.{a.name}" for a in node.names if _module_file(f"{node.module}.{a.name}")}
+    return found
+
+
+def _module_file(module: str) -> Path | None:
+    base = SRC / Path(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def code_files(script: Path) -> set[Path]:
+    """The entry script and every smallvision source file it runs, transitively (package __init__ files hold
+    only docstrings and are left out)."""
+    seen: set[Path] = set()
+    todo = [script]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        todo += [f for m in _smallvision_imports(path) if (f := _module_file(m))]
+    return {p for p in seen if p.name != "__init__.py"}
+
+
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+# Code the stages import that cannot change their DVC outputs: listed as deps, an edit to it would rerun the
+# 100-minute training stages for nothing.
+NO_EFFECT_ON_OUTPUTS = {
+    "src/smallvision/tracking.py": "MLflow logging only",
+    "src/smallvision/seeds.py": "a Hydra sweep's seed comparison, written to the sweep folder",
+    "src/smallvision/visualize/comparison.py": "training imports it for a sweep's seed comparison only",
+    "src/smallvision/visualize/plotting.py": "the same, through comparison.py",
+    "src/smallvision/data/sources.py": "split.py imports only its staging-folder helper; download's output is a dep",
+    "src/smallvision/data/synthetic.py": "generated images for the download stage only",
+}
+OWN_CODE = {"download": {"src/smallvision/data/sources.py", "src/smallvision/data/synthetic.py"}}  # never exempt
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_each_stage_depends_on_the_code_it_runs(stage):
+    spec = STAGES[stage]
+    script = re.search(r"python (pipelines/\S+\.py)", spec["cmd"]).group(1)
+    deps = [ROOT / (d if isinstance(d, str) else next(iter(d))) for d in spec["deps"]]
+    missing = sorted(name for f in code_files(ROOT / script)
+                     if not any(f == d or d in f.parents for d in deps)
+                     and (name := str(f.relative_to(ROOT))) not in set(NO_EFFECT_ON_OUTPUTS) - OWN_CODE.get(stage, set()))
+    assert not missing, f"dvc.yaml stage {stage!r} runs these files but does not list them in deps: {missing}"
+
+
+def test_the_import_walk_finds_nested_and_from_imports():
+    files = {str(f.relative_to(ROOT)) for f in code_files(ROOT / "pipelines" / "train.py")}
+    # cli.py imports training inside run_training; training imports the datamodule at module level
+    assert {"pipelines/train.py", "src/smallvision/cli.py", "src/smallvision/training.py",
+            "src/smallvision/data/datamodule.py"} <= files
+
+
+def test_committed_params_yaml_is_the_composed_conf(tmp_path):
+    """`dvc repro` (no -S) reads params.yaml as committed: a key added to conf/ but not to params.yaml would
+    reach the stages as missing."""
+    from study_helpers import compose_params
+
+    compose_params(tmp_path, conf=ROOT / "conf")
+    composed = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    committed = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert committed == composed, (
+        "params.yaml is out of date with conf/; regenerate it (what `dvc exp run` does first): python -c "
+        "\"import os; from dvc.utils.hydra import compose_and_dump as c; "
+        "c('params.yaml', os.path.abspath('conf'), None, 'config', '.', [])\"")
