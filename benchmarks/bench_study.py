@@ -49,9 +49,10 @@ def test_accuracies(project: Path) -> dict:
     return out
 
 
-def run_study(project: Path) -> list[dict]:
+def run_study(project: Path, start_at: str | None = None) -> list[dict]:
     rows = []
-    for stage in stage_names(project):
+    names = stage_names(project)
+    for stage in names[names.index(start_at):] if start_at else names:
         m = run_measured([*DVC, "repro", "--single-item", stage], project)
         print(f"{stage:16s} {m.wall_s:8.1f} s   peak RSS {m.peak_rss_mb:7.0f} MB (tree {m.peak_tree_rss_mb:.0f} MB)",
               flush=True)
@@ -92,18 +93,22 @@ def main() -> None:
                         help="skip benchmark 4 (its one-change rerun retrains fine-tune: 100 epochs in the default study)")
     parser.add_argument("--new-lr", default="5.0e-06", help="the fine-tune learning rate of the one-change rerun")
     parser.add_argument("--override", action="append", default=[], help="extra Hydra overrides for the study")
+    parser.add_argument("--start-at", metavar="STAGE", help="resume the study in the workspace from STAGE on (the "
+                        "stages before it finished there): the workspace first gets this checkout's code and config")
     args = parser.parse_args()
     project = args.workdir or Path(f"/tmp/smallvision-bench-{args.experiment}")
     result: dict = {"experiment": args.experiment, "workdir": str(project), "overrides": args.override}
     if not args.reruns_only:
-        if (project / "dvc.lock").exists():
-            sys.exit(f"{project} already holds a run: remove it, or pass --reruns-only")
-        dev_workspace(project, f"experiment={args.experiment}", *args.override)
-        stages = run_study(project)
+        if (project / "dvc.lock").exists() != bool(args.start_at):
+            sys.exit(f"{project} already holds a run: remove it, or pass --reruns-only or --start-at" if not args.start_at
+                     else f"{project} holds no run to resume")
+        dev_workspace(project, f"experiment={args.experiment}", *args.override, refresh_code=bool(args.start_at))
+        stages = run_study(project, args.start_at)
+        result["started_at"] = args.start_at
         total = round(sum(s["wall_s"] for s in stages), 1)
         peak = max(s["peak_rss_mb"] for s in stages)
         target = TARGETS.get(args.experiment)
-        print(f"whole study: {total:.0f} s = {total / 60:.1f} min"
+        print(f"{f'stages from {args.start_at} on' if args.start_at else 'whole study'}: {total:.0f} s = {total / 60:.1f} min"
               + (f" (target {target / 60:.0f} min: {total / target:.2f}x the target)" if target else "")
               + f"; largest stage RSS {peak:.0f} MB (target <= {RSS_TARGET_MB} MB)", flush=True)
         result.update(stages=stages, total_s=total, peak_rss_mb=peak, target_s=target,

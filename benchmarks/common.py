@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import threading
@@ -58,9 +59,12 @@ class Measured:
 def run_measured(cmd: list[str], cwd: Path) -> Measured:
     """Run `cmd`, returning its wall time, exit code, output, and peak RSS (largest process and whole tree).
 
-    This interpreter's bin/ goes first on PATH, so the stages' `python` is the one running the benchmark.
+    This interpreter's bin/ goes first on PATH, so the stages' `python` is the one running the benchmark, and
+    `cwd`/src (a workspace's own copy of the code) first on PYTHONPATH: not the editable install's, which may
+    change while a long benchmark runs.
     """
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(cwd / "src"), os.environ.get("PYTHONPATH")]))}
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak, done = {"process": 0, "tree": 0}, threading.Event()
@@ -92,8 +96,9 @@ def run_measured(cmd: list[str], cwd: Path) -> Measured:
                     proc.returncode, output)
 
 
-def dev_workspace(workdir: Path, *overrides: str, source: Path = DEV_ARCHIVE) -> Path:
-    """A git + DVC copy of the project in `workdir` whose params.yaml points the study at the dev archive."""
+def dev_workspace(workdir: Path, *overrides: str, source: Path = DEV_ARCHIVE, refresh_code: bool = False) -> Path:
+    """A git + DVC copy of the project in `workdir` whose params.yaml points the study at the dev archive.
+    With `refresh_code`, an existing copy gets this checkout's code and config (its data and models stay)."""
     sys.path.insert(0, str(ROOT / "tests"))  # one copy of the project-workspace helpers, shared with the DVC tests
     from study_helpers import compose_params, copy_project  # here: it imports torch, which split's workers need not
 
@@ -102,6 +107,10 @@ def dev_workspace(workdir: Path, *overrides: str, source: Path = DEV_ARCHIVE) ->
     if not (workdir / "dvc.yaml").exists():
         workdir.mkdir(parents=True, exist_ok=True)
         copy_project(workdir)
+    elif refresh_code:
+        for name in ("conf", "pipelines", "src"):
+            shutil.rmtree(workdir / name)
+        copy_project(workdir, code_only=True)
     compose_params(workdir, "data=folder", f"data.source={source}", *DEV_SPLIT, "trainer.progress=false", *overrides)
     return workdir
 

@@ -37,7 +37,7 @@ def main() -> None:
     spec = techniques.make_spec(tech, cfg["backbone"], ["a", "b"])
     net = techniques.build_net(spec).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(net.parameters(), tech["optimizer"])
-    augmentation = AffineConfig(**cfg["augmentation"])
+    augmentation = AffineConfig.from_mapping(cfg["augmentation"])
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (BATCH, SIZE, SIZE, 3), dtype=torch.uint8)
     labels = torch.randint(0, 2, (BATCH,)).float()
