@@ -77,8 +77,8 @@ def test_each_stage_depends_on_the_code_it_runs(stage):
 
 def test_the_import_walk_finds_nested_and_from_imports():
     files = {str(f.relative_to(ROOT)) for f in code_files(ROOT / "pipelines" / "train.py")}
-    # cli.py imports training inside run_training; training imports the datamodule at module level
-    assert {"pipelines/train.py", "src/smallvision/cli.py", "src/smallvision/training.py",
+    # study.py imports training inside run_training; training imports the datamodule at module level
+    assert {"pipelines/train.py", "src/smallvision/study.py", "src/smallvision/training.py",
             "src/smallvision/data/datamodule.py"} <= files
 
 
