@@ -90,7 +90,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="default: /tmp/smallvision-bench-<experiment>")
     parser.add_argument("--reruns-only", action="store_true", help="skip the study; the workspace must hold one")
     parser.add_argument("--no-reruns", action="store_true",
-                        help="skip benchmark 4 (its one-change rerun retrains fine-tune: 100 epochs in the default study)")
+                        help="skip benchmark 4 (its one-change rerun retrains fine-tune: 100 epochs in the default "
+                        "study)")
     parser.add_argument("--new-lr", default="5.0e-06", help="the fine-tune learning rate of the one-change rerun")
     parser.add_argument("--override", action="append", default=[], help="extra Hydra overrides for the study")
     parser.add_argument("--start-at", metavar="STAGE", help="resume the study in the workspace from STAGE on (the "
@@ -99,16 +100,19 @@ def main() -> None:
     project = args.workdir or Path(f"/tmp/smallvision-bench-{args.experiment}")
     result: dict = {"experiment": args.experiment, "workdir": str(project), "overrides": args.override}
     if not args.reruns_only:
-        if (project / "dvc.lock").exists() != bool(args.start_at):
-            sys.exit(f"{project} already holds a run: remove it, or pass --reruns-only or --start-at" if not args.start_at
-                     else f"{project} holds no run to resume")
+        has_run = (project / "dvc.lock").exists()
+        if has_run and not args.start_at:
+            sys.exit(f"{project} already holds a run: remove it, or pass --reruns-only or --start-at")
+        if args.start_at and not has_run:
+            sys.exit(f"{project} holds no run to resume")
         dev_workspace(project, f"experiment={args.experiment}", *args.override, refresh_code=bool(args.start_at))
         stages = run_study(project, args.start_at)
         result["started_at"] = args.start_at
         total = round(sum(s["wall_s"] for s in stages), 1)
         peak = max(s["peak_rss_mb"] for s in stages)
         target = TARGETS.get(args.experiment)
-        print(f"{f'stages from {args.start_at} on' if args.start_at else 'whole study'}: {total:.0f} s = {total / 60:.1f} min"
+        what = f"stages from {args.start_at} on" if args.start_at else "whole study"
+        print(f"{what}: {total:.0f} s = {total / 60:.1f} min"
               + (f" (target {target / 60:.0f} min: {total / target:.2f}x the target)" if target else "")
               + f"; largest stage RSS {peak:.0f} MB (target <= {RSS_TARGET_MB} MB)", flush=True)
         result.update(stages=stages, total_s=total, peak_rss_mb=peak, target_s=target,

@@ -61,7 +61,8 @@ def ours(cfg: dict, images: np.ndarray, labels: np.ndarray, rows: dict, classes:
          channels_last: bool, warmup: int, steps: int, compile: bool = False) -> float:
     tech = cfg["techniques"]["augment"]
     spec = techniques.make_spec(tech, cfg["backbone"], classes)
-    image_input = ImageInput(tuple(spec["mean"]), tuple(spec["std"]), AffineConfig.from_mapping(cfg["augmentation"]), channels_last)
+    augmentation = AffineConfig.from_mapping(cfg["augmentation"])
+    image_input = ImageInput(tuple(spec["mean"]), tuple(spec["std"]), augmentation, channels_last)
     net = techniques.build_net(spec)
     if compile:  # as training.py does for trainer.compile=true; the warm-up batches absorb the compile
         net.compile()

@@ -92,7 +92,8 @@ def test_feature_cache_key_covers_what_changes_the_features():
     assert key == features_key(dict(bb), 64, "avg", "manifest", "32-true")
     changed = [features_key({**bb, "mean": [0.4, 0.5, 0.5]}, 64, "avg", "manifest", "32-true"),
                features_key({**bb, "std": [0.2, 0.2, 0.2]}, 64, "avg", "manifest", "32-true"),
-               features_key(bb, 64, "avg", "manifest", "bf16-mixed"), features_key(bb, 72, "avg", "manifest", "32-true"),
+               features_key(bb, 64, "avg", "manifest", "bf16-mixed"),
+               features_key(bb, 72, "avg", "manifest", "32-true"),
                features_key(bb, 64, "flatten", "manifest", "32-true"), features_key(bb, 64, "avg", "other", "32-true")]
     assert len({key, *changed}) == 7
 

@@ -1,8 +1,8 @@
 """Feature extraction: run the frozen pretrained base once over every image, cache the pooled features.
 
 The cache file is keyed by everything that changes the features: backbone name and weight source, input
-normalisation, image size, pooling, precision and the manifest's content. Under DDP each rank extracts a disjoint shard and the features
-are gathered back in manifest order, no duplicates, no gaps.
+normalisation, image size, pooling, precision and the manifest's content. Under DDP each rank extracts a
+disjoint shard and the features are gathered back in manifest order, no duplicates, no gaps.
 """
 
 from __future__ import annotations

@@ -464,7 +464,8 @@ def study_tracker(cfg: Mapping[str, Any], root: Path) -> Any:
     from smallvision import tracking
     from smallvision.data.cache import manifest_digest
 
-    return tracking.study_tracker(cfg, Path(root), manifest_digest(Path(root) / cfg["paths"]["prepared"] / "manifest.csv"))
+    digest = manifest_digest(Path(root) / cfg["paths"]["prepared"] / "manifest.csv")
+    return tracking.study_tracker(cfg, Path(root), digest)
 
 
 def timing_summary(out: Outcome) -> str:
