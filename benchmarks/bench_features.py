@@ -23,11 +23,11 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from smallvision.data.cache import image_array, manifest_digest
-from smallvision.data.split import load_manifest
+from smallvision.data.cache import image_array
+from smallvision.data.manifest import load_manifest, manifest_digest
 from smallvision.features import FeatureExtractor, cached_features
 from smallvision.models import backbones
-from smallvision.training import resolve_precision
+from smallvision.trainer import resolve_precision
 
 from common import dev_split, imagefolder, project_config, save
 

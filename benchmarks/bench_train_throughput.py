@@ -30,13 +30,13 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import datasets, transforms
 
-from smallvision import techniques
+from smallvision import networks
 from smallvision.data.augmentation import AffineConfig
-from smallvision.data.cache import image_array, manifest_digest
+from smallvision.data.cache import image_array
 from smallvision.data.datamodule import ArrayDataModule, SplitArrays
-from smallvision.data.split import load_manifest
+from smallvision.data.manifest import load_manifest, manifest_digest
 from smallvision.modules.classifier import ClassifierModule, ImageInput, make_optimizer
-from smallvision.training import resolve_precision
+from smallvision.trainer import resolve_precision
 
 from common import dev_split, imagefolder, project_config, save
 
@@ -60,10 +60,10 @@ def images_per_s(times: list[float], warmup: int, batch: int) -> float:
 def ours(cfg: dict, images: np.ndarray, labels: np.ndarray, rows: dict, classes: list[str], precision: str,
          channels_last: bool, warmup: int, steps: int, compile: bool = False) -> float:
     tech = cfg["techniques"]["augment"]
-    spec = techniques.make_spec(tech, cfg["backbone"], classes)
+    spec = networks.make_spec(tech, cfg["backbone"], classes)
     augmentation = AffineConfig.from_mapping(cfg["augmentation"])
     image_input = ImageInput(tuple(spec["mean"]), tuple(spec["std"]), augmentation, channels_last)
-    net = techniques.build_net(spec)
+    net = networks.build_net(spec)
     if compile:  # as training.py does for trainer.compile=true; the warm-up batches absorb the compile
         net.compile()
     module = ClassifierModule(net, len(classes), tech["optimizer"], image_input, seed=0, spec=spec)
@@ -93,11 +93,11 @@ def reference_transforms(cfg: dict, size: int, mean, std) -> transforms.Compose:
 def reference(cfg: dict, folder: Path, warmup: int, steps: int) -> float:
     tech = cfg["techniques"]["augment"]
     classes = sorted(p.name for p in folder.iterdir())
-    spec = techniques.make_spec(tech, cfg["backbone"], classes)
+    spec = networks.make_spec(tech, cfg["backbone"], classes)
     dataset = datasets.ImageFolder(str(folder), transform=reference_transforms(cfg, tech["image_size"], spec["mean"],
                                                                                spec["std"]))
     loader = DataLoader(dataset, batch_size=tech["batch_size"], shuffle=True, num_workers=2, drop_last=True)
-    net = techniques.build_net(spec)
+    net = networks.build_net(spec)
     net.train()
     optimizer = make_optimizer(net.parameters(), tech["optimizer"])
     times = []
@@ -115,7 +115,7 @@ def reference(cfg: dict, folder: Path, warmup: int, steps: int) -> float:
 def step_flops(cfg: dict, classes: list[str]) -> float:
     """FLOPs of one training step (forward + backward) of the network at the configured batch and image size."""
     tech = cfg["techniques"]["augment"]
-    net = techniques.build_net(techniques.make_spec(tech, cfg["backbone"], classes))
+    net = networks.build_net(networks.make_spec(tech, cfg["backbone"], classes))
     x = torch.randn(tech["batch_size"], 3, tech["image_size"], tech["image_size"])
     with FlopCounterMode(display=False) as counter:
         net(x).sum().backward()

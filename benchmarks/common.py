@@ -100,7 +100,7 @@ def dev_workspace(workdir: Path, *overrides: str, source: Path = DEV_ARCHIVE, re
     """A git + DVC copy of the project in `workdir` whose params.yaml points the study at the dev archive.
     With `refresh_code`, an existing copy gets this checkout's code and config (its data and models stay)."""
     sys.path.insert(0, str(ROOT / "tests"))  # one copy of the project-workspace helpers, shared with the DVC tests
-    from study_helpers import compose_params, copy_project  # here: it imports torch, which split's workers need not
+    from helpers.project import compose_params, copy_project  # here: it imports dvc, which split's workers need not
 
     if not source.is_file():
         sys.exit(f"the dev archive {source} is missing: pass --source /path/to/dogs-vs-cats-dev.zip")
@@ -119,7 +119,7 @@ def project_config(*overrides: str) -> dict:
     """The project's composed config (conf/) with Hydra overrides, as plain containers."""
     from hydra import compose, initialize_config_dir
 
-    from smallvision.cli import to_dict
+    from smallvision.entrypoints import to_dict
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return to_dict(compose("config", overrides=list(overrides)))
@@ -127,7 +127,7 @@ def project_config(*overrides: str) -> dict:
 
 def dev_split(workdir: Path, source: Path = DEV_ARCHIVE) -> tuple[Path, Path]:
     """The dev archive extracted to workdir/raw and split (1000/500/498 per class) into workdir/prepared, once."""
-    from smallvision.data.sources import extract_archive
+    from smallvision.data.archives import extract_archive
     from smallvision.data.split import prepare_split
 
     raw, prepared = workdir / "raw", workdir / "prepared"

@@ -14,7 +14,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from smallvision import techniques
+from smallvision import networks
 from smallvision.data.augmentation import AffineConfig, random_affine
 from smallvision.modules.classifier import make_optimizer
 
@@ -34,8 +34,8 @@ def milliseconds(fn, repeats: int = 10) -> float:
 def main() -> None:
     cfg = project_config("technique=augment", f"techniques.augment.image_size={SIZE}")
     tech = cfg["techniques"]["augment"]
-    spec = techniques.make_spec(tech, cfg["backbone"], ["a", "b"])
-    net = techniques.build_net(spec).to(memory_format=torch.channels_last)
+    spec = networks.make_spec(tech, cfg["backbone"], ["a", "b"])
+    net = networks.build_net(spec).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(net.parameters(), tech["optimizer"])
     augmentation = AffineConfig.from_mapping(cfg["augmentation"])
     generator = torch.Generator().manual_seed(0)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from smallvision.cli import friendly_errors, to_dict
-from smallvision.study import sweep_visualize_config, write_seed_comparison
+from smallvision.entrypoints import friendly_errors, to_dict
+from smallvision.sweeps import sweep_visualize_config, write_seed_comparison
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -12,8 +12,8 @@ import hydra
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
-from smallvision.cli import friendly_errors, to_dict
 from smallvision.data.sources import fetch_source
+from smallvision.entrypoints import friendly_errors, to_dict
 from smallvision.errors import ConfigError
 
 
@@ -32,12 +32,12 @@ def main(cfg: DictConfig) -> None:
     fetch_source(
         source,
         raw,
-        sha256=data.get("sha256"),
-        size=data.get("size"),
+        sha256=data.sha256,
+        size=data.size,
         connect_timeout_s=data.connect_timeout_s,
         max_extract_bytes=data.max_extract_bytes,
-        synthetic=to_dict(data.synthetic) if data.get("synthetic") is not None else None,
-        retries=data.get("download_retries", 3),
+        synthetic=to_dict(data.synthetic) if data.synthetic is not None else None,
+        retries=data.download_retries,
     )
     files = sum(1 for p in raw.rglob("*") if p.is_file())
     print(f"download: {files} files from {data.source} in {cfg.paths.raw}")

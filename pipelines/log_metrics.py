@@ -11,18 +11,19 @@ import hydra
 from omegaconf import DictConfig
 
 from smallvision import tracking
-from smallvision.cli import friendly_errors, to_dict
-from smallvision.data.cache import manifest_digest
+from smallvision.data.manifest import MANIFEST, manifest_digest
+from smallvision.entrypoints import bound_mlflow_requests, friendly_errors, to_dict
 from smallvision.errors import DataError
-from smallvision.metrics import comparison_rows
+from smallvision.runs import comparison_rows
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
     c, root = to_dict(cfg), Path.cwd()
+    bound_mlflow_requests(c["logger"])
     models = root / c["paths"]["models"]
-    tracker = tracking.study_tracker(c, root, manifest_digest(root / c["paths"]["prepared"] / "manifest.csv"))
+    tracker = tracking.study_tracker(c, root, manifest_digest(root / c["paths"]["prepared"] / MANIFEST))
     tracking.log_from_metrics_files(tracker, [models / c["technique"]], params=tracking.flatten(c))
     tracker.log_comparison(comparison_rows(models))
     if not tracker.enabled:

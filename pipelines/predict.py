@@ -8,9 +8,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from smallvision.cli import friendly_errors
+from smallvision.entrypoints import friendly_errors
 from smallvision.errors import ConfigError
 from smallvision.predict import predict, write_csv
+from smallvision.runs import CHECKPOINT
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -18,7 +19,7 @@ from smallvision.predict import predict, write_csv
 def main(cfg: DictConfig) -> None:
     if not cfg.predict.input:
         raise ConfigError("predict.input is not set: predict.input=<an image file or a folder>")
-    checkpoint = Path(cfg.paths.models) / cfg.technique / "best.ckpt"
+    checkpoint = Path(cfg.paths.models) / cfg.technique / CHECKPOINT
     results = predict(checkpoint, Path(cfg.predict.input), batch_size=cfg.predict.batch_size,
                       progress=cfg.trainer.progress, max_pixels=cfg.data.max_image_pixels)
     write_csv(results, Path(cfg.predict.output))

@@ -10,9 +10,9 @@ import hydra
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
-from smallvision.cli import friendly_errors, to_dict
-from smallvision.data.images import DEFAULT_MAX_PIXELS
-from smallvision.data.split import REPORT, SPLITS, prepare_split
+from smallvision.data.manifest import REPORT, SPLITS
+from smallvision.data.split import prepare_split
+from smallvision.entrypoints import friendly_errors, to_dict
 
 _SHOW_DROPPED = 20  # longer lists: see the report file
 
@@ -27,9 +27,9 @@ def main(cfg: DictConfig) -> None:
         prepared,
         split=to_dict(data.split),
         seed=cfg.seed,
-        classes=list(data.classes) if data.get("classes") is not None else None,
-        workers=data.get("workers"),
-        max_pixels=data.get("max_image_pixels", DEFAULT_MAX_PIXELS),
+        classes=list(data.classes) if data.classes is not None else None,
+        workers=data.workers,
+        max_pixels=data.max_image_pixels,
     )
     width = max(len(c) for c in report.classes)
     print(f"split ({report.layout} layout, seed {report.seed}): images per class")

@@ -4,17 +4,21 @@
     python pipelines/train.py -m technique=baseline,augment seed=0,1,2     # a sweep: one job and run each
 """
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
-from smallvision.cli import friendly_errors
-from smallvision.study import run_training
+from smallvision.entrypoints import bound_mlflow_requests, friendly_errors, hydra_job, to_dict
+from smallvision.job import run_training
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
-    run_training(cfg)
+    c, job = to_dict(cfg), hydra_job()
+    bound_mlflow_requests(c["logger"])
+    run_training(c, Path.cwd(), sweep_dir=job.sweep_dir, job_dir=job.output_dir)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from smallvision.cli import friendly_errors, to_dict
-from smallvision.visualize.stage import run_visualize, study_tracker, timing_summary
+from smallvision import tracking
+from smallvision.data.manifest import MANIFEST, manifest_digest
+from smallvision.entrypoints import bound_mlflow_requests, friendly_errors, to_dict
+from smallvision.visualize.stage import run_visualize, timing_summary
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +22,10 @@ log = logging.getLogger(__name__)
 @friendly_errors
 def main(cfg: DictConfig) -> None:
     c, root = to_dict(cfg), Path.cwd()
-    out = run_visualize(c, root, tracker_factory=lambda: study_tracker(c, root))
+    out = run_visualize(c, root)
+    bound_mlflow_requests(c["logger"])
+    tracker = tracking.study_tracker(c, root, manifest_digest(root / c["paths"]["prepared"] / MANIFEST))
+    tracker.log_report(out.rows, out.study_files, out.per_technique, out.timings["total"], out.reports)
     for note in out.notes:
         log.warning(note)
     print(f"visualize: {out.index} ({timing_summary(out)})")

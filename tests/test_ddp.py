@@ -20,20 +20,23 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from study_helpers import config, paths
+from helpers.study import config, paths
 from torch.utils.data import DataLoader, DistributedSampler
 
 from smallvision import distributed
 from smallvision.data.augmentation import AffineConfig
-from smallvision.data.cache import image_array, manifest_digest
-from smallvision.data.datamodule import ArrayDataModule, ArrayDataset, ShardSampler, SplitArrays
-from smallvision.data.split import load_manifest, prepare_split
+from smallvision.data.cache import image_array
+from smallvision.data.datamodule import ArrayDataModule, ArrayDataset, SplitArrays
+from smallvision.data.manifest import load_manifest, manifest_digest
+from smallvision.data.split import prepare_split
 from smallvision.data.synthetic import generate
 from smallvision.errors import DataError
 from smallvision.features import FeatureExtractor, cached_features
 from smallvision.modules.classifier import ClassifierModule, ImageInput
-from smallvision.techniques import load_checkpoint
-from smallvision.training import make_trainer, train_technique
+from smallvision.networks import load_checkpoint
+from smallvision.shards import ShardSampler
+from smallvision.trainer import make_trainer
+from smallvision.training import train_technique
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ("circle", "square", "triangle")
@@ -64,8 +67,8 @@ def _arrays(root: Path) -> SplitArrays:
 
 def _trainer(devices: int, out: Path, callbacks=(), epochs: int = 1) -> L.Trainer:
     """One process, or `devices` processes forked from this one (gloo, as trainer=ddp_cpu)."""
-    cfg = {"accelerator": "cpu", "devices": devices, "num_nodes": 1, "strategy": "ddp_fork" if devices > 1 else "auto",
-           "precision": "32-true", "progress": False}
+    cfg = {**config()["trainer"], "devices": devices, "strategy": "ddp_fork" if devices > 1 else "auto",
+           "precision": "32-true"}
     return make_trainer(cfg, epochs, out, False, list(callbacks))
 
 
@@ -97,7 +100,7 @@ def _load(out: Path, stage: str, rank: int) -> dict:
 
 def _module(net, data: SplitArrays, seed: int) -> ClassifierModule:
     augmentation = AffineConfig(**config()["augmentation"])  # the study's transforms (chollet)
-    return ClassifierModule(net, len(data.classes), {"name": "rmsprop", "lr": 1e-3},
+    return ClassifierModule(net, len(data.classes), {**config()["techniques"]["baseline"]["optimizer"], "lr": 1e-3},
                             ImageInput(augmentation=augmentation), seed=seed)
 
 
@@ -289,7 +292,7 @@ def test_ddp_cpu_run_is_exact_and_only_rank_zero_writes(tmp_path):
     data = _arrays(project)
     data = SplitArrays(np.load(cached), data.labels, data.rows, data.classes)
     net = _head(out / "best.ckpt")
-    module = ClassifierModule(net, 3, {"name": "rmsprop", "lr": 1e-3}, None)
+    module = ClassifierModule(net, 3, {**config()["techniques"]["baseline"]["optimizer"], "lr": 1e-3}, None)
     _trainer(1, tmp_path).test(module, datamodule=ArrayDataModule(data, 4, 0), verbose=False)
     assert module.test_results["n"] == 21 and module.test_results["correct"] == metrics["test_correct"]
 
@@ -302,7 +305,7 @@ def test_ddp_cpu_run_is_exact_and_only_rank_zero_writes(tmp_path):
 
 def _head(checkpoint: Path) -> torch.nn.Module:
     """The dense head a cached-features checkpoint holds."""
-    from smallvision.techniques import build_head
+    from smallvision.networks import build_head
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     net = build_head(state["hyper_parameters"]["spec"])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from study_helpers import ROOT
+from helpers.project import ROOT
 
 SRC = ROOT / "src"
 
@@ -54,14 +54,13 @@ STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 # Code the stages import that cannot change their DVC outputs: listed as deps, an edit to it would rerun the
 # 100-minute training stages for nothing.
 NO_EFFECT_ON_OUTPUTS = {
-    "src/smallvision/tracking.py": "MLflow logging only",
-    "src/smallvision/seeds.py": "a Hydra sweep's seed comparison, written to the sweep folder",
+    "src/smallvision/tracking": "MLflow logging only",
+    "src/smallvision/sweeps.py": "a Hydra sweep's folder: its seed comparison and its fine-tune jobs' head",
     "src/smallvision/visualize/comparison.py": "training imports it for a sweep's seed comparison only",
     "src/smallvision/visualize/plotting.py": "the same, through comparison.py",
-    "src/smallvision/data/sources.py": "split.py imports only its staging-folder helper; download's output is a dep",
     "src/smallvision/data/synthetic.py": "generated images for the download stage only",
 }
-OWN_CODE = {"download": {"src/smallvision/data/sources.py", "src/smallvision/data/synthetic.py"}}  # never exempt
+OWN_CODE = {"download": {"src/smallvision/data/synthetic.py"}}  # never exempt
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
@@ -69,24 +68,23 @@ def test_each_stage_depends_on_the_code_it_runs(stage):
     spec = STAGES[stage]
     script = re.search(r"python (pipelines/\S+\.py)", spec["cmd"]).group(1)
     deps = [ROOT / (d if isinstance(d, str) else next(iter(d))) for d in spec["deps"]]
-    exempt = set(NO_EFFECT_ON_OUTPUTS) - OWN_CODE.get(stage, set())
-    missing = sorted(name for f in code_files(ROOT / script)
-                     if not any(f == d or d in f.parents for d in deps)
-                     and (name := str(f.relative_to(ROOT))) not in exempt)
+    exempt = [ROOT / name for name in set(NO_EFFECT_ON_OUTPUTS) - OWN_CODE.get(stage, set())]
+    missing = sorted(str(f.relative_to(ROOT)) for f in code_files(ROOT / script)
+                     if not any(f == d or d in f.parents for d in deps + exempt))
     assert not missing, f"dvc.yaml stage {stage!r} runs these files but does not list them in deps: {missing}"
 
 
 def test_the_import_walk_finds_nested_and_from_imports():
     files = {str(f.relative_to(ROOT)) for f in code_files(ROOT / "pipelines" / "train.py")}
-    # study.py imports training inside run_training; training imports the datamodule at module level
-    assert {"pipelines/train.py", "src/smallvision/study.py", "src/smallvision/training.py",
+    # job.py imports training inside run_training; training imports the datamodule at module level
+    assert {"pipelines/train.py", "src/smallvision/job.py", "src/smallvision/training.py",
             "src/smallvision/data/datamodule.py"} <= files
 
 
 def test_committed_params_yaml_is_the_composed_conf(tmp_path):
     """`dvc repro` (no -S) reads params.yaml as committed: a key added to conf/ but not to params.yaml would
     reach the stages as missing."""
-    from study_helpers import compose_params
+    from helpers.project import compose_params
 
     compose_params(tmp_path, conf=ROOT / "conf")
     composed = yaml.safe_load((tmp_path / "params.yaml").read_text())

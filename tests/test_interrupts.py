@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from study_helpers import ROOT, compose_params, config, copy_project, make_dataset, paths
+from helpers.project import ROOT, compose_params, copy_project, run, start
+from helpers.study import config, make_dataset, paths
 
 from smallvision.training import train_technique
 
@@ -28,25 +29,6 @@ HYDRA = ["--config-dir", ".", "--config-name", "params", "hydra.output_subdir=nu
 # mid-training with several epochs still to go
 LONG_EPOCHS = ["experiment=smoke", "logger.enabled=false", "data.synthetic.per_class=100",
                "techniques.baseline.image_size=96", "techniques.baseline.epochs=4"]
-
-
-def _env(project: Path) -> dict[str, str]:
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            "MLFLOW_TRACKING_URI": f"sqlite:///{project}/mlflow.db"}
-
-
-def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, check=False, cwd=cwd, env=_env(cwd), capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    return result
-
-
-def _start(cmd: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """A child in its own process group (as a shell job is), so a signal reaches every process it starts; its
-    output goes to `log` (a file, not a pipe nobody reads while it runs)."""
-    with open(log, "w") as out:
-        return subprocess.Popen(cmd, cwd=cwd, env=env or _env(cwd), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
 
 
 def _written_since(path: Path, previous: int | None) -> bool:
@@ -75,7 +57,7 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
 
 def _dvc_status(project: Path) -> dict:
     """`dvc status` of train-baseline and the stages it depends on (the later stages never ran here)."""
-    return json.loads(_run([sys.executable, "-m", "dvc", "status", "--json", "train-baseline"], project).stdout or "{}")
+    return json.loads(run([sys.executable, "-m", "dvc", "status", "--json", "train-baseline"], project).stdout or "{}")
 
 
 def _lock_stages(project: Path) -> set[str]:
@@ -93,7 +75,7 @@ def test_sigkill_mid_epoch_is_never_taken_as_finished_and_a_rerun_starts_clean(t
 
     # 1. under DVC: kill the whole process group (dvc, the shell, python) mid-epoch 2
     log = tmp_path / "run.log"
-    proc = _start([sys.executable, "-m", "dvc", "repro", "train-baseline"], project, log)
+    proc = start([sys.executable, "-m", "dvc", "repro", "train-baseline"], project, log)
     _wait_mid_training(proc, out / "best.ckpt", log)
     _signal_group(proc, signal.SIGKILL)
     proc.wait(timeout=30)  # reaped: DVC's stale-lock check treats a zombie's pid as alive
@@ -105,7 +87,7 @@ def test_sigkill_mid_epoch_is_never_taken_as_finished_and_a_rerun_starts_clean(t
     assert set(_dvc_status(project)) == {"train-baseline"}
 
     # 2. the rerun: DVC removes the partial outputs and trains from epoch 1 (no resume) to the end
-    rerun = _run([sys.executable, "-m", "dvc", "repro", "train-baseline"], project)
+    rerun = run([sys.executable, "-m", "dvc", "repro", "train-baseline"], project)
     assert "Running stage 'train-baseline'" in rerun.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_images"] == 50 and 0 <= metrics["test_accuracy"] <= 1
@@ -117,7 +99,7 @@ def test_sigkill_mid_epoch_is_never_taken_as_finished_and_a_rerun_starts_clean(t
 
     # 3. run directly (no DVC to remove outputs): the finished run's metrics.json goes before training starts,
     # so the killed run's folder does not look finished, and DVC sees the stage as changed
-    direct = _start([sys.executable, "pipelines/train.py", *HYDRA, "technique=baseline"], project, log)
+    direct = start([sys.executable, "pipelines/train.py", *HYDRA, "technique=baseline"], project, log)
     _wait_mid_training(direct, out / "best.ckpt", log)
     _signal_group(direct, signal.SIGKILL)
     direct.wait(timeout=30)
@@ -139,7 +121,7 @@ def test_ctrl_c_mid_training_ends_the_mlflow_run_killed_and_exits_promptly(tmp_p
     cmd = [sys.executable, str(ROOT / "pipelines" / "train.py"), "hydra.output_subdir=null", "hydra.run.dir=.",
            "technique=baseline", "data=synthetic", "trainer.progress=false", "techniques.baseline.image_size=96",
            "techniques.baseline.epochs=6"]
-    proc = _start(cmd, root, log, env={**_env(root), "MLFLOW_TRACKING_URI": uri})
+    proc = start(cmd, root, log, MLFLOW_TRACKING_URI=uri)
     _wait_mid_training(proc, out / "best.ckpt", log)
     _signal_group(proc, signal.SIGINT)  # what Ctrl-C in a terminal does: SIGINT to the foreground group
     sent = time.monotonic()
@@ -203,7 +185,7 @@ def test_another_seed_gives_other_weights(data):
 
 
 def test_a_checkpoint_that_runs_code_when_unpickled_is_refused(tmp_path):
-    from smallvision import techniques
+    from smallvision import networks
     from smallvision.errors import DataError
 
     marker = tmp_path / "pwned"
@@ -213,9 +195,9 @@ def test_a_checkpoint_that_runs_code_when_unpickled_is_refused(tmp_path):
             return os.system, (f"touch {marker}",)
 
     ckpt = tmp_path / "best.ckpt"
-    torch.save({"hyper_parameters": {"spec": {"kind": "scratch"}}, "state_dict": {"net.w": Exploit()}}, ckpt)
+    torch.save({"hyper_parameters": {"spec": {"network": "scratch"}}, "state_dict": {"net.w": Exploit()}}, ckpt)
     with pytest.raises(DataError, match=r"refusing to load .*best\.ckpt"):
-        techniques.load_checkpoint(ckpt)
+        networks.load_checkpoint(ckpt)
     assert not marker.exists()
 
 

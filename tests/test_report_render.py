@@ -25,16 +25,17 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pytest
 import torch
+from helpers.study import config, make_dataset
 from PIL import Image
-from study_helpers import config, make_dataset
 
 from smallvision.data.images import load_resized
-from smallvision.data.split import load_manifest
-from smallvision.metrics import wilson_interval
+from smallvision.data.manifest import load_manifest
+from smallvision.data.preprocess import network_input
 from smallvision.models import backbones
-from smallvision.predict import normalise, probabilities
-from smallvision.techniques import build_net, make_spec
-from smallvision.training import write_outputs
+from smallvision.networks import build_net, make_spec
+from smallvision.predict import probabilities
+from smallvision.runs import write_outputs
+from smallvision.stats import wilson_interval
 from smallvision.visualize.stage import run_visualize
 
 WIDTH, HEIGHT = 1280, 4000
@@ -71,14 +72,14 @@ def _fake_training(cfg: dict, root: Path) -> None:
             base = backbones.create_backbone({**cfg["backbone"], "weights": {"source": "none"}}, allow_random=True)
             in_features = backbones.feature_dim(base, tech["image_size"], cfg["backbone"]["head_pool"])
         spec = make_spec(tech, cfg["backbone"], classes, in_features)
-        if spec["kind"] == "head":
-            spec["kind"] = "transfer"  # the whole net (random base): no pretrained weights needed to reload it
+        if spec["network"] == "head":
+            spec["network"] = "transfer"  # the whole net (random base): no pretrained weights needed to reload it
         torch.manual_seed(k)
         net = build_net(spec, pretrained=False).eval()
         out = root / cfg["paths"]["models"] / name
         _checkpoint(net, spec, out / "best.ckpt")
         images = np.stack([load_resized(r.file, spec["image_size"]) for r in test])
-        prob, predicted = probabilities(net, normalise(images, spec)).max(1)
+        prob, predicted = probabilities(net, network_input(images, spec["mean"], spec["std"])).max(1)
         epochs = 5
         train_acc = np.linspace(0.5, 0.95, epochs)
         val_acc = np.clip(train_acc - np.linspace(0, 0.2, epochs) + rng.normal(0, 0.02, epochs), 0, 1)

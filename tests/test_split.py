@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from smallvision.data.split import MANIFEST, REPORT, discover, load_manifest, prepare_split, split_amounts, split_sizes
+from smallvision.data.discovery import discover
+from smallvision.data.manifest import MANIFEST, REPORT, load_manifest
+from smallvision.data.split import prepare_split, split_amounts, split_sizes
 from smallvision.errors import ConfigError, DataError
 
 ROOT = Path(__file__).resolve().parents[1]

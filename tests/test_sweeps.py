@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from study_helpers import CONF, compose_params, copy_project, make_dataset
+from helpers.project import ROOT, compose_params, copy_project, run
+from helpers.study import CONF, make_dataset
 
 from smallvision import distributed
 from smallvision.errors import DataError
-from smallvision.seeds import aggregate_seeds
+from smallvision.runs import aggregate_seeds
 
-ROOT = Path(__file__).resolve().parents[1]
 TRAIN = str(ROOT / "pipelines" / "train.py")
 # tiny and fast: 64 px, one epoch, no progress bars
 QUICK = ["data=synthetic", "trainer.progress=false", "techniques.baseline.image_size=64",
@@ -143,7 +143,7 @@ def test_compare_seeds_draws_the_comparison_from_an_existing_sweep_folder(tmp_pa
 
 
 def test_a_sweep_that_varies_more_than_the_seed_is_not_averaged(tmp_path, capsys):
-    from smallvision import study
+    from smallvision import sweeps
 
     sweep = tmp_path / "sweep"
     # lr varies slowest: its first jobs alone (0, 1) look like a seed sweep, the whole sweep is not one
@@ -154,9 +154,9 @@ def test_a_sweep_that_varies_more_than_the_seed_is_not_averaged(tmp_path, capsys
     (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": [
         "techniques.baseline.optimizer.lr=1e-4,3e-4", "seed=0,1", "data=synthetic"]}}, "visualize": {
         "reference_label": "book", "reference": BOOK, "dpi": 20}}))
-    assert study.swept_keys(sweep) == {"techniques.baseline.optimizer.lr", "seed"}
-    assert len(study._sweep_comparison(sweep)) == 4          # the parent lists every job, from the first job on
-    assert study._sweep_files(sweep, {"reference_label": "book", "reference": BOOK}) == []
+    assert sweeps.swept_keys(sweep) == {"techniques.baseline.optimizer.lr", "seed"}
+    assert len(sweeps.sweep_comparison(sweep)) == 4          # the parent lists every job, from the first job on
+    assert sweeps.seed_comparison_so_far(sweep, {"reference_label": "book", "reference": BOOK}) == []
     assert not (sweep / "seed_comparison.json").exists()
     with pytest.raises(SystemExit):
         _compare_seeds(str(sweep))
@@ -196,18 +196,6 @@ def test_after_a_job_that_launched_children_the_next_job_launches_afresh(monkeyp
 # --------------------------------------------------------------------------------------------- multirun
 
 
-def _env(project: Path) -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PATH": f"{Path(sys.executable).parent}{os.pathsep}"
-            f"{os.environ['PATH']}", "MLFLOW_TRACKING_URI": f"sqlite:///{project}/mlflow.db"}
-
-
-def _run(cmd: list[str], cwd: Path, timeout: int = 900, **env: str) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, cwd=cwd, env={**_env(cwd), **env}, capture_output=True, text=True, timeout=timeout,
-                            check=False)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    return result
-
-
 def _job_dirs(project: Path) -> list[Path]:
     """The job folders of the one sweep under multirun/ (there must be exactly one sweep)."""
     (sweep,) = [p.parent for p in (project / "multirun").rglob("multirun.yaml")]
@@ -227,7 +215,7 @@ def _runs(project: Path) -> tuple[list, list]:
 @pytest.mark.slow  # ~25-40 s: a subprocess, 6 trainings and an MLflow store
 def test_multirun_gives_one_job_folder_and_run_per_combination(tmp_path):
     project = make_dataset(tmp_path, per_class=12)
-    result = _run([sys.executable, TRAIN, "-m", "technique=baseline,augment", "seed=0,1,2", *QUICK], project)
+    result = run([sys.executable, TRAIN, "-m", "technique=baseline,augment", "seed=0,1,2", *QUICK], project)
     assert (result.stdout + result.stderr).count("Launching 6 jobs locally") == 1
 
     jobs = _job_dirs(project)
@@ -263,7 +251,7 @@ def test_multirun_gives_one_job_folder_and_run_per_combination(tmp_path):
 @pytest.mark.slow
 def test_multirun_with_ddp_runs_each_job_once_on_two_processes(tmp_path):
     project = make_dataset(tmp_path, per_class=12)
-    result = _run([sys.executable, TRAIN, "-m", "technique=baseline,augment", "trainer=ddp_cpu", *QUICK], project)
+    result = run([sys.executable, TRAIN, "-m", "technique=baseline,augment", "trainer=ddp_cpu", *QUICK], project)
     # a child that re-ran the whole sweep would launch it again
     assert (result.stdout + result.stderr).count("Launching 2 jobs locally") == 1
     assert result.stdout.count("test accuracy") == 2              # rank 0 of each job
@@ -295,11 +283,11 @@ def test_dvc_queue_runs_a_parameter_grid_and_exp_show_lists_test_accuracy(tmp_pa
     dvc = [sys.executable, "-m", "dvc"]
     identity = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com", "GIT_COMMITTER_NAME": "test",
                 "GIT_COMMITTER_EMAIL": "test@example.com"}  # the queue commits each experiment
-    _run([*dvc, "exp", "run", "train-baseline", "--queue", "-S", "experiment=smoke", "-S", "logger.enabled=false",
+    run([*dvc, "exp", "run", "train-baseline", "--queue", "-S", "experiment=smoke", "-S", "logger.enabled=false",
           "-S", "seed=1,2"], project, **identity)
-    assert _run([*dvc, "queue", "status"], project).stdout.count("Queued") == 2
-    _run([*dvc, "exp", "run", "--run-all"], project, timeout=1800, **identity)
-    shown = json.loads(_run([*dvc, "exp", "show", "--json"], project).stdout)
+    assert run([*dvc, "queue", "status"], project).stdout.count("Queued") == 2
+    run([*dvc, "exp", "run", "--run-all"], project, timeout=1800, **identity)
+    shown = json.loads(run([*dvc, "exp", "show", "--json"], project).stdout)
     experiments = [e for commit in shown for e in (commit.get("experiments") or [])]
     results = {}
     for exp in experiments:
@@ -338,16 +326,16 @@ def test_slurm_launcher_config_makes_one_task_per_gpu(tmp_path):
 
 
 def test_a_sweep_fine_tune_starts_from_its_own_feature_extract_job_with_the_same_seed(tmp_path):
-    from smallvision import study
+    from smallvision import sweeps
     from smallvision.errors import ConfigError
 
     sweep = tmp_path / "sweep"
     for number, (technique, seed) in enumerate([("feature_extract", 0), ("feature_extract", 1), ("baseline", 2)]):
         (sweep / str(number)).mkdir(parents=True)
         (sweep / str(number) / "metrics.json").write_text(json.dumps({"technique": technique, "seed": seed}))
-    assert study._sweep_head(sweep, 1) == sweep / "1" / "best.ckpt"
-    assert study._sweep_head(sweep, 2) is None                  # none in the sweep: the DVC stage's head
+    assert sweeps.sweep_head(sweep, 1) == sweep / "1" / "best.ckpt"
+    assert sweeps.sweep_head(sweep, 2) is None                  # none in the sweep: the DVC stage's head
     (sweep / "3").mkdir()
     (sweep / "3" / "metrics.json").write_text(json.dumps({"technique": "feature_extract", "seed": 1}))
     with pytest.raises(ConfigError, match="2 feature_extract jobs with seed 1"):
-        study._sweep_head(sweep, 1)
+        sweeps.sweep_head(sweep, 1)

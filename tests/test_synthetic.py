@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from smallvision.data.discovery import discover
 from smallvision.data.sources import fetch_source
-from smallvision.data.split import discover
 from smallvision.data.synthetic import SHAPES, generate
 from smallvision.errors import ConfigError
 

@@ -16,6 +16,7 @@ import torch
 from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from smallvision.entrypoints import bound_mlflow_requests
 from smallvision.errors import DataError
 from smallvision.tracking import (
     COMPARISON_FILE,
@@ -29,7 +30,7 @@ from smallvision.tracking import (
     study_tracker,
 )
 
-TRACKING_LOGGER = "smallvision.tracking"
+TRACKING_LOGGER = "smallvision.tracking.tracker"
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +261,8 @@ def test_unreachable_server_fails_fast_without_leaking_credentials(
     for name in ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES"):
         monkeypatch.setenv(name, "unset-by-test")  # so monkeypatch restores the real value afterwards
         monkeypatch.delenv(name)
-    tracker = make_tracker(f"http://user:secret@127.0.0.1:{port}", "exp", http_timeout_s=1.5, http_max_retries=0)
+    bound_mlflow_requests({"http_timeout_s": 1.5, "http_max_retries": 0})  # what the entry scripts do first
+    tracker = make_tracker(f"http://user:secret@127.0.0.1:{port}", "exp")
     assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "2" and os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
     with caplog.at_level(logging.WARNING), tracker.technique_run("baseline", {}, {}) as run_id:
         pass
@@ -428,8 +430,10 @@ def test_git_commit(tmp_path: Path) -> None:
 def test_the_log_later_command_logs_a_finished_technique_on_its_study_run(tmp_path: Path) -> None:
     """The command the failure warning names: models/<technique>/ becomes a child of the study run that the
     training stages use; a store that fails again is one clear error, not a silent success."""
-    from smallvision.data.cache import manifest_digest
-    from study_helpers import ROOT, config
+    from helpers.project import ROOT
+    from helpers.study import config
+
+    from smallvision.data.manifest import manifest_digest
 
     manifest = tmp_path / "data" / "prepared" / "manifest.csv"
     manifest.parent.mkdir(parents=True)
@@ -440,7 +444,7 @@ def test_the_log_later_command_logs_a_finished_technique_on_its_study_run(tmp_pa
 
     def log_later(uri: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, str(ROOT / "pipelines" / "log_metrics.py"), "technique=baseline",
-                               "data=synthetic", f"logger.tracking_uri={uri}", "hydra.run.dir=.",
+                               "experiment=smoke", f"logger.tracking_uri={uri}", "hydra.run.dir=.",
                                "hydra.output_subdir=null"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
 
     uri = f"sqlite:///{tmp_path.as_posix()}/mlflow.db"

@@ -8,15 +8,16 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers.study import config, make_dataset, paths
 
-from smallvision import techniques
+from smallvision import networks
 from smallvision.errors import ConfigError, WeightsUnavailableError
-from smallvision.metrics import wilson_interval
+from smallvision.features import features_key
 from smallvision.models import backbones
 from smallvision.models.convnet import SmallConvNet
-from smallvision.features import features_key
-from smallvision.training import train_technique, validate
-from study_helpers import config, make_dataset, paths
+from smallvision.settings import technique as validate
+from smallvision.stats import wilson_interval
+from smallvision.training import train_technique
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def test_wilson_interval_known_values():
 
 
 def test_baseline_learns_and_writes_exact_metrics(study):
-    cfg = config("technique=baseline")
+    cfg = config("technique=baseline", "techniques.baseline.epochs=8")
     metrics = train_technique(cfg, paths(study, "baseline"), progress=False)
     out = study / "models" / "baseline"
     history = [line.split(",") for line in (out / "history.csv").read_text().splitlines()[1:]]
@@ -136,11 +137,11 @@ def test_fine_tune_starts_from_a_head_of_any_configured_size(study):
     units = ("techniques.feature_extract.head.units=32", "techniques.feature_extract.epochs=1")
     train_technique(config("technique=feature_extract", *units), paths(study, "fe_32"), progress=False)
     fine = paths(study, "ft_32")
-    fine.feature_extract = study / "models" / "fe_32" / "best.ckpt"
+    fine.head_checkpoint = study / "models" / "fe_32" / "best.ckpt"
     metrics = train_technique(config("technique=fine_tune", *units, "techniques.fine_tune.epochs=1"), fine,
                               progress=False)
     assert metrics["test_images"] == 50
-    net, spec = techniques.load_checkpoint(study / "models" / "ft_32" / "best.ckpt")
+    net, spec = networks.load_checkpoint(study / "models" / "ft_32" / "best.ckpt")
     assert spec["head"]["units"] == 32 and net.head.net[1].out_features == 32
 
 
@@ -154,8 +155,8 @@ def test_checkpoint_rebuilds_the_trained_network(study):
     ckpt = study / "models/baseline/best.ckpt"
     if not ckpt.exists():
         pytest.skip("needs the baseline test")
-    net, spec = techniques.load_checkpoint(ckpt)
-    assert spec["classes"] == ["circle", "square"] and spec["kind"] == "scratch"
+    net, spec = networks.load_checkpoint(ckpt)
+    assert spec["classes"] == ["circle", "square"] and spec["network"] == "scratch"
     assert net(torch.zeros(1, 3, 64, 64)).shape == (1, 1)
 
 
@@ -164,7 +165,7 @@ def test_three_classes_use_softmax(tmp_path):
     metrics = train_technique(config("technique=baseline", "techniques.baseline.epochs=1"),
                               paths(root, "baseline"), progress=False)
     assert metrics["test_images"] == 3 * 30 // 4 * 1 + 3 or metrics["test_images"] > 0
-    net, spec = techniques.load_checkpoint(root / "models/baseline/best.ckpt")
+    net, spec = networks.load_checkpoint(root / "models/baseline/best.ckpt")
     assert spec["num_outputs"] == 3
 
 
@@ -196,5 +197,5 @@ def test_compiled_training_gives_a_loadable_checkpoint(study):
     cfg = config("technique=baseline", "trainer.compile=true", "techniques.baseline.epochs=1")
     metrics = train_technique(cfg, paths(study, "compiled"), progress=False)
     assert metrics["test_images"] == 50
-    net, spec = techniques.load_checkpoint(study / "models" / "compiled" / "best.ckpt")
-    assert isinstance(net, SmallConvNet) and spec["kind"] == "scratch"
+    net, spec = networks.load_checkpoint(study / "models" / "compiled" / "best.ckpt")
+    assert isinstance(net, SmallConvNet) and spec["network"] == "scratch"

@@ -17,6 +17,7 @@ from matplotlib.text import Text
 from smallvision.data.augmentation import AffineConfig
 from smallvision.models.convnet import SmallConvNet
 from smallvision.predict import probabilities
+from smallvision.runs import HISTORY_COLUMNS, PredictionRow
 from smallvision.visualize import activations, augmentation_preview, comparison, curves, filters, gradcam
 from smallvision.visualize import mistakes as mistakes_mod
 from smallvision.visualize.filters import filter_patterns
@@ -314,7 +315,7 @@ def test_curves_figure_has_accuracy_and_loss_with_both_splits_and_the_best_epoch
 
 
 def test_curves_figure_of_a_single_epoch_draws_points():
-    one = {c: np.array([v]) for c, v in zip(curves.HISTORY_COLUMNS, (1.0, 0.7, 0.5, 0.69, 0.52))}
+    one = {c: np.array([v]) for c, v in zip(HISTORY_COLUMNS, (1.0, 0.7, 0.5, 0.69, 0.52))}
     fig = curves.curves_figure(one, "fine_tune")
     _draw(fig)
     acc, _ = fig.axes
@@ -345,7 +346,7 @@ def test_augmentation_figure_shows_the_original_then_each_copy():
 
 
 def test_mistakes_figure_shows_the_most_confident_mistakes_first():
-    P = mistakes_mod.PredictionRow
+    P = PredictionRow
     rows = [P("test/cat/1.jpg", "cat", "dog", 0.61), P("test/cat/2.jpg", "cat", "cat", 0.99),
             P("test/dog/3.jpg", "dog", "cat", 0.97), P("test/dog/4.jpg", "dog", "cat", 0.55),
             P("test/cat/5.jpg", "cat", "dog", 0.83), P("test/dog/6.jpg", "dog", "dog", 0.90)]

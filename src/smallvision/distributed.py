@@ -7,7 +7,7 @@ job's process group and environment (LOCAL_RANK, MASTER_PORT) still set, so it s
 `hydra_ddp_job` fixes both: each child runs exactly the job that launched it (in run mode, in the job's
 output folder), and after the job the launching process is reset so the next job starts its own children.
 
-Used by the wiring in `smallvision.study`; this is the one module that reads the process's command line
+Used by the wiring in `smallvision.job`; this is the one module that reads the process's command line
 and environment, because re-running the command line is what Lightning's launcher does.
 """
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import lightning as L
@@ -17,9 +16,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from smallvision.data.datamodule import ArrayDataset, ShardSampler
+from smallvision.data.datamodule import ArrayDataset
+from smallvision.data.preprocess import network_input
 from smallvision.errors import DataError
+from smallvision.files import atomic_write
 from smallvision.models.backbones import extract_features, pool_features
+from smallvision.shards import ShardSampler, gather_shards
 
 
 def features_key(backbone_cfg: dict, image_size: int, pool: str, manifest_digest: str, precision: str) -> str:
@@ -42,8 +44,7 @@ class FeatureExtractor(L.LightningModule):
         super().__init__()
         self.base = base.eval()
         self.pool = pool
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255, persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255, persistent=False)
+        self.mean, self.std = list(mean), list(std)
         self.channels_last = channels_last
         if channels_last:
             self.base = self.base.to(memory_format=torch.channels_last)
@@ -52,9 +53,7 @@ class FeatureExtractor(L.LightningModule):
 
     def predict_step(self, batch, batch_idx: int):
         x, _, idx = batch
-        x = (x.permute(0, 3, 1, 2).float() - self.mean) / self.std
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = network_input(x, self.mean, self.std, self.channels_last)
         feats = pool_features(extract_features(self.base, x), self.pool).float()
         self.parts.append((idx, feats.half()))
 
@@ -62,18 +61,11 @@ class FeatureExtractor(L.LightningModule):
         idx = torch.cat([p[0] for p in self.parts]).to(self.device)
         feats = torch.cat([p[1] for p in self.parts]).to(self.device)
         self.parts = []
-        if self.trainer.world_size > 1:  # pad shards to one length, gather, drop padding
-            longest = int(self.all_gather(torch.tensor(len(idx), device=self.device)).max())
-            pad = longest - len(idx)
-            idx = torch.cat([idx, torch.full((pad,), -1, dtype=idx.dtype, device=idx.device)])
-            feats = torch.cat([feats, feats.new_zeros((pad, feats.shape[1]))])
-            idx, feats = self.all_gather(idx).reshape(-1), self.all_gather(feats).reshape(-1, feats.shape[1])
-            keep = idx >= 0
-            idx, feats = idx[keep], feats[keep]
-        order = torch.argsort(idx)
-        if not torch.equal(idx[order].cpu(), torch.arange(len(idx))):
+        gathered = gather_shards(self, {"idx": idx, "feats": feats})
+        idx, feats = gathered["idx"], gathered["feats"]
+        if not torch.equal(idx.cpu(), torch.arange(len(idx))):
             raise RuntimeError("feature extraction lost or duplicated images")  # a bug, never user error
-        self.result = feats[order].cpu().numpy()
+        self.result = feats.cpu().numpy()
 
 
 def cached_features(trainer: L.Trainer, extractor: FeatureExtractor, images: np.ndarray, target: Path,
@@ -91,8 +83,5 @@ def cached_features(trainer: L.Trainer, extractor: FeatureExtractor, images: np.
     feats = extractor.result
     if trainer.is_global_zero:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, feats)
-        os.replace(tmp, target)
+        atomic_write(target, lambda tmp: np.save(tmp, feats))
     return feats

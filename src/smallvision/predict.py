@@ -14,8 +14,9 @@ import torch
 from tqdm import tqdm
 
 from smallvision.data.images import DEFAULT_MAX_PIXELS, BadImageError, is_image_name, load_resized
+from smallvision.data.preprocess import network_input
 from smallvision.errors import DataError
-from smallvision.techniques import load_checkpoint
+from smallvision.networks import load_checkpoint
 
 
 @dataclass
@@ -34,14 +35,6 @@ def image_files(target: Path) -> list[Path]:
     if target.is_dir():
         return sorted(p for p in target.rglob("*") if p.is_file() and not p.name.startswith("."))
     raise DataError(f"predict.input={str(target)!r} is neither an image file nor a folder")
-
-
-def normalise(batch: np.ndarray, spec: dict) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> the network's input, as in training."""
-    x = torch.from_numpy(batch).permute(0, 3, 1, 2).float()
-    mean = torch.tensor(spec["mean"]).view(1, 3, 1, 1) * 255
-    std = torch.tensor(spec["std"]).view(1, 3, 1, 1) * 255
-    return (x - mean) / std
 
 
 @torch.inference_mode()
@@ -65,7 +58,7 @@ def predict(checkpoint: Path, target: Path, batch_size: int = 32, progress: bool
     def flush() -> None:
         if not pending:
             return
-        probs = probabilities(net, normalise(np.stack([a for _, a in pending]), spec))
+        probs = probabilities(net, network_input(np.stack([a for _, a in pending]), spec["mean"], spec["std"]))
         for (path, _), p in zip(pending, probs):
             k = int(p.argmax())
             results.append(Prediction(str(path), classes[k], float(p[k])))

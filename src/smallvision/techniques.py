@@ -1,89 +1,114 @@
-"""What each technique trains: the network, what is frozen, and how a checkpoint is rebuilt.
+"""What each kind of technique trains: one builder per kind returns the network, the spec that rebuilds it, the
+inputs it trains on (one row per manifest record) and the modules that stay frozen.
 
-A `spec` is a plain dict that fully describes a network; checkpoints carry it, so `predict`,
-`visualize` and `fine-tune` rebuild networks without the config that trained them.
+- scratch: the small convnet on decoded images (baseline, augment);
+- feature_extract, cached mode: a dense head on features the frozen base computed once (and cached);
+- transfer: a pretrained base with a dense head on images, the base frozen (feature_extract, augmented mode)
+  or its top blocks trainable, starting from feature-extract's head (fine_tune).
 """
 
 from __future__ import annotations
 
-import copy
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import lightning as L
+import numpy as np
 import torch
 from torch import nn
 
+from smallvision import networks
+from smallvision.data.augmentation import AffineConfig
 from smallvision.errors import ConfigError, DataError
+from smallvision.features import FeatureExtractor, cached_features, features_key, features_path
 from smallvision.models import backbones
-from smallvision.models.convnet import SmallConvNet
-from smallvision.models.heads import DenseHead, TransferNet
-
-KINDS = ("scratch", "feature_extract", "fine_tune")
-IDENTITY_NORM = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}  # Keras rescale=1/255 only
+from smallvision.models.heads import TransferNet
+from smallvision.modules.classifier import ImageInput
 
 
-def num_outputs(num_classes: int) -> int:
-    """One logit for two classes (sigmoid, as the book), one per class otherwise (softmax)."""
-    if num_classes < 2:
-        raise DataError(f"need at least 2 classes, found {num_classes}")
-    return 1 if num_classes == 2 else num_classes
+@dataclass
+class Inputs:
+    """What a builder starts from: the technique's and backbone's config, the classes, the decoded images (one
+    row per manifest record), how images are augmented, and where cached features and the head to fine-tune are."""
+
+    technique: dict
+    backbone: dict
+    classes: list[str]
+    images: np.ndarray
+    augmentation: AffineConfig | None
+    channels_last: bool
+    trainer: L.Trainer      # runs the feature extraction (on every rank under DDP)
+    features_dir: Path
+    manifest_digest: str
+    head_checkpoint: Path   # the feature-extract checkpoint fine-tune starts from
 
 
-def make_spec(technique: dict, backbone_cfg: dict, classes: list[str], in_features: int | None = None) -> dict:
-    """The spec of the network `technique` trains. `in_features` is the pooled feature size of the backbone."""
-    kind = technique["kind"]
-    base = {"classes": list(classes), "num_outputs": num_outputs(len(classes)), "image_size": technique["image_size"]}
-    if kind == "scratch":
-        return {**base, "kind": "scratch", "dropout": technique.get("dropout", 0.0), **IDENTITY_NORM}
-    if kind not in KINDS:
-        raise ConfigError(f"techniques.{technique.get('name')}.kind={kind!r} is unknown; allowed: {', '.join(KINDS)}")
-    head = technique["head"]
-    return {**base, "kind": "head" if is_cached(technique) else "transfer", "backbone": copy.deepcopy(backbone_cfg),
-            "mean": backbone_cfg["mean"], "std": backbone_cfg["std"], "pool": head["pool"],
-            "head": {"in_features": in_features, "units": head["units"], "dropout": head["dropout"]}}
+@dataclass
+class Setup:
+    """What training needs besides the data split: the network and its spec, its inputs (decoded images or
+    cached features, one row per manifest record), how images become network input (None: features), and the
+    modules kept frozen (eval mode, no gradients)."""
+
+    net: nn.Module
+    spec: dict
+    array: np.ndarray
+    image_input: ImageInput | None
+    frozen: list[nn.Module]
 
 
-def is_cached(technique: dict) -> bool:
-    """Feature extraction in cached mode: the base runs once over every image and the head trains on its features."""
-    return technique["kind"] == "feature_extract" and technique.get("mode", "cached") == "cached"
+def scratch(inp: Inputs) -> Setup:
+    spec = networks.make_spec(inp.technique, inp.backbone, inp.classes)
+    image_input = ImageInput(tuple(spec["mean"]), tuple(spec["std"]), inp.augmentation, inp.channels_last)
+    return Setup(networks.build_net(spec), spec, inp.images, image_input, [])
 
 
-def build_head(spec: dict) -> DenseHead:
-    h = spec["head"]
-    return DenseHead(h["in_features"], h["units"], h["dropout"], spec["num_outputs"])
+def cached_head(inp: Inputs) -> Setup:
+    """The head alone, on features the frozen base computes once per manifest, size and precision (then cached)."""
+    bb, tech = inp.backbone, inp.technique
+    pool = tech["head"]["pool"]
+    base = backbones.create_backbone(bb)
+    spec = networks.make_spec(tech, bb, inp.classes, backbones.feature_dim(base, tech["image_size"], pool))
+    key = features_key(bb, tech["image_size"], pool, inp.manifest_digest, str(inp.trainer.precision))
+    extractor = FeatureExtractor(base, pool, bb["mean"], bb["std"], inp.channels_last)
+    features = cached_features(inp.trainer, extractor, inp.images, features_path(inp.features_dir, bb["name"], key),
+                               tech["extract_batch_size"])
+    return Setup(networks.build_head(spec), spec, features, None, [])
 
 
-def build_net(spec: dict, pretrained: bool = True) -> nn.Module:
-    """The network of `spec`. With pretrained=False the base is random (its weights come from a checkpoint).
+def transfer(inp: Inputs) -> Setup:
+    """Base + head on images; fine-tune starts from feature-extract's head and unfreezes the base's top blocks."""
+    bb, tech = inp.backbone, inp.technique
+    pool = tech["head"]["pool"]
+    base = backbones.create_backbone(bb)
+    spec = networks.make_spec(tech, bb, inp.classes, backbones.feature_dim(base, tech["image_size"], pool))
+    net = TransferNet(base, networks.build_head(spec), pool)
+    unfreeze = 0
+    if tech["kind"] == "fine_tune":
+        unfreeze = tech["unfreeze_blocks"]
+        net.head.load_state_dict(trained_head(inp.head_checkpoint, spec))
+    frozen = backbones.freeze_base(net.base, unfreeze)
+    image_input = ImageInput(tuple(bb["mean"]), tuple(bb["std"]), inp.augmentation, inp.channels_last)
+    return Setup(net, spec, inp.images, image_input, frozen)
 
-    A "head" spec (trained on cached features) builds the head alone.
-    """
-    if spec["kind"] == "scratch":
-        return SmallConvNet(spec["image_size"], spec["num_outputs"], spec["dropout"])
-    if spec["kind"] == "head":
-        return build_head(spec)
-    bb = copy.deepcopy(spec["backbone"])
-    if not pretrained:
-        bb["weights"] = {**bb.get("weights", {}), "source": "none"}
-    base = backbones.create_backbone(bb, allow_random=not pretrained)
-    return TransferNet(base, build_head(spec), spec["pool"])
+
+def builder(technique: dict) -> Callable[[Inputs], Setup]:
+    """The builder of a technique's kind (checked by `smallvision.settings`)."""
+    if technique["kind"] == "scratch":
+        return scratch
+    return cached_head if networks.is_cached(technique) else transfer
 
 
-def load_checkpoint(path: Path, pretrained_base: bool = False) -> tuple[nn.Module, dict]:
-    """Rebuild a trained network from a checkpoint without executing code from the file (weights_only)."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"checkpoint {path} not found: train that technique first (dvc repro)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a pickle that wants to run code, or a corrupt file
-        raise DataError(f"refusing to load {path}: not a plain weights checkpoint ({err})") from err
-    spec = ckpt["hyper_parameters"]["spec"]
-    state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-    if spec["kind"] == "head":  # a head trained on cached features: put it back on its pretrained base
-        head_spec = {**spec, "kind": "transfer"}
-        net = build_net(head_spec, pretrained=True)
-        net.head.load_state_dict(state)
-        return net, head_spec
-    net = build_net(spec, pretrained=pretrained_base)
-    net.load_state_dict(state)
-    return net, spec
+def trained_head(checkpoint: Path, spec: dict) -> dict:
+    """The dense head's weights from the feature-extract checkpoint (cached or augmented mode)."""
+    if not checkpoint.exists():
+        raise DataError(f"fine-tune starts from the feature-extract head, but {checkpoint} does not exist: "
+                        "run the feature-extract stage first (dvc repro feature-extract)")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    trained = state["hyper_parameters"]["spec"]
+    if trained.get("backbone", {}).get("timm_name") != spec["backbone"]["timm_name"] or trained["head"] != spec["head"]:
+        raise ConfigError(f"{checkpoint} was trained for backbone {trained.get('backbone', {}).get('timm_name')!r} with "
+                          f"head {trained.get('head')}, but fine-tune is configured for {spec['backbone']['timm_name']!r} "
+                          f"with head {spec['head']}: rerun feature-extract with the same backbone")
+    prefix = "net." if trained["network"] == "head" else "net.head."
+    return {k.removeprefix(prefix): v for k, v in state["state_dict"].items() if k.startswith(prefix)}

@@ -6,7 +6,6 @@ Rows follow the manifest's order, so row i is record i.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -15,11 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from smallvision.data.images import DEFAULT_MAX_PIXELS, load_resized
-
-
-def manifest_digest(manifest_file: Path) -> str:
-    """Content hash of a manifest: identifies the exact images, labels and split."""
-    return hashlib.sha256(Path(manifest_file).read_bytes()).hexdigest()
+from smallvision.files import atomic_write
 
 
 def _load(args: tuple[str, int, int | None]) -> np.ndarray:
@@ -34,16 +29,19 @@ def image_array(
     """The (N, size, size, 3) uint8 array of `files`, built once in `cache_dir` and memory-mapped afterwards.
 
     `key` identifies the file list (the manifest digest); `max_pixels` is data.max_image_pixels, the limit the
-    split stage accepted these files under. The array is written to a temporary file and renamed,
-    so an interrupted build never leaves a file that looks complete.
+    split stage accepted these files under. The array is written atomically (`files.atomic_write`), so an
+    interrupted build never leaves a file that looks complete.
     """
-    cache_dir = Path(cache_dir)
-    target = cache_dir / f"images-{key[:16]}-{size}px.npy"
-    if target.exists():
-        return np.load(target, mmap_mode="r")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), size, size, 3))
+    target = Path(cache_dir) / f"images-{key[:16]}-{size}px.npy"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, lambda tmp: _decode_into(tmp, files, size, workers, progress, max_pixels))
+    return np.load(target, mmap_mode="r")
+
+
+def _decode_into(path: Path, files: list[Path], size: int, workers: int | None, progress: bool,
+                 max_pixels: int | None) -> None:
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(len(files), size, size, 3))
     workers = workers or os.cpu_count() or 1
     jobs = [(str(f), size, max_pixels) for f in files]
     bar = tqdm(total=len(files), desc=f"decoding images at {size}px (once)", disable=not progress, unit="img")
@@ -59,5 +57,3 @@ def image_array(
     bar.close()
     out.flush()
     del out
-    os.replace(tmp, target)
-    return np.load(target, mmap_mode="r")

@@ -1,9 +1,7 @@
 """LightningDataModule over in-memory arrays (decoded images or cached features), exact under DDP.
 
-Evaluation is exact on any number of processes: each rank takes a disjoint, unpadded shard
-(rank, rank + world, ...), and the module gathers per-sample results by index, so every
-validation and test image is counted exactly once. Lightning's DistributedSampler would pad
-by repeating images, so its automatic sampler is switched off (`use_distributed_sampler=False`).
+Training shuffles per rank (seeded); validation and test take disjoint, unpadded shards (`smallvision.shards`),
+whose per-sample results the module gathers back, so every image is counted exactly once.
 """
 
 from __future__ import annotations
@@ -16,8 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 
 from smallvision.errors import DataError
-
-SPLITS = ("train", "val", "test")
+from smallvision.shards import ShardSampler
 
 
 class ArrayDataset(Dataset):
@@ -32,19 +29,6 @@ class ArrayDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
         row = int(self.rows[i])
         return torch.from_numpy(np.array(self.array[row])), int(self.labels[row]), i  # a copy: the array is read-only
-
-
-class ShardSampler(Sampler[int]):
-    """Disjoint, unpadded shards for evaluation: rank r gets r, r + world, r + 2*world, ..."""
-
-    def __init__(self, n: int, rank: int, world: int) -> None:
-        self.indices = list(range(rank, n, world))
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
 
 
 @dataclass

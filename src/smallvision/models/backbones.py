@@ -394,8 +394,9 @@ def top_blocks(backbone: nn.Module, n: int) -> list[nn.Module]:
     else:
         blocks = [[child] for child in backbone.children() if _has_tensors(child)]
     if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= len(blocks):
-        raise ConfigError(f"top_blocks={n!r} (backbone.top_blocks or the technique's unfreeze count) must be a whole "
-                          f"number from 0 to {len(blocks)}, the number of blocks of {type(backbone).__name__}")
+        raise ConfigError(f"unfreeze_blocks={n!r} (backbone.unfreeze_blocks or techniques.fine_tune.unfreeze_blocks) "
+                          f"must be a whole number from 0 to {len(blocks)}, the number of blocks of "
+                          f"{type(backbone).__name__}")
     if n == 0:
         return []
     return [module for block in blocks[len(blocks) - n:] for module in block] + tail

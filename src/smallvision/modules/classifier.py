@@ -17,7 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from smallvision.data.augmentation import AffineConfig, random_affine
+from smallvision.data.preprocess import normalise, to_pixels
 from smallvision.errors import ConfigError
+from smallvision.shards import gather_shards
 
 
 @dataclass(frozen=True)
@@ -30,18 +32,19 @@ class ImageInput:
     channels_last: bool = False
 
 
+# The optimisers a technique can name (techniques.<t>.optimizer.name); RMSprop's alpha and eps are Keras' rho and
+# epsilon (conf/techniques/*.yaml), momentum is used by RMSprop and SGD.
+OPTIMIZERS = {
+    "rmsprop": lambda params, c: torch.optim.RMSprop(params, lr=c["lr"], alpha=c["alpha"], eps=c["eps"],
+                                                     momentum=c["momentum"]),
+    "adam": lambda params, c: torch.optim.Adam(params, lr=c["lr"]),
+    "sgd": lambda params, c: torch.optim.SGD(params, lr=c["lr"], momentum=c["momentum"]),
+}
+
+
 def make_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
-    """RMSprop (conf/techniques/*.yaml give Keras' rho 0.9 and eps 1e-7), or Adam / SGD."""
-    name, lr = cfg.get("name", "rmsprop"), cfg.get("lr")
-    if not isinstance(lr, (int, float)) or lr <= 0:
-        raise ConfigError(f"optimizer.lr={lr!r} must be a positive number")
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, alpha=cfg.get("alpha", 0.9), eps=cfg.get("eps", 1e-7))
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=cfg.get("momentum", 0.9))
-    raise ConfigError(f"optimizer.name={name!r} is unknown; use rmsprop, adam or sgd")
+    """The optimiser `cfg` (a technique's `optimizer` node, checked by `smallvision.settings`) names."""
+    return OPTIMIZERS[cfg["name"]](params, cfg)
 
 
 class ClassifierModule(L.LightningModule):
@@ -85,12 +88,10 @@ class ClassifierModule(L.LightningModule):
     def prepare_images(self, x: torch.Tensor, train: bool) -> torch.Tensor:
         """uint8 (N, H, W, 3) -> normalised float (N, 3, H, W); augmented when training."""
         spec = self.image_input
-        x = x.permute(0, 3, 1, 2).float()
+        x = to_pixels(x)
         if train and spec.augmentation is not None and not spec.augmentation.is_identity:
             x = random_affine(x, spec.augmentation, generator=self._generator())
-        mean = torch.tensor(spec.mean, device=x.device).view(1, 3, 1, 1) * 255
-        std = torch.tensor(spec.std, device=x.device).view(1, 3, 1, 1) * 255
-        x = (x - mean) / std
+        x = normalise(x, spec.mean, spec.std)
         if spec.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
@@ -142,19 +143,7 @@ class ClassifierModule(L.LightningModule):
         local = {k: torch.cat([o[k] for o in self._eval_outputs]) for k in ("idx", "y", "pred", "prob", "loss")} \
             if self._eval_outputs else {k: torch.zeros(0, device=self.device) for k in ("idx", "y", "pred", "prob", "loss")}
         self._eval_outputs = []
-        if self.trainer.world_size == 1:
-            gathered = local
-        else:  # pad every shard to the same length (idx -1), all_gather, drop the padding
-            n = torch.tensor(len(local["idx"]), device=self.device)
-            longest = int(self.all_gather(n).max())
-            padded = {}
-            for k, v in local.items():
-                pad = torch.full((longest - len(v),), -1 if k == "idx" else 0, dtype=v.dtype, device=v.device)
-                padded[k] = self.all_gather(torch.cat([v, pad])).reshape(-1)
-            keep = padded["idx"] >= 0
-            gathered = {k: v[keep] for k, v in padded.items()}
-        order = torch.argsort(gathered["idx"])
-        return {k: v[order].cpu() for k, v in gathered.items()}
+        return {k: v.cpu() for k, v in gather_shards(self, local).items()}
 
     def _summary(self, r: dict[str, torch.Tensor]) -> dict[str, float]:
         n = len(r["y"])

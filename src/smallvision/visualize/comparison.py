@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from smallvision.errors import DataError
 from smallvision.files import atomic_write, atomic_write_text
-from smallvision.seeds import aggregate_seeds
+from smallvision.runs import aggregate_seeds
 from smallvision.visualize.plotting import new_figure
 
 COLUMNS = ("technique", "backbone", "test_accuracy", "ci95_low", "ci95_high", "test_images", "reference",

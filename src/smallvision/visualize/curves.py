@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from matplotlib.figure import Figure
 
-from smallvision.errors import DataError
+from smallvision.runs import HISTORY_COLUMNS
 from smallvision.visualize.plotting import new_figure
-from smallvision.visualize.tables import read_rows
-
-HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
 
 
-def read_history(path: Path) -> dict[str, np.ndarray]:
-    """history.csv as columns of floats (NaN for an empty cell), in epoch order."""
-    try:
-        rows = [{c: float(row[c]) if row[c] not in ("", None) else np.nan for c in HISTORY_COLUMNS}
-                for row in read_rows(path, HISTORY_COLUMNS)]
-    except ValueError as err:
-        raise DataError(f"{path} holds a value that is not a number ({err}); rerun that technique's training stage") \
-            from None
-    rows.sort(key=lambda row: row["epoch"])
+def history_columns(rows: list[dict[str, float]]) -> dict[str, np.ndarray]:
+    """`runs.read_history`'s rows (in epoch order) as one array per column."""
     return {c: np.array([row[c] for row in rows], dtype=float) for c in HISTORY_COLUMNS}
 
 

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from pytorch_grad_cam.utils.image import deprocess_image
 from torch import nn
 
+from smallvision.data.preprocess import normalise
 from smallvision.visualize.plotting import blank_axes, grid_shape, new_figure, show_image, wrapped
 
 GREY = 128.0  # the starting image's level, mid-grey on a 0-255 scale
@@ -57,12 +58,6 @@ def forward_until(net: nn.Module, module: nn.Module, x: torch.Tensor) -> torch.T
     finally:
         handle.remove()
     raise ValueError(f"the network never ran {type(module).__name__}: it is not part of its forward pass")
-
-
-def _normalise(pixels: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
-    m = torch.tensor(mean, dtype=pixels.dtype, device=pixels.device).view(1, 3, 1, 1) * 255
-    s = torch.tensor(std, dtype=pixels.dtype, device=pixels.device).view(1, 3, 1, 1) * 255
-    return (pixels - m) / s
 
 
 def filter_patterns(net: nn.Module, layer: tuple[str, nn.Module], indices: list[int], *, image_size: int,
@@ -109,7 +104,7 @@ def filter_patterns(net: nn.Module, layer: tuple[str, nn.Module], indices: list[
 
 def _objective(net, module, pixels, picks, mean, std) -> torch.Tensor:
     """Per image: the mean activation of its own filter."""
-    out = forward_until(net, module, _normalise(pixels, mean, std))
+    out = forward_until(net, module, normalise(pixels, mean, std))
     if picks.max() >= out.shape[1]:
         raise ValueError(f"filter {int(picks.max())} asked for, but the layer has {out.shape[1]} channels")
     return out[torch.arange(len(picks), device=out.device), picks].mean(dim=(1, 2))

@@ -2,40 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from smallvision.errors import DataError
+from smallvision.runs import PredictionRow
 from smallvision.visualize.plotting import blank_axes, grid_shape, new_figure, show_image, wrapped
-from smallvision.visualize.tables import read_rows
-
-PREDICTION_COLUMNS = ("path", "actual", "predicted", "probability")
-
-
-@dataclass(frozen=True)
-class PredictionRow:
-    """One row of test_predictions.csv: `probability` is that of the predicted class."""
-
-    path: str
-    actual: str
-    predicted: str
-    probability: float
-
-    @property
-    def correct(self) -> bool:
-        return self.actual == self.predicted
-
-
-def read_predictions(path: Path) -> list[PredictionRow]:
-    rows = read_rows(path, PREDICTION_COLUMNS)
-    try:
-        return [PredictionRow(r["path"], r["actual"], r["predicted"], float(r["probability"])) for r in rows]
-    except ValueError as err:
-        raise DataError(f"{path}: a probability is not a number ({err}); rerun that technique's training stage") \
-            from None
 
 
 def most_confident_mistakes(predictions: list[PredictionRow], limit: int) -> list[PredictionRow]:

@@ -1,10 +1,8 @@
-"""Test-set statistics (Wilson interval, confusion matrix) and the techniques' metrics.json files."""
+"""Statistics of test results: the Wilson interval of an accuracy and the confusion matrix."""
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 
@@ -27,13 +25,3 @@ def confusion_matrix(y: np.ndarray, pred: np.ndarray, num_classes: int) -> list[
     m = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(m, (np.asarray(y, dtype=np.int64), np.asarray(pred, dtype=np.int64)), 1)
     return m.tolist()
-
-
-STUDY_ORDER = ("baseline", "augment", "feature_extract", "fine_tune")
-
-
-def comparison_rows(models_dir: Path) -> list[dict]:
-    """metrics.json of every technique trained so far under `models_dir` (one folder each), in the study's order."""
-    rows = [json.loads(path.read_text()) for path in sorted(Path(models_dir).glob("*/metrics.json"))]
-    order = {name: i for i, name in enumerate(STUDY_ORDER)}
-    return sorted(rows, key=lambda r: (order.get(r.get("technique"), len(order)), r.get("technique", "")))

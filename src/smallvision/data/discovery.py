@@ -1,0 +1,229 @@
+"""Find what a raw image tree holds: its layout, its classes and the candidate image files, and every other file
+with the reason it is not used (nothing is dropped silently).
+
+Layouts recognised under the raw folder (a chain of single wrapper folders is descended first):
+`petimages` (PetImages/<Class>/...), `class_folders` (<Class>/... for any number of classes),
+`kaggle` (cat.123.jpg names in one folder) and `presplit` (train/ val|validation/ test/, each
+with class folders; the given split is kept).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from smallvision.data.images import IMAGE_EXTENSIONS, is_image_name
+from smallvision.data.manifest import SPLITS
+from smallvision.errors import ConfigError, DataError
+
+_SPLIT_FOLDERS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
+_KAGGLE_NAME = re.compile(r"^(?P<label>[^\W\d_][\w-]*?)\.\d+\.[^.]+$")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An image file to validate. `path` is relative to the raw folder, POSIX separators."""
+
+    path: str
+    label: str
+    split: str | None = None  # given by a pre-split layout
+
+
+@dataclass(frozen=True)
+class Dropped:
+    path: str
+    reason: str
+
+
+@dataclass
+class Discovery:
+    layout: str
+    classes: list[str]
+    candidates: list[Candidate]
+    dropped: list[Dropped]
+
+
+def discover(raw_dir: Path, classes: Sequence[str] | None = None) -> Discovery:
+    """Find the layout, the class list and the candidate images under `raw_dir`; list what is dropped and why.
+
+    `classes`, when given, must name exactly the classes found (ConfigError otherwise) and fixes their order;
+    otherwise the classes are sorted by name.
+    """
+    raw_dir = Path(raw_dir)
+    if not raw_dir.is_dir():
+        raise DataError(
+            f"images folder {raw_dir} does not exist; run the download stage first (python pipelines/download.py)"
+        )
+    images, dropped = _scan(raw_dir)
+    if not images:
+        raise DataError(f"no image files ({' '.join(sorted(IMAGE_EXTENSIONS))}) found under {raw_dir}")
+    layout, candidates, more_dropped = _assign_labels(raw_dir, [tuple(p.split("/")) for p in images])
+    dropped += more_dropped
+    found = sorted({c.label for c in candidates})
+    order = _check_classes(classes, found, raw_dir, layout)
+    return Discovery(layout, order, candidates, sorted(dropped, key=lambda d: d.path))
+
+
+def _scan(raw_dir: Path) -> tuple[list[str], list[Dropped]]:
+    """Every file under raw_dir: image-named regular files, and the rest as dropped with a reason."""
+    root = Path(os.path.abspath(raw_dir))
+    root_real = root.resolve()
+    images: list[str] = []
+    dropped: list[Dropped] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        rel_dir = here.relative_to(root)
+        kept = []
+        for name in sorted(dirnames):
+            full, rel = here / name, _printable((rel_dir / name).as_posix())
+            if name.startswith("."):
+                count = sum(len(files) for _, _, files in os.walk(full))
+                dropped.append(Dropped(rel + "/", f"hidden folder ({count} files)"))
+            elif full.is_symlink():
+                inside = _is_inside(full, root_real)
+                reason = "symlinked folder (not followed)" if inside else "symlink pointing outside the data tree"
+                dropped.append(Dropped(rel + "/", reason))
+            elif not _is_utf8(name):
+                count = sum(len(files) for _, _, files in os.walk(full))
+                dropped.append(Dropped(rel + "/", f"folder name is not valid UTF-8 ({count} files)"))
+            else:
+                kept.append(name)
+        dirnames[:] = kept
+        for name in sorted(filenames):
+            full, rel = here / name, (rel_dir / name).as_posix()
+            reason = _file_problem(full, name, root_real) or (
+                None if _is_utf8(name) else "file name is not valid UTF-8"
+            )
+            if reason:
+                dropped.append(Dropped(_printable(rel), reason))
+            else:
+                images.append(rel)
+    return images, dropped
+
+
+def _is_utf8(name: str) -> bool:
+    """Names with undecodable bytes (kept by Python as surrogates) cannot be written to the UTF-8 manifest."""
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _printable(path: str) -> str:
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _file_problem(full: Path, name: str, root_real: Path) -> str | None:
+    if name.startswith("."):
+        return "hidden file"
+    if full.is_symlink():
+        if not full.exists():
+            return "broken symlink"
+        if not _is_inside(full, root_real):
+            return "symlink pointing outside the data tree"
+    if not full.is_file():
+        return "not a regular file"
+    if not is_image_name(name):
+        suffix = Path(name).suffix.lower()
+        return f"not an image (extension {suffix})" if suffix else "not an image (no extension)"
+    return None
+
+
+def _is_inside(path: Path, root_real: Path) -> bool:
+    target = path.resolve()
+    return target == root_real or root_real in target.parents
+
+
+def _assign_labels(raw_dir: Path, images: list[tuple[str, ...]]) -> tuple[str, list[Candidate], list[Dropped]]:
+    prefix: tuple[str, ...] = ()
+    while True:  # descend wrapper folders: no images of their own and a single sub-folder
+        direct, children = _level(images, prefix)
+        if direct or len(children) != 1:
+            break
+        prefix += (children[0],)
+    depth = len(prefix)
+    base = "/".join(prefix) or "."
+    split_dirs = {c: _SPLIT_FOLDERS[c.lower()] for c in children if c.lower() in _SPLIT_FOLDERS}
+    if "train" in split_dirs.values() and len(split_dirs) > 1:
+        missing = [s for s in SPLITS if s not in split_dirs.values()]
+        if missing or len(split_dirs) != len(set(split_dirs.values())):
+            raise DataError(
+                f"{raw_dir / base} looks pre-split ({', '.join(sorted(split_dirs))}) but needs exactly one each of "
+                f"train/, val/ (or validation/) and test/; missing: {missing or 'none'} (or both val/ and validation/). "
+                "Add the missing folder, or merge everything into one folder per class"
+            )
+        return _presplit(images, depth, split_dirs)
+    if children:
+        layout = "petimages" if prefix and prefix[-1] == "PetImages" else "class_folders"
+        candidates, dropped = [], []
+        for parts in images:
+            path = "/".join(parts)
+            if len(parts) == depth + 1:
+                dropped.append(Dropped(path, "not inside a class folder"))
+            else:
+                candidates.append(Candidate(path, parts[depth]))
+        return layout, candidates, dropped
+    return _kaggle(raw_dir / base, images)
+
+
+def _level(images: list[tuple[str, ...]], prefix: tuple[str, ...]) -> tuple[list[tuple[str, ...]], list[str]]:
+    """Images directly in `prefix`, and the sorted names of its sub-folders that hold images."""
+    n = len(prefix)
+    direct = [p for p in images if len(p) == n + 1]
+    children = sorted({p[n] for p in images if len(p) > n + 1})
+    return direct, children
+
+
+def _presplit(images, depth, split_dirs) -> tuple[str, list[Candidate], list[Dropped]]:
+    candidates, dropped = [], []
+    for parts in images:
+        path = "/".join(parts)
+        split = split_dirs.get(parts[depth]) if len(parts) > depth + 1 else None
+        if split is None:
+            dropped.append(Dropped(path, "outside the train/, val/ and test/ folders"))
+        elif len(parts) == depth + 2:
+            dropped.append(Dropped(path, "not inside a class folder"))
+        else:
+            candidates.append(Candidate(path, parts[depth + 1], split))
+    return "presplit", candidates, dropped
+
+
+def _kaggle(folder: Path, images) -> tuple[str, list[Candidate], list[Dropped]]:
+    candidates, dropped = [], []
+    for parts in images:
+        path = "/".join(parts)
+        match = _KAGGLE_NAME.match(parts[-1])
+        if match:
+            candidates.append(Candidate(path, match["label"]))
+        else:
+            dropped.append(Dropped(path, "name does not give a class (expected <class>.<number>.<ext>)"))
+    if not candidates:
+        raise DataError(
+            f"the images in {folder} are all in one folder and their names do not give a class; "
+            "put them in one folder per class (<class>/<image>) or name them like cat.1.jpg"
+        )
+    return "kaggle", candidates, dropped
+
+
+def _check_classes(classes: Sequence[str] | None, found: list[str], raw_dir: Path, layout: str) -> list[str]:
+    if classes is not None:
+        order = [str(c) for c in classes]
+        if len(set(order)) != len(order):
+            raise ConfigError(f"data.classes={order} lists a class twice")
+        if set(order) != set(found):
+            missing = sorted(set(order) - set(found))
+            extra = sorted(set(found) - set(order))
+            raise ConfigError(
+                f"data.classes={order} does not match the classes found in {raw_dir} (layout {layout}): {found}; "
+                f"not found: {missing}, found but not listed: {extra}. Fix data.classes or set data.classes=null "
+                "to use the folders found"
+            )
+    else:
+        order = found
+    if len(order) < 2:
+        raise DataError(f"found only the class {order} in {raw_dir} (layout {layout}); a classifier needs two or more")
+    return order

@@ -1,0 +1,202 @@
+"""Download a file over HTTP(S) with progress, resume and verification.
+
+Bytes arrive in `<download_dir>/<name>.part`, an interrupted transfer resumes with an HTTP Range request, and
+the file is renamed to `<name>` only after its size (and sha256, when configured) check out. A finished download
+is reused by later runs. Offline, the error comes within the connect timeout and names a local-copy fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import socket
+import threading
+from pathlib import Path
+from urllib.error import HTTPError, URLError
+from urllib.parse import unquote, urlparse
+from urllib.request import Request, getproxies, urlopen
+
+from tqdm.auto import tqdm
+
+from smallvision.errors import DataError
+
+CHUNK = 1 << 20
+
+
+class _Interrupted(Exception):
+    """A transfer stopped early; what arrived is kept in the .part file for a resume."""
+
+
+def download(
+    url: str,
+    download_dir: Path,
+    *,
+    sha256: str | None = None,
+    size: int | None = None,
+    timeout_s: float = 10,
+    retries: int = 3,
+    progress: bool = True,
+) -> Path:
+    """Download `url` into `download_dir` and return the complete, verified file.
+
+    Bytes arrive in `<name>.part`; an interrupted transfer resumes from its end (HTTP Range),
+    and the file gets its final name only once complete and verified, so a file with the
+    final name is always complete.
+    """
+    name = unquote(Path(urlparse(url).path).name) or "download"
+    final = Path(download_dir) / name
+    part = final.with_name(name + ".part")
+    if final.exists():
+        try:
+            verify_file(final, sha256=sha256, size=size)
+            return final
+        except DataError:
+            final.unlink()  # stale or changed expectations: fetch it anew
+    _check_resolvable(url, timeout_s)
+    final.parent.mkdir(parents=True, exist_ok=True)
+
+    for _attempt in range(retries + 1):
+        try:
+            total = _transfer(url, part, timeout_s=timeout_s, progress=progress)
+            break
+        except _Interrupted as err:
+            last_error = err
+    else:
+        kept = part.stat().st_size if part.exists() else 0
+        raise DataError(
+            f"download of {url} was interrupted {retries + 1} times (last: {last_error}); "
+            f"{kept} bytes are kept in {part}: run again to resume, or {_local_copy_hint(url)}"
+        )
+
+    received = part.stat().st_size
+    if total is not None and received != total:
+        part.unlink()
+        raise DataError(f"download of {url} gave {received} bytes but the server announced {total}; run again")
+    try:
+        verify_file(part, sha256=sha256, size=size)
+    except DataError as err:
+        part.unlink()  # resuming a wrong file cannot fix it
+        raise DataError(f"{err}; the download was removed, run again to download it anew") from None
+    os.replace(part, final)
+    return final
+
+
+def _transfer(url: str, part: Path, *, timeout_s: float, progress: bool) -> int | None:
+    """Fetch the rest of `url` into `part`. Returns the total size the server announced (None: unknown)."""
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": "smallvision", "Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    try:
+        response = urlopen(Request(url, headers=headers), timeout=timeout_s)
+    except HTTPError as err:
+        if err.code == 416 and offset:  # nothing left to send: either complete or a wrong .part
+            total = _content_range(err.headers.get("Content-Range", ""))[1]
+            if total == offset:
+                return total
+            part.unlink()
+            raise _Interrupted("the server refused to resume; starting over") from None
+        raise DataError(
+            f"download of {url} failed: HTTP {err.code} {err.reason}; try again later, or {_local_copy_hint(url)}"
+        ) from None
+    except (URLError, OSError, http.client.HTTPException) as err:
+        reason = getattr(err, "reason", err)
+        raise DataError(f"cannot download {url}: {reason} (no network?). Instead, {_local_copy_hint(url)}") from None
+
+    with response:
+        if offset and response.status == 206:
+            start, total = _content_range(response.headers.get("Content-Range", ""))
+            if start != offset:
+                part.unlink()
+                raise _Interrupted(f"the server resumed at byte {start}, not {offset}; starting over")
+            mode = "ab"
+        else:  # a full response: the server ignored the Range request, or there was nothing to resume
+            offset, mode = 0, "wb"
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+        with (
+            open(part, mode) as out,
+            tqdm(
+                total=total,
+                initial=offset,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=f"download {part.name[:-5]}",
+                disable=not progress,
+            ) as bar,
+        ):
+            while True:
+                try:
+                    chunk = response.read(CHUNK)
+                except (http.client.HTTPException, OSError) as err:
+                    raise _Interrupted(f"connection lost: {err!r}") from None
+                if not chunk:
+                    break
+                out.write(chunk)
+                bar.update(len(chunk))
+    received = part.stat().st_size
+    if total is not None and received < total:
+        raise _Interrupted(f"connection closed after {received} of {total} bytes")
+    return total
+
+
+def _content_range(header: str) -> tuple[int | None, int | None]:
+    """(first byte, total size) from 'bytes 100-199/1000' or 'bytes */1000'."""
+    match = re.fullmatch(r"\s*bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)\s*", header or "")
+    if not match:
+        return None, None
+    start, total = match.groups()
+    return (int(start) if start else None), (int(total) if total and total != "*" else None)
+
+
+def _check_resolvable(url: str, timeout_s: float) -> None:
+    """Fail within `timeout_s` when the host name cannot be resolved (the socket timeout does not cover DNS)."""
+    parsed = urlparse(url)
+    if not parsed.hostname or parsed.scheme in getproxies():
+        return  # a proxy resolves the name
+    result: list[BaseException | None] = []
+
+    def resolve() -> None:
+        try:
+            socket.getaddrinfo(parsed.hostname, parsed.port or 443)
+            result.append(None)
+        except OSError as err:
+            result.append(err)
+
+    worker = threading.Thread(target=resolve, daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if not result or result[0] is not None:
+        reason = result[0] if result else f"no answer within {timeout_s:g} s"
+        raise DataError(
+            f"cannot download {url}: cannot resolve {parsed.hostname} ({reason}; no network?). "
+            f"Instead, {_local_copy_hint(url)}"
+        )
+
+
+def _local_copy_hint(url: str) -> str:
+    name = unquote(Path(urlparse(url).path).name) or "archive.zip"
+    return f"use a local copy: data=folder data.source=/path/to/{name}"
+
+
+def verify_file(path: Path, *, sha256: str | None = None, size: int | None = None) -> None:
+    """Raise DataError when `path` does not have the expected size or sha256 (None: not checked)."""
+    if size is not None:
+        actual = path.stat().st_size
+        if actual != int(size):
+            raise DataError(f"{path} has {actual} bytes, expected {int(size)} (data.size)")
+    if sha256:
+        digest = file_sha256(path)
+        if digest != sha256.strip().lower():
+            raise DataError(f"sha256 of {path} is {digest}, expected {sha256.strip().lower()} (data.sha256)")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,67 @@
+"""What every thin entry script in pipelines/ needs: one-line errors, the config as plain containers, and where
+Hydra runs this job. Library code gets these as plain values and never reads Hydra's runtime itself."""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from smallvision.distributed import SWEEP_DIR_ENV
+from smallvision.errors import SmallvisionError
+
+
+def friendly_errors(main: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a SmallvisionError into one clear line on stderr and exit status 2, instead of a traceback."""
+
+    @functools.wraps(main)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return main(*args, **kwargs)
+        except SmallvisionError as err:
+            print(f"smallvision: error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper
+
+
+def to_dict(cfg: DictConfig) -> dict:
+    """The resolved config as plain containers (what library code receives)."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class HydraJob:
+    """Where Hydra runs this job: its sweep's folder (None outside a multirun) and the job's own output folder."""
+
+    sweep_dir: str | None
+    output_dir: Path
+
+
+def hydra_job() -> HydraJob:
+    """This job's place in Hydra's runtime. A DDP child of a sweep job runs that one job in Hydra's run mode; the
+    launching job tells it the sweep (see smallvision.distributed)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN:
+        sweep_dir = str(Path(hc.sweep.dir).resolve())
+    else:
+        sweep_dir = os.environ.get(SWEEP_DIR_ENV) or None
+    return HydraJob(sweep_dir, Path(hc.runtime.output_dir))
+
+
+def bound_mlflow_requests(logger_cfg: Mapping[str, Any]) -> None:
+    """Bound how long an unreachable MLflow server can stall a stage (cfg.logger.http_timeout_s and
+    http_max_retries): MLflow's defaults, 120 s and 7 retries with backoff, would stall it for minutes, and MLflow
+    reads these only from the environment (as whole numbers). Variables the user already set win."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(math.ceil(logger_cfg["http_timeout_s"])))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(int(logger_cfg["http_max_retries"])))

@@ -1,0 +1,92 @@
+"""The networks the study trains, described by a `spec`, and how a checkpoint is rebuilt into one.
+
+A `spec` is a plain dict that fully describes a network; checkpoints carry it, so `predict`, `visualize`
+and `fine-tune` rebuild networks without the config that trained them. Its `network` says which:
+`scratch` (the small convnet), `head` (a dense head trained on cached features of a pretrained base) or
+`transfer` (a pretrained base with a dense head, trained end to end or with parts frozen).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from smallvision.errors import DataError
+from smallvision.models import backbones
+from smallvision.models.convnet import SmallConvNet
+from smallvision.models.heads import DenseHead, TransferNet
+
+IDENTITY_NORM = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}  # Keras rescale=1/255 only
+
+
+def num_outputs(num_classes: int) -> int:
+    """One logit for two classes (sigmoid, as the book), one per class otherwise (softmax)."""
+    if num_classes < 2:
+        raise DataError(f"need at least 2 classes, found {num_classes}")
+    return 1 if num_classes == 2 else num_classes
+
+
+def make_spec(technique: dict, backbone_cfg: dict, classes: list[str], in_features: int | None = None) -> dict:
+    """The spec of the network `technique` trains. `in_features` is the pooled feature size of the backbone."""
+    base = {"classes": list(classes), "num_outputs": num_outputs(len(classes)), "image_size": technique["image_size"]}
+    if technique["kind"] == "scratch":
+        return {**base, "network": "scratch", "dropout": technique["dropout"], **IDENTITY_NORM}
+    head = technique["head"]
+    return {**base, "network": "head" if is_cached(technique) else "transfer", "backbone": copy.deepcopy(backbone_cfg),
+            "mean": backbone_cfg["mean"], "std": backbone_cfg["std"], "pool": head["pool"],
+            "head": {"in_features": in_features, "units": head["units"], "dropout": head["dropout"]}}
+
+
+def network_name(technique: dict, backbone_cfg: dict) -> str:
+    """What a technique's metrics and runs call its network: the backbone's name, or small_convnet."""
+    return "small_convnet" if technique["kind"] == "scratch" else backbone_cfg["name"]
+
+
+def is_cached(technique: dict) -> bool:
+    """Feature extraction in cached mode: the base runs once over every image and the head trains on its features."""
+    return technique["kind"] == "feature_extract" and technique["mode"] == "cached"
+
+
+def build_head(spec: dict) -> DenseHead:
+    h = spec["head"]
+    return DenseHead(h["in_features"], h["units"], h["dropout"], spec["num_outputs"])
+
+
+def build_net(spec: dict, pretrained: bool = True) -> nn.Module:
+    """The network of `spec`. With pretrained=False the base is random (its weights come from a checkpoint).
+
+    A "head" spec (trained on cached features) builds the head alone.
+    """
+    if spec["network"] == "scratch":
+        return SmallConvNet(spec["image_size"], spec["num_outputs"], spec["dropout"])
+    if spec["network"] == "head":
+        return build_head(spec)
+    bb = copy.deepcopy(spec["backbone"])
+    if not pretrained:
+        bb["weights"] = {**bb.get("weights", {}), "source": "none"}
+    base = backbones.create_backbone(bb, allow_random=not pretrained)
+    return TransferNet(base, build_head(spec), spec["pool"])
+
+
+def load_checkpoint(path: Path, pretrained_base: bool = False) -> tuple[nn.Module, dict]:
+    """Rebuild a trained network from a checkpoint without executing code from the file (weights_only)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"checkpoint {path} not found: train that technique first (dvc repro)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a pickle that wants to run code, or a corrupt file
+        raise DataError(f"refusing to load {path}: not a plain weights checkpoint ({err})") from err
+    spec = ckpt["hyper_parameters"]["spec"]
+    state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    if spec["network"] == "head":  # a head trained on cached features: put it back on its pretrained base
+        head_spec = {**spec, "network": "transfer"}
+        net = build_net(head_spec, pretrained=True)
+        net.head.load_state_dict(state)
+        return net, head_spec
+    net = build_net(spec, pretrained=pretrained_base)
+    net.load_state_dict(state)
+    return net, spec

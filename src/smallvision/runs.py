@@ -1,0 +1,178 @@
+"""A trained technique's output folder (models/<technique>/, or a sweep job's folder): the names of its files,
+their one writer and their readers, and the comparison rows built from them (one per technique, or aggregated
+over the seeds of a sweep). Training writes them; visualize, tracking, predict and the sweeps read them.
+
+metrics.json is written last and atomically: a folder that holds one holds a finished run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from smallvision.errors import DataError
+from smallvision.files import atomic_write, atomic_write_text
+from smallvision.stats import confusion_matrix
+
+CHECKPOINT = "best.ckpt"                  # the best-validation weights, with the spec that rebuilds the network
+METRICS = "metrics.json"                  # test metrics and what produced them; present = finished
+HISTORY = "history.csv"                   # one row per epoch
+PREDICTIONS = "test_predictions.csv"      # one row per test image
+CONFUSION = "confusion.json"              # the test confusion matrix
+RESULT_FILES = (METRICS, HISTORY, CONFUSION, PREDICTIONS)  # what a run logs to MLflow besides its checkpoint
+
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
+PREDICTION_COLUMNS = ("path", "actual", "predicted", "probability")
+
+STUDY_ORDER = ("baseline", "augment", "feature_extract", "fine_tune")
+
+
+def study_order(technique: str) -> tuple[int, str]:
+    """Sort key: the study's techniques in the book's order, then any other by name."""
+    return STUDY_ORDER.index(technique) if technique in STUDY_ORDER else len(STUDY_ORDER), technique
+
+
+# ----------------------------------------------------------------------------------------------- writing
+
+
+def _write_csv(path: Path, rows: Iterable[Sequence[Any]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(rows)
+
+
+def write_outputs(out: Path, metrics: dict, history: list[dict], samples: dict, records, test_rows, classes) -> None:
+    """history.csv, test_predictions.csv, confusion.json, then metrics.json last: its presence means finished.
+
+    `samples` holds the test split's per-image tensors y, pred, prob in split order; `test_rows` are the
+    manifest rows of the test split, `records` the manifest.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [",".join(HISTORY_COLUMNS)]
+    lines += [f"{h['epoch']},{h['train_loss']:.6f},{h['train_acc']:.6f},{h['val_loss']:.6f},{h['val_acc']:.6f}"
+              for h in history]
+    atomic_write_text(out / HISTORY, "\n".join(lines) + "\n")
+    y, pred, prob = samples["y"].numpy(), samples["pred"].numpy(), samples["prob"].numpy()
+    rows = [list(PREDICTION_COLUMNS)]
+    rows += [[str(records[r].path), classes[int(a)], classes[int(p)], f"{q:.6f}"]
+             for r, a, p, q in zip(test_rows, y, pred, prob)]
+    atomic_write(out / PREDICTIONS, lambda tmp: _write_csv(tmp, rows))
+    atomic_write_text(out / CONFUSION, json.dumps(
+        {"classes": classes, "matrix": confusion_matrix(y, pred, len(classes))}, indent=2))
+    atomic_write_text(out / METRICS, json.dumps(metrics, indent=2))
+
+
+# ----------------------------------------------------------------------------------------------- reading
+
+
+def read_rows(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
+    """The rows of a CSV file as dicts; a DataError naming the missing columns when the header lacks any of `columns`."""
+    path = Path(path)
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(f"{path} lacks the column(s) {', '.join(missing)} (expected {','.join(columns)}); "
+                            "rerun that technique's training stage")
+        return list(reader)
+
+
+def read_metrics(folder: Path) -> dict:
+    """A finished run's metrics.json."""
+    path = Path(folder) / METRICS
+    if not path.is_file():
+        raise DataError(f"{path} not found: train that technique first (or pass its models/<technique> folder)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{path} is not valid JSON ({err}); rerun the technique's training stage") from err
+
+
+def read_history(path: Path, columns: tuple[str, ...] = HISTORY_COLUMNS) -> list[dict[str, float]]:
+    """history.csv as rows of floats in epoch order (NaN for an empty cell); `columns` must be present."""
+    rows = []
+    for number, line in enumerate(read_rows(path, columns), start=2):
+        try:
+            rows.append({key: float(value) if value not in ("", None) else math.nan for key, value in line.items()})
+        except (TypeError, ValueError) as err:
+            raise DataError(f"{path} line {number} is not a history row ({','.join(HISTORY_COLUMNS)}): {err}; "
+                            "rerun the technique's training stage") from err
+    return sorted(rows, key=lambda row: row["epoch"])
+
+
+@dataclass(frozen=True)
+class PredictionRow:
+    """One row of test_predictions.csv: `probability` is that of the predicted class."""
+
+    path: str
+    actual: str
+    predicted: str
+    probability: float
+
+    @property
+    def correct(self) -> bool:
+        return self.actual == self.predicted
+
+
+def read_predictions(path: Path) -> list[PredictionRow]:
+    rows = read_rows(path, PREDICTION_COLUMNS)
+    try:
+        return [PredictionRow(r["path"], r["actual"], r["predicted"], float(r["probability"])) for r in rows]
+    except ValueError as err:
+        raise DataError(f"{path}: a probability is not a number ({err}); rerun that technique's training stage") \
+            from None
+
+
+def comparison_rows(models_dir: Path) -> list[dict]:
+    """metrics.json of every technique trained so far under `models_dir` (one folder each), in the study's order."""
+    rows = [json.loads(path.read_text()) for path in sorted(Path(models_dir).glob(f"*/{METRICS}"))]
+    return sorted(rows, key=lambda r: study_order(str(r.get("technique", ""))))
+
+
+def aggregate_seeds(rows: Iterable[Mapping], metric: str = "test_accuracy") -> list[dict]:
+    """Group metrics rows (metrics.json contents) by technique and summarise `metric` across their seeds
+    (a seed sweep, `python pipelines/train.py -m technique=baseline,augment seed=0,1,2`, gives one row per job).
+
+    Returns, in the study's order (then by name), one dict per technique:
+    {"technique", "n_seeds", "seeds", "<metric>_mean", "<metric>_std", "<metric>_min", "<metric>_max",
+    "<metric>_values"} (the values in the order of "seeds", for a chart that shows each seed).
+    The std is the sample standard deviation (n - 1), 0.0 for a single seed. Raises DataError when a
+    row lacks the technique, seed or metric, or when a technique has two rows with the same seed (those
+    rows differ in something else, e.g. a learning rate, and must not be averaged together).
+    """
+    groups: dict[str, dict[int, float]] = {}
+    for row in rows:
+        missing = [k for k in ("technique", "seed", metric) if k not in row]
+        if missing:
+            raise DataError(f"a metrics row lacks {', '.join(missing)}: {dict(row)}; rerun its training job")
+        technique, seed, value = str(row["technique"]), int(row["seed"]), float(row[metric])
+        seen = groups.setdefault(technique, {})
+        if seed in seen:
+            raise DataError(f"technique {technique!r} has two runs with seed {seed}: they differ in more than the "
+                            "seed; aggregate each setting separately")
+        seen[seed] = value
+    summary = []
+    for technique in sorted(groups, key=study_order):
+        values = [groups[technique][s] for s in sorted(groups[technique])]
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        summary.append({
+            "technique": technique, "n_seeds": len(values), "seeds": sorted(groups[technique]),
+            f"{metric}_mean": statistics.fmean(values), f"{metric}_std": std,
+            f"{metric}_min": min(values), f"{metric}_max": max(values), f"{metric}_values": values,
+        })
+    return summary
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float (not a bool): what can be logged as a metric or averaged."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def numeric(row: Mapping[str, Any]) -> dict[str, float]:
+    """The finite numeric values of a metrics row."""
+    return {key: float(value) for key, value in row.items() if is_number(value)}

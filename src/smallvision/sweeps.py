@@ -1,0 +1,102 @@
+"""A Hydra sweep's folder (multirun/<date>/<time>/ with one folder per job): which keys it varies, the
+comparison of its jobs across seeds, and the feature-extract head its fine-tune jobs start from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from smallvision.errors import ConfigError, DataError
+from smallvision.runs import CHECKPOINT, METRICS, aggregate_seeds, comparison_rows, read_metrics
+
+SEED_SWEEP_KEYS = frozenset({"seed", "technique"})
+
+
+def multirun_config(sweep_dir: Path) -> DictConfig | None:
+    """Hydra's <sweep_dir>/multirun.yaml (written before the first job), None when that file is missing."""
+    saved = Path(sweep_dir) / "multirun.yaml"
+    return OmegaConf.load(saved) if saved.is_file() else None  # type: ignore[return-value]
+
+
+def swept_keys(sweep_dir: Path) -> set[str] | None:
+    """The config keys a sweep varies (`seed=0,1,2 technique=baseline,augment` -> {"seed", "technique"}), from
+    Hydra's <sweep_dir>/multirun.yaml; None when that file is missing."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    saved = multirun_config(sweep_dir)
+    if saved is None:
+        return None
+    task = OmegaConf.select(saved, "hydra.overrides.task", default=[])
+    overrides = OverridesParser.create().parse_overrides([str(o) for o in task])
+    return {o.key_or_group for o in overrides if o.is_sweep_override()}
+
+
+def _varies_more_than_the_seed(sweep_dir: Path) -> list[str]:
+    """The swept keys besides the seed and the technique (a learning-rate sweep: its jobs must not be averaged)."""
+    return sorted((swept_keys(sweep_dir) or set()) - SEED_SWEEP_KEYS)
+
+
+def sweep_comparison(sweep_dir: Path) -> list[dict]:
+    """A sweep's jobs for its MLflow parent: mean and spread per technique across seeds, or, when the
+    jobs of a technique differ in more than the seed (e.g. a learning-rate sweep), every job's row."""
+    rows = comparison_rows(sweep_dir)
+    if _varies_more_than_the_seed(sweep_dir):  # known from the first job on, so no job logs a mean
+        return rows
+    try:
+        return aggregate_seeds(rows)
+    except DataError:
+        return rows
+
+
+def write_seed_comparison(sweep_dir: Path, visualize: dict) -> list[Path]:
+    """seed_comparison.{json,md,png} in `sweep_dir` from its finished jobs: mean, std, min and max of the test
+    accuracy across seeds per technique, each seed as a dot; `visualize` is cfg.visualize (the book's reference,
+    its label, dpi). Raises DataError when there is no finished job or the jobs differ in more than the seed and
+    the technique (the sweep varies another key, or a technique has two jobs with the same seed)."""
+    from smallvision.visualize.comparison import write_seed_comparison as write
+
+    rows = comparison_rows(sweep_dir)
+    if not rows:
+        raise DataError(f"no job folder with a metrics.json in {sweep_dir}: is it a finished sweep's folder "
+                        "(multirun/<date>/<time>)?")
+    others = _varies_more_than_the_seed(sweep_dir)
+    if others:
+        raise DataError(f"the sweep in {sweep_dir} also varies {', '.join(others)}: its jobs differ in more than the "
+                        "seed and are not averaged (run one seed sweep per setting)")
+    return write(rows, visualize["reference"], visualize["reference_label"], Path(sweep_dir), dpi=int(visualize["dpi"]))
+
+
+def seed_comparison_so_far(sweep_dir: Path, visualize: dict) -> list[Path]:
+    """The seed comparison after a sweep job (covering every job finished so far; after the last job, the sweep);
+    none when the jobs differ in more than the seed (the parent run then lists every job)."""
+    try:
+        return write_seed_comparison(sweep_dir, visualize)
+    except DataError:
+        return []
+
+
+def sweep_visualize_config(sweep_dir: Path) -> dict | None:
+    """cfg.visualize as the sweep ran it (from Hydra's <sweep_dir>/multirun.yaml), None when that file is missing."""
+    cfg = multirun_config(sweep_dir)
+    if cfg is None:
+        return None
+    if "visualize" not in cfg:
+        raise DataError(f"{Path(sweep_dir) / 'multirun.yaml'} has no visualize section: is {sweep_dir} a smallvision "
+                        "sweep?")
+    return OmegaConf.to_container(cfg.visualize, resolve=True)  # type: ignore[return-value]
+
+
+def sweep_head(sweep_dir: Path, seed: int) -> Path | None:
+    """The feature-extract checkpoint of this sweep's job with the same seed (what its fine-tune jobs start from),
+    None when the sweep has no such job. Raises ConfigError when several jobs qualify (the sweep varies another
+    key of feature-extract, so which head to start from is ambiguous)."""
+    jobs = []
+    for path in sorted(Path(sweep_dir).glob(f"*/{METRICS}")):
+        job = read_metrics(path.parent)
+        if job.get("technique") == "feature_extract" and job.get("seed") == seed:
+            jobs.append(path.parent)
+    if len(jobs) > 1:
+        raise ConfigError(f"the sweep in {sweep_dir} has {len(jobs)} feature_extract jobs with seed {seed}: fine-tune "
+                          "cannot tell which head to start from; sweep fine-tune separately")
+    return jobs[0] / CHECKPOINT if jobs else None

@@ -1,0 +1,99 @@
+"""Where MLflow runs go and how values are shaped for it: the tracking URI, the artifact folder, the git commit,
+config values as params, and error texts safe to print."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+T = TypeVar("T")
+
+_SQLITE = "sqlite:///"
+_REASON_CHARS = 500  # a SQLAlchemy error drags the SQL and a docs link along; the first line is the reason
+_USERINFO = re.compile(r"//[^/@\s]+@")  # the "user:password@" of a URI inside an error message
+
+
+def resolve_tracking_uri(configured: str | None, project_root: Path, environ: Mapping[str, str] | None = None) -> str:
+    """The tracking URI: `configured` (cfg.logger.tracking_uri) > $MLFLOW_TRACKING_URI > a SQLite file in the project.
+
+    SQLite is the default because recent MLflow refuses the old `./mlruns` file store. A relative
+    SQLite path is taken relative to `project_root`, not the working directory.
+    `environ` defaults to `os.environ` (a parameter so callers and tests can pass their own).
+    """
+    env = os.environ if environ is None else environ
+    uri = (
+        configured or env.get("MLFLOW_TRACKING_URI") or f"{_SQLITE}{Path(project_root).resolve().as_posix()}/mlflow.db"
+    )
+    if uri.startswith(_SQLITE):
+        db_path = uri[len(_SQLITE) :]
+        if db_path and db_path != ":memory:" and not Path(db_path).is_absolute():
+            uri = f"{_SQLITE}{(Path(project_root).resolve() / db_path).as_posix()}"
+    return uri
+
+
+def default_artifact_location(tracking_uri: str) -> str | None:
+    """`mlartifacts/` beside a SQLite database file; None (the server decides) for anything else."""
+    db_path = tracking_uri[len(_SQLITE) :] if tracking_uri.startswith(_SQLITE) else ""
+    if not db_path or db_path == ":memory:" or not Path(db_path).is_absolute():
+        return None
+    return (Path(db_path).parent / "mlartifacts").as_uri()
+
+
+def param_value(value: Any) -> str:
+    """MLflow stores params as strings of bounded length; longer values are cut rather than rejected."""
+    return str(value)[:MAX_PARAM_VAL_LENGTH]
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """A nested config as MLflow params.
+
+    {"techniques": {"baseline": {"lr": 1e-4}}} -> {"techniques.baseline.lr": "0.0001"}.
+    Lists stay whole (their str()); values are cut to MLflow's param length limit.
+    """
+    flat: dict[str, str] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, prefix=f"{name}."))
+        else:
+            flat[name] = param_value(value)
+    return flat
+
+
+def git_commit(root: Path) -> str | None:
+    """The commit checked out at `root`, or None when it is not a git work tree (or git is missing)."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=False)
+    except OSError:
+        return None
+    sha = result.stdout.strip()
+    return sha if result.returncode == 0 and sha else None
+
+
+def redact(uri: str) -> str:
+    """The URI without any user:password part, so a warning never prints credentials."""
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def reason(err: BaseException) -> str:
+    """The error's first line, without credentials (MLflow's REST errors repeat the full URI)."""
+    lines = str(err).strip().splitlines()
+    first = _USERINFO.sub("//", lines[0] if lines else "")
+    return f"{type(err).__name__}: {first}"[:_REASON_CHARS]
+
+
+def batches(items: list[T], size: int) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

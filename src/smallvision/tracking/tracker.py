@@ -1,0 +1,220 @@
+"""MLflow tracking for the study that never stops training: one study (parent) run, one child run per technique
+training job, the comparison on the parent, the report's figures on the children.
+
+When the store cannot be written (locked or corrupt SQLite file, unwritable folder, unreachable server) the
+tracker logs one warning that says where the metrics are and how to log them later, then turns itself into a
+no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mlflow.entities import Metric, RunStatus
+from mlflow.utils.validation import MAX_METRICS_PER_BATCH
+
+from smallvision.runs import METRICS, numeric
+from smallvision.tracking.store import (
+    batches,
+    default_artifact_location,
+    git_commit,
+    reason,
+    redact,
+    resolve_tracking_uri,
+)
+from smallvision.tracking.study_runs import StudyRuns
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+COMPARISON_FILE = "comparison.json"
+
+
+class StudyTracker:
+    """MLflow runs for one study: a parent found by `study_key`, one child per `technique_run`.
+
+    When `enabled` is False (tracking switched off, or not rank zero: the caller decides) or the
+    store fails, every method is a no-op and `technique_run` yields None.
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment_name: str,
+        study_key: str,
+        study_name: str,
+        tags: dict[str, str] | None = None,
+        enabled: bool = True,
+        artifact_location: str | None = None,
+        models_dir: str = "models",
+        log_later_command: str = "python pipelines/log_metrics.py technique={technique}",
+    ):
+        """`tags` go on the parent and every child. `artifact_location` is for a newly created
+        experiment; by default a SQLite store keeps artifacts in `mlartifacts/` beside the database
+        (MLflow's own default is relative to the working directory). `models_dir` and `log_later_command`
+        go into the failure warning."""
+        self.runs = StudyRuns(tracking_uri, experiment_name, study_key, study_name, tags or {},
+                              artifact_location or default_artifact_location(tracking_uri))
+        self.tracking_uri = tracking_uri
+        self.tags = self.runs.tags
+        self.enabled = enabled
+        self.models_dir = models_dir
+        self.log_later_command = log_later_command
+        self._technique: str | None = None  # the one being trained, for the failure warning
+
+    @property
+    def client(self):
+        return self.runs.client
+
+    @property
+    def study_key(self) -> str:
+        return self.runs.study_key
+
+    @property
+    def parent_run_id(self) -> str | None:
+        """The study run's id once it was found or created (None while disabled)."""
+        return self.runs.parent_run_id
+
+    # -- failure handling ------------------------------------------------------------------
+
+    def guarded(self, action: Callable[[], T]) -> T | None:
+        """Run one tracking action; on any store error warn once, switch tracking off, return None."""
+        if not self.enabled:
+            return None
+        try:
+            return action()
+        except Exception as err:  # noqa: BLE001 -- any store/transport failure: tracking must never stop training
+            self._disable(err)
+            return None
+
+    def _disable(self, err: BaseException) -> None:
+        self.enabled = False
+        technique = self._technique or "<technique>"
+        log.warning(
+            "MLflow tracking at %s failed: %s; training continues, metrics are in %s/%s/%s; log them later with: %s",
+            redact(self.tracking_uri),
+            reason(err),
+            self.models_dir,
+            technique,
+            METRICS,
+            self.log_later_command.format(technique=technique),
+        )
+        log.debug("MLflow failure details", exc_info=err)
+
+    # -- runs ------------------------------------------------------------------------------
+
+    @contextmanager
+    def technique_run(self, technique: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> Iterator[str | None]:
+        """A child run of the study for one training job; yields its run_id (None when tracking is off or broken).
+
+        Final status (set after any Lightning logger's own, so this one wins): FINISHED on normal exit, FAILED on
+        an exception, KILLED on KeyboardInterrupt or SystemExit (Lightning turns Ctrl-C into sys.exit(1) and
+        SIGTERM into a SystemExit); the exception is re-raised.
+        """
+        self._technique = technique
+        run_id = self.guarded(lambda: self.runs.start_child(technique, params, tags))
+        try:
+            yield run_id
+        except Exception:
+            self._end(run_id, RunStatus.FAILED)
+            raise
+        except BaseException:
+            self._end(run_id, RunStatus.KILLED)
+            raise
+        self._end(run_id, RunStatus.FINISHED)
+
+    def _end(self, run_id: str | None, status: int) -> None:
+        if run_id is not None:
+            self.guarded(lambda: self.runs.end(run_id, RunStatus.to_string(status)))
+
+    # -- logging ---------------------------------------------------------------------------
+
+    def log_metrics(self, run_id: str | None, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Numeric metrics at one step (0 when None) on a run."""
+        if run_id is None:
+            return
+        timestamp = int(time.time() * 1000)
+        entries = [Metric(key, float(value), timestamp, step or 0) for key, value in metrics.items()]
+
+        def log_all() -> None:
+            for batch in batches(entries, MAX_METRICS_PER_BATCH):
+                self.client.log_batch(run_id, metrics=batch)
+
+        self.guarded(log_all)
+
+    def log_artifacts(self, run_id: str | None, paths: Iterable[Path], artifact_path: str | None = None) -> None:
+        """Files and folders as artifacts of a run; a missing path is reported and skipped."""
+        if run_id is None:
+            return
+        present = []
+        for path in map(Path, paths):
+            if path.exists():
+                present.append(path)
+            else:
+                log.warning("not logging %s to MLflow: it does not exist", path)
+
+        def log_all() -> None:
+            for path in present:
+                if path.is_dir():
+                    self.client.log_artifacts(run_id, str(path), artifact_path)
+                else:
+                    self.client.log_artifact(run_id, str(path), artifact_path)
+
+        self.guarded(log_all)
+
+    def log_comparison(self, rows: list[dict[str, Any]], artifacts: Iterable[Path] = ()) -> None:
+        """The comparison on the study run: `comparison.json` (pandas "split" layout, readable by
+        `mlflow.load_table`), a metric "<technique>.<key>" per numeric value, and `artifacts`
+        (e.g. comparison.md/png). Rewritten, not appended, when the study is visualised again."""
+        parent = self.guarded(self.runs.parent)
+        if parent is None:
+            return
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        table = {"columns": columns, "data": [[row.get(column) for column in columns] for row in rows]}
+        self.guarded(lambda: self.client.log_dict(parent, table, COMPARISON_FILE))
+        metrics = {f"{row['technique']}.{key}": value for row in rows if "technique" in row
+                   for key, value in numeric(row).items()}
+        self.log_metrics(parent, metrics)
+        self.log_artifacts(parent, artifacts)
+
+    def log_report(self, rows: list[dict], study_files: list[Path], per_technique: Mapping[str, list[Path]],
+                   wall_time_s: float, reports: Path) -> None:
+        """The visualize stage's output: the comparison and study-level files on the study run, each technique's
+        figures on its newest child run. Never raises: MLflow holds a copy of what reports/ already holds."""
+        try:
+            if not self.enabled:
+                return
+            self.log_comparison(rows, [p for p in study_files if p.name != COMPARISON_FILE])
+            parent = self.parent_run_id
+            if parent is None or not self.enabled:
+                return
+            self.log_metrics(parent, {"visualize_wall_time_s": wall_time_s})
+            for technique, paths in per_technique.items():
+                child = self.runs.find_child(technique)
+                if child is None:
+                    log.warning("MLflow: no run of %s under the study run %s; its figures are only in %s",
+                                technique, parent, reports)
+                    continue
+                self.log_artifacts(child, paths, "figures")
+        except Exception as err:  # noqa: BLE001 -- tracking must never fail the stage
+            log.warning("MLflow logging of the figures failed (%s: %s); they are all in %s",
+                        type(err).__name__, str(err).splitlines()[0] if str(err) else "", reports)
+
+
+def study_tracker(cfg: Mapping[str, Any], root: Path, manifest_digest: str, sweep_dir: str | None = None,
+                  enabled: bool = True) -> StudyTracker:
+    """The tracker of the study `cfg` runs in: its parent run is found by the study name, the dataset and the
+    manifest (so the training stages, visualize and a later `pipelines/log_metrics.py` share one parent), or by
+    the sweep folder for a Hydra sweep's jobs."""
+    study, dataset = cfg["study"], cfg["data"]["name"]
+    key = f"sweep:{sweep_dir}" if sweep_dir else f"{study}/{dataset}/{manifest_digest[:12]}"
+    name = f"sweep {Path(sweep_dir).name}" if sweep_dir else f"study {study} ({dataset})"
+    return StudyTracker(resolve_tracking_uri(cfg["logger"]["tracking_uri"], root), cfg["logger"]["experiment_name"],
+                        key, name, tags={"dataset": dataset, "git_commit": git_commit(root) or "unknown"},
+                        enabled=bool(cfg["logger"]["enabled"]) and enabled, models_dir=cfg["paths"]["models"])

@@ -1,0 +1,51 @@
+"""The Lightning Trainer a technique trains with, from the `trainer` config group."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import lightning as L
+import torch
+
+# Lightning notices about choices made on purpose here: frozen modules are kept in eval mode, the input
+# pipeline lives in the module's on_after_batch_transfer, feature extraction collects its own outputs, and
+# epoch metrics are gathered by the module itself (identical on every rank, so logging needs no sync_dist).
+_EXPECTED_NOTICES = (r"Found \d+ module\(s\) in eval mode", r"You have overridden `on_after_batch_transfer`",
+                     r"predict returned None", r".*does not have many workers", r"It is recommended to use `self\.log\(")
+
+
+@contextmanager
+def expected_notices_hidden() -> Iterator[None]:
+    """Hide Lightning's notices about the choices above while training, and only then."""
+    with warnings.catch_warnings():
+        for notice in _EXPECTED_NOTICES:
+            warnings.filterwarnings("ignore", message=notice)
+        yield
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """`auto`: bf16 autocast where the hardware runs it natively, else fp32.
+
+    On a CPU without AVX512-BF16/AMX, bf16 autocast is emulated and measured ~7x slower than fp32 (benchmarks/).
+    """
+    if precision != "auto":
+        return precision
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
+
+
+def make_trainer(trainer_cfg: dict, epochs: int, out: Path, logger, callbacks) -> L.Trainer:
+    return L.Trainer(
+        accelerator=trainer_cfg["accelerator"], devices=trainer_cfg["devices"], num_nodes=trainer_cfg["num_nodes"],
+        strategy=trainer_cfg["strategy"],
+        precision=resolve_precision(str(trainer_cfg["precision"]), trainer_cfg["accelerator"]), max_epochs=epochs,
+        logger=logger, callbacks=callbacks, default_root_dir=str(out),
+        enable_progress_bar=trainer_cfg["progress"], deterministic=trainer_cfg["deterministic"],
+        log_every_n_steps=trainer_cfg["log_every_n_steps"], num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # our samplers keep evaluation exact (see smallvision/shards.py)
+        enable_model_summary=False,
+    )
