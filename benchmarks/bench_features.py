@@ -39,14 +39,21 @@ def base_model(bb: dict) -> tuple[torch.nn.Module, str]:
     try:
         return backbones.create_backbone(bb), "pretrained"
     except Exception:  # noqa: BLE001 - no offline weights for this backbone: speed is the same with random ones
-        return backbones.create_backbone({**bb, "weights": {**bb["weights"], "source": "none"}}, allow_random=True), \
-            "random"
+        return backbones.create_backbone(
+            {**bb, "weights": {**bb["weights"], "source": "none"}}, allow_random=True
+        ), "random"
 
 
 def ours(base, bb: dict, cfg: dict, images: np.ndarray, batch: int) -> float:
     trainer_cfg = cfg["trainer"]
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, precision=resolve_precision(trainer_cfg["precision"], "cpu"))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        precision=resolve_precision(trainer_cfg["precision"], "cpu"),
+    )
     extractor = FeatureExtractor(base, bb["head_pool"], bb["mean"], bb["std"], trainer_cfg["channels_last"])
     cached_features(trainer, extractor, images[:batch], Path(tempfile.mktemp(suffix=".npy")), batch)  # warm-up
     t = time.perf_counter()
@@ -56,8 +63,12 @@ def ours(base, bb: dict, cfg: dict, images: np.ndarray, batch: int) -> float:
 
 def reference(base, bb: dict, folder: Path) -> tuple[float, int]:
     size = bb["image_size"]
-    dataset = datasets.ImageFolder(str(folder), transform=transforms.Compose([
-        transforms.Resize((size, size)), transforms.ToTensor(), transforms.Normalize(bb["mean"], bb["std"])]))
+    dataset = datasets.ImageFolder(
+        str(folder),
+        transform=transforms.Compose(
+            [transforms.Resize((size, size)), transforms.ToTensor(), transforms.Normalize(bb["mean"], bb["std"])]
+        ),
+    )
     loader = DataLoader(dataset, batch_size=REFERENCE_BATCH, num_workers=2)
     base = base.eval()
     seen, started = 0, None
@@ -86,15 +97,25 @@ def main() -> None:
         cfg = project_config(f"backbone={name}")
         bb = cfg["backbone"]
         base, weights = base_model(bb)
-        images = image_array([r.file for r in records], bb["image_size"], args.workdir / "cache", digest,
-                             progress=False)[subset[REFERENCE_BATCH:]]
+        images = image_array(
+            [r.file for r in records], bb["image_size"], args.workdir / "cache", digest, progress=False
+        )[subset[REFERENCE_BATCH:]]
         batch = cfg["techniques"]["feature_extract"]["extract_batch_size"]
         ref, _ = reference(base, bb, imagefolder(records, subset, args.workdir / f"imagefolder-first-{len(subset)}"))
         mine = ours(base, bb, cfg, np.ascontiguousarray(images), batch)
-        print(f"{name:20s} {bb['image_size']} px ({weights} weights): ours {mine:6.1f} img/s (batch {batch}), "
-              f"reference {ref:6.1f} img/s (batch {REFERENCE_BATCH}): {mine / ref:.2f}x", flush=True)
-        results[name] = {"image_size": bb["image_size"], "weights": weights, "ours_images_per_s": round(mine, 2),
-                         "reference_images_per_s": round(ref, 2), "ratio": round(mine / ref, 2), "batch": batch}
+        print(
+            f"{name:20s} {bb['image_size']} px ({weights} weights): ours {mine:6.1f} img/s (batch {batch}), "
+            f"reference {ref:6.1f} img/s (batch {REFERENCE_BATCH}): {mine / ref:.2f}x",
+            flush=True,
+        )
+        results[name] = {
+            "image_size": bb["image_size"],
+            "weights": weights,
+            "ours_images_per_s": round(mine, 2),
+            "reference_images_per_s": round(ref, 2),
+            "ratio": round(mine / ref, 2),
+            "batch": batch,
+        }
     save("features", {"images": len(subset) - REFERENCE_BATCH, "backbones": results})
 
 

@@ -69,17 +69,35 @@ def main() -> None:
     raw = args.workdir / f"raw-{args.per_class}"
     t = time.perf_counter()
     mean_bytes = generate(raw, args.per_class)
-    print(f"{2 * args.per_class} JPEGs of {WIDTH}x{HEIGHT} (mean {mean_bytes / 1024:.0f} KiB) ready in "
-          f"{time.perf_counter() - t:.0f} s", flush=True)
+    print(
+        f"{2 * args.per_class} JPEGs of {WIDTH}x{HEIGHT} (mean {mean_bytes / 1024:.0f} KiB) ready in "
+        f"{time.perf_counter() - t:.0f} s",
+        flush=True,
+    )
     cores = available_cores()
     ours = timed_split(raw, args.workdir / "prepared-parallel", None, args.per_class)
     one = timed_split(raw, args.workdir / "prepared-serial", 1, args.per_class)
     n = 2 * args.per_class
-    print(f"split of {n} images: {ours:.1f} s on {cores} cores ({n / ours:.0f} img/s; target <= {TARGET_S} s); "
-          f"one process: {one:.1f} s; {one / ours:.2f}x", flush=True)
-    save("split", {"images": n, "width": WIDTH, "height": HEIGHT, "mean_kib": round(mean_bytes / 1024, 1),
-                   "cores": cores, "split_s": round(ours, 1), "one_process_s": round(one, 1),
-                   "speedup": round(one / ours, 2), "target_s": TARGET_S, "cpu_count": os.cpu_count()})
+    print(
+        f"split of {n} images: {ours:.1f} s on {cores} cores ({n / ours:.0f} img/s; target <= {TARGET_S} s); "
+        f"one process: {one:.1f} s; {one / ours:.2f}x",
+        flush=True,
+    )
+    save(
+        "split",
+        {
+            "images": n,
+            "width": WIDTH,
+            "height": HEIGHT,
+            "mean_kib": round(mean_bytes / 1024, 1),
+            "cores": cores,
+            "split_s": round(ours, 1),
+            "one_process_s": round(one, 1),
+            "speedup": round(one / ours, 2),
+            "target_s": TARGET_S,
+            "cpu_count": os.cpu_count(),
+        },
+    )
 
 
 if __name__ == "__main__":

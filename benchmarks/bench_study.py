@@ -42,20 +42,26 @@ def test_accuracies(project: Path) -> dict:
     out = {}
     for metrics in sorted(project.glob("models/*/metrics.json")):
         m = json.loads(metrics.read_text())
-        out[m["technique"]] = {k: m[k] for k in ("test_accuracy", "ci95_low", "ci95_high", "test_images",
-                                                 "best_epoch", "wall_time_s")}
-        print(f"{m['technique']:16s} test accuracy {100 * m['test_accuracy']:.1f} % "
-              f"({100 * m['ci95_low']:.1f}-{100 * m['ci95_high']:.1f}) on {m['test_images']} images", flush=True)
+        out[m["technique"]] = {
+            k: m[k] for k in ("test_accuracy", "ci95_low", "ci95_high", "test_images", "best_epoch", "wall_time_s")
+        }
+        print(
+            f"{m['technique']:16s} test accuracy {100 * m['test_accuracy']:.1f} % "
+            f"({100 * m['ci95_low']:.1f}-{100 * m['ci95_high']:.1f}) on {m['test_images']} images",
+            flush=True,
+        )
     return out
 
 
 def run_study(project: Path, start_at: str | None = None) -> list[dict]:
     rows = []
     names = stage_names(project)
-    for stage in names[names.index(start_at):] if start_at else names:
+    for stage in names[names.index(start_at) :] if start_at else names:
         m = run_measured([*DVC, "repro", "--single-item", stage], project)
-        print(f"{stage:16s} {m.wall_s:8.1f} s   peak RSS {m.peak_rss_mb:7.0f} MB (tree {m.peak_tree_rss_mb:.0f} MB)",
-              flush=True)
+        print(
+            f"{stage:16s} {m.wall_s:8.1f} s   peak RSS {m.peak_rss_mb:7.0f} MB (tree {m.peak_tree_rss_mb:.0f} MB)",
+            flush=True,
+        )
         if m.returncode:
             sys.exit(f"stage {stage} failed:\n{m.output[-4000:]}")
         rows.append({"stage": stage, **m.summary()})
@@ -68,20 +74,32 @@ def reruns(project: Path, experiment: str, lr_overrides: list[str]) -> dict:
     if any(ran_stages(m.output) for m in noop):
         sys.exit("the no-op dvc repro reran a stage: " + ", ".join(ran_stages(noop[0].output)))
     noop_s, status_s = statistics.median(m.wall_s for m in noop), statistics.median(m.wall_s for m in status)
-    print(f"no-op dvc repro: {noop_s:.2f} s (median of 3; target <= {NOOP_TARGET_S} s); "
-          f"dvc status: {status_s:.2f} s; ratio {noop_s / status_s:.2f}", flush=True)
+    print(
+        f"no-op dvc repro: {noop_s:.2f} s (median of 3; target <= {NOOP_TARGET_S} s); "
+        f"dvc status: {status_s:.2f} s; ratio {noop_s / status_s:.2f}",
+        flush=True,
+    )
 
     dev_workspace(project, f"experiment={experiment}", *lr_overrides)
     changed = run_measured([*DVC, "repro"], project)
     stages = ran_stages(changed.output)
-    print(f"after changing only techniques.fine_tune.optimizer.lr: reran {stages} in {changed.wall_s:.0f} s "
-          f"(expected {RERUN_EXPECTED})", flush=True)
+    print(
+        f"after changing only techniques.fine_tune.optimizer.lr: reran {stages} in {changed.wall_s:.0f} s "
+        f"(expected {RERUN_EXPECTED})",
+        flush=True,
+    )
     if changed.returncode:
         sys.exit(f"the rerun failed:\n{changed.output[-4000:]}")
-    return {"noop_repro_s": noop_s, "noop_runs_s": [m.wall_s for m in noop], "status_s": status_s,
-            "noop_over_status": round(noop_s / status_s, 2), "lr_change_reran": stages,
-            "lr_change_only_expected": stages == RERUN_EXPECTED, "lr_change_s": changed.wall_s,
-            "lr_change_peak_rss_mb": changed.peak_rss_mb}
+    return {
+        "noop_repro_s": noop_s,
+        "noop_runs_s": [m.wall_s for m in noop],
+        "status_s": status_s,
+        "noop_over_status": round(noop_s / status_s, 2),
+        "lr_change_reran": stages,
+        "lr_change_only_expected": stages == RERUN_EXPECTED,
+        "lr_change_s": changed.wall_s,
+        "lr_change_peak_rss_mb": changed.peak_rss_mb,
+    }
 
 
 def main() -> None:
@@ -89,13 +107,19 @@ def main() -> None:
     parser.add_argument("--experiment", default="quick")
     parser.add_argument("--workdir", type=Path, default=None, help="default: /tmp/smallvision-bench-<experiment>")
     parser.add_argument("--reruns-only", action="store_true", help="skip the study; the workspace must hold one")
-    parser.add_argument("--no-reruns", action="store_true",
-                        help="skip benchmark 4 (its one-change rerun retrains fine-tune: 100 epochs in the default "
-                        "study)")
+    parser.add_argument(
+        "--no-reruns",
+        action="store_true",
+        help="skip benchmark 4 (its one-change rerun retrains fine-tune: 100 epochs in the default study)",
+    )
     parser.add_argument("--new-lr", default="5.0e-06", help="the fine-tune learning rate of the one-change rerun")
     parser.add_argument("--override", action="append", default=[], help="extra Hydra overrides for the study")
-    parser.add_argument("--start-at", metavar="STAGE", help="resume the study in the workspace from STAGE on (the "
-                        "stages before it finished there): the workspace first gets this checkout's code and config")
+    parser.add_argument(
+        "--start-at",
+        metavar="STAGE",
+        help="resume the study in the workspace from STAGE on (the "
+        "stages before it finished there): the workspace first gets this checkout's code and config",
+    )
     args = parser.parse_args()
     project = args.workdir or Path(f"/tmp/smallvision-bench-{args.experiment}")
     result: dict = {"experiment": args.experiment, "workdir": str(project), "overrides": args.override}
@@ -112,11 +136,15 @@ def main() -> None:
         peak = max(s["peak_rss_mb"] for s in stages)
         target = TARGETS.get(args.experiment)
         what = f"stages from {args.start_at} on" if args.start_at else "whole study"
-        print(f"{what}: {total:.0f} s = {total / 60:.1f} min"
-              + (f" (target {target / 60:.0f} min: {total / target:.2f}x the target)" if target else "")
-              + f"; largest stage RSS {peak:.0f} MB (target <= {RSS_TARGET_MB} MB)", flush=True)
-        result.update(stages=stages, total_s=total, peak_rss_mb=peak, target_s=target,
-                      accuracy=test_accuracies(project))  # before the one-change rerun replaces fine-tune's
+        print(
+            f"{what}: {total:.0f} s = {total / 60:.1f} min"
+            + (f" (target {target / 60:.0f} min: {total / target:.2f}x the target)" if target else "")
+            + f"; largest stage RSS {peak:.0f} MB (target <= {RSS_TARGET_MB} MB)",
+            flush=True,
+        )
+        result.update(
+            stages=stages, total_s=total, peak_rss_mb=peak, target_s=target, accuracy=test_accuracies(project)
+        )  # before the one-change rerun replaces fine-tune's
     if not args.no_reruns:
         lr = [*args.override, f"techniques.fine_tune.optimizer.lr={args.new_lr}"]
         result["reruns"] = reruns(project, args.experiment, lr)

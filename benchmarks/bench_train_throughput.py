@@ -57,8 +57,18 @@ def images_per_s(times: list[float], warmup: int, batch: int) -> float:
     return (len(times) - 1 - warmup) * batch / (times[-1] - times[warmup])
 
 
-def ours(cfg: dict, images: np.ndarray, labels: np.ndarray, rows: dict, classes: list[str], precision: str,
-         channels_last: bool, warmup: int, steps: int, compile: bool = False) -> float:
+def ours(
+    cfg: dict,
+    images: np.ndarray,
+    labels: np.ndarray,
+    rows: dict,
+    classes: list[str],
+    precision: str,
+    channels_last: bool,
+    warmup: int,
+    steps: int,
+    compile: bool = False,
+) -> float:
     tech = cfg["techniques"]["augment"]
     spec = networks.make_spec(tech, cfg["backbone"], classes)
     augmentation = AffineConfig.from_mapping(cfg["augmentation"])
@@ -69,9 +79,19 @@ def ours(cfg: dict, images: np.ndarray, labels: np.ndarray, rows: dict, classes:
     module = ClassifierModule(net, len(classes), tech["optimizer"], image_input, seed=0, spec=spec)
     data = ArrayDataModule(SplitArrays(images, labels, rows, classes), tech["batch_size"], seed=0)
     clock = StepClock()
-    trainer = L.Trainer(accelerator="cpu", devices=1, precision=precision, max_epochs=1, logger=False,
-                        limit_train_batches=warmup + steps + 1, limit_val_batches=0, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[clock])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        precision=precision,
+        max_epochs=1,
+        logger=False,
+        limit_train_batches=warmup + steps + 1,
+        limit_val_batches=0,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[clock],
+    )
     trainer.fit(module, datamodule=data)
     return images_per_s(clock.times, warmup, tech["batch_size"])
 
@@ -79,23 +99,29 @@ def ours(cfg: dict, images: np.ndarray, labels: np.ndarray, rows: dict, classes:
 def reference_transforms(cfg: dict, size: int, mean, std) -> transforms.Compose:
     """The book's ImageDataGenerator as torchvision's per-image transforms (isotropic zoom, shear in degrees)."""
     aug = cfg["augmentation"]
-    return transforms.Compose([
-        transforms.Resize((size, size)),
-        transforms.RandomAffine(degrees=aug["rotation_range"], translate=(aug["width_shift_range"],
-                                aug["height_shift_range"]), scale=(1 - aug["zoom_range"], 1 + aug["zoom_range"]),
-                                shear=math.degrees(aug["shear_range"])),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize(mean, std),
-    ])
+    return transforms.Compose(
+        [
+            transforms.Resize((size, size)),
+            transforms.RandomAffine(
+                degrees=aug["rotation_range"],
+                translate=(aug["width_shift_range"], aug["height_shift_range"]),
+                scale=(1 - aug["zoom_range"], 1 + aug["zoom_range"]),
+                shear=math.degrees(aug["shear_range"]),
+            ),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(mean, std),
+        ]
+    )
 
 
 def reference(cfg: dict, folder: Path, warmup: int, steps: int) -> float:
     tech = cfg["techniques"]["augment"]
     classes = sorted(p.name for p in folder.iterdir())
     spec = networks.make_spec(tech, cfg["backbone"], classes)
-    dataset = datasets.ImageFolder(str(folder), transform=reference_transforms(cfg, tech["image_size"], spec["mean"],
-                                                                               spec["std"]))
+    dataset = datasets.ImageFolder(
+        str(folder), transform=reference_transforms(cfg, tech["image_size"], spec["mean"], spec["std"])
+    )
     loader = DataLoader(dataset, batch_size=tech["batch_size"], shuffle=True, num_workers=2, drop_last=True)
     net = networks.build_net(spec)
     net.train()
@@ -153,17 +179,26 @@ def main() -> None:
     rows = {s: np.array([i for i, r in enumerate(records) if r.split == s]) for s in ("train", "val", "test")}
 
     t = time.perf_counter()
-    images = image_array([r.file for r in records], args.image_size, args.workdir / "cache",
-                         manifest_digest(prepared / "manifest.csv"), progress=False)
+    images = image_array(
+        [r.file for r in records],
+        args.image_size,
+        args.workdir / "cache",
+        manifest_digest(prepared / "manifest.csv"),
+        progress=False,
+    )
     cache_s = time.perf_counter() - t
 
     default_precision = resolve_precision(cfg["trainer"]["precision"], "cpu")
-    runs = {"reference (ImageFolder + PIL + torchvision transforms, 2 workers, fp32 NCHW)":
-            reference(cfg, imagefolder(records, rows["train"], args.workdir / "imagefolder-train"), args.warmup, args.steps)}
+    runs = {
+        "reference (ImageFolder + PIL + torchvision transforms, 2 workers, fp32 NCHW)": reference(
+            cfg, imagefolder(records, rows["train"], args.workdir / "imagefolder-train"), args.warmup, args.steps
+        )
+    }
     variants = [(default_precision, cfg["trainer"]["channels_last"], False)]
     if not args.skip_variants:
-        variants += [(p, cl, False) for p in ("32-true", "bf16-mixed") for cl in (False, True)
-                     if (p, cl, False) != variants[0]]
+        variants += [
+            (p, cl, False) for p in ("32-true", "bf16-mixed") for cl in (False, True) if (p, cl, False) != variants[0]
+        ]
     if args.compile:
         variants.append((*variants[0][:2], True))
     for precision, channels_last, compiled in variants:
@@ -184,18 +219,29 @@ def main() -> None:
         print(f"  {name:70s} {rate:7.1f} img/s   {rate / runs[ref_name]:5.2f}x the reference")
     ratio = runs[ours_name] / runs[ref_name]
     print(f"default ({ours_name}) vs reference: {ratio:.2f}x (target >= {TARGET_RATIO}x)")
-    print(f"training step: {flops / 1e9:.2f} GFLOP per batch; achieved {achieved / 1e9:.1f} GFLOP/s = "
-          f"{achieved / peaks['bf16']:.0%} of the measured bf16 matmul peak ({peaks['bf16'] / 1e9:.1f} GFLOP/s), "
-          f"{achieved / peaks['fp32']:.0%} of the fp32 peak ({peaks['fp32'] / 1e9:.1f} GFLOP/s) "
-          f"(target >= {TARGET_PEAK_FRACTION:.0%} of the bf16 peak)")
-    save("train-throughput", {
-        "image_size": args.image_size, "batch_size": batch, "warmup_batches": args.warmup, "timed_batches": args.steps,
-        "images_per_s": {k: round(v, 2) for k, v in runs.items()}, "ratio_vs_reference": round(ratio, 2),
-        "cache_build_s": round(cache_s, 1), "step_gflop": round(flops / 1e9, 3),
-        "achieved_gflops": round(achieved / 1e9, 2), "matmul_peak_gflops": {k: round(v / 1e9, 1) for k, v in peaks.items()},
-        "fraction_of_bf16_peak": round(achieved / peaks["bf16"], 3),
-        "fraction_of_fp32_peak": round(achieved / peaks["fp32"], 3),
-    })
+    print(
+        f"training step: {flops / 1e9:.2f} GFLOP per batch; achieved {achieved / 1e9:.1f} GFLOP/s = "
+        f"{achieved / peaks['bf16']:.0%} of the measured bf16 matmul peak ({peaks['bf16'] / 1e9:.1f} GFLOP/s), "
+        f"{achieved / peaks['fp32']:.0%} of the fp32 peak ({peaks['fp32'] / 1e9:.1f} GFLOP/s) "
+        f"(target >= {TARGET_PEAK_FRACTION:.0%} of the bf16 peak)"
+    )
+    save(
+        "train-throughput",
+        {
+            "image_size": args.image_size,
+            "batch_size": batch,
+            "warmup_batches": args.warmup,
+            "timed_batches": args.steps,
+            "images_per_s": {k: round(v, 2) for k, v in runs.items()},
+            "ratio_vs_reference": round(ratio, 2),
+            "cache_build_s": round(cache_s, 1),
+            "step_gflop": round(flops / 1e9, 3),
+            "achieved_gflops": round(achieved / 1e9, 2),
+            "matmul_peak_gflops": {k: round(v / 1e9, 1) for k, v in peaks.items()},
+            "fraction_of_bf16_peak": round(achieved / peaks["bf16"], 3),
+            "fraction_of_fp32_peak": round(achieved / peaks["fp32"], 3),
+        },
+    )
 
 
 if __name__ == "__main__":

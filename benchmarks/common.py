@@ -30,11 +30,20 @@ def machine() -> dict:
     """What the figures depend on: CPU, cores, torch, native bf16, and the load average when they were saved."""
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
         "cpu_native_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "load_average_1m": round(os.getloadavg()[0], 2),
@@ -47,8 +56,8 @@ class Measured:
 
     wall_s: float
     # Sampled every 0.5 s with psutil. Not ru_maxrss: a forked child inherits its parent's peak RSS in it.
-    peak_rss_mb: float        # the largest single process of the tree
-    peak_tree_rss_mb: float   # the whole process tree at its peak (pages shared between processes counted twice)
+    peak_rss_mb: float  # the largest single process of the tree
+    peak_tree_rss_mb: float  # the whole process tree at its peak (pages shared between processes counted twice)
     returncode: int
     output: str
 
@@ -63,8 +72,11 @@ def run_measured(cmd: list[str], cwd: Path) -> Measured:
     `cwd`/src (a workspace's own copy of the code) first on PYTHONPATH: not the editable install's, which may
     change while a long benchmark runs.
     """
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(cwd / "src"), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(cwd / "src"), os.environ.get("PYTHONPATH")])),
+    }
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak, done = {"process": 0, "tree": 0}, threading.Event()
@@ -92,8 +104,9 @@ def run_measured(cmd: list[str], cwd: Path) -> Measured:
     wall = time.perf_counter() - started
     done.set()
     sampler.join()
-    return Measured(round(wall, 2), round(peak["process"] / 2**20, 1), round(peak["tree"] / 2**20, 1),
-                    proc.returncode, output)
+    return Measured(
+        round(wall, 2), round(peak["process"] / 2**20, 1), round(peak["tree"] / 2**20, 1), proc.returncode, output
+    )
 
 
 def dev_workspace(workdir: Path, *overrides: str, source: Path = DEV_ARCHIVE, refresh_code: bool = False) -> Path:

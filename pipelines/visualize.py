@@ -1,7 +1,7 @@
 """Draw the study (the visualize stage): figures, comparison and reports/index.html from every trained technique.
 
-    python pipelines/visualize.py
-    python pipelines/visualize.py visualize.filters.steps=40 visualize.curves.smoothing=0.8
+python pipelines/visualize.py
+python pipelines/visualize.py visualize.filters.steps=40 visualize.curves.smoothing=0.8
 """
 
 import logging

@@ -49,10 +49,12 @@ def keras_transform_matrix(height, width, theta=0.0, tx=0.0, ty=0.0, shear=0.0, 
 def keras_apply_affine_transform(x, fill_mode="nearest", cval=0.0, order=1, **transform):
     """Reference: keras-preprocessing's scipy ``apply_affine_transform`` for a (C, H, W) image."""
     matrix = keras_transform_matrix(*x.shape[1:], **transform)
-    return np.stack([
-        ndi.affine_transform(channel, matrix[:2, :2], matrix[:2, 2], order=order, mode=fill_mode, cval=cval)
-        for channel in x
-    ])
+    return np.stack(
+        [
+            ndi.affine_transform(channel, matrix[:2, :2], matrix[:2, 2], order=order, mode=fill_mode, cval=cval)
+            for channel in x
+        ]
+    )
 
 
 def smooth_image(height: int, width: int, seed: int = 0) -> np.ndarray:

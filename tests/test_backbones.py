@@ -224,11 +224,17 @@ def test_random_weights_only_when_asked_for():
     assert B.create_backbone(random_cfg("efficientnet_lite0"), allow_random=True).weights_info["source"] == "none"
 
 
-@pytest.mark.parametrize(("change", "pattern"), [
-    ({"timm_name": "vgg_sixteen"}, r"backbone.timm_name='vgg_sixteen' is not a timm model.*timm.list_models\('\*vgg\*'\)"),
-    ({"weights": {"source": "internet"}}, r"backbone.weights.source='internet' is not one of"),
-    ({"weights": {"source": "file", "file": None}}, r"backbone.weights.source=file needs backbone.weights.file"),
-])
+@pytest.mark.parametrize(
+    ("change", "pattern"),
+    [
+        (
+            {"timm_name": "vgg_sixteen"},
+            r"backbone.timm_name='vgg_sixteen' is not a timm model.*timm.list_models\('\*vgg\*'\)",
+        ),
+        ({"weights": {"source": "internet"}}, r"backbone.weights.source='internet' is not one of"),
+        ({"weights": {"source": "file", "file": None}}, r"backbone.weights.source=file needs backbone.weights.file"),
+    ],
+)
 def test_bad_config_is_a_config_error(change, pattern):
     cfg = {**backbone_cfg("vgg16"), **change}
     with pytest.raises(ConfigError, match=pattern):

@@ -67,8 +67,12 @@ def _arrays(root: Path) -> SplitArrays:
 
 def _trainer(devices: int, out: Path, callbacks=(), epochs: int = 1) -> L.Trainer:
     """One process, or `devices` processes forked from this one (gloo, as trainer=ddp_cpu)."""
-    cfg = {**config()["trainer"], "devices": devices, "strategy": "ddp_fork" if devices > 1 else "auto",
-           "precision": "32-true"}
+    cfg = {
+        **config()["trainer"],
+        "devices": devices,
+        "strategy": "ddp_fork" if devices > 1 else "auto",
+        "precision": "32-true",
+    }
     return make_trainer(cfg, epochs, out, False, list(callbacks))
 
 
@@ -100,16 +104,22 @@ def _load(out: Path, stage: str, rank: int) -> dict:
 
 def _module(net, data: SplitArrays, seed: int) -> ClassifierModule:
     augmentation = AffineConfig(**config()["augmentation"])  # the study's transforms (chollet)
-    return ClassifierModule(net, len(data.classes), {**config()["techniques"]["baseline"]["optimizer"], "lr": 1e-3},
-                            ImageInput(augmentation=augmentation), seed=seed)
+    return ClassifierModule(
+        net,
+        len(data.classes),
+        {**config()["techniques"]["baseline"]["optimizer"], "lr": 1e-3},
+        ImageInput(augmentation=augmentation),
+        seed=seed,
+    )
 
 
 # --------------------------------------------------------------------------------------------- exactness
 
 
 def test_ddp_test_counts_equal_one_process_on_the_same_checkpoint(study, tmp_path):
-    single_metrics = train_technique(config("technique=baseline", "techniques.baseline.epochs=1"),
-                                     paths(study, "baseline"), progress=False)
+    single_metrics = train_technique(
+        config("technique=baseline", "techniques.baseline.epochs=1"), paths(study, "baseline"), progress=False
+    )
     checkpoint = study / "models" / "baseline" / "best.ckpt"
     data = _arrays(study)
     probe = torch.from_numpy(np.array(data.array[:4]))
@@ -129,11 +139,11 @@ def test_ddp_test_counts_equal_one_process_on_the_same_checkpoint(study, tmp_pat
     assert len(list(DistributedSampler(range(21), num_replicas=2, rank=0))) * 2 == 22  # what padding would count
     assert ddp["n"] == one["n"] == single_metrics["test_images"] == 21
     assert ddp["correct"] == one["correct"] == single_metrics["test_correct"]
-    assert torch.equal(ddp["samples"]["idx"], torch.arange(21))          # each test image once, in split order
+    assert torch.equal(ddp["samples"]["idx"], torch.arange(21))  # each test image once, in split order
     assert torch.equal(ddp["samples"]["pred"], one["samples"]["pred"])
     assert torch.equal(ddp["samples"]["y"], torch.from_numpy(data.labels[data.rows["test"]]))
     assert torch.allclose(ddp["samples"]["prob"], one["samples"]["prob"], atol=1e-5)
-    assert rank1["results"]["correct"] == ddp["correct"]                 # every rank reports the same numbers
+    assert rank1["results"]["correct"] == ddp["correct"]  # every rank reports the same numbers
 
     # per-rank augmentation: ranks draw different transforms; rank 0 draws what a single process draws
     assert not torch.allclose(rank0["augmented"], rank1["augmented"])
@@ -161,8 +171,13 @@ class _TinyBase(torch.nn.Module):
 def test_ddp_feature_extraction_gathers_features_in_manifest_order(study, tmp_path):
     images = np.array(_arrays(study).array[:47])  # an odd count: shards of 24 and 23
     mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
-    single = cached_features(_trainer(1, tmp_path), FeatureExtractor(_TinyBase(), "avg", mean, std, False),
-                             images, tmp_path / "single" / "features.npy", batch_size=5)
+    single = cached_features(
+        _trainer(1, tmp_path),
+        FeatureExtractor(_TinyBase(), "avg", mean, std, False),
+        images,
+        tmp_path / "single" / "features.npy",
+        batch_size=5,
+    )
     assert single.shape == (47, 8) and len(np.unique(single.round(3), axis=0)) == 47
 
     extractor = FeatureExtractor(_TinyBase(), "avg", mean, std, False)
@@ -214,10 +229,10 @@ def _fit(data: SplitArrays, seed: int, out: Path) -> list[dict]:
 def test_ddp_training_is_reproducible_and_ranks_stay_in_sync(study, tmp_path):
     data = _arrays(study)
     first, again, other = _fit(data, 5, tmp_path / "a"), _fit(data, 5, tmp_path / "b"), _fit(data, 6, tmp_path / "c")
-    assert first[0]["weights"] == first[1]["weights"]       # DDP keeps the ranks' weights identical
-    assert first[0]["history"] == first[1]["history"]       # and their gathered metrics
-    assert again[0] == first[0]                             # the same seed reproduces the run exactly
-    assert other[0]["weights"] != first[0]["weights"]       # another seed is another run
+    assert first[0]["weights"] == first[1]["weights"]  # DDP keeps the ranks' weights identical
+    assert first[0]["history"] == first[1]["history"]  # and their gathered metrics
+    assert again[0] == first[0]  # the same seed reproduces the run exactly
+    assert other[0]["weights"] != first[0]["weights"]  # another seed is another run
     assert other[0]["history"][0]["train_loss"] != first[0]["history"][0]["train_loss"]
 
 
@@ -236,11 +251,18 @@ def test_the_same_seed_twice_gives_the_same_metrics(study):
 # --------------------------------------------------------------------------------------------- rank zero
 
 
-@pytest.mark.parametrize(("environ", "zero"), [
-    ({}, True), ({"LOCAL_RANK": "0"}, True), ({"LOCAL_RANK": "1"}, False), ({"RANK": "3", "LOCAL_RANK": "0"}, False),
-    ({"SLURM_PROCID": "2"}, False), ({"SLURM_PROCID": "0"}, True),
-    ({"NODE_RANK": "1", "LOCAL_RANK": "0"}, False),  # node 1 of a hand-started multi-node run
-])
+@pytest.mark.parametrize(
+    ("environ", "zero"),
+    [
+        ({}, True),
+        ({"LOCAL_RANK": "0"}, True),
+        ({"LOCAL_RANK": "1"}, False),
+        ({"RANK": "3", "LOCAL_RANK": "0"}, False),
+        ({"SLURM_PROCID": "2"}, False),
+        ({"SLURM_PROCID": "0"}, True),
+        ({"NODE_RANK": "1", "LOCAL_RANK": "0"}, False),  # node 1 of a hand-started multi-node run
+    ],
+)
 def test_rank_zero_is_known_before_the_trainer_starts(environ, zero):
     assert distributed.is_rank_zero(environ) is zero
 
@@ -261,18 +283,28 @@ def test_ddp_cpu_run_is_exact_and_only_rank_zero_writes(tmp_path):
     """pipelines/train.py trainer=ddp_cpu: feature extraction, training and test on 2 processes."""
     project = make_odd_dataset(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "MLFLOW_TRACKING_URI": f"sqlite:///{project}/mlflow.db"}
-    cmd = [sys.executable, str(ROOT / "pipelines" / "train.py"), "technique=feature_extract", "trainer=ddp_cpu",
-           "data=synthetic", f"techniques.feature_extract.image_size={SIZE}", "techniques.feature_extract.epochs=2",
-           "techniques.feature_extract.optimizer.lr=1e-3", "hydra.run.dir=.", "hydra.output_subdir=null"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "pipelines" / "train.py"),
+        "technique=feature_extract",
+        "trainer=ddp_cpu",
+        "data=synthetic",
+        f"techniques.feature_extract.image_size={SIZE}",
+        "techniques.feature_extract.epochs=2",
+        "techniques.feature_extract.optimizer.lr=1e-3",
+        "hydra.run.dir=.",
+        "hydra.output_subdir=null",
+    ]
     result = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert result.returncode == 0, result.stderr[-5000:]
-    assert result.stdout.count("feature_extract: test accuracy") == 1   # rank 1 prints nothing
+    assert result.stdout.count("feature_extract: test accuracy") == 1  # rank 1 prints nothing
 
     out = project / "models" / "feature_extract"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_images"] == 21
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["best.ckpt", "confusion.json", "history.csv", "metrics.json", "test_predictions.csv"])  # no leftovers
+        ["best.ckpt", "confusion.json", "history.csv", "metrics.json", "test_predictions.csv"]
+    )  # no leftovers
     predictions = (out / "test_predictions.csv").read_text().splitlines()[1:]
     assert len(predictions) == len({line.split(",")[0] for line in predictions}) == 21
 
@@ -284,8 +316,9 @@ def test_ddp_cpu_run_is_exact_and_only_rank_zero_writes(tmp_path):
     bb = cfg["backbone"]
     pool = (cfg["techniques"]["feature_extract"].get("head") or {}).get("pool", bb["head_pool"])
     extractor = FeatureExtractor(backbones.create_backbone(bb), pool, bb["mean"], bb["std"], False)
-    single = cached_features(_trainer(1, tmp_path), extractor,
-                             np.array(_arrays(project).array), tmp_path / "single.npy", batch_size=16)
+    single = cached_features(
+        _trainer(1, tmp_path), extractor, np.array(_arrays(project).array), tmp_path / "single.npy", batch_size=16
+    )
     np.testing.assert_allclose(np.load(cached), single, atol=2e-2, rtol=1e-2)
 
     # the DDP checkpoint evaluated by one process counts the same correct test images
@@ -298,7 +331,7 @@ def test_ddp_cpu_run_is_exact_and_only_rank_zero_writes(tmp_path):
 
     runs = _mlflow_runs(project / "mlflow.db")
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(runs) == 2 and len(children) == 1                      # one study run, one technique run
+    assert len(runs) == 2 and len(children) == 1  # one study run, one technique run
     assert children[0].data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
     assert children[0].info.status == "FINISHED"
 

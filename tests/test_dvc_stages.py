@@ -20,7 +20,9 @@ def _smallvision_imports(path: Path) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.split(".")[0] == "smallvision"}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "smallvision":
+        elif (
+            isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "smallvision"
+        ):
             found.add(node.module)
             # `from smallvision.data import split` imports the module smallvision.data.split
             found |= {f"{node.module}.{a.name}" for a in node.names if _module_file(f"{node.module}.{a.name}")}
@@ -69,16 +71,23 @@ def test_each_stage_depends_on_the_code_it_runs(stage):
     script = re.search(r"python (pipelines/\S+\.py)", spec["cmd"]).group(1)
     deps = [ROOT / (d if isinstance(d, str) else next(iter(d))) for d in spec["deps"]]
     exempt = [ROOT / name for name in set(NO_EFFECT_ON_OUTPUTS) - OWN_CODE.get(stage, set())]
-    missing = sorted(str(f.relative_to(ROOT)) for f in code_files(ROOT / script)
-                     if not any(f == d or d in f.parents for d in deps + exempt))
+    missing = sorted(
+        str(f.relative_to(ROOT))
+        for f in code_files(ROOT / script)
+        if not any(f == d or d in f.parents for d in deps + exempt)
+    )
     assert not missing, f"dvc.yaml stage {stage!r} runs these files but does not list them in deps: {missing}"
 
 
 def test_the_import_walk_finds_nested_and_from_imports():
     files = {str(f.relative_to(ROOT)) for f in code_files(ROOT / "pipelines" / "train.py")}
     # job.py imports training inside run_training; training imports the datamodule at module level
-    assert {"pipelines/train.py", "src/smallvision/job.py", "src/smallvision/training.py",
-            "src/smallvision/data/datamodule.py"} <= files
+    assert {
+        "pipelines/train.py",
+        "src/smallvision/job.py",
+        "src/smallvision/training.py",
+        "src/smallvision/data/datamodule.py",
+    } <= files
 
 
 def test_committed_params_yaml_is_the_composed_conf(tmp_path):
@@ -91,5 +100,6 @@ def test_committed_params_yaml_is_the_composed_conf(tmp_path):
     committed = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert committed == composed, (
         "params.yaml is out of date with conf/; regenerate it (what `dvc exp run` does first): python -c "
-        "\"import os; from dvc.utils.hydra import compose_and_dump as c; "
-        "c('params.yaml', os.path.abspath('conf'), None, 'config', '.', [])\"")
+        '"import os; from dvc.utils.hydra import compose_and_dump as c; '
+        "c('params.yaml', os.path.abspath('conf'), None, 'config', '.', [])\""
+    )

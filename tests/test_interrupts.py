@@ -27,8 +27,13 @@ from smallvision.training import train_technique
 HYDRA = ["--config-dir", ".", "--config-name", "params", "hydra.output_subdir=null", "hydra.run.dir=."]
 # epochs of ~1-2 s on 2 CPU cores (100 training images at 96 px), so a kill after the first checkpoint lands
 # mid-training with several epochs still to go
-LONG_EPOCHS = ["experiment=smoke", "logger.enabled=false", "data.synthetic.per_class=100",
-               "techniques.baseline.image_size=96", "techniques.baseline.epochs=4"]
+LONG_EPOCHS = [
+    "experiment=smoke",
+    "logger.enabled=false",
+    "data.synthetic.per_class=100",
+    "techniques.baseline.image_size=96",
+    "techniques.baseline.epochs=4",
+]
 
 
 def _written_since(path: Path, previous: int | None) -> bool:
@@ -80,10 +85,10 @@ def test_sigkill_mid_epoch_is_never_taken_as_finished_and_a_rerun_starts_clean(t
     _signal_group(proc, signal.SIGKILL)
     proc.wait(timeout=30)  # reaped: DVC's stale-lock check treats a zombie's pid as alive
     assert proc.returncode == -signal.SIGKILL
-    assert (out / "best.ckpt").exists()                          # epoch 1's weights are there ...
-    assert not (out / "metrics.json").exists()                   # ... but nothing says finished
-    assert "train-baseline" not in _lock_stages(project)         # DVC recorded nothing for the stage
-    assert {"download", "split"} <= _lock_stages(project)        # (the stages before it did finish)
+    assert (out / "best.ckpt").exists()  # epoch 1's weights are there ...
+    assert not (out / "metrics.json").exists()  # ... but nothing says finished
+    assert "train-baseline" not in _lock_stages(project)  # DVC recorded nothing for the stage
+    assert {"download", "split"} <= _lock_stages(project)  # (the stages before it did finish)
     assert set(_dvc_status(project)) == {"train-baseline"}
 
     # 2. the rerun: DVC removes the partial outputs and trains from epoch 1 (no resume) to the end
@@ -118,9 +123,17 @@ def test_ctrl_c_mid_training_ends_the_mlflow_run_killed_and_exits_promptly(tmp_p
     out.mkdir(parents=True)
     (out / "metrics.json").write_text('{"test_accuracy": 1.0}')  # an earlier run's: must not survive the new one
     uri = f"sqlite:///{root.as_posix()}/mlflow.db"
-    cmd = [sys.executable, str(ROOT / "pipelines" / "train.py"), "hydra.output_subdir=null", "hydra.run.dir=.",
-           "technique=baseline", "data=synthetic", "trainer.progress=false", "techniques.baseline.image_size=96",
-           "techniques.baseline.epochs=6"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "pipelines" / "train.py"),
+        "hydra.output_subdir=null",
+        "hydra.run.dir=.",
+        "technique=baseline",
+        "data=synthetic",
+        "trainer.progress=false",
+        "techniques.baseline.image_size=96",
+        "techniques.baseline.epochs=6",
+    ]
     proc = start(cmd, root, log, MLFLOW_TRACKING_URI=uri)
     _wait_mid_training(proc, out / "best.ckpt", log)
     _signal_group(proc, signal.SIGINT)  # what Ctrl-C in a terminal does: SIGINT to the foreground group
@@ -134,7 +147,7 @@ def test_ctrl_c_mid_training_ends_the_mlflow_run_killed_and_exits_promptly(tmp_p
     stopped_after = time.monotonic() - sent
     print(f"exit status {proc.returncode}, {stopped_after:.1f} s after SIGINT")
     assert proc.returncode != 0, output[-3000:]
-    assert "Detected KeyboardInterrupt" in output             # it landed in trainer.fit, mid-training
+    assert "Detected KeyboardInterrupt" in output  # it landed in trainer.fit, mid-training
     assert not (out / "metrics.json").exists()
 
     client = MlflowClient(uri)
@@ -168,17 +181,19 @@ def test_same_seed_twice_gives_identical_outputs(data, technique):
         assert (runs[0] / name).read_bytes() == (runs[1] / name).read_bytes(), name
     first, second = _state(runs[0] / "best.ckpt"), _state(runs[1] / "best.ckpt")
     assert first.keys() == second.keys()
-    assert [k for k in first if not torch.equal(first[k], second[k])] == []   # bit for bit, on CPU
+    assert [k for k in first if not torch.equal(first[k], second[k])] == []  # bit for bit, on CPU
 
 
 def test_another_seed_gives_other_weights(data):
-    a = train_technique(config("technique=baseline", "techniques.baseline.epochs=1"), paths(data, "seed_a"),
-                        progress=False)
-    b = train_technique(config("technique=baseline", "techniques.baseline.epochs=1", "seed=7"),
-                        paths(data, "seed_b"), progress=False)
+    a = train_technique(
+        config("technique=baseline", "techniques.baseline.epochs=1"), paths(data, "seed_a"), progress=False
+    )
+    b = train_technique(
+        config("technique=baseline", "techniques.baseline.epochs=1", "seed=7"), paths(data, "seed_b"), progress=False
+    )
     assert a["seed"] != b["seed"]
     first, second = _state(data / "models/seed_a/best.ckpt"), _state(data / "models/seed_b/best.ckpt")
-    assert any(not torch.equal(first[k], second[k]) for k in first)    # the seed is what made the runs equal
+    assert any(not torch.equal(first[k], second[k]) for k in first)  # the seed is what made the runs equal
 
 
 # -- cheap gaps in the issue's bad-input list (untrusted checkpoint, a size the model cannot take) --------------
@@ -201,10 +216,17 @@ def test_a_checkpoint_that_runs_code_when_unpickled_is_refused(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("override, message", [
-    ("techniques.baseline.image_size=16", r"techniques\.baseline\.image_size=16 is too small for the small convnet"),
-    ("techniques.baseline.batch_size=-4", r"techniques\.baseline\.batch_size=-4 must be a positive integer"),
-], ids=["image_size_too_small", "negative_batch_size"])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "techniques.baseline.image_size=16",
+            r"techniques\.baseline\.image_size=16 is too small for the small convnet",
+        ),
+        ("techniques.baseline.batch_size=-4", r"techniques\.baseline\.batch_size=-4 must be a positive integer"),
+    ],
+    ids=["image_size_too_small", "negative_batch_size"],
+)
 def test_a_config_the_model_cannot_take_stops_before_training(data, override, message, monkeypatch):
     from smallvision import training
     from smallvision.errors import ConfigError
@@ -230,8 +252,14 @@ def test_an_image_size_a_transfer_backbone_cannot_take_names_the_size():
 
 
 def test_an_unknown_backbone_fails_at_once_naming_the_value_and_the_choices(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "pipelines" / "train.py"), "backbone=nope"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "pipelines" / "train.py"), "backbone=nope"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode != 0
     assert "Could not find 'backbone/nope'" in result.stderr
     assert all(name in result.stderr for name in ("efficientnet_lite0", "resnet50", "vgg16"))

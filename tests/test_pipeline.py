@@ -36,13 +36,13 @@ def test_visualize_writes_the_report(project):
     reports = project / "reports"
     html = (reports / "index.html").read_text()
     comparison = json.loads((reports / "comparison.json").read_text())
-    assert [row["technique"] for row in comparison["rows"]] == list(TECHNIQUES)   # one row each, the study's order
+    assert [row["technique"] for row in comparison["rows"]] == list(TECHNIQUES)  # one row each, the study's order
     for technique in TECHNIQUES:
         assert (reports / f"curves_{technique}.png").stat().st_size > 0
         assert (reports / f"gradcam_{technique}.png").stat().st_size > 0
         assert technique in html
     assert list(reports.glob("activations_*.png")) and list(reports.glob("filters_*.png"))
-    assert html.count("data:image/png;base64,") >= 8          # self-contained: figures embedded
+    assert html.count("data:image/png;base64,") >= 8  # self-contained: figures embedded
 
 
 def test_mlflow_holds_one_study_with_a_child_per_technique(project):

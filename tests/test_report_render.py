@@ -39,9 +39,17 @@ from smallvision.stats import wilson_interval
 from smallvision.visualize.stage import run_visualize
 
 WIDTH, HEIGHT = 1280, 4000
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
 SECTIONS = ["comparison", "curves", "gradcam", "activations", "filters", "augmentation", "mistakes"]
 
 
@@ -55,8 +63,9 @@ def _chromium() -> str:
 def _checkpoint(net: torch.nn.Module, spec: dict, path: Path) -> None:
     """What training saves (Lightning: the spec in hyper_parameters, the module's weights under net.)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"hyper_parameters": {"spec": spec}, "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}},
-               path)
+    torch.save(
+        {"hyper_parameters": {"spec": spec}, "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, path
+    )
 
 
 def _fake_training(cfg: dict, root: Path) -> None:
@@ -83,17 +92,31 @@ def _fake_training(cfg: dict, root: Path) -> None:
         epochs = 5
         train_acc = np.linspace(0.5, 0.95, epochs)
         val_acc = np.clip(train_acc - np.linspace(0, 0.2, epochs) + rng.normal(0, 0.02, epochs), 0, 1)
-        history = [{"epoch": e + 1, "train_loss": 1 - train_acc[e], "train_acc": train_acc[e],
-                    "val_loss": 1.1 - val_acc[e], "val_acc": val_acc[e]} for e in range(epochs)]
+        history = [
+            {
+                "epoch": e + 1,
+                "train_loss": 1 - train_acc[e],
+                "train_acc": train_acc[e],
+                "val_loss": 1.1 - val_acc[e],
+                "val_acc": val_acc[e],
+            }
+            for e in range(epochs)
+        ]
         correct = int((predicted == truth).sum())
         low, high = wilson_interval(correct, len(test))
-        metrics = {"technique": name, "kind": tech["kind"],
-                   "backbone": "small_convnet" if tech["kind"] == "scratch" else cfg["backbone"]["name"],
-                   "test_accuracy": correct / len(test), "test_images": len(test), "test_correct": correct,
-                   "ci95_low": low, "ci95_high": high, "wall_time_s": 10.0 * (k + 1)}
+        metrics = {
+            "technique": name,
+            "kind": tech["kind"],
+            "backbone": "small_convnet" if tech["kind"] == "scratch" else cfg["backbone"]["name"],
+            "test_accuracy": correct / len(test),
+            "test_images": len(test),
+            "test_correct": correct,
+            "ci95_low": low,
+            "ci95_high": high,
+            "wall_time_s": 10.0 * (k + 1),
+        }
         # the files exactly as training writes them
-        write_outputs(out, metrics, history, {"y": truth, "pred": predicted, "prob": prob}, records, test_rows,
-                      classes)
+        write_outputs(out, metrics, history, {"y": truth, "pred": predicted, "prob": prob}, records, test_rows, classes)
 
 
 class _Sources(HTMLParser):
@@ -120,10 +143,17 @@ class _Sources(HTMLParser):
 def report(tmp_path_factory) -> Path:
     """The tiny study's reports/index.html (about 5 s on an idle 2-core CPU: the stage on four untrained nets)."""
     root = make_dataset(tmp_path_factory.mktemp("study"), per_class=16)
-    cfg = config("visualize.dpi=60", "visualize.filters.steps=3", "visualize.filters.per_layer=4",
-                 "visualize.filters.columns=4", "visualize.activations.max_channels=32",
-                 "visualize.activations.columns=16", "visualize.mistakes.max_images=8", "visualize.gradcam.per_group=3",
-                 "visualize.threads=1")  # one thread: no oversubscription on a CPU shared with other jobs
+    cfg = config(
+        "visualize.dpi=60",
+        "visualize.filters.steps=3",
+        "visualize.filters.per_layer=4",
+        "visualize.filters.columns=4",
+        "visualize.activations.max_channels=32",
+        "visualize.activations.columns=16",
+        "visualize.mistakes.max_images=8",
+        "visualize.gradcam.per_group=3",
+        "visualize.threads=1",
+    )  # one thread: no oversubscription on a CPU shared with other jobs
     _fake_training(cfg, root)
     threads = torch.get_num_threads()
     started = time.perf_counter()
@@ -131,8 +161,10 @@ def report(tmp_path_factory) -> Path:
         out = run_visualize(cfg, root)
     finally:
         torch.set_num_threads(threads)  # the stage sets it for the process: give the other tests theirs back
-    print(f"\nvisualize stage on the tiny study: {time.perf_counter() - started:.1f} s "
-          f"({', '.join(f'{k} {s:.1f} s' for k, s in out.timings.items())})")
+    print(
+        f"\nvisualize stage on the tiny study: {time.perf_counter() - started:.1f} s "
+        f"({', '.join(f'{k} {s:.1f} s' for k, s in out.timings.items())})"
+    )
     assert out.notes == []
     return out.index
 
@@ -141,7 +173,7 @@ def test_the_page_is_self_contained(report):
     page = report.read_text(encoding="utf-8")
     parsed = _Sources()
     parsed.feed(page)
-    assert parsed.sections == SECTIONS       # the comparison first, then curves, Grad-CAM, activations, filters, ...
+    assert parsed.sections == SECTIONS  # the comparison first, then curves, Grad-CAM, activations, filters, ...
     # comparison 1 + curves 4 + Grad-CAM 4 + activations 2 + filters 2 + augmentation 1 + mistakes 1
     assert len(parsed.images) == 15
     for src in parsed.images:
@@ -159,8 +191,14 @@ def test_the_page_is_self_contained(report):
 def test_chromium_renders_the_page(report, tmp_path):
     screenshot = Path(os.environ.get("REPORT_SCREENSHOT") or tmp_path / "report.png")
     screenshot.unlink(missing_ok=True)
-    cmd = [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={WIDTH},{HEIGHT}",
-           f"--screenshot={screenshot}", report.resolve().as_uri()]
+    cmd = [
+        _chromium(),
+        *CHROMIUM_FLAGS,
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--window-size={WIDTH},{HEIGHT}",
+        f"--screenshot={screenshot}",
+        report.resolve().as_uri(),
+    ]
     started = time.perf_counter()
     result = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=180)
     print(f"\nchromium: {time.perf_counter() - started:.1f} s, screenshot {screenshot}")
@@ -177,5 +215,5 @@ def test_chromium_renders_the_page(report, tmp_path):
     assert (np.abs(top - bar_blue).max(axis=-1) < 12).sum() > 2000, "no comparison bars near the top of the page"
     # every band of the page down to the screenshot's end has content (no figure failed to decode into a blank)
     for start in range(0, HEIGHT, 500):
-        band = shot[start:start + 500]
+        band = shot[start : start + 500]
         assert band.std() > 5, f"rows {start}-{start + 500} of the screenshot are blank"

@@ -21,8 +21,14 @@ from smallvision.runs import aggregate_seeds
 
 TRAIN = str(ROOT / "pipelines" / "train.py")
 # tiny and fast: 64 px, one epoch, no progress bars
-QUICK = ["data=synthetic", "trainer.progress=false", "techniques.baseline.image_size=64",
-         "techniques.augment.image_size=64", "techniques.baseline.epochs=1", "techniques.augment.epochs=1"]
+QUICK = [
+    "data=synthetic",
+    "trainer.progress=false",
+    "techniques.baseline.image_size=64",
+    "techniques.augment.image_size=64",
+    "techniques.baseline.epochs=1",
+    "techniques.augment.epochs=1",
+]
 
 
 # --------------------------------------------------------------------------------------------- seeds
@@ -32,9 +38,16 @@ def test_aggregate_seeds_gives_mean_and_spread_per_technique():
     rows = [{"technique": "augment", "seed": s, "test_accuracy": a} for s, a in ((0, 0.80), (1, 0.84), (2, 0.82))]
     rows += [{"technique": "baseline", "seed": 0, "test_accuracy": 0.70}]
     baseline, augment = aggregate_seeds(rows)
-    assert baseline == {"technique": "baseline", "n_seeds": 1, "seeds": [0], "test_accuracy_mean": 0.70,
-                        "test_accuracy_std": 0.0, "test_accuracy_min": 0.70, "test_accuracy_max": 0.70,
-                        "test_accuracy_values": [0.70]}
+    assert baseline == {
+        "technique": "baseline",
+        "n_seeds": 1,
+        "seeds": [0],
+        "test_accuracy_mean": 0.70,
+        "test_accuracy_std": 0.0,
+        "test_accuracy_min": 0.70,
+        "test_accuracy_max": 0.70,
+        "test_accuracy_values": [0.70],
+    }
     assert augment["n_seeds"] == 3 and augment["seeds"] == [0, 1, 2]
     assert augment["test_accuracy_values"] == [0.80, 0.84, 0.82]  # in the order of the seeds
     assert augment["test_accuracy_mean"] == pytest.approx(0.82)
@@ -53,10 +66,14 @@ def test_aggregate_seeds_refuses_rows_that_differ_in_more_than_the_seed():
 
 BOOK = {"baseline": 0.71, "augment": 0.82, "feature_extract": 0.90, "fine_tune": 0.97}
 # shuffled on purpose: the table is in the study's order, each technique's values in the order of its seeds
-SEED_ROWS = [{"technique": "augment", "seed": 2, "test_accuracy": 0.82}, {"technique": "baseline", "seed": 0,
-             "test_accuracy": 0.70}, {"technique": "augment", "seed": 0, "test_accuracy": 0.80},
-             {"technique": "baseline", "seed": 1, "test_accuracy": 0.62}, {"technique": "augment", "seed": 1,
-             "test_accuracy": 0.84}, {"technique": "baseline", "seed": 2, "test_accuracy": 0.66}]
+SEED_ROWS = [
+    {"technique": "augment", "seed": 2, "test_accuracy": 0.82},
+    {"technique": "baseline", "seed": 0, "test_accuracy": 0.70},
+    {"technique": "augment", "seed": 0, "test_accuracy": 0.80},
+    {"technique": "baseline", "seed": 1, "test_accuracy": 0.62},
+    {"technique": "augment", "seed": 1, "test_accuracy": 0.84},
+    {"technique": "baseline", "seed": 2, "test_accuracy": 0.66},
+]
 
 
 def test_seed_comparison_table_gives_mean_std_min_max_and_the_book_per_technique(tmp_path):
@@ -64,15 +81,20 @@ def test_seed_comparison_table_gives_mean_std_min_max_and_the_book_per_technique
 
     baseline, augment = seed_comparison_table(SEED_ROWS, BOOK)
     assert (baseline["technique"], augment["technique"]) == ("baseline", "augment")
-    assert baseline["test_accuracy_mean"] == pytest.approx(0.66) and baseline["test_accuracy_std"] == pytest.approx(0.04)
+    assert baseline["test_accuracy_mean"] == pytest.approx(0.66) and baseline["test_accuracy_std"] == pytest.approx(
+        0.04
+    )
     assert augment["test_accuracy_mean"] == pytest.approx(0.82) and augment["test_accuracy_std"] == pytest.approx(0.02)
     assert (baseline["test_accuracy_min"], baseline["test_accuracy_max"]) == (0.62, 0.70)
     assert (baseline["reference"], augment["reference"]) == (0.71, 0.82)
     assert baseline["test_accuracy_values"] == [0.70, 0.62, 0.66]
 
     json_path, md_path, png_path = write_seed_comparison(SEED_ROWS, BOOK, "the book", tmp_path)
-    assert [p.name for p in (json_path, md_path, png_path)] == ["seed_comparison.json", "seed_comparison.md",
-                                                               "seed_comparison.png"]
+    assert [p.name for p in (json_path, md_path, png_path)] == [
+        "seed_comparison.json",
+        "seed_comparison.md",
+        "seed_comparison.png",
+    ]
     saved = json.loads(json_path.read_text())
     assert saved["reference_label"] == "the book" and saved["rows"][0]["test_accuracy_std"] == pytest.approx(0.04)
     lines = md_path.read_text().splitlines()
@@ -95,16 +117,16 @@ def test_seed_comparison_figure_draws_a_bar_per_technique_and_a_dot_per_seed():
     table = seed_comparison_table(rows, {**BOOK, "augment": None})
     ax = seed_comparison_figure(table, "the book").axes[0]
     (bars,) = [c for c in ax.containers if isinstance(c, BarContainer)]
-    assert [b.get_height() for b in bars] == pytest.approx([0.66, 0.82, 0.97])        # the means
+    assert [b.get_height() for b in bars] == pytest.approx([0.66, 0.82, 0.97])  # the means
     (dots,) = [c for c in ax.collections if c.get_gid() == "seeds"]
     offsets = dots.get_offsets()
-    assert len(offsets) == 7                                                            # one dot per seed
+    assert len(offsets) == 7  # one dot per seed
     assert sorted(map(float, offsets[:, 1])) == pytest.approx(sorted(r["test_accuracy"] for r in rows))
     assert [round(float(x)) for x in offsets[:, 0]] == [0, 0, 0, 1, 1, 1, 2]  # each on its technique's bar
     (marks,) = [c for c in ax.collections if c.get_label() == "the book"]
     assert marks.get_offsets().ravel().tolist() == pytest.approx([0, 0.71, 2, 0.97])  # no mark without a number
     assert ax.get_title() == "Test accuracy per technique, mean over 1–3 seeds"
-    assert ax.get_ylim()[0] <= 0.62                                                     # every dot is on the chart
+    assert ax.get_ylim()[0] <= 0.62  # every dot is on the chart
     assert "each seed" in [t.get_text() for t in ax.get_legend().get_texts()]
 
 
@@ -123,11 +145,13 @@ def test_compare_seeds_draws_the_comparison_from_an_existing_sweep_folder(tmp_pa
         (sweep / str(number)).mkdir(parents=True)
         (sweep / str(number) / "metrics.json").write_text(json.dumps(row))
     # the sweep's own settings win over the project's: a reference given to that sweep
-    (sweep / "multirun.yaml").write_text(yaml.safe_dump(
-        {"visualize": {"reference_label": "mine", "reference": {"baseline": 0.5}, "dpi": 20}}))
+    (sweep / "multirun.yaml").write_text(
+        yaml.safe_dump({"visualize": {"reference_label": "mine", "reference": {"baseline": 0.5}, "dpi": 20}})
+    )
     _compare_seeds(str(sweep))
-    assert capsys.readouterr().out.split() == [str(sweep / n) for n in ("seed_comparison.json", "seed_comparison.md",
-                                                                          "seed_comparison.png")]
+    assert capsys.readouterr().out.split() == [
+        str(sweep / n) for n in ("seed_comparison.json", "seed_comparison.md", "seed_comparison.png")
+    ]
     saved = json.loads((sweep / "seed_comparison.json").read_text())
     assert saved["reference_label"] == "mine" and [r["reference"] for r in saved["rows"]] == [0.5, None]
     assert saved["rows"][1]["test_accuracy_mean"] == pytest.approx(0.82)
@@ -149,13 +173,21 @@ def test_a_sweep_that_varies_more_than_the_seed_is_not_averaged(tmp_path, capsys
     # lr varies slowest: its first jobs alone (0, 1) look like a seed sweep, the whole sweep is not one
     for number, (lr, seed) in enumerate([(1e-4, 0), (1e-4, 1), (3e-4, 0), (3e-4, 1)]):
         (sweep / str(number)).mkdir(parents=True)
-        (sweep / str(number) / "metrics.json").write_text(json.dumps(
-            {"technique": "baseline", "seed": seed, "test_accuracy": 0.6 + number / 10}))
-    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": [
-        "techniques.baseline.optimizer.lr=1e-4,3e-4", "seed=0,1", "data=synthetic"]}}, "visualize": {
-        "reference_label": "book", "reference": BOOK, "dpi": 20}}))
+        (sweep / str(number) / "metrics.json").write_text(
+            json.dumps({"technique": "baseline", "seed": seed, "test_accuracy": 0.6 + number / 10})
+        )
+    (sweep / "multirun.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "hydra": {
+                    "overrides": {"task": ["techniques.baseline.optimizer.lr=1e-4,3e-4", "seed=0,1", "data=synthetic"]}
+                },
+                "visualize": {"reference_label": "book", "reference": BOOK, "dpi": 20},
+            }
+        )
+    )
     assert sweeps.swept_keys(sweep) == {"techniques.baseline.optimizer.lr", "seed"}
-    assert len(sweeps.sweep_comparison(sweep)) == 4          # the parent lists every job, from the first job on
+    assert len(sweeps.sweep_comparison(sweep)) == 4  # the parent lists every job, from the first job on
     assert sweeps.seed_comparison_so_far(sweep, {"reference_label": "book", "reference": BOOK}) == []
     assert not (sweep / "seed_comparison.json").exists()
     with pytest.raises(SystemExit):
@@ -167,23 +199,47 @@ def test_a_sweep_that_varies_more_than_the_seed_is_not_averaged(tmp_path, capsys
 
 
 def test_a_ddp_child_of_a_sweep_job_runs_that_job_only():
-    argv = ["-m", "--config-dir", "conf", "--config-name=config", "technique=baseline,augment", "seed=0,1,2",
-            "hydra.sweep.dir=multirun/s"]
+    argv = [
+        "-m",
+        "--config-dir",
+        "conf",
+        "--config-name=config",
+        "technique=baseline,augment",
+        "seed=0,1,2",
+        "hydra.sweep.dir=multirun/s",
+    ]
     command = distributed.child_command(
-        ["python", "/p/pipelines/train.py"], argv, job_overrides=["technique=augment", "seed=1"],
-        hydra_overrides=["hydra.mode=MULTIRUN", "hydra.sweep.dir=multirun/s", "hydra/launcher=basic",
-                         "hydra.job.chdir=false"],
-        output_dir="/p/multirun/s/4", local_rank=1)
-    assert command == ["python", "/p/pipelines/train.py", "--config-name=config", "--config-dir=conf",
-                       "technique=augment", "seed=1", "hydra.job.chdir=false", "hydra.run.dir='/p/multirun/s/4'",
-                       "hydra.output_subdir=null", "hydra.job.name=train_ddp_process_1"]
+        ["python", "/p/pipelines/train.py"],
+        argv,
+        job_overrides=["technique=augment", "seed=1"],
+        hydra_overrides=[
+            "hydra.mode=MULTIRUN",
+            "hydra.sweep.dir=multirun/s",
+            "hydra/launcher=basic",
+            "hydra.job.chdir=false",
+        ],
+        output_dir="/p/multirun/s/4",
+        local_rank=1,
+    )
+    assert command == [
+        "python",
+        "/p/pipelines/train.py",
+        "--config-name=config",
+        "--config-dir=conf",
+        "technique=augment",
+        "seed=1",
+        "hydra.job.chdir=false",
+        "hydra.run.dir='/p/multirun/s/4'",
+        "hydra.output_subdir=null",
+        "hydra.job.name=train_ddp_process_1",
+    ]
 
 
 def test_after_a_job_that_launched_children_the_next_job_launches_afresh(monkeypatch):
     for key in distributed.LAUNCH_ENV:
         monkeypatch.delenv(key, raising=False)
     with distributed.hydra_ddp_job("/sweeps/s"):
-        assert os.environ[distributed.SWEEP_DIR_ENV] == "/sweeps/s"   # what the children inherit
+        assert os.environ[distributed.SWEEP_DIR_ENV] == "/sweeps/s"  # what the children inherit
         os.environ.update(LOCAL_RANK="0", MASTER_PORT="12910", WORLD_SIZE="2")  # what Lightning's launcher sets
     assert not any(key in os.environ for key in distributed.LAUNCH_ENV)
 
@@ -222,19 +278,22 @@ def test_multirun_gives_one_job_folder_and_run_per_combination(tmp_path):
     assert [j.name for j in jobs] == [str(i) for i in range(6)]
     rows = [json.loads((j / "metrics.json").read_text()) for j in jobs]
     assert sorted((r["technique"], r["seed"]) for r in rows) == sorted(
-        (t, s) for t in ("baseline", "augment") for s in (0, 1, 2))
+        (t, s) for t in ("baseline", "augment") for s in (0, 1, 2)
+    )
     assert not (project / "models").exists()  # a sweep writes into its job folders only
 
     parents, children = _runs(project)
     assert len(parents) == 1 and len(children) == 6
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     assert sorted((c.data.tags["technique"], c.data.tags["seed"]) for c in children) == sorted(
-        (r["technique"], str(r["seed"])) for r in rows)
+        (r["technique"], str(r["seed"])) for r in rows
+    )
     # the sweep's run carries the spread across seeds of each technique
     summary = {s["technique"]: s for s in aggregate_seeds(rows)}
     assert parents[0].data.metrics["augment.n_seeds"] == 3
     assert parents[0].data.metrics["baseline.test_accuracy_mean"] == pytest.approx(
-        summary["baseline"]["test_accuracy_mean"])
+        summary["baseline"]["test_accuracy_mean"]
+    )
     # ... and the seed comparison, in the sweep folder and on the sweep's run
     sweep = jobs[0].parent
     files = ("seed_comparison.json", "seed_comparison.md", "seed_comparison.png")
@@ -254,14 +313,14 @@ def test_multirun_with_ddp_runs_each_job_once_on_two_processes(tmp_path):
     result = run([sys.executable, TRAIN, "-m", "technique=baseline,augment", "trainer=ddp_cpu", *QUICK], project)
     # a child that re-ran the whole sweep would launch it again
     assert (result.stdout + result.stderr).count("Launching 2 jobs locally") == 1
-    assert result.stdout.count("test accuracy") == 2              # rank 0 of each job
+    assert result.stdout.count("test accuracy") == 2  # rank 0 of each job
 
-    jobs = _job_dirs(project)                                      # children made no sweep folder of their own
+    jobs = _job_dirs(project)  # children made no sweep folder of their own
     assert [j.name for j in jobs] == ["0", "1"]
     for job in jobs:
         assert (job / "metrics.json").exists() and (job / "train_ddp_process_1.log").exists()  # rank 1 ran here
     sweep = yaml.safe_load((jobs[0].parent / "multirun.yaml").read_text())
-    assert sweep["hydra"]["job"]["name"] == "train"                # not rewritten by a child
+    assert sweep["hydra"]["job"]["name"] == "train"  # not rewritten by a child
 
     parents, children = _runs(project)
     assert len(parents) == 1 and len(children) == 2
@@ -278,13 +337,36 @@ def test_dvc_queue_runs_a_parameter_grid_and_exp_show_lists_test_accuracy(tmp_pa
     # the smoke preset (generated data, tiny epochs), written into params.yaml as `dvc exp run -S` does
     compose_params(project, "experiment=smoke", "logger.enabled=false")
     subprocess.run(["git", "add", "-A"], cwd=project, check=True)
-    subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "project"], cwd=project, check=True)
+    subprocess.run(
+        ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "project"],
+        cwd=project,
+        check=True,
+    )
 
     dvc = [sys.executable, "-m", "dvc"]
-    identity = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com", "GIT_COMMITTER_NAME": "test",
-                "GIT_COMMITTER_EMAIL": "test@example.com"}  # the queue commits each experiment
-    run([*dvc, "exp", "run", "train-baseline", "--queue", "-S", "experiment=smoke", "-S", "logger.enabled=false",
-          "-S", "seed=1,2"], project, **identity)
+    identity = {
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@example.com",
+    }  # the queue commits each experiment
+    run(
+        [
+            *dvc,
+            "exp",
+            "run",
+            "train-baseline",
+            "--queue",
+            "-S",
+            "experiment=smoke",
+            "-S",
+            "logger.enabled=false",
+            "-S",
+            "seed=1,2",
+        ],
+        project,
+        **identity,
+    )
     assert run([*dvc, "queue", "status"], project).stdout.count("Queued") == 2
     run([*dvc, "exp", "run", "--run-all"], project, timeout=1800, **identity)
     shown = json.loads(run([*dvc, "exp", "show", "--json"], project).stdout)
@@ -294,8 +376,9 @@ def test_dvc_queue_runs_a_parameter_grid_and_exp_show_lists_test_accuracy(tmp_pa
         (rev,) = exp["revs"]
         data = rev["data"]
         assert rev["data"].get("status", "Success") == "Success"
-        results[data["params"]["params.yaml"]["data"]["seed"]] = \
-            data["metrics"]["models/baseline/metrics.json"]["data"]["test_accuracy"]
+        results[data["params"]["params.yaml"]["data"]["seed"]] = data["metrics"]["models/baseline/metrics.json"][
+            "data"
+        ]["test_accuracy"]
     assert sorted(results) == [1, 2] and all(0 <= a <= 1 for a in results.values())
 
 
@@ -309,9 +392,17 @@ def test_slurm_launcher_config_makes_one_task_per_gpu(tmp_path):
     from submitit.slurm.slurm import SlurmExecutor, _convert_mem, _make_sbatch_string
 
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4",
-                                           "trainer.num_nodes=2", "hydra.launcher.partition=gpu"],
-                      return_hydra_config=True)
+        cfg = compose(
+            "config",
+            overrides=[
+                "hydra/launcher=slurm",
+                "trainer=ddp",
+                "trainer.devices=4",
+                "trainer.num_nodes=2",
+                "hydra.launcher.partition=gpu",
+            ],
+            return_hydra_config=True,
+        )
     launcher = instantiate(cfg.hydra.launcher)
     assert type(launcher).__name__ == "SlurmLauncher"
     # the launcher hands these to submitit's SLURM executor: each must be a parameter it knows
@@ -320,8 +411,12 @@ def test_slurm_launcher_config_makes_one_task_per_gpu(tmp_path):
     assert set(params) <= SlurmExecutor._valid_parameters()
     params["mem"] = _convert_mem(params["mem"])
     sbatch = _make_sbatch_string(command="python -m submitit.core._submit", folder=str(tmp_path), **params)
-    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gpus-per-node=4",
-                 "#SBATCH --partition=gpu"):
+    for line in (
+        "#SBATCH --nodes=2",
+        "#SBATCH --ntasks-per-node=4",
+        "#SBATCH --gpus-per-node=4",
+        "#SBATCH --partition=gpu",
+    ):
         assert line in sbatch
 
 
@@ -334,7 +429,7 @@ def test_a_sweep_fine_tune_starts_from_its_own_feature_extract_job_with_the_same
         (sweep / str(number)).mkdir(parents=True)
         (sweep / str(number) / "metrics.json").write_text(json.dumps({"technique": technique, "seed": seed}))
     assert sweeps.sweep_head(sweep, 1) == sweep / "1" / "best.ckpt"
-    assert sweeps.sweep_head(sweep, 2) is None                  # none in the sweep: the DVC stage's head
+    assert sweeps.sweep_head(sweep, 2) is None  # none in the sweep: the DVC stage's head
     (sweep / "3").mkdir()
     (sweep / "3" / "metrics.json").write_text(json.dumps({"technique": "feature_extract", "seed": 1}))
     with pytest.raises(ConfigError, match="2 feature_extract jobs with seed 1"):

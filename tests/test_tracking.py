@@ -443,9 +443,22 @@ def test_the_log_later_command_logs_a_finished_technique_on_its_study_run(tmp_pa
     (folder / "metrics.json").write_text(json.dumps({"technique": "baseline", "test_accuracy": 0.7, "test_images": 10}))
 
     def log_later(uri: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(ROOT / "pipelines" / "log_metrics.py"), "technique=baseline",
-                               "experiment=smoke", f"logger.tracking_uri={uri}", "hydra.run.dir=.",
-                               "hydra.output_subdir=null"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "pipelines" / "log_metrics.py"),
+                "technique=baseline",
+                "experiment=smoke",
+                f"logger.tracking_uri={uri}",
+                "hydra.run.dir=.",
+                "hydra.output_subdir=null",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
 
     uri = f"sqlite:///{tmp_path.as_posix()}/mlflow.db"
     result = log_later(uri)

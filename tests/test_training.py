@@ -43,10 +43,10 @@ def test_baseline_learns_and_writes_exact_metrics(study):
     out = study / "models" / "baseline"
     history = [line.split(",") for line in (out / "history.csv").read_text().splitlines()[1:]]
     assert len(history) == 8
-    assert max(float(h[4]) for h in history) >= 0.75          # validation accuracy well above chance (0.5)
+    assert max(float(h[4]) for h in history) >= 0.75  # validation accuracy well above chance (0.5)
     saved = json.loads((out / "metrics.json").read_text())
     assert saved == metrics
-    assert saved["test_images"] == 50                          # 25 % of 2 x 100 images, each counted once
+    assert saved["test_images"] == 50  # 25 % of 2 x 100 images, each counted once
     assert saved["ci95_low"] <= saved["test_accuracy"] <= saved["ci95_high"]
     confusion = json.loads((out / "confusion.json").read_text())
     assert np.sum(confusion["matrix"]) == 50 and confusion["classes"] == ["circle", "square"]
@@ -68,13 +68,23 @@ def test_feature_extract_caches_features_and_reuses_them(study, monkeypatch):
         raise AssertionError("features were extracted again although the cache is valid")
 
     monkeypatch.setattr(features.FeatureExtractor, "predict_step", no_extraction)
-    train_technique(config("technique=feature_extract", "techniques.feature_extract.epochs=1"),
-                    paths(study, "fe_again"), progress=False)
+    train_technique(
+        config("technique=feature_extract", "techniques.feature_extract.epochs=1"),
+        paths(study, "fe_again"),
+        progress=False,
+    )
     assert cached[0].stat().st_mtime_ns == mtime
     # a change that changes the features (image size) invalidates the cache: a new file, extraction runs
     monkeypatch.undo()
-    train_technique(config("technique=feature_extract", "techniques.feature_extract.epochs=1",
-                           "techniques.feature_extract.image_size=72"), paths(study, "fe_72"), progress=False)
+    train_technique(
+        config(
+            "technique=feature_extract",
+            "techniques.feature_extract.epochs=1",
+            "techniques.feature_extract.image_size=72",
+        ),
+        paths(study, "fe_72"),
+        progress=False,
+    )
     assert len(list((study / "data/features/efficientnet_lite0").glob("features-*.npy"))) == 2
 
 
@@ -91,11 +101,14 @@ def test_feature_cache_key_covers_what_changes_the_features():
     bb = config()["backbone"]
     key = features_key(bb, 64, "avg", "manifest", "32-true")
     assert key == features_key(dict(bb), 64, "avg", "manifest", "32-true")
-    changed = [features_key({**bb, "mean": [0.4, 0.5, 0.5]}, 64, "avg", "manifest", "32-true"),
-               features_key({**bb, "std": [0.2, 0.2, 0.2]}, 64, "avg", "manifest", "32-true"),
-               features_key(bb, 64, "avg", "manifest", "bf16-mixed"),
-               features_key(bb, 72, "avg", "manifest", "32-true"),
-               features_key(bb, 64, "flatten", "manifest", "32-true"), features_key(bb, 64, "avg", "other", "32-true")]
+    changed = [
+        features_key({**bb, "mean": [0.4, 0.5, 0.5]}, 64, "avg", "manifest", "32-true"),
+        features_key({**bb, "std": [0.2, 0.2, 0.2]}, 64, "avg", "manifest", "32-true"),
+        features_key(bb, 64, "avg", "manifest", "bf16-mixed"),
+        features_key(bb, 72, "avg", "manifest", "32-true"),
+        features_key(bb, 64, "flatten", "manifest", "32-true"),
+        features_key(bb, 64, "avg", "other", "32-true"),
+    ]
     assert len({key, *changed}) == 7
 
 
@@ -104,13 +117,14 @@ def test_feature_extract_augmented_mode_augments_and_leaves_the_base_bit_for_bit
 
     calls = []
     monkeypatch.setattr(classifier, "random_affine", lambda x, *a, **k: calls.append(len(x)) or x)
-    cfg = config("technique=feature_extract", "techniques.feature_extract.mode=augmented",
-                 "techniques.feature_extract.epochs=2")
+    cfg = config(
+        "technique=feature_extract", "techniques.feature_extract.mode=augmented", "techniques.feature_extract.epochs=2"
+    )
     train_technique(cfg, paths(study, "fe_augmented"), progress=False)
-    assert sum(calls) == 2 * 100                                 # every training image, each epoch; nothing else
+    assert sum(calls) == 2 * 100  # every training image, each epoch; nothing else
     before, after = _pretrained_base(cfg), _trained_base(study / "models/fe_augmented/best.ckpt")
     assert before.keys() == after.keys()
-    assert any("running_mean" in k for k in after)              # BatchNorm statistics are part of the check
+    assert any("running_mean" in k for k in after)  # BatchNorm statistics are part of the check
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert changed == []
 
@@ -127,7 +141,7 @@ def test_fine_tune_changes_only_the_unfrozen_top(study):
     before, after = _pretrained_base(cfg), _trained_base(study / "models/fine_tune/best.ckpt")
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed, "fine-tune changed nothing"
-    assert changed <= top_names                                  # frozen weights and every BN statistic unchanged
+    assert changed <= top_names  # frozen weights and every BN statistic unchanged
     assert any(k in changed for k in top_names)
 
 
@@ -138,8 +152,9 @@ def test_fine_tune_starts_from_a_head_of_any_configured_size(study):
     train_technique(config("technique=feature_extract", *units), paths(study, "fe_32"), progress=False)
     fine = paths(study, "ft_32")
     fine.head_checkpoint = study / "models" / "fe_32" / "best.ckpt"
-    metrics = train_technique(config("technique=fine_tune", *units, "techniques.fine_tune.epochs=1"), fine,
-                              progress=False)
+    metrics = train_technique(
+        config("technique=fine_tune", *units, "techniques.fine_tune.epochs=1"), fine, progress=False
+    )
     assert metrics["test_images"] == 50
     net, spec = networks.load_checkpoint(study / "models" / "ft_32" / "best.ckpt")
     assert spec["head"]["units"] == 32 and net.head.net[1].out_features == 32
@@ -162,22 +177,26 @@ def test_checkpoint_rebuilds_the_trained_network(study):
 
 def test_three_classes_use_softmax(tmp_path):
     root = make_dataset(tmp_path, per_class=30, classes=("circle", "square", "triangle"))
-    metrics = train_technique(config("technique=baseline", "techniques.baseline.epochs=1"),
-                              paths(root, "baseline"), progress=False)
+    metrics = train_technique(
+        config("technique=baseline", "techniques.baseline.epochs=1"), paths(root, "baseline"), progress=False
+    )
     assert metrics["test_images"] == 3 * 30 // 4 * 1 + 3 or metrics["test_images"] > 0
-    net, spec = networks.load_checkpoint(root / "models/baseline/best.ckpt")
+    _, spec = networks.load_checkpoint(root / "models/baseline/best.ckpt")
     assert spec["num_outputs"] == 3
 
 
-@pytest.mark.parametrize("override, key", [
-    ("techniques.baseline.optimizer.lr=0", "techniques.baseline.optimizer.lr"),
-    ("techniques.baseline.optimizer.lr=-1e-3", "techniques.baseline.optimizer.lr"),
-    ("techniques.baseline.batch_size=0", "techniques.baseline.batch_size"),
-    ("techniques.baseline.epochs=-2", "techniques.baseline.epochs"),
-    ("technique=nonsense", "technique"),
-    ("augmentation.zoom_range=-0.2", "augmentation.zoom_range"),
-    ("+augmentation.rotaton_range=30", "rotaton_range"),       # a misspelt key: a clear error, not a TypeError
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("techniques.baseline.optimizer.lr=0", "techniques.baseline.optimizer.lr"),
+        ("techniques.baseline.optimizer.lr=-1e-3", "techniques.baseline.optimizer.lr"),
+        ("techniques.baseline.batch_size=0", "techniques.baseline.batch_size"),
+        ("techniques.baseline.epochs=-2", "techniques.baseline.epochs"),
+        ("technique=nonsense", "technique"),
+        ("augmentation.zoom_range=-0.2", "augmentation.zoom_range"),
+        ("+augmentation.rotaton_range=30", "rotaton_range"),  # a misspelt key: a clear error, not a TypeError
+    ],
+)
 def test_bad_config_fails_before_work_naming_the_key(override, key):
     cfg = config(override, "techniques.baseline.augment=true")
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

@@ -31,8 +31,18 @@ def test_gradient_ascent_increases_the_filters_activation():
     torch.manual_seed(0)
     net = SmallConvNet(SIZE, 1).eval()
     layer = net.conv_layers()[2]  # conv2d_2
-    patterns = filter_patterns(net, layer, [0, 1, 2, 3], image_size=SIZE, mean=[0, 0, 0], std=[1, 1, 1],
-                               steps=10, step_size=2.0, noise=20.0, seed=0)
+    patterns = filter_patterns(
+        net,
+        layer,
+        [0, 1, 2, 3],
+        image_size=SIZE,
+        mean=[0, 0, 0],
+        std=[1, 1, 1],
+        steps=10,
+        step_size=2.0,
+        noise=20.0,
+        seed=0,
+    )
     alive = [p for p in patterns if not p.dead]
     assert alive, "every filter dead on a fresh network"
     for p in alive:
@@ -46,7 +56,7 @@ def _evidence_images(n: int, rng: np.random.Generator) -> tuple[torch.Tensor, to
     y = rng.integers(0, 2, n)
     for i in np.flatnonzero(y):
         r, c = rng.integers(4, SIZE // 2 - 16, 2)
-        x[i, :, r:r + 12, c:c + 12] = 1.0
+        x[i, :, r : r + 12, c : c + 12] = 1.0
     return torch.from_numpy(x), torch.from_numpy(y)
 
 
@@ -71,7 +81,7 @@ def test_gradcam_puts_its_maximum_where_the_class_evidence_is():
     assert maps.shape == (len(positives), SIZE, SIZE)
     for heatmap in maps:
         r, c = np.unravel_index(np.argmax(heatmap), heatmap.shape)
-        assert r < SIZE // 2 + 8 and c < SIZE // 2 + 8   # the top-left quadrant (+ one cell of CAM blur)
+        assert r < SIZE // 2 + 8 and c < SIZE // 2 + 8  # the top-left quadrant (+ one cell of CAM blur)
 
 
 # --------------------------------------------------------------------------- every figure has the expected panels
@@ -91,7 +101,7 @@ def _scene(seed: int, size: int = TINY) -> np.ndarray:
     cy, cx = rng.uniform(0.3, 0.7, 2)
     image[(yy - cy) ** 2 + (xx - cx) ** 2 < 0.04] = rng.uniform(170, 250, 3)
     r = rng.integers(0, size - 6)
-    image[r:r + 4, :] = 10
+    image[r : r + 4, :] = 10
     return np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)
 
 
@@ -116,8 +126,9 @@ def _draw(fig, dpi: int = 40) -> np.ndarray:
     for text in fig.findobj(Text):  # tick labels outside the view limits are laid out but never drawn: skipped
         if text.get_visible() and text.get_text().strip() and id(text) not in ticks:
             box = text.get_window_extent(renderer)
-            assert box.x0 >= -1 and box.y0 >= -1 and box.x1 <= width + 1 and box.y1 <= height + 1, \
+            assert box.x0 >= -1 and box.y0 >= -1 and box.x1 <= width + 1 and box.y1 <= height + 1, (
                 f"{text.get_text()!r} runs off the figure ({box.bounds} in {width}x{height})"
+            )
     return np.asarray(canvas.buffer_rgba())[..., :3].astype(float)
 
 
@@ -141,7 +152,7 @@ def _panel_pixels(pixels: np.ndarray, ax) -> np.ndarray:
     h = pixels.shape[0]
     top, bottom = int(np.ceil(h - box.y1)) + 1, int(np.floor(h - box.y0)) - 1
     left, right = int(np.ceil(box.x0)) + 1, int(np.floor(box.x1)) - 1
-    crop = pixels[max(top, 0):bottom, max(left, 0):right]
+    crop = pixels[max(top, 0) : bottom, max(left, 0) : right]
     assert crop.size, f"panel {ax.get_title()!r} has no drawn pixels"
     return crop
 
@@ -177,7 +188,9 @@ def test_activation_figure_has_the_input_then_one_labelled_mosaic_per_layer():
     names = [name for name, _ in layers]
     assert names == [f"{kind}_{i}" for i in range(1, 5) for kind in ("conv2d", "max_pooling2d")]
     acts = activations.layer_activations(net, _tensor(image[None]), layers, max_channels=16)
-    fig, pixels = _timed("activation_figure", lambda: activations.activation_figure(image, acts, "Activations of tiny", columns=8))
+    fig, pixels = _timed(
+        "activation_figure", lambda: activations.activation_figure(image, acts, "Activations of tiny", columns=8)
+    )
 
     panels = _image_panels(fig)
     assert len(panels) == 1 + len(layers)
@@ -203,7 +216,7 @@ def test_activation_figure_has_the_input_then_one_labelled_mosaic_per_layer():
     assert "4 blank on this image (grey)" in panels[1].get_title(loc="left")
     mosaic = panels[1].images[0].get_array()
     tile = mosaic.shape[1] // 8
-    assert np.ma.getmaskarray(mosaic)[:conv1.maps.shape[1], :4 * tile].all()  # NaN tiles are masked
+    assert np.ma.getmaskarray(mosaic)[: conv1.maps.shape[1], : 4 * tile].all()  # NaN tiles are masked
     assert tuple(panels[1].images[0].get_cmap().get_bad()[:3]) == to_rgb("0.75")
 
 
@@ -219,7 +232,7 @@ def test_activation_figure_of_a_fully_dead_layer_says_every_channel_is_blank():
     _draw(fig)
     panels = _image_panels(fig)
     titles = [ax.get_title(loc="left") for ax in panels[1:]]
-    assert "blank" not in titles[0] and "blank" not in titles[1]   # conv2d_1, max_pooling2d_1 alive
+    assert "blank" not in titles[0] and "blank" not in titles[1]  # conv2d_1, max_pooling2d_1 alive
     for title in titles[2:]:
         assert "8 blank on this image (grey)" in title, title
 
@@ -227,23 +240,39 @@ def test_activation_figure_of_a_fully_dead_layer_says_every_channel_is_blank():
 def test_filters_figure_has_one_panel_per_filter_and_labels_a_dead_layer():
     net = _net()
     with torch.no_grad():
-        net.features[0].bias.fill_(1.0)   # conv2d_1 responds everywhere: every filter gets a gradient
-        net.features[3].weight.zero_()     # conv2d_2 is dead: no gradient reaches the input from it
+        net.features[0].bias.fill_(1.0)  # conv2d_1 responds everywhere: every filter gets a gradient
+        net.features[3].weight.zero_()  # conv2d_2 is dead: no gradient reaches the input from it
         net.features[3].bias.zero_()
     chosen = filter_layers(net, ["conv2d_1", "conv2d_2"], "visualize.filters.scratch_layers")
-    patterns = {name: filters.filter_patterns(net, (name, module), list(range(5)), image_size=TINY, mean=[0, 0, 0],
-                                              std=[1, 1, 1], steps=3, step_size=2.0, noise=20.0, seed=0)
-                for name, module in chosen}
+    patterns = {
+        name: filters.filter_patterns(
+            net,
+            (name, module),
+            list(range(5)),
+            image_size=TINY,
+            mean=[0, 0, 0],
+            std=[1, 1, 1],
+            steps=3,
+            step_size=2.0,
+            noise=20.0,
+            seed=0,
+        )
+        for name, module in chosen
+    }
     assert not any(p.dead for p in patterns["conv2d_1"])
     assert all(p.dead for p in patterns["conv2d_2"])
-    fig, pixels = _timed("filters_figure", lambda: filters.filters_figure(patterns, "Filter patterns of tiny", columns=4))
+    fig, pixels = _timed(
+        "filters_figure", lambda: filters.filters_figure(patterns, "Filter patterns of tiny", columns=4)
+    )
 
     assert fig.get_suptitle() == "Filter patterns of tiny"
     assert [_flat(sub.get_suptitle()) for sub in fig.subfigs] == [
-        "layer conv2d_1", "layer conv2d_2 (5 of 5 dead: no gradient reaches the input)"]
+        "layer conv2d_1",
+        "layer conv2d_2 (5 of 5 dead: no gradient reaches the input)",
+    ]
     for sub, (name, shown) in zip(fig.subfigs, patterns.items()):
         panels = [ax for ax in sub.axes if ax.images]
-        assert len(panels) == 5 and len(sub.axes) == 8          # 5 filters in a 2 x 4 grid, 3 empty cells
+        assert len(panels) == 5 and len(sub.axes) == 8  # 5 filters in a 2 x 4 grid, 3 empty cells
         for ax, p in zip(panels, shown):
             if p.dead:
                 assert ax.get_title() == f"#{p.index} dead"
@@ -261,14 +290,16 @@ def test_gradcam_figure_titles_give_the_prediction_its_probability_and_the_truth
     images = np.stack([_scene(10 + i) for i in range(6)])
     x = _tensor(images)
     predicted = probabilities(net, x).argmax(1).tolist()
-    actual = [p if i < 3 else 1 - p for i, p in enumerate(predicted)]   # 3 right, 3 wrong
+    actual = [p if i < 3 else 1 - p for i, p in enumerate(predicted)]  # 3 right, 3 wrong
     name, layer = cam_layer(net)
     assert name == "conv2d_4"
     explained = gradcam.explain(net, layer, images, x, actual, [f"test/{i}.jpg" for i in range(6)])
     assert [e.correct for e in explained] == [True] * 3 + [False] * 3
     explained[1] = replace(explained[1], heatmap=np.zeros_like(explained[1].heatmap))  # nothing speaks for the class
-    groups = {"correct": explained[:3], "wrong": explained[3:5]}   # one short: its empty cell says so
-    fig, pixels = _timed("gradcam_figure", lambda: gradcam.gradcam_figure(groups, CLASSES, "Grad-CAM, tiny (layer conv2d_4)", columns=3))
+    groups = {"correct": explained[:3], "wrong": explained[3:5]}  # one short: its empty cell says so
+    fig, pixels = _timed(
+        "gradcam_figure", lambda: gradcam.gradcam_figure(groups, CLASSES, "Grad-CAM, tiny (layer conv2d_4)", columns=3)
+    )
 
     panels = _image_panels(fig)
     assert len(panels) == 5
@@ -290,11 +321,13 @@ def test_gradcam_figure_titles_give_the_prediction_its_probability_and_the_truth
 
 
 def test_curves_figure_has_accuracy_and_loss_with_both_splits_and_the_best_epoch():
-    history = {"epoch": np.arange(1, 7, dtype=float),
-               "train_acc": np.array([0.5, 0.6, 0.7, 0.8, 0.9, 0.95]),
-               "val_acc": np.array([0.5, 0.58, 0.66, 0.7, 0.68, 0.67]),
-               "train_loss": np.array([0.7, 0.6, 0.5, 0.4, 0.3, 0.2]),
-               "val_loss": np.array([0.7, 0.65, 0.6, 0.6, 0.62, 0.66])}
+    history = {
+        "epoch": np.arange(1, 7, dtype=float),
+        "train_acc": np.array([0.5, 0.6, 0.7, 0.8, 0.9, 0.95]),
+        "val_acc": np.array([0.5, 0.58, 0.66, 0.7, 0.68, 0.67]),
+        "train_loss": np.array([0.7, 0.6, 0.5, 0.4, 0.3, 0.2]),
+        "val_loss": np.array([0.7, 0.65, 0.6, 0.6, 0.62, 0.66]),
+    }
     fig, pixels = _timed("curves_figure", lambda: curves.curves_figure(history, "baseline", smoothing=0.5))
     assert fig.get_suptitle() == "baseline: training and validation (smoothed, factor 0.5)"
     assert not _image_panels(fig)
@@ -324,13 +357,25 @@ def test_curves_figure_of_a_single_epoch_draws_points():
 
 def test_augmentation_figure_shows_the_original_then_each_copy():
     image = _scene(3)
-    cfg = AffineConfig(rotation_range=40, width_shift_range=0.2, height_shift_range=0.2, shear_range=0.2,
-                       zoom_range=0.2, horizontal_flip=True, fill_mode="nearest")
+    cfg = AffineConfig(
+        rotation_range=40,
+        width_shift_range=0.2,
+        height_shift_range=0.2,
+        shear_range=0.2,
+        zoom_range=0.2,
+        horizontal_flip=True,
+        fill_mode="nearest",
+    )
     copies = augmentation_preview.augmented_copies(image, cfg, 5, seed=0)
     assert copies.shape == (5, TINY, TINY, 3) and copies.dtype == np.uint8
-    fig, pixels = _timed("augmentation_figure", lambda: augmentation_preview.augmentation_figure(image, copies, cfg, 3, "train/cat/0.jpg"))
-    assert _flat(fig.get_suptitle()) == ("Augmentation preview: rotation_range=40, width_shift_range=0.2, height_shift_range=0.2, "
-                                  "shear_range=0.2, zoom_range=0.2, horizontal_flip, fill=nearest")
+    fig, pixels = _timed(
+        "augmentation_figure",
+        lambda: augmentation_preview.augmentation_figure(image, copies, cfg, 3, "train/cat/0.jpg"),
+    )
+    assert _flat(fig.get_suptitle()) == (
+        "Augmentation preview: rotation_range=40, width_shift_range=0.2, height_shift_range=0.2, "
+        "shear_range=0.2, zoom_range=0.2, horizontal_flip, fill=nearest"
+    )
     panels = _image_panels(fig)
     assert len(panels) == 6 == len(fig.axes)
     assert [ax.get_title() for ax in panels] == ["original: train/cat/0.jpg"] + [f"augmented #{k}" for k in range(1, 6)]
@@ -347,13 +392,20 @@ def test_augmentation_figure_shows_the_original_then_each_copy():
 
 def test_mistakes_figure_shows_the_most_confident_mistakes_first():
     P = PredictionRow
-    rows = [P("test/cat/1.jpg", "cat", "dog", 0.61), P("test/cat/2.jpg", "cat", "cat", 0.99),
-            P("test/dog/3.jpg", "dog", "cat", 0.97), P("test/dog/4.jpg", "dog", "cat", 0.55),
-            P("test/cat/5.jpg", "cat", "dog", 0.83), P("test/dog/6.jpg", "dog", "dog", 0.90)]
+    rows = [
+        P("test/cat/1.jpg", "cat", "dog", 0.61),
+        P("test/cat/2.jpg", "cat", "cat", 0.99),
+        P("test/dog/3.jpg", "dog", "cat", 0.97),
+        P("test/dog/4.jpg", "dog", "cat", 0.55),
+        P("test/cat/5.jpg", "cat", "dog", 0.83),
+        P("test/dog/6.jpg", "dog", "dog", 0.90),
+    ]
     wrong = mistakes_mod.most_confident_mistakes(rows, 3)
     assert [m.path for m in wrong] == ["test/dog/3.jpg", "test/cat/5.jpg", "test/cat/1.jpg"]
     images = [_scene(20 + i) for i in range(3)]
-    fig, pixels = _timed("mistakes_figure", lambda: mistakes_mod.mistakes_figure(images, wrong, "augment", 4, 6, columns=2))
+    fig, pixels = _timed(
+        "mistakes_figure", lambda: mistakes_mod.mistakes_figure(images, wrong, "augment", 4, 6, columns=2)
+    )
     assert _flat(fig.get_suptitle()) == "Mistakes of augment: 4 of 6 test images wrong, the 3 most confident shown"
     panels = _image_panels(fig)
     assert len(panels) == 3 and len(fig.axes) == 4
@@ -372,14 +424,40 @@ def test_mistakes_figure_shows_the_most_confident_mistakes_first():
 
 
 def test_comparison_figure_has_one_bar_per_technique_with_its_interval_and_the_books_marks():
-    rows = [{"technique": "baseline", "backbone": "small_convnet", "test_accuracy": 0.693, "ci95_low": 0.663,
-             "ci95_high": 0.721, "test_images": 996},
-            {"technique": "augment", "backbone": "small_convnet", "test_accuracy": 0.672, "ci95_low": 0.642,
-             "ci95_high": 0.700, "test_images": 996},
-            {"technique": "feature_extract", "backbone": "efficientnet_lite0", "test_accuracy": 0.982,
-             "ci95_low": 0.972, "ci95_high": 0.989, "test_images": 996},
-            {"technique": "my_own", "backbone": "resnet50", "test_accuracy": 0.95, "ci95_low": 0.93,
-             "ci95_high": 0.965, "test_images": 996}]
+    rows = [
+        {
+            "technique": "baseline",
+            "backbone": "small_convnet",
+            "test_accuracy": 0.693,
+            "ci95_low": 0.663,
+            "ci95_high": 0.721,
+            "test_images": 996,
+        },
+        {
+            "technique": "augment",
+            "backbone": "small_convnet",
+            "test_accuracy": 0.672,
+            "ci95_low": 0.642,
+            "ci95_high": 0.700,
+            "test_images": 996,
+        },
+        {
+            "technique": "feature_extract",
+            "backbone": "efficientnet_lite0",
+            "test_accuracy": 0.982,
+            "ci95_low": 0.972,
+            "ci95_high": 0.989,
+            "test_images": 996,
+        },
+        {
+            "technique": "my_own",
+            "backbone": "resnet50",
+            "test_accuracy": 0.95,
+            "ci95_low": 0.93,
+            "ci95_high": 0.965,
+            "test_images": 996,
+        },
+    ]
     table = comparison.comparison_table(rows, {"baseline": 0.71, "augment": 0.82, "feature_extract": 0.90})
     fig, pixels = _timed("comparison_figure", lambda: comparison.comparison_figure(table, "Chollet", chance=0.5))
     (ax,) = fig.axes
@@ -388,9 +466,10 @@ def test_comparison_figure_has_one_bar_per_technique_with_its_interval_and_the_b
     (bars,) = [c for c in ax.containers if isinstance(c, BarContainer)]
     assert np.allclose([b.get_height() for b in bars], [0.693, 0.672, 0.982, 0.95])
     assert [t.get_text() for t in ax.texts] == ["69.3 %", "67.2 %", "98.2 %", "95.0 %"]
-    (marks,) = ax.collections[-1:] if len(ax.collections) == 1 else [c for c in ax.collections
-                                                                       if c.get_label() == "Chollet"]
-    assert np.allclose(marks.get_offsets(), [[0, 0.71], [1, 0.82], [2, 0.90]])   # no mark for my_own
+    (marks,) = (
+        ax.collections[-1:] if len(ax.collections) == 1 else [c for c in ax.collections if c.get_label() == "Chollet"]
+    )
+    assert np.allclose(marks.get_offsets(), [[0, 0.71], [1, 0.82], [2, 0.90]])  # no mark for my_own
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert {"test accuracy (95 % interval)", "Chollet", "chance (50 %)"} <= set(legend)
     assert ax.get_ylim()[0] <= 0.5 and ax.get_ylim()[1] > 0.989

@@ -21,13 +21,30 @@ from contextlib import contextmanager
 # Set for the DDP children of a sweep job: they run in Hydra's run mode, and this says which sweep they belong to.
 SWEEP_DIR_ENV = "SMALLVISION_SWEEP_DIR"
 # What Lightning's launcher sets in the launching process (and so would leak into the sweep's next job).
-LAUNCH_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "PL_GLOBAL_SEED",
-              "OMP_NUM_THREADS", SWEEP_DIR_ENV)
+LAUNCH_ENV = (
+    "LOCAL_RANK",
+    "NODE_RANK",
+    "WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "PL_GLOBAL_SEED",
+    "OMP_NUM_THREADS",
+    SWEEP_DIR_ENV,
+)
 # Rank variables in Lightning's order (lightning.fabric.utilities.rank_zero._get_rank).
 _RANK_KEYS = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
 # Hydra overrides a child must not inherit: they are about the sweep, or the child sets its own.
-_SWEEP_ONLY = ("hydra.mode", "hydra.sweep", "hydra.sweeper", "hydra/sweeper", "hydra.launcher", "hydra/launcher",
-               "hydra.run", "hydra.output_subdir", "hydra.job.name")
+_SWEEP_ONLY = (
+    "hydra.mode",
+    "hydra.sweep",
+    "hydra.sweeper",
+    "hydra/sweeper",
+    "hydra.launcher",
+    "hydra/launcher",
+    "hydra.run",
+    "hydra.output_subdir",
+    "hydra.job.name",
+)
 
 
 def is_rank_zero(environ: Mapping[str, str] | None = None) -> bool:
@@ -55,8 +72,14 @@ def _quoted(value: str) -> str:
     return f'"{value}"' if "'" in value else f"'{value}'"
 
 
-def child_command(program: Sequence[str], argv: Sequence[str], job_overrides: Sequence[str],
-                  hydra_overrides: Sequence[str], output_dir: str, local_rank: int) -> list[str]:
+def child_command(
+    program: Sequence[str],
+    argv: Sequence[str],
+    job_overrides: Sequence[str],
+    hydra_overrides: Sequence[str],
+    output_dir: str,
+    local_rank: int,
+) -> list[str]:
     """The command line that runs rank `local_rank` of one Hydra job, and only that job.
 
     `program` starts the entry script ([python, script] or [python, -m, module]); `argv` is the original
@@ -68,11 +91,21 @@ def child_command(program: Sequence[str], argv: Sequence[str], job_overrides: Se
     from hydra._internal.utils import get_args_parser  # Hydra's own parser: the flags are exactly what Hydra read
 
     args = get_args_parser().parse_args(list(argv))
-    flags = [f"--{name.replace('_', '-')}={value}" for name in ("config_path", "config_name", "config_dir")
-             if (value := getattr(args, name)) is not None]
+    flags = [
+        f"--{name.replace('_', '-')}={value}"
+        for name in ("config_path", "config_name", "config_dir")
+        if (value := getattr(args, name)) is not None
+    ]
     kept = [o for o in hydra_overrides if not _is_sweep_only(o)]
-    return [*program, *flags, *job_overrides, *kept, f"hydra.run.dir={_quoted(output_dir)}",
-            "hydra.output_subdir=null", f"hydra.job.name=train_ddp_process_{local_rank}"]
+    return [
+        *program,
+        *flags,
+        *job_overrides,
+        *kept,
+        f"hydra.run.dir={_quoted(output_dir)}",
+        "hydra.output_subdir=null",
+        f"hydra.job.name=train_ddp_process_{local_rank}",
+    ]
 
 
 def _program() -> list[str]:
@@ -90,8 +123,14 @@ def _hydra_subprocess_cmd(local_rank: int) -> tuple[list[str], str]:
     from hydra.utils import get_original_cwd
 
     hc = HydraConfig.get()
-    command = child_command(_program(), sys.argv[1:], list(hc.overrides.task), list(hc.overrides.hydra),
-                            str(hc.runtime.output_dir), local_rank)
+    command = child_command(
+        _program(),
+        sys.argv[1:],
+        list(hc.overrides.task),
+        list(hc.overrides.hydra),
+        str(hc.runtime.output_dir),
+        local_rank,
+    )
     return command, get_original_cwd()
 
 

@@ -27,9 +27,16 @@ from smallvision.shards import ShardSampler, gather_shards
 def features_key(backbone_cfg: dict, image_size: int, pool: str, manifest_digest: str, precision: str) -> str:
     """Identifies cached features: everything that changes them, down to the input normalisation and the
     precision the base ran in."""
-    ident = {"timm_name": backbone_cfg["timm_name"], "weights": backbone_cfg.get("weights"),
-             "mean": list(backbone_cfg["mean"]), "std": list(backbone_cfg["std"]),
-             "image_size": image_size, "pool": pool, "manifest": manifest_digest, "precision": precision}
+    ident = {
+        "timm_name": backbone_cfg["timm_name"],
+        "weights": backbone_cfg.get("weights"),
+        "mean": list(backbone_cfg["mean"]),
+        "std": list(backbone_cfg["std"]),
+        "image_size": image_size,
+        "pool": pool,
+        "manifest": manifest_digest,
+        "precision": precision,
+    }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -68,17 +75,21 @@ class FeatureExtractor(L.LightningModule):
         self.result = feats.cpu().numpy()
 
 
-def cached_features(trainer: L.Trainer, extractor: FeatureExtractor, images: np.ndarray, target: Path,
-                    batch_size: int) -> np.ndarray:
+def cached_features(
+    trainer: L.Trainer, extractor: FeatureExtractor, images: np.ndarray, target: Path, batch_size: int
+) -> np.ndarray:
     """Features of every row of `images`, from `target` when cached, else extracted with `trainer` and cached."""
     if target.exists():
         return np.load(target)
     if len(images) < trainer.world_size:  # a rank without images would leave the others waiting in the gather
-        raise DataError(f"{len(images)} images to extract features from but {trainer.world_size} processes: "
-                        "use fewer devices (trainer.devices)")
+        raise DataError(
+            f"{len(images)} images to extract features from but {trainer.world_size} processes: "
+            "use fewer devices (trainer.devices)"
+        )
     ds = ArrayDataset(images, np.zeros(len(images), dtype=np.int64), np.arange(len(images)))
-    loader = DataLoader(ds, batch_size=batch_size,
-                        sampler=ShardSampler(len(ds), trainer.global_rank, trainer.world_size))
+    loader = DataLoader(
+        ds, batch_size=batch_size, sampler=ShardSampler(len(ds), trainer.global_rank, trainer.world_size)
+    )
     trainer.predict(extractor, dataloaders=loader, return_predictions=False)
     feats = extractor.result
     if trainer.is_global_zero:

@@ -25,29 +25,45 @@ def run_training(cfg: dict, root: Path, sweep_dir: str | None = None, job_dir: P
     p = cfg["paths"]
     out = Path(job_dir) if sweep_dir else root / p["models"] / cfg["technique"]
     head = sweeps.sweep_head(out.parent, int(cfg["seed"])) if sweep_dir and tech["kind"] == "fine_tune" else None
-    paths = Paths(prepared=root / p["prepared"], cache=root / p["cache"], features=root / p["features"],
-                  out=out, models=root / p["models"], head_checkpoint=head)
+    paths = Paths(
+        prepared=root / p["prepared"],
+        cache=root / p["cache"],
+        features=root / p["features"],
+        out=out,
+        models=root / p["models"],
+        head_checkpoint=head,
+    )
     manifest = paths.prepared / MANIFEST
     if not manifest.exists():
         raise DataError(f"{manifest} not found: run the download and split stages first (dvc repro split)")
     digest = manifest_digest(manifest)
     is_zero = distributed.is_rank_zero()
     tracker = tracking.study_tracker(cfg, root, digest, sweep_dir, enabled=is_zero)
-    tags = {"technique": cfg["technique"], "dataset": cfg["data"]["name"], "seed": str(cfg["seed"]),
-            "backbone": network_name(tech, cfg["backbone"]), "git_commit": tracker.tags["git_commit"],
-            "manifest": digest[:12]}
-    with tracker.technique_run(cfg["technique"], tracking.flatten(cfg), tags) as run_id, \
-            distributed.hydra_ddp_job(sweep_dir):
+    tags = {
+        "technique": cfg["technique"],
+        "dataset": cfg["data"]["name"],
+        "seed": str(cfg["seed"]),
+        "backbone": network_name(tech, cfg["backbone"]),
+        "git_commit": tracker.tags["git_commit"],
+        "manifest": digest[:12],
+    }
+    with (
+        tracker.technique_run(cfg["technique"], tracking.flatten(cfg), tags) as run_id,
+        distributed.hydra_ddp_job(sweep_dir),
+    ):
         logger = tracking.lightning_logger(tracker, run_id) or False
         metrics = train_technique(cfg, paths, logger=logger, progress=cfg["trainer"]["progress"])
         tracker.log_metrics(run_id, numeric(metrics))
         tracker.log_artifacts(run_id, [out / name for name in RESULT_FILES])
     if is_zero:
         if sweep_dir:
-            tracker.log_comparison(sweeps.sweep_comparison(out.parent),
-                                   sweeps.seed_comparison_so_far(out.parent, cfg["visualize"]))
+            tracker.log_comparison(
+                sweeps.sweep_comparison(out.parent), sweeps.seed_comparison_so_far(out.parent, cfg["visualize"])
+            )
         else:
             tracker.log_comparison(comparison_rows(paths.models))
-        print(f"{cfg['technique']}: test accuracy {metrics['test_accuracy']:.4f} "
-              f"(95% CI {metrics['ci95_low']:.4f}-{metrics['ci95_high']:.4f}, {metrics['test_images']} images) -> {out}")
+        print(
+            f"{cfg['technique']}: test accuracy {metrics['test_accuracy']:.4f} "
+            f"(95% CI {metrics['ci95_low']:.4f}-{metrics['ci95_high']:.4f}, {metrics['test_images']} images) -> {out}"
+        )
     return metrics

@@ -35,9 +35,15 @@ def make_spec(technique: dict, backbone_cfg: dict, classes: list[str], in_featur
     if technique["kind"] == "scratch":
         return {**base, "network": "scratch", "dropout": technique["dropout"], **IDENTITY_NORM}
     head = technique["head"]
-    return {**base, "network": "head" if is_cached(technique) else "transfer", "backbone": copy.deepcopy(backbone_cfg),
-            "mean": backbone_cfg["mean"], "std": backbone_cfg["std"], "pool": head["pool"],
-            "head": {"in_features": in_features, "units": head["units"], "dropout": head["dropout"]}}
+    return {
+        **base,
+        "network": "head" if is_cached(technique) else "transfer",
+        "backbone": copy.deepcopy(backbone_cfg),
+        "mean": backbone_cfg["mean"],
+        "std": backbone_cfg["std"],
+        "pool": head["pool"],
+        "head": {"in_features": in_features, "units": head["units"], "dropout": head["dropout"]},
+    }
 
 
 def network_name(technique: dict, backbone_cfg: dict) -> str:

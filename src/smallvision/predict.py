@@ -47,8 +47,13 @@ def probabilities(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return logits.softmax(1)
 
 
-def predict(checkpoint: Path, target: Path, batch_size: int = 32, progress: bool = True,
-            max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[Prediction]:
+def predict(
+    checkpoint: Path,
+    target: Path,
+    batch_size: int = 32,
+    progress: bool = True,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> list[Prediction]:
     net, spec = load_checkpoint(checkpoint, pretrained_base=False)
     net.eval()
     classes, size = spec["classes"], spec["image_size"]
@@ -85,4 +90,6 @@ def write_csv(predictions: list[Prediction], output: Path) -> None:
         w = csv.writer(f)
         w.writerow(["path", "predicted", "probability", "error"])
         for p in predictions:
-            w.writerow([p.path, p.predicted or "", "" if p.probability is None else f"{p.probability:.6f}", p.error or ""])
+            w.writerow(
+                [p.path, p.predicted or "", "" if p.probability is None else f"{p.probability:.6f}", p.error or ""]
+            )

@@ -20,11 +20,11 @@ from smallvision.errors import DataError
 from smallvision.files import atomic_write, atomic_write_text
 from smallvision.stats import confusion_matrix
 
-CHECKPOINT = "best.ckpt"                  # the best-validation weights, with the spec that rebuilds the network
-METRICS = "metrics.json"                  # test metrics and what produced them; present = finished
-HISTORY = "history.csv"                   # one row per epoch
-PREDICTIONS = "test_predictions.csv"      # one row per test image
-CONFUSION = "confusion.json"              # the test confusion matrix
+CHECKPOINT = "best.ckpt"  # the best-validation weights, with the spec that rebuilds the network
+METRICS = "metrics.json"  # test metrics and what produced them; present = finished
+HISTORY = "history.csv"  # one row per epoch
+PREDICTIONS = "test_predictions.csv"  # one row per test image
+CONFUSION = "confusion.json"  # the test confusion matrix
 RESULT_FILES = (METRICS, HISTORY, CONFUSION, PREDICTIONS)  # what a run logs to MLflow besides its checkpoint
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
@@ -54,16 +54,21 @@ def write_outputs(out: Path, metrics: dict, history: list[dict], samples: dict, 
     """
     out.mkdir(parents=True, exist_ok=True)
     lines = [",".join(HISTORY_COLUMNS)]
-    lines += [f"{h['epoch']},{h['train_loss']:.6f},{h['train_acc']:.6f},{h['val_loss']:.6f},{h['val_acc']:.6f}"
-              for h in history]
+    lines += [
+        f"{h['epoch']},{h['train_loss']:.6f},{h['train_acc']:.6f},{h['val_loss']:.6f},{h['val_acc']:.6f}"
+        for h in history
+    ]
     atomic_write_text(out / HISTORY, "\n".join(lines) + "\n")
     y, pred, prob = samples["y"].numpy(), samples["pred"].numpy(), samples["prob"].numpy()
     rows = [list(PREDICTION_COLUMNS)]
-    rows += [[str(records[r].path), classes[int(a)], classes[int(p)], f"{q:.6f}"]
-             for r, a, p, q in zip(test_rows, y, pred, prob)]
+    rows += [
+        [str(records[r].path), classes[int(a)], classes[int(p)], f"{q:.6f}"]
+        for r, a, p, q in zip(test_rows, y, pred, prob)
+    ]
     atomic_write(out / PREDICTIONS, lambda tmp: _write_csv(tmp, rows))
-    atomic_write_text(out / CONFUSION, json.dumps(
-        {"classes": classes, "matrix": confusion_matrix(y, pred, len(classes))}, indent=2))
+    atomic_write_text(
+        out / CONFUSION, json.dumps({"classes": classes, "matrix": confusion_matrix(y, pred, len(classes))}, indent=2)
+    )
     atomic_write_text(out / METRICS, json.dumps(metrics, indent=2))
 
 
@@ -77,8 +82,10 @@ def read_rows(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
         reader = csv.DictReader(handle)
         missing = [c for c in columns if c not in (reader.fieldnames or [])]
         if missing:
-            raise DataError(f"{path} lacks the column(s) {', '.join(missing)} (expected {','.join(columns)}); "
-                            "rerun that technique's training stage")
+            raise DataError(
+                f"{path} lacks the column(s) {', '.join(missing)} (expected {','.join(columns)}); "
+                "rerun that technique's training stage"
+            )
         return list(reader)
 
 
@@ -100,8 +107,10 @@ def read_history(path: Path, columns: tuple[str, ...] = HISTORY_COLUMNS) -> list
         try:
             rows.append({key: float(value) if value not in ("", None) else math.nan for key, value in line.items()})
         except (TypeError, ValueError) as err:
-            raise DataError(f"{path} line {number} is not a history row ({','.join(HISTORY_COLUMNS)}): {err}; "
-                            "rerun the technique's training stage") from err
+            raise DataError(
+                f"{path} line {number} is not a history row ({','.join(HISTORY_COLUMNS)}): {err}; "
+                "rerun the technique's training stage"
+            ) from err
     return sorted(rows, key=lambda row: row["epoch"])
 
 
@@ -124,8 +133,9 @@ def read_predictions(path: Path) -> list[PredictionRow]:
     try:
         return [PredictionRow(r["path"], r["actual"], r["predicted"], float(r["probability"])) for r in rows]
     except ValueError as err:
-        raise DataError(f"{path}: a probability is not a number ({err}); rerun that technique's training stage") \
-            from None
+        raise DataError(
+            f"{path}: a probability is not a number ({err}); rerun that technique's training stage"
+        ) from None
 
 
 def comparison_rows(models_dir: Path) -> list[dict]:
@@ -153,18 +163,27 @@ def aggregate_seeds(rows: Iterable[Mapping], metric: str = "test_accuracy") -> l
         technique, seed, value = str(row["technique"]), int(row["seed"]), float(row[metric])
         seen = groups.setdefault(technique, {})
         if seed in seen:
-            raise DataError(f"technique {technique!r} has two runs with seed {seed}: they differ in more than the "
-                            "seed; aggregate each setting separately")
+            raise DataError(
+                f"technique {technique!r} has two runs with seed {seed}: they differ in more than the "
+                "seed; aggregate each setting separately"
+            )
         seen[seed] = value
     summary = []
     for technique in sorted(groups, key=study_order):
         values = [groups[technique][s] for s in sorted(groups[technique])]
         std = statistics.stdev(values) if len(values) > 1 else 0.0
-        summary.append({
-            "technique": technique, "n_seeds": len(values), "seeds": sorted(groups[technique]),
-            f"{metric}_mean": statistics.fmean(values), f"{metric}_std": std,
-            f"{metric}_min": min(values), f"{metric}_max": max(values), f"{metric}_values": values,
-        })
+        summary.append(
+            {
+                "technique": technique,
+                "n_seeds": len(values),
+                "seeds": sorted(groups[technique]),
+                f"{metric}_mean": statistics.fmean(values),
+                f"{metric}_std": std,
+                f"{metric}_min": min(values),
+                f"{metric}_max": max(values),
+                f"{metric}_values": values,
+            }
+        )
     return summary
 
 

@@ -26,8 +26,10 @@ def technique(cfg: Mapping[str, Any]) -> dict:
     for option in ("batch_size", "epochs", "image_size"):
         whole_number(tech[option], f"{key}.{option}")
     if tech["kind"] == "scratch" and tech["image_size"] < MIN_IMAGE_SIZE:
-        raise ConfigError(f"{key}.image_size={tech['image_size']} is too small for the small convnet: "
-                          f"it needs at least {MIN_IMAGE_SIZE} px (4 x conv3x3 + pool2)")
+        raise ConfigError(
+            f"{key}.image_size={tech['image_size']} is too small for the small convnet: "
+            f"it needs at least {MIN_IMAGE_SIZE} px (4 x conv3x3 + pool2)"
+        )
     positive_number(tech["optimizer"]["lr"], f"{key}.optimizer.lr")
     one_of(tech["optimizer"]["name"], f"{key}.optimizer.name", OPTIMIZERS)
     if tech["kind"] == "feature_extract":

@@ -36,8 +36,12 @@ def gather_shards(module: L.LightningModule, local: dict[str, Tensor]) -> dict[s
         longest = int(module.all_gather(torch.tensor(len(local["idx"]), device=module.device)).max())
         padded = {}
         for key, value in local.items():
-            pad = torch.full((longest - len(value), *value.shape[1:]), -1 if key == "idx" else 0, dtype=value.dtype,
-                             device=value.device)
+            pad = torch.full(
+                (longest - len(value), *value.shape[1:]),
+                -1 if key == "idx" else 0,
+                dtype=value.dtype,
+                device=value.device,
+            )
             padded[key] = module.all_gather(torch.cat([value, pad])).reshape(-1, *value.shape[1:])
         keep = padded["idx"] >= 0
         local = {key: value[keep] for key, value in padded.items()}

@@ -58,12 +58,16 @@ def write_seed_comparison(sweep_dir: Path, visualize: dict) -> list[Path]:
 
     rows = comparison_rows(sweep_dir)
     if not rows:
-        raise DataError(f"no job folder with a metrics.json in {sweep_dir}: is it a finished sweep's folder "
-                        "(multirun/<date>/<time>)?")
+        raise DataError(
+            f"no job folder with a metrics.json in {sweep_dir}: is it a finished sweep's folder "
+            "(multirun/<date>/<time>)?"
+        )
     others = _varies_more_than_the_seed(sweep_dir)
     if others:
-        raise DataError(f"the sweep in {sweep_dir} also varies {', '.join(others)}: its jobs differ in more than the "
-                        "seed and are not averaged (run one seed sweep per setting)")
+        raise DataError(
+            f"the sweep in {sweep_dir} also varies {', '.join(others)}: its jobs differ in more than the "
+            "seed and are not averaged (run one seed sweep per setting)"
+        )
     return write(rows, visualize["reference"], visualize["reference_label"], Path(sweep_dir), dpi=int(visualize["dpi"]))
 
 
@@ -82,8 +86,9 @@ def sweep_visualize_config(sweep_dir: Path) -> dict | None:
     if cfg is None:
         return None
     if "visualize" not in cfg:
-        raise DataError(f"{Path(sweep_dir) / 'multirun.yaml'} has no visualize section: is {sweep_dir} a smallvision "
-                        "sweep?")
+        raise DataError(
+            f"{Path(sweep_dir) / 'multirun.yaml'} has no visualize section: is {sweep_dir} a smallvision sweep?"
+        )
     return OmegaConf.to_container(cfg.visualize, resolve=True)  # type: ignore[return-value]
 
 
@@ -97,6 +102,8 @@ def sweep_head(sweep_dir: Path, seed: int) -> Path | None:
         if job.get("technique") == "feature_extract" and job.get("seed") == seed:
             jobs.append(path.parent)
     if len(jobs) > 1:
-        raise ConfigError(f"the sweep in {sweep_dir} has {len(jobs)} feature_extract jobs with seed {seed}: fine-tune "
-                          "cannot tell which head to start from; sweep fine-tune separately")
+        raise ConfigError(
+            f"the sweep in {sweep_dir} has {len(jobs)} feature_extract jobs with seed {seed}: fine-tune "
+            "cannot tell which head to start from; sweep fine-tune separately"
+        )
     return jobs[0] / CHECKPOINT if jobs else None

@@ -38,10 +38,10 @@ class Inputs:
     images: np.ndarray
     augmentation: AffineConfig | None
     channels_last: bool
-    trainer: L.Trainer      # runs the feature extraction (on every rank under DDP)
+    trainer: L.Trainer  # runs the feature extraction (on every rank under DDP)
     features_dir: Path
     manifest_digest: str
-    head_checkpoint: Path   # the feature-extract checkpoint fine-tune starts from
+    head_checkpoint: Path  # the feature-extract checkpoint fine-tune starts from
 
 
 @dataclass
@@ -71,8 +71,9 @@ def cached_head(inp: Inputs) -> Setup:
     spec = networks.make_spec(tech, bb, inp.classes, backbones.feature_dim(base, tech["image_size"], pool))
     key = features_key(bb, tech["image_size"], pool, inp.manifest_digest, str(inp.trainer.precision))
     extractor = FeatureExtractor(base, pool, bb["mean"], bb["std"], inp.channels_last)
-    features = cached_features(inp.trainer, extractor, inp.images, features_path(inp.features_dir, bb["name"], key),
-                               tech["extract_batch_size"])
+    features = cached_features(
+        inp.trainer, extractor, inp.images, features_path(inp.features_dir, bb["name"], key), tech["extract_batch_size"]
+    )
     return Setup(networks.build_head(spec), spec, features, None, [])
 
 
@@ -102,13 +103,17 @@ def builder(technique: dict) -> Callable[[Inputs], Setup]:
 def trained_head(checkpoint: Path, spec: dict) -> dict:
     """The dense head's weights from the feature-extract checkpoint (cached or augmented mode)."""
     if not checkpoint.exists():
-        raise DataError(f"fine-tune starts from the feature-extract head, but {checkpoint} does not exist: "
-                        "run the feature-extract stage first (dvc repro feature-extract)")
+        raise DataError(
+            f"fine-tune starts from the feature-extract head, but {checkpoint} does not exist: "
+            "run the feature-extract stage first (dvc repro feature-extract)"
+        )
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     trained = state["hyper_parameters"]["spec"]
     if trained.get("backbone", {}).get("timm_name") != spec["backbone"]["timm_name"] or trained["head"] != spec["head"]:
-        raise ConfigError(f"{checkpoint} was trained for backbone {trained.get('backbone', {}).get('timm_name')!r} with "
-                          f"head {trained.get('head')}, but fine-tune is configured for {spec['backbone']['timm_name']!r} "
-                          f"with head {spec['head']}: rerun feature-extract with the same backbone")
+        raise ConfigError(
+            f"{checkpoint} was trained for backbone {trained.get('backbone', {}).get('timm_name')!r} with "
+            f"head {trained.get('head')}, but fine-tune is configured for {spec['backbone']['timm_name']!r} "
+            f"with head {spec['head']}: rerun feature-extract with the same backbone"
+        )
     prefix = "net." if trained["network"] == "head" else "net.head."
     return {k.removeprefix(prefix): v for k, v in state["state_dict"].items() if k.startswith(prefix)}

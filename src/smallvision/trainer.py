@@ -13,8 +13,13 @@ import torch
 # Lightning notices about choices made on purpose here: frozen modules are kept in eval mode, the input
 # pipeline lives in the module's on_after_batch_transfer, feature extraction collects its own outputs, and
 # epoch metrics are gathered by the module itself (identical on every rank, so logging needs no sync_dist).
-_EXPECTED_NOTICES = (r"Found \d+ module\(s\) in eval mode", r"You have overridden `on_after_batch_transfer`",
-                     r"predict returned None", r".*does not have many workers", r"It is recommended to use `self\.log\(")
+_EXPECTED_NOTICES = (
+    r"Found \d+ module\(s\) in eval mode",
+    r"You have overridden `on_after_batch_transfer`",
+    r"predict returned None",
+    r".*does not have many workers",
+    r"It is recommended to use `self\.log\(",
+)
 
 
 @contextmanager
@@ -40,12 +45,19 @@ def resolve_precision(precision: str, accelerator: str) -> str:
 
 def make_trainer(trainer_cfg: dict, epochs: int, out: Path, logger, callbacks) -> L.Trainer:
     return L.Trainer(
-        accelerator=trainer_cfg["accelerator"], devices=trainer_cfg["devices"], num_nodes=trainer_cfg["num_nodes"],
+        accelerator=trainer_cfg["accelerator"],
+        devices=trainer_cfg["devices"],
+        num_nodes=trainer_cfg["num_nodes"],
         strategy=trainer_cfg["strategy"],
-        precision=resolve_precision(str(trainer_cfg["precision"]), trainer_cfg["accelerator"]), max_epochs=epochs,
-        logger=logger, callbacks=callbacks, default_root_dir=str(out),
-        enable_progress_bar=trainer_cfg["progress"], deterministic=trainer_cfg["deterministic"],
-        log_every_n_steps=trainer_cfg["log_every_n_steps"], num_sanity_val_steps=0,
+        precision=resolve_precision(str(trainer_cfg["precision"]), trainer_cfg["accelerator"]),
+        max_epochs=epochs,
+        logger=logger,
+        callbacks=callbacks,
+        default_root_dir=str(out),
+        enable_progress_bar=trainer_cfg["progress"],
+        deterministic=trainer_cfg["deterministic"],
+        log_every_n_steps=trainer_cfg["log_every_n_steps"],
+        num_sanity_val_steps=0,
         use_distributed_sampler=False,  # our samplers keep evaluation exact (see smallvision/shards.py)
         enable_model_summary=False,
     )

@@ -29,8 +29,8 @@ class Paths:
     prepared: Path
     cache: Path
     features: Path
-    out: Path                           # this technique's output folder
-    models: Path                        # where the other techniques' folders are
+    out: Path  # this technique's output folder
+    models: Path  # where the other techniques' folders are
     head_checkpoint: Path | None = None  # the checkpoint fine-tune starts from; None: models/feature_extract/best.ckpt
 
 
@@ -67,23 +67,58 @@ def train_technique(cfg: dict, paths: Paths, logger=None, progress: bool = True)
     # so a run killed half-way (outside DVC, which removes its outs itself) never looks finished
     (paths.out / METRICS).unlink(missing_ok=True)
 
-    checkpoint = ModelCheckpoint(dirpath=str(paths.out), filename=CHECKPOINT.removesuffix(".ckpt"), monitor="val_acc",
-                                 mode="max", save_top_k=1, save_weights_only=True, enable_version_counter=False)
+    checkpoint = ModelCheckpoint(
+        dirpath=str(paths.out),
+        filename=CHECKPOINT.removesuffix(".ckpt"),
+        monitor="val_acc",
+        mode="max",
+        save_top_k=1,
+        save_weights_only=True,
+        enable_version_counter=False,
+    )
     trainer = make_trainer(tcfg, tech["epochs"], paths.out, logger or False, [checkpoint])
-    images = image_array([r.file for r in records], tech["image_size"], paths.cache, digest, cfg["data"]["workers"],
-                         progress, cfg["data"]["max_image_pixels"])
+    images = image_array(
+        [r.file for r in records],
+        tech["image_size"],
+        paths.cache,
+        digest,
+        cfg["data"]["workers"],
+        progress,
+        cfg["data"]["max_image_pixels"],
+    )
     with expected_notices_hidden():
-        setup = techniques.builder(tech)(techniques.Inputs(
-            technique=tech, backbone=cfg["backbone"], classes=classes, images=images, augmentation=augmentation(cfg),
-            channels_last=bool(tcfg["channels_last"]), trainer=trainer, features_dir=paths.features,
-            manifest_digest=digest,
-            head_checkpoint=paths.head_checkpoint or paths.models / "feature_extract" / CHECKPOINT))
+        setup = techniques.builder(tech)(
+            techniques.Inputs(
+                technique=tech,
+                backbone=cfg["backbone"],
+                classes=classes,
+                images=images,
+                augmentation=augmentation(cfg),
+                channels_last=bool(tcfg["channels_last"]),
+                trainer=trainer,
+                features_dir=paths.features,
+                manifest_digest=digest,
+                head_checkpoint=paths.head_checkpoint or paths.models / "feature_extract" / CHECKPOINT,
+            )
+        )
         if tcfg["compile"]:
             setup.net.compile()  # in place (state_dict keys unchanged, so checkpoints still load); compiles on step 1
-        module = ClassifierModule(setup.net, len(classes), tech["optimizer"], setup.image_input, frozen=setup.frozen,
-                                  seed=seed, spec=setup.spec)
-        data = ArrayDataModule(SplitArrays(setup.array, labels, rows, classes), tech["batch_size"], seed,
-                               eval_batch_size=tech["eval_batch_size"], num_workers=tcfg["num_workers"])
+        module = ClassifierModule(
+            setup.net,
+            len(classes),
+            tech["optimizer"],
+            setup.image_input,
+            frozen=setup.frozen,
+            seed=seed,
+            spec=setup.spec,
+        )
+        data = ArrayDataModule(
+            SplitArrays(setup.array, labels, rows, classes),
+            tech["batch_size"],
+            seed,
+            eval_batch_size=tech["eval_batch_size"],
+            num_workers=tcfg["num_workers"],
+        )
         trainer.fit(module, datamodule=data)
         if not checkpoint.best_model_path:
             raise DataError("training produced no checkpoint (no validation epoch ran)")
@@ -93,12 +128,22 @@ def train_technique(cfg: dict, paths: Paths, logger=None, progress: bool = True)
     best_epoch = int(np.argmax([h["val_acc"] for h in module.history])) + 1
     low, high = wilson_interval(results["correct"], results["n"])
     metrics = {
-        "technique": name, "kind": kind, "backbone": network_name(tech, cfg["backbone"]),
-        "test_accuracy": results["acc"], "test_loss": results["loss"], "test_images": results["n"],
-        "test_correct": results["correct"], "ci95_low": low, "ci95_high": high,
-        "best_epoch": best_epoch, "best_val_accuracy": module.history[best_epoch - 1]["val_acc"],
-        "epochs": tech["epochs"], "image_size": tech["image_size"], "seed": seed,
-        "train_images": len(rows["train"]), "wall_time_s": round(time.time() - started, 1),
+        "technique": name,
+        "kind": kind,
+        "backbone": network_name(tech, cfg["backbone"]),
+        "test_accuracy": results["acc"],
+        "test_loss": results["loss"],
+        "test_images": results["n"],
+        "test_correct": results["correct"],
+        "ci95_low": low,
+        "ci95_high": high,
+        "best_epoch": best_epoch,
+        "best_val_accuracy": module.history[best_epoch - 1]["val_acc"],
+        "epochs": tech["epochs"],
+        "image_size": tech["image_size"],
+        "seed": seed,
+        "train_images": len(rows["train"]),
+        "wall_time_s": round(time.time() - started, 1),
     }
     if trainer.is_global_zero:
         write_outputs(paths.out, metrics, module.history, results["samples"], records, rows["test"], classes)

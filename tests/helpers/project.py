@@ -30,22 +30,30 @@ def compose_params(project: Path, *overrides: str, conf: Path | None = None) -> 
     (default: the project's conf/)."""
     from dvc.utils.hydra import compose_and_dump
 
-    compose_and_dump(project / "params.yaml", str(conf or project / "conf"), None, "config", str(project),
-                     list(overrides))
+    compose_and_dump(
+        project / "params.yaml", str(conf or project / "conf"), None, "config", str(project), list(overrides)
+    )
 
 
 def env(project: Path, **extra: str) -> dict[str, str]:
     """The environment a command runs in: this repository's code, this Python's scripts (dvc) first on PATH, and
     an MLflow store inside the project."""
-    return {**os.environ, "PYTHONPATH": str(ROOT / "src"),
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            "MLFLOW_TRACKING_URI": f"sqlite:///{project}/mlflow.db", **extra}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "src"),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{project}/mlflow.db",
+        **extra,
+    }
 
 
-def run(cmd: list[str], cwd: Path, timeout: int = 900, check: bool = True, **extra_env: str) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str], cwd: Path, timeout: int = 900, check: bool = True, **extra_env: str
+) -> subprocess.CompletedProcess:
     """Run `cmd` in `cwd`; with `check`, fail the test with the command's output unless it exits 0."""
-    result = subprocess.run(cmd, cwd=cwd, env=env(cwd, **extra_env), capture_output=True, text=True, timeout=timeout,
-                            check=False)
+    result = subprocess.run(
+        cmd, cwd=cwd, env=env(cwd, **extra_env), capture_output=True, text=True, timeout=timeout, check=False
+    )
     if check:
         assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     return result
@@ -55,5 +63,6 @@ def start(cmd: list[str], cwd: Path, log: Path, **extra_env: str) -> subprocess.
     """A child in its own process group (as a shell job is), so a signal reaches every process it starts; its
     output goes to `log` (a file, not a pipe nobody reads while it runs)."""
     with open(log, "w") as out:
-        return subprocess.Popen(cmd, cwd=cwd, env=env(cwd, **extra_env), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            cmd, cwd=cwd, env=env(cwd, **extra_env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )

@@ -26,11 +26,22 @@ def config(*overrides: str) -> dict:
 def make_dataset(root: Path, per_class: int = 100, classes=("circle", "square"), seed: int = 0) -> Path:
     """Generated images under root/data/raw, split into root/data/prepared; returns root."""
     generate(root / "data" / "raw", classes=classes, per_class=per_class, image_size=64, seed=seed)
-    prepare_split(root / "data" / "raw", root / "data" / "prepared", split={"train": 0.5, "val": 0.25, "test": 0.25},
-                  seed=0, workers=1, progress=False)
+    prepare_split(
+        root / "data" / "raw",
+        root / "data" / "prepared",
+        split={"train": 0.5, "val": 0.25, "test": 0.25},
+        seed=0,
+        workers=1,
+        progress=False,
+    )
     return root
 
 
 def paths(root: Path, technique: str) -> Paths:
-    return Paths(prepared=root / "data/prepared", cache=root / "data/cache", features=root / "data/features",
-                 out=root / "models" / technique, models=root / "models")
+    return Paths(
+        prepared=root / "data/prepared",
+        cache=root / "data/cache",
+        features=root / "data/features",
+        out=root / "models" / technique,
+        models=root / "models",
+    )

@@ -192,6 +192,7 @@ def _affine_grid(theta: Tensor, height: int, width: int) -> Tensor:
     The grid is separable in x and y, so two outer sums replace affine_grid's per-pixel
     matrix product (about 20x faster on CPU).
     """
+
     def centres(size: int) -> Tensor:  # normalised coordinates of the pixel centres
         return (torch.arange(size, device=theta.device, dtype=theta.dtype) * 2 + 1) / size - 1
 
@@ -247,9 +248,7 @@ def apply_affine(
     flip = params.get("flip", torch.zeros(n, dtype=torch.bool, device=x.device)).bool()
     theta = _grid_theta(matrices, flip, height, width)
     grid = _affine_grid(theta, height, width)
-    y = F.grid_sample(
-        x.float(), grid, mode=interpolation, padding_mode=_PADDING_MODES[fill_mode], align_corners=False
-    )
+    y = F.grid_sample(x.float(), grid, mode=interpolation, padding_mode=_PADDING_MODES[fill_mode], align_corners=False)
     if fill_mode == "constant":
         if not x.dtype.is_floating_point:
             cval = min(max(cval, torch.iinfo(x.dtype).min), torch.iinfo(x.dtype).max)

@@ -23,7 +23,12 @@ def _load(args: tuple[str, int, int | None]) -> np.ndarray:
 
 
 def image_array(
-    files: list[Path], size: int, cache_dir: Path, key: str, workers: int | None = None, progress: bool = True,
+    files: list[Path],
+    size: int,
+    cache_dir: Path,
+    key: str,
+    workers: int | None = None,
+    progress: bool = True,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:
     """The (N, size, size, 3) uint8 array of `files`, built once in `cache_dir` and memory-mapped afterwards.
@@ -39,8 +44,9 @@ def image_array(
     return np.load(target, mmap_mode="r")
 
 
-def _decode_into(path: Path, files: list[Path], size: int, workers: int | None, progress: bool,
-                 max_pixels: int | None) -> None:
+def _decode_into(
+    path: Path, files: list[Path], size: int, workers: int | None, progress: bool, max_pixels: int | None
+) -> None:
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(len(files), size, size, 3))
     workers = workers or os.cpu_count() or 1
     jobs = [(str(f), size, max_pixels) for f in files]

@@ -42,8 +42,9 @@ class SplitArrays:
 
 
 class ArrayDataModule(L.LightningDataModule):
-    def __init__(self, data: SplitArrays, batch_size: int, seed: int, eval_batch_size: int | None = None,
-                 num_workers: int = 0) -> None:
+    def __init__(
+        self, data: SplitArrays, batch_size: int, seed: int, eval_batch_size: int | None = None, num_workers: int = 0
+    ) -> None:
         super().__init__()
         self.data = data
         self.batch_size = batch_size
@@ -61,8 +62,13 @@ class ArrayDataModule(L.LightningDataModule):
         return trainer.global_rank, trainer.world_size
 
     def _loader(self, dataset: Dataset, sampler: Sampler, batch_size: int) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def train_dataloader(self) -> DataLoader:
         ds = self.dataset("train")
@@ -77,8 +83,10 @@ class ArrayDataModule(L.LightningDataModule):
         ds = self.dataset(split)
         rank, world = self._rank_world()
         if len(ds) < world:  # a rank without images would skip the epoch and leave the others waiting in the gather
-            raise DataError(f"the {split} split has {len(ds)} images but {world} processes evaluate it; "
-                            "each needs at least one: use fewer devices (trainer.devices) or a larger split")
+            raise DataError(
+                f"the {split} split has {len(ds)} images but {world} processes evaluate it; "
+                "each needs at least one: use fewer devices (trainer.devices) or a larger split"
+            )
         return self._loader(ds, ShardSampler(len(ds), rank, world), self.eval_batch_size)
 
     def val_dataloader(self) -> DataLoader:

@@ -25,8 +25,9 @@ def normalise(pixels: Tensor, mean: Sequence[float], std: Sequence[float]) -> Te
     return (pixels - m) / s
 
 
-def network_input(images: Tensor | np.ndarray, mean: Sequence[float], std: Sequence[float],
-                  channels_last: bool = False) -> Tensor:
+def network_input(
+    images: Tensor | np.ndarray, mean: Sequence[float], std: Sequence[float], channels_last: bool = False
+) -> Tensor:
     """uint8 (N, H, W, 3) images (a tensor, or an array that is copied) -> the normalised network input."""
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(np.array(images, dtype=np.uint8))  # a writable copy for torch.from_numpy

@@ -167,5 +167,3 @@ def _refuse_inside(path: Path, raw_dir: Path, *, what: str) -> None:
         raise DataError(
             f"the raw folder {raw_dir} is inside {what} {path}; it would copy into itself, change paths.raw"
         )
-
-

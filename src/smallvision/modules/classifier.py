@@ -35,8 +35,9 @@ class ImageInput:
 # The optimisers a technique can name (techniques.<t>.optimizer.name); RMSprop's alpha and eps are Keras' rho and
 # epsilon (conf/techniques/*.yaml), momentum is used by RMSprop and SGD.
 OPTIMIZERS = {
-    "rmsprop": lambda params, c: torch.optim.RMSprop(params, lr=c["lr"], alpha=c["alpha"], eps=c["eps"],
-                                                     momentum=c["momentum"]),
+    "rmsprop": lambda params, c: torch.optim.RMSprop(
+        params, lr=c["lr"], alpha=c["alpha"], eps=c["eps"], momentum=c["momentum"]
+    ),
     "adam": lambda params, c: torch.optim.Adam(params, lr=c["lr"]),
     "sgd": lambda params, c: torch.optim.SGD(params, lr=c["lr"], momentum=c["momentum"]),
 }
@@ -48,8 +49,16 @@ def make_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
 
 
 class ClassifierModule(L.LightningModule):
-    def __init__(self, net: nn.Module, num_classes: int, optimizer: dict, image_input: ImageInput | None,
-                 frozen: list[nn.Module] = (), seed: int = 0, spec: dict | None = None) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int,
+        optimizer: dict,
+        image_input: ImageInput | None,
+        frozen: list[nn.Module] = (),
+        seed: int = 0,
+        spec: dict | None = None,
+    ) -> None:
         super().__init__()
         # `spec` (plain types) says how to rebuild `net`; it is what checkpoints carry besides weights
         self.save_hyperparameters({"spec": spec or {}, "optimizer": optimizer, "num_classes": num_classes})
@@ -121,8 +130,9 @@ class ClassifierModule(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y, _ = batch
         loss, pred, _ = self._losses(self(x), y)
-        self._train_sums += torch.stack([loss.detach().sum().cpu(), (pred == y).sum().cpu().float(),
-                                         torch.tensor(float(len(y)))])
+        self._train_sums += torch.stack(
+            [loss.detach().sum().cpu(), (pred == y).sum().cpu().float(), torch.tensor(float(len(y)))]
+        )
         mean_loss = loss.mean()
         self.log("train_loss_step", mean_loss, prog_bar=True, logger=False)
         return mean_loss
@@ -140,16 +150,23 @@ class ClassifierModule(L.LightningModule):
 
     def _gather_eval(self) -> dict[str, torch.Tensor]:
         """Per-sample results of every rank, each sample once, in split order."""
-        local = {k: torch.cat([o[k] for o in self._eval_outputs]) for k in ("idx", "y", "pred", "prob", "loss")} \
-            if self._eval_outputs else {k: torch.zeros(0, device=self.device) for k in ("idx", "y", "pred", "prob", "loss")}
+        local = (
+            {k: torch.cat([o[k] for o in self._eval_outputs]) for k in ("idx", "y", "pred", "prob", "loss")}
+            if self._eval_outputs
+            else {k: torch.zeros(0, device=self.device) for k in ("idx", "y", "pred", "prob", "loss")}
+        )
         self._eval_outputs = []
         return {k: v.cpu() for k, v in gather_shards(self, local).items()}
 
     def _summary(self, r: dict[str, torch.Tensor]) -> dict[str, float]:
         n = len(r["y"])
         correct = int((r["pred"] == r["y"]).sum())
-        return {"loss": float(r["loss"].double().mean()) if n else float("nan"),
-                "acc": correct / n if n else float("nan"), "correct": correct, "n": n}
+        return {
+            "loss": float(r["loss"].double().mean()) if n else float("nan"),
+            "acc": correct / n if n else float("nan"),
+            "correct": correct,
+            "n": n,
+        }
 
     def on_validation_epoch_end(self) -> None:
         val = self._summary(self._gather_eval())
@@ -159,9 +176,16 @@ class ClassifierModule(L.LightningModule):
         if self.trainer.world_size > 1:
             sums = self.all_gather(sums).sum(0)
         self._train_sums = torch.zeros(3)
-        train_loss, train_acc = (float(sums[0] / sums[2]), float(sums[1] / sums[2])) if sums[2] > 0 else (float("nan"),) * 2
-        row = {"epoch": self.current_epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
-               "val_loss": val["loss"], "val_acc": val["acc"]}
+        train_loss, train_acc = (
+            (float(sums[0] / sums[2]), float(sums[1] / sums[2])) if sums[2] > 0 else (float("nan"),) * 2
+        )
+        row = {
+            "epoch": self.current_epoch + 1,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "val_loss": val["loss"],
+            "val_acc": val["acc"],
+        }
         self.history.append(row)
         # identical on every rank after the gather, so no sync is needed
         self.log_dict({k: v for k, v in row.items() if k != "epoch"}, prog_bar=True, sync_dist=False)

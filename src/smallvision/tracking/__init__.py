@@ -7,5 +7,16 @@ from smallvision.tracking.store import flatten, git_commit, resolve_tracking_uri
 from smallvision.tracking.study_runs import ROLE_TAG, STUDY_ID_TAG, STUDY_KEY_TAG
 from smallvision.tracking.tracker import COMPARISON_FILE, StudyTracker, study_tracker
 
-__all__ = ["COMPARISON_FILE", "ROLE_TAG", "STUDY_ID_TAG", "STUDY_KEY_TAG", "StudyTracker", "flatten", "git_commit",
-           "lightning_logger", "log_from_metrics_files", "resolve_tracking_uri", "study_tracker"]
+__all__ = [
+    "COMPARISON_FILE",
+    "ROLE_TAG",
+    "STUDY_ID_TAG",
+    "STUDY_KEY_TAG",
+    "StudyTracker",
+    "flatten",
+    "git_commit",
+    "lightning_logger",
+    "log_from_metrics_files",
+    "resolve_tracking_uri",
+    "study_tracker",
+]

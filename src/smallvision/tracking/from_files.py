@@ -38,7 +38,8 @@ def log_from_metrics_files(
             for row in history:
                 values = {key: value for key, value in row.items() if key != "epoch" and not math.isnan(value)}
                 tracker.log_metrics(run_id, values, step=int(row["epoch"]))
-            tracker.log_artifacts(run_id, [path for path in (folder / METRICS, history_path, folder / CONFUSION)
-                                           if path.exists()])
+            tracker.log_artifacts(
+                run_id, [path for path in (folder / METRICS, history_path, folder / CONFUSION) if path.exists()]
+            )
         rows.append(metrics)
     return rows

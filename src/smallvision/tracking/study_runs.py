@@ -35,8 +35,15 @@ class StudyRuns:
     Every method talks to the store and may raise any store or transport error; `StudyTracker` guards them.
     """
 
-    def __init__(self, tracking_uri: str, experiment_name: str, study_key: str, study_name: str,
-                 tags: Mapping[str, str], artifact_location: str | None) -> None:
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment_name: str,
+        study_key: str,
+        study_name: str,
+        tags: Mapping[str, str],
+        artifact_location: str | None,
+    ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
         self.study_key = study_key
@@ -89,8 +96,12 @@ class StudyRuns:
                 run = self.client.create_run(
                     experiment_id,
                     run_name=self.study_name,
-                    tags={**self.tags, STUDY_KEY_TAG: self.study_key, STUDY_ID_TAG: self.study_id,
-                          ROLE_TAG: ROLE_STUDY},
+                    tags={
+                        **self.tags,
+                        STUDY_KEY_TAG: self.study_key,
+                        STUDY_ID_TAG: self.study_id,
+                        ROLE_TAG: ROLE_STUDY,
+                    },
                 )
                 self.parent_run_id = run.info.run_id
         return self.parent_run_id
@@ -103,8 +114,14 @@ class StudyRuns:
         run = self.client.create_run(
             self.experiment(),
             run_name=technique,
-            tags={**self.tags, "technique": technique, **tags, MLFLOW_PARENT_RUN_ID: parent,
-                  STUDY_KEY_TAG: self.study_key, ROLE_TAG: ROLE_TECHNIQUE},
+            tags={
+                **self.tags,
+                "technique": technique,
+                **tags,
+                MLFLOW_PARENT_RUN_ID: parent,
+                STUDY_KEY_TAG: self.study_key,
+                ROLE_TAG: ROLE_TECHNIQUE,
+            },
         )
         run_id = run.info.run_id
         param_list = [Param(key, param_value(value)) for key, value in params.items()]
@@ -123,8 +140,10 @@ class StudyRuns:
         parent = self.parent()
         if "'" in technique:
             return None  # cannot be quoted in a filter string; technique names are identifiers anyway
-        found = self.client.search_runs([self.experiment()],
-                                        filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent}' "
-                                                      f"and tags.technique = '{technique}'",
-                                        order_by=["attributes.start_time DESC"], max_results=1)
+        found = self.client.search_runs(
+            [self.experiment()],
+            filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent}' and tags.technique = '{technique}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
         return found[0].info.run_id if found else None

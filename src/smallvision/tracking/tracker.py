@@ -59,8 +59,14 @@ class StudyTracker:
         experiment; by default a SQLite store keeps artifacts in `mlartifacts/` beside the database
         (MLflow's own default is relative to the working directory). `models_dir` and `log_later_command`
         go into the failure warning."""
-        self.runs = StudyRuns(tracking_uri, experiment_name, study_key, study_name, tags or {},
-                              artifact_location or default_artifact_location(tracking_uri))
+        self.runs = StudyRuns(
+            tracking_uri,
+            experiment_name,
+            study_key,
+            study_name,
+            tags or {},
+            artifact_location or default_artifact_location(tracking_uri),
+        )
         self.tracking_uri = tracking_uri
         self.tags = self.runs.tags
         self.enabled = enabled
@@ -178,13 +184,23 @@ class StudyTracker:
         columns = list(dict.fromkeys(key for row in rows for key in row))
         table = {"columns": columns, "data": [[row.get(column) for column in columns] for row in rows]}
         self.guarded(lambda: self.client.log_dict(parent, table, COMPARISON_FILE))
-        metrics = {f"{row['technique']}.{key}": value for row in rows if "technique" in row
-                   for key, value in numeric(row).items()}
+        metrics = {
+            f"{row['technique']}.{key}": value
+            for row in rows
+            if "technique" in row
+            for key, value in numeric(row).items()
+        }
         self.log_metrics(parent, metrics)
         self.log_artifacts(parent, artifacts)
 
-    def log_report(self, rows: list[dict], study_files: list[Path], per_technique: Mapping[str, list[Path]],
-                   wall_time_s: float, reports: Path) -> None:
+    def log_report(
+        self,
+        rows: list[dict],
+        study_files: list[Path],
+        per_technique: Mapping[str, list[Path]],
+        wall_time_s: float,
+        reports: Path,
+    ) -> None:
         """The visualize stage's output: the comparison and study-level files on the study run, each technique's
         figures on its newest child run. Never raises: MLflow holds a copy of what reports/ already holds."""
         try:
@@ -198,23 +214,38 @@ class StudyTracker:
             for technique, paths in per_technique.items():
                 child = self.runs.find_child(technique)
                 if child is None:
-                    log.warning("MLflow: no run of %s under the study run %s; its figures are only in %s",
-                                technique, parent, reports)
+                    log.warning(
+                        "MLflow: no run of %s under the study run %s; its figures are only in %s",
+                        technique,
+                        parent,
+                        reports,
+                    )
                     continue
                 self.log_artifacts(child, paths, "figures")
         except Exception as err:  # noqa: BLE001 -- tracking must never fail the stage
-            log.warning("MLflow logging of the figures failed (%s: %s); they are all in %s",
-                        type(err).__name__, str(err).splitlines()[0] if str(err) else "", reports)
+            log.warning(
+                "MLflow logging of the figures failed (%s: %s); they are all in %s",
+                type(err).__name__,
+                str(err).splitlines()[0] if str(err) else "",
+                reports,
+            )
 
 
-def study_tracker(cfg: Mapping[str, Any], root: Path, manifest_digest: str, sweep_dir: str | None = None,
-                  enabled: bool = True) -> StudyTracker:
+def study_tracker(
+    cfg: Mapping[str, Any], root: Path, manifest_digest: str, sweep_dir: str | None = None, enabled: bool = True
+) -> StudyTracker:
     """The tracker of the study `cfg` runs in: its parent run is found by the study name, the dataset and the
     manifest (so the training stages, visualize and a later `pipelines/log_metrics.py` share one parent), or by
     the sweep folder for a Hydra sweep's jobs."""
     study, dataset = cfg["study"], cfg["data"]["name"]
     key = f"sweep:{sweep_dir}" if sweep_dir else f"{study}/{dataset}/{manifest_digest[:12]}"
     name = f"sweep {Path(sweep_dir).name}" if sweep_dir else f"study {study} ({dataset})"
-    return StudyTracker(resolve_tracking_uri(cfg["logger"]["tracking_uri"], root), cfg["logger"]["experiment_name"],
-                        key, name, tags={"dataset": dataset, "git_commit": git_commit(root) or "unknown"},
-                        enabled=bool(cfg["logger"]["enabled"]) and enabled, models_dir=cfg["paths"]["models"])
+    return StudyTracker(
+        resolve_tracking_uri(cfg["logger"]["tracking_uri"], root),
+        cfg["logger"]["experiment_name"],
+        key,
+        name,
+        tags={"dataset": dataset, "git_commit": git_commit(root) or "unknown"},
+        enabled=bool(cfg["logger"]["enabled"]) and enabled,
+        models_dir=cfg["paths"]["models"],
+    )

@@ -34,6 +34,7 @@ def capture(net: nn.Module, x: torch.Tensor, layers: list[tuple[str, nn.Module]]
     outputs: dict[str, torch.Tensor] = {}
     handles = []
     for name, module in layers:
+
         def keep(_module, _inputs, output, name=name):
             outputs[name] = output.detach().clone()  # clone: a later in-place op must not rewrite it
 
@@ -48,8 +49,9 @@ def capture(net: nn.Module, x: torch.Tensor, layers: list[tuple[str, nn.Module]]
     return outputs
 
 
-def layer_activations(net: nn.Module, x: torch.Tensor, layers: list[tuple[str, nn.Module]],
-                      max_channels: int | None = None) -> list[LayerActivation]:
+def layer_activations(
+    net: nn.Module, x: torch.Tensor, layers: list[tuple[str, nn.Module]], max_channels: int | None = None
+) -> list[LayerActivation]:
     """The activations of one image (`x` is (1, 3, H, W), normalised) at each layer, in order."""
     if x.shape[0] != 1:
         raise ValueError(f"expected one image, got a batch of {x.shape[0]}")
@@ -74,16 +76,17 @@ def mosaic(layer: LayerActivation, columns: int) -> np.ndarray:
     for i, channel in enumerate(layer.maps):
         r, c = divmod(i, cols)
         if i in blank:
-            grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = np.nan
+            grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = np.nan
             continue
         std = float(channel.std())
         tile = np.clip((channel - channel.mean()) / (std if std > 0 else 1.0) * 64 + 128, 0, 255)
-        grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = tile
+        grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = tile
     return grid
 
 
-def activation_figure(image: np.ndarray, layers: list[LayerActivation], title: str, columns: int = 32,
-                      width: float = 16.0) -> Figure:
+def activation_figure(
+    image: np.ndarray, layers: list[LayerActivation], title: str, columns: int = 32, width: float = 16.0
+) -> Figure:
     """The input image, then one mosaic per layer (tiles the same size on screen whatever the map size).
 
     Axes: 1 (the input) + one per layer; each layer's title gives its name, the map shape and how many
@@ -101,13 +104,23 @@ def activation_figure(image: np.ndarray, layers: list[LayerActivation], title: s
     cmap = colormaps["viridis"].with_extremes(bad="0.75", over="white")
     for k, (layer, (rows, c)) in enumerate(zip(layers, shapes), start=1):
         ax = fig.add_subplot(grid[k])
-        ax.imshow(mosaic(layer, columns), cmap=cmap, vmin=0, vmax=255, interpolation="nearest",
-                  extent=(0, c, rows, 0), aspect="equal")
+        ax.imshow(
+            mosaic(layer, columns),
+            cmap=cmap,
+            vmin=0,
+            vmax=255,
+            interpolation="nearest",
+            extent=(0, c, rows, 0),
+            aspect="equal",
+        )
         ax.set_xticks([])
         ax.set_yticks([])
         _, h, w = layer.maps.shape
-        shown = f"{len(layer.maps)} of {layer.channels} channels" if len(layer.maps) < layer.channels \
+        shown = (
+            f"{len(layer.maps)} of {layer.channels} channels"
+            if len(layer.maps) < layer.channels
             else f"{layer.channels} channels"
+        )
         note = f"; {len(layer.blank)} blank on this image (grey)" if layer.blank else ""
         ax.set_title(f"{layer.name}: {shown}, {w}x{h}{note}", fontsize=10, loc="left")
     return fig

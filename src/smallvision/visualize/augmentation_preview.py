@@ -21,16 +21,20 @@ def describe(cfg: AffineConfig) -> str:
     """The transforms in one line, as Keras' ImageDataGenerator arguments."""
     if cfg.is_identity:
         return "no augmentation (identity)"
-    parts = [f"{k}={getattr(cfg, k):g}" for k in ("rotation_range", "width_shift_range", "height_shift_range",
-                                                   "shear_range", "zoom_range") if getattr(cfg, k)]
+    parts = [
+        f"{k}={getattr(cfg, k):g}"
+        for k in ("rotation_range", "width_shift_range", "height_shift_range", "shear_range", "zoom_range")
+        if getattr(cfg, k)
+    ]
     if cfg.horizontal_flip:
         parts.append("horizontal_flip")
     parts.append(f"fill={cfg.fill_mode}")
     return ", ".join(parts)
 
 
-def augmentation_figure(image: np.ndarray, copies: np.ndarray, cfg: AffineConfig, columns: int,
-                        name: str = "", panel: float = 2.2) -> Figure:
+def augmentation_figure(
+    image: np.ndarray, copies: np.ndarray, cfg: AffineConfig, columns: int, name: str = "", panel: float = 2.2
+) -> Figure:
     """The original first, then each augmented copy; the title lists the transforms."""
     rows, cols = grid_shape(len(copies) + 1, columns)
     fig = new_figure(panel * cols, panel * 1.1 * rows + 0.9)

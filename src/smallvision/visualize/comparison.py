@@ -17,14 +17,15 @@ from smallvision.files import atomic_write, atomic_write_text
 from smallvision.runs import aggregate_seeds
 from smallvision.visualize.plotting import new_figure
 
-COLUMNS = ("technique", "backbone", "test_accuracy", "ci95_low", "ci95_high", "test_images", "reference",
-           "wall_time_s")
+COLUMNS = ("technique", "backbone", "test_accuracy", "ci95_low", "ci95_high", "test_images", "reference", "wall_time_s")
 
 
 def comparison_table(rows: list[Mapping[str, Any]], reference: Mapping[str, float]) -> list[dict[str, Any]]:
     """One row per trained technique (metrics.json contents) with the book's accuracy as `reference` (or None)."""
-    return [{**{c: row.get(c) for c in COLUMNS if c != "reference"}, "reference": reference.get(row.get("technique"))}
-            for row in rows]
+    return [
+        {**{c: row.get(c) for c in COLUMNS if c != "reference"}, "reference": reference.get(row.get("technique"))}
+        for row in rows
+    ]
 
 
 def _pct(value: Any) -> str:
@@ -33,13 +34,17 @@ def _pct(value: Any) -> str:
 
 def comparison_markdown(table: list[Mapping[str, Any]], reference_label: str) -> str:
     """The table in Markdown (what README and the HTML page show)."""
-    lines = [f"| technique | backbone | test accuracy | 95 % interval | test images | {reference_label} | training time |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"| technique | backbone | test accuracy | 95 % interval | test images | {reference_label} | training time |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for row in table:
         interval = f"{_pct(row['ci95_low'])} – {_pct(row['ci95_high'])}"
         time = f"{row['wall_time_s']:.0f} s" if isinstance(row.get("wall_time_s"), (int, float)) else "—"
-        lines.append(f"| {row['technique']} | {row.get('backbone') or '—'} | {_pct(row['test_accuracy'])} | {interval} | "
-                     f"{row.get('test_images') or '—'} | {_pct(row['reference'])} | {time} |")
+        lines.append(
+            f"| {row['technique']} | {row.get('backbone') or '—'} | {_pct(row['test_accuracy'])} | {interval} | "
+            f"{row.get('test_images') or '—'} | {_pct(row['reference'])} | {time} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -47,8 +52,9 @@ def write_comparison(table: list[Mapping[str, Any]], reference_label: str, folde
     """comparison.json (the rows) and comparison.md in `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     json_path, md_path = folder / "comparison.json", folder / "comparison.md"
-    json_path.write_text(json.dumps({"reference_label": reference_label, "rows": list(table)}, indent=2) + "\n",
-                         encoding="utf-8")
+    json_path.write_text(
+        json.dumps({"reference_label": reference_label, "rows": list(table)}, indent=2) + "\n", encoding="utf-8"
+    )
     md_path.write_text(comparison_markdown(table, reference_label), encoding="utf-8")
     return json_path, md_path
 
@@ -72,8 +78,14 @@ def comparison_figure(table: list[Mapping[str, Any]], reference_label: str, chan
     ax.bar(x, acc, width=0.6, color="tab:blue", alpha=0.85, label="test accuracy (95 % interval)")
     ax.errorbar(x, acc, yerr=err, fmt="none", ecolor="black", capsize=6, linewidth=1.5)
     for xi, a, h in zip(x, acc, high):
-        ax.annotate(f"{100 * a:.1f} %", (xi, np.nanmax([a, h])), textcoords="offset points", xytext=(0, 4),
-                    ha="center", fontsize=10)
+        ax.annotate(
+            f"{100 * a:.1f} %",
+            (xi, np.nanmax([a, h])),
+            textcoords="offset points",
+            xytext=(0, 4),
+            ha="center",
+            fontsize=10,
+        )
     refs = [(xi, row["reference"]) for xi, row in zip(x, table) if row.get("reference") is not None]
     if refs:
         rx, ry = zip(*refs)
@@ -96,8 +108,9 @@ def comparison_figure(table: list[Mapping[str, Any]], reference_label: str, chan
 SEED_COMPARISON_FILES = ("seed_comparison.json", "seed_comparison.md", "seed_comparison.png")
 
 
-def seed_comparison_table(rows: list[Mapping[str, Any]], reference: Mapping[str, float],
-                          metric: str = "test_accuracy") -> list[dict[str, Any]]:
+def seed_comparison_table(
+    rows: list[Mapping[str, Any]], reference: Mapping[str, float], metric: str = "test_accuracy"
+) -> list[dict[str, Any]]:
     """One row per technique: `aggregate_seeds` of its jobs' metrics rows (n_seeds, seeds, <metric>_mean/_std/
     _min/_max/_values) with the book's accuracy as `reference` (or None). Raises DataError as aggregate_seeds does,
     and when there are no rows at all."""
@@ -114,26 +127,38 @@ def _seeds_phrase(table: list[Mapping[str, Any]]) -> str:
     return f"{counts[0]}–{counts[-1]} seeds"
 
 
-def seed_comparison_markdown(table: list[Mapping[str, Any]], reference_label: str,
-                             metric: str = "test_accuracy") -> str:
+def seed_comparison_markdown(
+    table: list[Mapping[str, Any]], reference_label: str, metric: str = "test_accuracy"
+) -> str:
     """The seed table in Markdown: technique | seeds | mean | std | min | max | reference (std "—" for one seed)."""
     lines = [f"| technique | seeds | mean | std | min | max | {reference_label} |", "|---|---|---|---|---|---|---|"]
     for row in table:
         seeds = f"{row['n_seeds']} ({', '.join(str(s) for s in row['seeds'])})"
         std = _pct(row[f"{metric}_std"]) if row["n_seeds"] > 1 else "—"
-        lines.append(f"| {row['technique']} | {seeds} | {_pct(row[f'{metric}_mean'])} | {std} | "
-                     f"{_pct(row[f'{metric}_min'])} | {_pct(row[f'{metric}_max'])} | {_pct(row['reference'])} |")
+        lines.append(
+            f"| {row['technique']} | {seeds} | {_pct(row[f'{metric}_mean'])} | {std} | "
+            f"{_pct(row[f'{metric}_min'])} | {_pct(row[f'{metric}_max'])} | {_pct(row['reference'])} |"
+        )
     return "\n".join(lines) + "\n"
 
 
-def seed_comparison_figure(table: list[Mapping[str, Any]], reference_label: str, metric: str = "test_accuracy",
-                           chance: float | None = None) -> Figure:
+def seed_comparison_figure(
+    table: list[Mapping[str, Any]], reference_label: str, metric: str = "test_accuracy", chance: float | None = None
+) -> Figure:
     """`comparison_figure` for a seed sweep: per technique the mean as a bar, ± 1 std as its error bar, each seed's
     accuracy as a dot (min and max are the outer dots), the book's numbers as red marks."""
     mean = np.array([row[f"{metric}_mean"] for row in table], dtype=float)
     std = np.array([row[f"{metric}_std"] for row in table], dtype=float)
-    bars = [{"technique": row["technique"], "test_accuracy": m, "ci95_low": m - s, "ci95_high": m + s,
-             "reference": row.get("reference")} for row, m, s in zip(table, mean, std)]
+    bars = [
+        {
+            "technique": row["technique"],
+            "test_accuracy": m,
+            "ci95_low": m - s,
+            "ci95_high": m + s,
+            "reference": row.get("reference"),
+        }
+        for row, m, s in zip(table, mean, std)
+    ]
     fig = comparison_figure(bars, reference_label, chance=chance)
     ax = fig.axes[0]
     for container in ax.containers:  # the bars: relabel "test accuracy (95 % interval)"
@@ -144,8 +169,9 @@ def seed_comparison_figure(table: list[Mapping[str, Any]], reference_label: str,
         values = [float(v) for v in row[f"{metric}_values"]]
         xs += list(xi + (np.linspace(-0.2, 0.2, len(values)) if len(values) > 1 else np.zeros(1)))
         ys += values
-    ax.scatter(xs, ys, s=28, color="tab:orange", edgecolors="black", linewidths=0.6, zorder=4, label="each seed",
-               gid="seeds")
+    ax.scatter(
+        xs, ys, s=28, color="tab:orange", edgecolors="black", linewidths=0.6, zorder=4, label="each seed", gid="seeds"
+    )
     tops = [max(m + s, *row[f"{metric}_values"], row.get("reference") or 0.0) for row, m, s in zip(table, mean, std)]
     for text, xi, top in zip(ax.texts, range(len(table)), tops):  # the mean's label above the dots and the mark
         text.xy = (xi, top)
@@ -156,8 +182,14 @@ def seed_comparison_figure(table: list[Mapping[str, Any]], reference_label: str,
     return fig
 
 
-def write_seed_comparison(rows: list[Mapping[str, Any]], reference: Mapping[str, float], reference_label: str,
-                          folder: Path, dpi: int = 100, metric: str = "test_accuracy") -> list[Path]:
+def write_seed_comparison(
+    rows: list[Mapping[str, Any]],
+    reference: Mapping[str, float],
+    reference_label: str,
+    folder: Path,
+    dpi: int = 100,
+    metric: str = "test_accuracy",
+) -> list[Path]:
     """seed_comparison.json (the rows), .md and .png in `folder` from a seed sweep's metrics rows (one per job).
     Raises DataError when the rows cannot be averaged over seeds (see `seed_comparison_table`)."""
     table = seed_comparison_table(rows, reference, metric)

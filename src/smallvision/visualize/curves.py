@@ -39,8 +39,10 @@ def curves_figure(history: dict[str, np.ndarray], technique: str, smoothing: flo
     """
     epochs = history["epoch"]
     fig = new_figure(11, 4)
-    fig.suptitle(f"{technique}: training and validation" + (f" (smoothed, factor {smoothing:g})" if smoothing else ""),
-                 fontsize=13)
+    fig.suptitle(
+        f"{technique}: training and validation" + (f" (smoothed, factor {smoothing:g})" if smoothing else ""),
+        fontsize=13,
+    )
     axes = fig.subplots(1, 2)
     for ax, metric, label in ((axes[0], "acc", "accuracy"), (axes[1], "loss", "loss")):
         for split, colour, name in (("train", "tab:blue", "training"), ("val", "tab:orange", "validation")):

@@ -60,9 +60,19 @@ def forward_until(net: nn.Module, module: nn.Module, x: torch.Tensor) -> torch.T
     raise ValueError(f"the network never ran {type(module).__name__}: it is not part of its forward pass")
 
 
-def filter_patterns(net: nn.Module, layer: tuple[str, nn.Module], indices: list[int], *, image_size: int,
-                    mean: list[float], std: list[float], steps: int, step_size: float, noise: float,
-                    seed: int = 0) -> list[FilterPattern]:
+def filter_patterns(
+    net: nn.Module,
+    layer: tuple[str, nn.Module],
+    indices: list[int],
+    *,
+    image_size: int,
+    mean: list[float],
+    std: list[float],
+    steps: int,
+    step_size: float,
+    noise: float,
+    seed: int = 0,
+) -> list[FilterPattern]:
     """Gradient ascent for each filter in `indices` of `layer` (name, module), all filters as one batch.
 
     The images of the batch do not interact (the net is in eval mode), so the sum of the per-image
@@ -98,8 +108,10 @@ def filter_patterns(net: nn.Module, layer: tuple[str, nn.Module], indices: list[
         first = final
         dead = torch.zeros(len(indices), dtype=torch.bool)
     images = pixels.detach().cpu().permute(0, 2, 3, 1).numpy()
-    return [FilterPattern(name, int(i), deprocess_image(img), float(a), float(b), bool(d))
-            for i, img, a, b, d in zip(indices, images, first, final, dead)]
+    return [
+        FilterPattern(name, int(i), deprocess_image(img), float(a), float(b), bool(d))
+        for i, img, a, b, d in zip(indices, images, first, final, dead)
+    ]
 
 
 def _objective(net, module, pixels, picks, mean, std) -> torch.Tensor:
@@ -123,8 +135,7 @@ def layer_channels(net: nn.Module, module: nn.Module, image_size: int) -> int:
         return int(forward_until(net, module, torch.zeros(1, 3, image_size, image_size, device=device)).shape[1])
 
 
-def filters_figure(layers: dict[str, list[FilterPattern]], title: str, columns: int = 8,
-                   panel: float = 1.6) -> Figure:
+def filters_figure(layers: dict[str, list[FilterPattern]], title: str, columns: int = 8, panel: float = 1.6) -> Figure:
     """One row block per layer, one panel per filter, titled with the filter number and its mean activation
     before -> after the ascent; a dead filter says so in its title."""
     blocks = [(name, patterns, *grid_shape(len(patterns), columns)) for name, patterns in layers.items()]

@@ -68,8 +68,9 @@ class Explained:
         return bool(self.heatmap.max() > 0)
 
 
-def explain(net: nn.Module, layer: nn.Module, images: np.ndarray, x: torch.Tensor, actual: list[int],
-            paths: list[str]) -> list[Explained]:
+def explain(
+    net: nn.Module, layer: nn.Module, images: np.ndarray, x: torch.Tensor, actual: list[int], paths: list[str]
+) -> list[Explained]:
     """Predict the images (`x`, normalised from uint8 `images`) and explain each prediction with Grad-CAM."""
     if len(images) == 0:
         return []
@@ -77,12 +78,20 @@ def explain(net: nn.Module, layer: nn.Module, images: np.ndarray, x: torch.Tenso
     probs = probabilities(net, x).cpu()
     predicted = probs.argmax(1).tolist()
     maps = gradcam_maps(net, layer, x, predicted)
-    return [Explained(path, img, int(a), int(k), float(p[k]), m)
-            for path, img, a, k, p, m in zip(paths, images, actual, predicted, probs, maps)]
+    return [
+        Explained(path, img, int(a), int(k), float(p[k]), m)
+        for path, img, a, k, p, m in zip(paths, images, actual, predicted, probs, maps)
+    ]
 
 
-def gradcam_figure(rows: dict[str, list[Explained]], classes: list[str], title: str, columns: int,
-                   image_weight: float = 0.5, panel: float = 2.2) -> Figure:
+def gradcam_figure(
+    rows: dict[str, list[Explained]],
+    classes: list[str],
+    title: str,
+    columns: int,
+    image_weight: float = 0.5,
+    panel: float = 2.2,
+) -> Figure:
     """A row of heatmap overlays per group (e.g. "correct", "wrong"), `columns` wide, and a colour bar.
 
     Each panel's title: predicted class and its probability, and the true class. A group with fewer
@@ -96,15 +105,24 @@ def gradcam_figure(rows: dict[str, list[Explained]], classes: list[str], title: 
     for r, (group, items) in enumerate(rows.items()):
         for c, ax in enumerate(axes[r]):
             if c >= len(items):
-                blank_axes(ax, f"no {group} test images" if c == 0 else (
-                    f"only {len(items)} {group}" if c == len(items) else ""))
+                blank_axes(
+                    ax,
+                    f"no {group} test images" if c == 0 else (f"only {len(items)} {group}" if c == len(items) else ""),
+                )
                 continue
             e = items[c]
             overlay = show_cam_on_image(to_unit(e.image), e.heatmap, use_rgb=True, image_weight=image_weight)
             note = "" if e.has_evidence else "\n(no positive evidence)"
-            show_image(ax, overlay, f"pred {classes[e.predicted]} {e.probability:.2f}\ntrue {classes[e.actual]}{note}",
-                       fontsize=9, color="black" if e.correct else "firebrick")
+            show_image(
+                ax,
+                overlay,
+                f"pred {classes[e.predicted]} {e.probability:.2f}\ntrue {classes[e.actual]}{note}",
+                fontsize=9,
+                color="black" if e.correct else "firebrick",
+            )
             if c == 0:
                 ax.set_ylabel(group, fontsize=11)
-    fig.colorbar(ScalarMappable(Normalize(0, 1), cmap), ax=axes, shrink=0.8, label="Grad-CAM (relative to the image's max)")
+    fig.colorbar(
+        ScalarMappable(Normalize(0, 1), cmap), ax=axes, shrink=0.8, label="Grad-CAM (relative to the image's max)"
+    )
     return fig

@@ -43,8 +43,10 @@ def filter_layers(net: nn.Module, names: list[str] | None, option: str) -> list[
     unknown = [name for name in names if name not in lookup]
     if unknown:
         hint = ", ".join(name for name, _ in available[:12]) + (", ..." if len(available) > 12 else "")
-        raise ConfigError(f"{option}={list(names)}: no layer named {', '.join(map(repr, unknown))} in "
-                          f"{type(net).__name__}; choose among {hint} (or null for the default layers)")
+        raise ConfigError(
+            f"{option}={list(names)}: no layer named {', '.join(map(repr, unknown))} in "
+            f"{type(net).__name__}; choose among {hint} (or null for the default layers)"
+        )
     return [(name, lookup[name]) for name in names]
 
 
@@ -60,7 +62,7 @@ def cam_layer(net: nn.Module) -> tuple[str, nn.Module]:
         conv = net.gradcam_layer()
         layers = list(net.features)
         after = layers[layers.index(conv) + 1]
-        name = dict((id(m), n) for n, m in net.conv_layers()).get(id(after), "features")
+        name = {id(m): n for n, m in net.conv_layers()}.get(id(after), "features")
         return name, after if isinstance(after, nn.ReLU) else conv
     layer = backbones.gradcam_layer(net.base)
     name = next((n for n, m in net.base.named_modules() if m is layer), type(layer).__name__)

@@ -17,15 +17,26 @@ def most_confident_mistakes(predictions: list[PredictionRow], limit: int) -> lis
     return sorted(wrong, key=lambda p: (-p.probability, p.path))[:limit]
 
 
-def mistakes_figure(images: list[np.ndarray], mistakes: list[PredictionRow], technique: str, wrong_total: int,
-                    test_total: int, columns: int, panel: float = 1.9) -> Figure:
+def mistakes_figure(
+    images: list[np.ndarray],
+    mistakes: list[PredictionRow],
+    technique: str,
+    wrong_total: int,
+    test_total: int,
+    columns: int,
+    panel: float = 1.9,
+) -> Figure:
     """One panel per mistake: true class -> predicted class and its probability, the file name below."""
     count = max(1, len(mistakes))
     rows, cols = grid_shape(count, columns)
     fig = new_figure(panel * cols + 0.4, panel * 1.25 * rows + 0.8)
     shown = f", the {len(mistakes)} most confident shown" if len(mistakes) < wrong_total else ""
-    fig.suptitle(wrapped(f"Mistakes of {technique}: {wrong_total} of {test_total} test images wrong{shown}",
-                         panel * cols + 0.4, 12), fontsize=12)
+    fig.suptitle(
+        wrapped(
+            f"Mistakes of {technique}: {wrong_total} of {test_total} test images wrong{shown}", panel * cols + 0.4, 12
+        ),
+        fontsize=12,
+    )
     axes = fig.subplots(rows, cols, squeeze=False).flat
     for k, ax in enumerate(axes):
         if k >= len(mistakes):

@@ -25,8 +25,9 @@ def save(fig: Figure, path: Path, dpi: int) -> Path:
 def wrapped(text: str, width: float, fontsize: float) -> str:
     """`text` broken at spaces into lines that fit `width` inches at `fontsize` points (DejaVu Sans averages about
     0.5 em per character; 0.55 leaves a margin), so a long title never runs off the figure's edges."""
-    return textwrap.fill(text, max(16, int(width * 72 / (0.55 * fontsize))), break_long_words=False,
-                         break_on_hyphens=False)
+    return textwrap.fill(
+        text, max(16, int(width * 72 / (0.55 * fontsize))), break_long_words=False, break_on_hyphens=False
+    )
 
 
 def show_image(ax: Axes, image: np.ndarray, title: str | None = None, fontsize: float = 9, **title_kw) -> None:

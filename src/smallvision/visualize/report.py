@@ -53,8 +53,13 @@ def table_html(columns: list[str], rows: list[list[str]], numeric: frozenset[int
     """An HTML table of already formatted cells (escaped here)."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join(
-        "<tr>" + "".join(f"<td{' class=num' if i in numeric else ''}>{html.escape(str(cell))}</td>"
-                         for i, cell in enumerate(row)) + "</tr>" for row in rows)
+        "<tr>"
+        + "".join(
+            f"<td{' class=num' if i in numeric else ''}>{html.escape(str(cell))}</td>" for i, cell in enumerate(row)
+        )
+        + "</tr>"
+        for row in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -66,9 +71,15 @@ def _image(path: Path) -> str:
 def render(sections: list[Section], title: str, subtitle: str = "", footer: str = "") -> str:
     """The page: title, a table of contents, then each section in order."""
     nav = " ".join(f'<a href="#{s.id}">{html.escape(s.title)}</a>' for s in sections)
-    parts = [f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
-             f"<meta name=viewport content='width=device-width, initial-scale=1'><style>{_STYLE}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(subtitle)}</p>" if subtitle else "", f"<nav>{nav}</nav>"]
+    parts = [
+        (
+            f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+            f"<meta name=viewport content='width=device-width, initial-scale=1'><style>{_STYLE}</style></head><body>"
+        ),
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>{html.escape(subtitle)}</p>" if subtitle else "",
+        f"<nav>{nav}</nav>",
+    ]
     for s in sections:
         parts.append(f'<section id="{s.id}"><h2>{html.escape(s.title)}</h2>')
         if s.intro:

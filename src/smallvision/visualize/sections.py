@@ -62,14 +62,14 @@ class Report:
 
     visualize: Mapping[str, Any]
     augmentation: Mapping[str, Any]
-    image_sizes: Mapping[str, int]          # technique -> its training image size
+    image_sizes: Mapping[str, int]  # technique -> its training image size
     folder: Path
     records: list[Record]
     classes: list[str]
     load: Callable[[Path, int], np.ndarray]  # an image file at a size, as training decoded it
     trained: list[Technique]
     nets: Nets
-    notes: list[str]                        # techniques skipped (not trained), for the comparison section
+    notes: list[str]  # techniques skipped (not trained), for the comparison section
     rows: list[dict] = field(default_factory=list)
     per_technique: dict[str, list[Path]] = field(default_factory=dict)
     study_files: list[Path] = field(default_factory=list)
@@ -111,38 +111,54 @@ def comparison_section(r: Report, rows: list[dict]) -> Section:
     v = r.visualize
     r.rows = rows
     table = comparison.comparison_table(rows, v["reference"])
-    sec = Section("comparison", "Comparison",
-                  f"Test accuracy of each technique with its 95 % interval; red marks: {v['reference_label']}.")
+    sec = Section(
+        "comparison",
+        "Comparison",
+        f"Test accuracy of each technique with its 95 % interval; red marks: {v['reference_label']}.",
+    )
     if table:
         json_path, md_path = comparison.write_comparison(table, v["reference_label"], r.folder)
-        fig = r.save(comparison.comparison_figure(table, v["reference_label"], chance=1 / len(r.classes)),
-                      "comparison.png")
+        fig = r.save(
+            comparison.comparison_figure(table, v["reference_label"], chance=1 / len(r.classes)), "comparison.png"
+        )
         r.study_files += [md_path, json_path]
-        sec.figures.append(FigureEntry(fig, "Test accuracy per technique (bars), 95 % interval (error bars), the "
-                                            "book's numbers (red marks), chance (dashed)."))
+        sec.figures.append(
+            FigureEntry(
+                fig,
+                "Test accuracy per technique (bars), 95 % interval (error bars), the "
+                "book's numbers (red marks), chance (dashed).",
+            )
+        )
         sec.html = _comparison_html(table, v["reference_label"])
     sec.notes += r.notes
     return sec
 
 
 def curves_section(r: Report) -> Section:
-    sec = Section("curves", "Training curves",
-                  "Training vs validation accuracy and loss per epoch: where they part, the net overfits.")
+    sec = Section(
+        "curves",
+        "Training curves",
+        "Training vs validation accuracy and loss per epoch: where they part, the net overfits.",
+    )
     for t in r.trained:
         if t.missing(HISTORY):
             sec.notes.append(f"{t.name}: no {HISTORY}")
             continue
-        fig = curves.curves_figure(curves.history_columns(read_history(t.file(HISTORY))), t.name,
-                                   float(r.visualize["curves"]["smoothing"]))
+        fig = curves.curves_figure(
+            curves.history_columns(read_history(t.file(HISTORY))), t.name, float(r.visualize["curves"]["smoothing"])
+        )
         path = r.save(fig, f"curves_{t.name}.png", t.name)
         sec.figures.append(FigureEntry(path, f"{t.name}: accuracy and loss per epoch."))
     return sec
 
 
 def gradcam_section(r: Report) -> Section:
-    sec = Section("gradcam", "Class activation heatmaps (Grad-CAM)",
-                  "Where each network looks: Grad-CAM of the predicted class on its last conv feature map, for "
-                  "correctly and wrongly classified test images (most confident first). Red titles: wrong predictions.")
+    sec = Section(
+        "gradcam",
+        "Class activation heatmaps (Grad-CAM)",
+        "Where each network looks: Grad-CAM of the predicted class on its last conv feature map, for "
+        "correctly and wrongly classified test images (most confident first). Red titles: wrong predictions.",
+    )
     per_group = int(r.visualize["gradcam"]["per_group"])
     for t in r.trained:
         if t.missing(PREDICTIONS):
@@ -151,44 +167,72 @@ def gradcam_section(r: Report) -> Section:
         rows = read_predictions(t.file(PREDICTIONS))
         unknown = [row.path for row in rows if r.record(row.path) is None]
         if unknown:
-            sec.notes.append(f"{t.name}: {len(unknown)} test predictions name images not in the manifest "
-                             f"(e.g. {unknown[0]}): its model is older than the split; retrain it")
+            sec.notes.append(
+                f"{t.name}: {len(unknown)} test predictions name images not in the manifest "
+                f"(e.g. {unknown[0]}): its model is older than the split; retrain it"
+            )
             continue
-        chosen = {"correct": _balanced([row for row in rows if row.correct], per_group, r.classes),
-                  "wrong": mistakes.most_confident_mistakes(rows, per_group)}
+        chosen = {
+            "correct": _balanced([row for row in rows if row.correct], per_group, r.classes),
+            "wrong": mistakes.most_confident_mistakes(rows, per_group),
+        }
         net, spec = r.nets.get(t)
         flat = [row for group in chosen.values() for row in group]
         records = [r.record(row.path) for row in flat]
         images = np.stack([r.load(rec.file, spec["image_size"]) for rec in records]) if flat else np.zeros((0,))
         layer_name, layer = cam_layer(net)
-        explained = gradcam.explain(net, layer, images, r.nets.inputs(images, spec) if flat else None,
-                                    [rec.target for rec in records], [row.path for row in flat])
+        explained = gradcam.explain(
+            net,
+            layer,
+            images,
+            r.nets.inputs(images, spec) if flat else None,
+            [rec.target for rec in records],
+            [row.path for row in flat],
+        )
         groups, k = {}, 0
         for group, items in chosen.items():
-            groups[group] = explained[k:k + len(items)]
+            groups[group] = explained[k : k + len(items)]
             k += len(items)
-        fig = gradcam.gradcam_figure(groups, spec["classes"], f"Grad-CAM, {t.name} (layer {layer_name})",
-                                     per_group, float(r.visualize["gradcam"]["image_weight"]))
+        fig = gradcam.gradcam_figure(
+            groups,
+            spec["classes"],
+            f"Grad-CAM, {t.name} (layer {layer_name})",
+            per_group,
+            float(r.visualize["gradcam"]["image_weight"]),
+        )
         path = r.save(fig, f"gradcam_{t.name}.png", t.name)
-        sec.figures.append(FigureEntry(path, f"{t.name}: heatmaps of the predicted class on {layer_name}; "
-                                             "title: predicted class and probability, true class."))
+        sec.figures.append(
+            FigureEntry(
+                path,
+                f"{t.name}: heatmaps of the predicted class on {layer_name}; "
+                "title: predicted class and probability, true class.",
+            )
+        )
     return sec
 
 
 def activations_section(r: Report) -> Section:
     v = r.visualize
-    sec = Section("activations", "Intermediate activations",
-                  "Every channel of the scratch convnet's conv and pool layers, and of the first, middle and last "
-                  "stage of the pretrained base, for one test image. Each channel is standardised for display; grey "
-                  "tiles: channels that stay constant (blank) on this image.")
+    sec = Section(
+        "activations",
+        "Intermediate activations",
+        "Every channel of the scratch convnet's conv and pool layers, and of the first, middle and last "
+        "stage of the pretrained base, for one test image. Each channel is standardised for display; grey "
+        "tiles: channels that stay constant (blank) on this image.",
+    )
     record = pick(r.split("test"), v["test_image"], "test_image")
     for name in r.chosen(v["activations"]["techniques"], sec, "activations"):
         net, spec = r.nets.get(r.technique(name))
         image = r.load(record.file, spec["image_size"])
-        acts = activations.layer_activations(net, r.nets.inputs(image[None], spec), activation_layers(net),
-                                             v["activations"]["max_channels"])
-        fig = activations.activation_figure(image, acts, f"Activations of {name} for test image {record.path} "
-                                                         f"({record.label})", int(v["activations"]["columns"]))
+        acts = activations.layer_activations(
+            net, r.nets.inputs(image[None], spec), activation_layers(net), v["activations"]["max_channels"]
+        )
+        fig = activations.activation_figure(
+            image,
+            acts,
+            f"Activations of {name} for test image {record.path} ({record.label})",
+            int(v["activations"]["columns"]),
+        )
         path = r.save(fig, f"activations_{name}.png", name)
         sec.figures.append(FigureEntry(path, f"{name}: layers {', '.join(a.name for a in acts)}."))
     return sec
@@ -196,10 +240,13 @@ def activations_section(r: Report) -> Section:
 
 def filters_section(r: Report) -> Section:
     f = r.visualize["filters"]
-    sec = Section("filters", "Filter patterns",
-                  f"The input that maximises each filter's mean activation: {f['steps']} steps of normalised gradient "
-                  f"ascent (step {f['step_size']} grey levels) from a grey image with noise. Panel titles: mean "
-                  "activation before -> after.")
+    sec = Section(
+        "filters",
+        "Filter patterns",
+        f"The input that maximises each filter's mean activation: {f['steps']} steps of normalised gradient "
+        f"ascent (step {f['step_size']} grey levels) from a grey image with noise. Panel titles: mean "
+        "activation before -> after.",
+    )
     for name in r.chosen(f["techniques"], sec, "filters"):
         net, spec = r.nets.get(r.technique(name))
         option = "scratch_layers" if spec["network"] == "scratch" else "transfer_layers"
@@ -208,36 +255,57 @@ def filters_section(r: Report) -> Section:
         for layer_name, module in filter_layers(net, f[option], f"visualize.filters.{option}"):
             indices = filters.pick_filters(filters.layer_channels(net, module, size), int(f["per_layer"]))
             patterns[layer_name] = filters.filter_patterns(
-                net, (layer_name, module), indices, image_size=size, mean=spec["mean"], std=spec["std"],
-                steps=int(f["steps"]), step_size=float(f["step_size"]), noise=float(f["noise"]), seed=int(f["seed"]))
-        path = r.save(filters.filters_figure(patterns, f"Filter patterns of {name}", int(f["columns"])),
-                      f"filters_{name}.png", name)
-        sec.figures.append(FigureEntry(path, f"{name}: {int(f['per_layer'])} filters of each of "
-                                             f"{', '.join(patterns)}."))
+                net,
+                (layer_name, module),
+                indices,
+                image_size=size,
+                mean=spec["mean"],
+                std=spec["std"],
+                steps=int(f["steps"]),
+                step_size=float(f["step_size"]),
+                noise=float(f["noise"]),
+                seed=int(f["seed"]),
+            )
+        path = r.save(
+            filters.filters_figure(patterns, f"Filter patterns of {name}", int(f["columns"])),
+            f"filters_{name}.png",
+            name,
+        )
+        sec.figures.append(
+            FigureEntry(path, f"{name}: {int(f['per_layer'])} filters of each of {', '.join(patterns)}.")
+        )
     return sec
 
 
 def augmentation_section(r: Report) -> Section:
     a = r.visualize["augmentation_preview"]
-    sec = Section("augmentation", "Augmentation preview",
-                  "One training image and random augmentations of it, drawn as training draws them (the "
-                  "`augmentation` config group).")
+    sec = Section(
+        "augmentation",
+        "Augmentation preview",
+        "One training image and random augmentations of it, drawn as training draws them (the "
+        "`augmentation` config group).",
+    )
     record = pick(r.split("train"), a["image"], "augmentation_preview.image")
     size = int(r.image_sizes[a["technique"]])
     aug_cfg = AffineConfig.from_mapping(r.augmentation)
     image = r.load(record.file, size)
     copies = augmentation_preview.augmented_copies(image, aug_cfg, int(a["count"]), int(a["seed"]))
-    path = r.save(augmentation_preview.augmentation_figure(image, copies, aug_cfg, int(a["columns"]), record.path),
-                  "augmentation_preview.png")
+    path = r.save(
+        augmentation_preview.augmentation_figure(image, copies, aug_cfg, int(a["columns"]), record.path),
+        "augmentation_preview.png",
+    )
     sec.figures.append(FigureEntry(path, f"{record.path} at {size} px and {len(copies)} augmentations."))
     return sec
 
 
 def mistakes_section(r: Report) -> Section:
     m = r.visualize["mistakes"]
-    sec = Section("mistakes", "Mistakes",
-                  "The test images a technique gets wrong, the most confident mistakes first: true class -> predicted "
-                  "class and its probability.")
+    sec = Section(
+        "mistakes",
+        "Mistakes",
+        "The test images a technique gets wrong, the most confident mistakes first: true class -> predicted "
+        "class and its probability.",
+    )
     owner = _mistakes_technique(m["technique"], r.rows, {t.name for t in r.trained})
     t = next((x for x in r.trained if x.name == owner), None)
     if t is None:
@@ -246,14 +314,24 @@ def mistakes_section(r: Report) -> Section:
         sec.notes.append(f"no mistakes gallery: {t.name} has no {PREDICTIONS}")
     else:
         rows = read_predictions(t.file(PREDICTIONS))
-        wrong = [row for row in mistakes.most_confident_mistakes(rows, int(m["max_images"]))
-                 if r.record(row.path) is not None]
+        wrong = [
+            row
+            for row in mistakes.most_confident_mistakes(rows, int(m["max_images"]))
+            if r.record(row.path) is not None
+        ]
         images = [r.load(r.record(row.path).file, int(m["image_size"])) for row in wrong]
-        fig = mistakes.mistakes_figure(images, wrong, t.name, sum(not row.correct for row in rows), len(rows),
-                                       int(m["columns"]))
+        fig = mistakes.mistakes_figure(
+            images, wrong, t.name, sum(not row.correct for row in rows), len(rows), int(m["columns"])
+        )
         path = r.save(fig, f"mistakes_{t.name}.png", t.name)
-        sec.figures.append(FigureEntry(path, f"{t.name}" + (" (the best technique)" if m["technique"] == "best"
-                                                             else "") + ": its wrong test predictions."))
+        sec.figures.append(
+            FigureEntry(
+                path,
+                f"{t.name}"
+                + (" (the best technique)" if m["technique"] == "best" else "")
+                + ": its wrong test predictions.",
+            )
+        )
     return sec
 
 
@@ -279,8 +357,20 @@ def _comparison_html(table: list[dict], reference_label: str) -> str:
     def pct(x: Any) -> str:
         return f"{100 * x:.1f} %" if isinstance(x, (int, float)) else "—"
 
-    rows = [[r["technique"], r.get("backbone") or "—", pct(r["test_accuracy"]),
-             f"{pct(r.get('ci95_low'))} – {pct(r.get('ci95_high'))}", r.get("test_images") or "—", pct(r["reference"]),
-             f"{r['wall_time_s']:.0f} s" if isinstance(r.get("wall_time_s"), (int, float)) else "—"] for r in table]
-    return table_html(["technique", "backbone", "test accuracy", "95 % interval", "test images", reference_label,
-                       "training time"], rows, numeric=frozenset({2, 3, 4, 5, 6}))
+    rows = [
+        [
+            r["technique"],
+            r.get("backbone") or "—",
+            pct(r["test_accuracy"]),
+            f"{pct(r.get('ci95_low'))} – {pct(r.get('ci95_high'))}",
+            r.get("test_images") or "—",
+            pct(r["reference"]),
+            f"{r['wall_time_s']:.0f} s" if isinstance(r.get("wall_time_s"), (int, float)) else "—",
+        ]
+        for r in table
+    ]
+    return table_html(
+        ["technique", "backbone", "test accuracy", "95 % interval", "test images", reference_label, "training time"],
+        rows,
+        numeric=frozenset({2, 3, 4, 5, 6}),
+    )

@@ -12,10 +12,19 @@ from smallvision.data.manifest import Record
 from smallvision.errors import ConfigError
 
 # option -> the smallest value allowed
-_WHOLE_NUMBERS = {"dpi": 1, "activations.columns": 1, "filters.per_layer": 1, "filters.columns": 1,
-                  "filters.steps": 0, "gradcam.per_group": 1, "augmentation_preview.count": 1,
-                  "augmentation_preview.columns": 1, "mistakes.max_images": 1, "mistakes.columns": 1,
-                  "mistakes.image_size": 1}
+_WHOLE_NUMBERS = {
+    "dpi": 1,
+    "activations.columns": 1,
+    "filters.per_layer": 1,
+    "filters.columns": 1,
+    "filters.steps": 0,
+    "gradcam.per_group": 1,
+    "augmentation_preview.count": 1,
+    "augmentation_preview.columns": 1,
+    "mistakes.max_images": 1,
+    "mistakes.columns": 1,
+    "mistakes.image_size": 1,
+}
 _OPTIONAL_WHOLE_NUMBERS = ("threads", "activations.max_channels", "filters.image_size")  # null: the default
 
 
@@ -31,7 +40,9 @@ def validate(v: Mapping[str, Any], known: list[str]) -> None:
     for option in ("techniques", "activations.techniques", "filters.techniques"):
         names = _get(v, option)
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ConfigError(f"visualize.{option}={names!r} must be a list of technique names, e.g. [augment, fine_tune]")
+            raise ConfigError(
+                f"visualize.{option}={names!r} must be a list of technique names, e.g. [augment, fine_tune]"
+            )
         unknown = [n for n in names if n not in known]
         if unknown:
             raise ConfigError(f"visualize.{option} names unknown technique(s) {unknown}; known: {', '.join(known)}")
@@ -40,10 +51,17 @@ def validate(v: Mapping[str, Any], known: list[str]) -> None:
     for option in _OPTIONAL_WHOLE_NUMBERS:
         if _get(v, option) is not None:
             whole_number(_get(v, option), f"visualize.{option}")
-    number_in(v["curves"]["smoothing"], "visualize.curves.smoothing", 0, 1, high_open=True,
-              why="0: raw curves; the book uses 0.8")
-    number_in(v["gradcam"]["image_weight"], "visualize.gradcam.image_weight", 0, 1,
-              why="the image's share of the overlay")
+    number_in(
+        v["curves"]["smoothing"],
+        "visualize.curves.smoothing",
+        0,
+        1,
+        high_open=True,
+        why="0: raw curves; the book uses 0.8",
+    )
+    number_in(
+        v["gradcam"]["image_weight"], "visualize.gradcam.image_weight", 0, 1, why="the image's share of the overlay"
+    )
     for option in ("step_size", "noise"):
         value = v["filters"][option]
         if not is_real(value) or value < 0:
@@ -61,9 +79,13 @@ def pick(records: list[Record], which: int | str, option: str) -> Record:
         for r in records:
             if r.path == which:
                 return r
-        raise ConfigError(f"visualize.{option}={which!r} is not a path of that split in the manifest "
-                          f"(e.g. {records[0].path!r}); give a manifest path or an index")
+        raise ConfigError(
+            f"visualize.{option}={which!r} is not a path of that split in the manifest "
+            f"(e.g. {records[0].path!r}); give a manifest path or an index"
+        )
     if isinstance(which, bool) or not isinstance(which, int) or not -len(records) <= which < len(records):
-        raise ConfigError(f"visualize.{option}={which!r}: the split has {len(records)} images; "
-                          f"give an index from 0 to {len(records) - 1} or a manifest path")
+        raise ConfigError(
+            f"visualize.{option}={which!r}: the split has {len(records)} images; "
+            f"give an index from 0 to {len(records) - 1} or a manifest path"
+        )
     return records[which]

@@ -28,12 +28,25 @@ log = logging.getLogger(__name__)
 
 INDEX = "index.html"
 # the files this stage writes into the reports folder; older ones are removed first, so none is stale
-OWN_PATTERNS = ("comparison.*", "curves_*.png", "gradcam_*.png", "activations_*.png", "filters_*.png",
-                "mistakes_*.png", "augmentation_preview.png", INDEX)
+OWN_PATTERNS = (
+    "comparison.*",
+    "curves_*.png",
+    "gradcam_*.png",
+    "activations_*.png",
+    "filters_*.png",
+    "mistakes_*.png",
+    "augmentation_preview.png",
+    INDEX,
+)
 # the page's sections after the comparison, in order
-SECTIONS = {"curves": sections.curves_section, "gradcam": sections.gradcam_section,
-            "activations": sections.activations_section, "filters": sections.filters_section,
-            "augmentation": sections.augmentation_section, "mistakes": sections.mistakes_section}
+SECTIONS = {
+    "curves": sections.curves_section,
+    "gradcam": sections.gradcam_section,
+    "activations": sections.activations_section,
+    "filters": sections.filters_section,
+    "augmentation": sections.augmentation_section,
+    "mistakes": sections.mistakes_section,
+}
 
 
 @dataclass
@@ -81,26 +94,41 @@ def run_visualize(cfg: Mapping[str, Any], root: Path) -> Outcome:
     for t in (sections.Technique(name, models / name) for name in v["techniques"]):
         lacking = t.missing(CHECKPOINT, METRICS)
         if lacking:
-            out.notes.append(f"{t.name}: skipped, not trained yet ({', '.join(lacking)} missing in {t.folder}); "
-                             f"run its training stage (dvc repro)")
+            out.notes.append(
+                f"{t.name}: skipped, not trained yet ({', '.join(lacking)} missing in {t.folder}); "
+                f"run its training stage (dvc repro)"
+            )
         else:
             trained.append(t)
     report = sections.Report(
-        visualize=v, augmentation=cfg["augmentation"],
-        image_sizes={name: tech["image_size"] for name, tech in cfg["techniques"].items()}, folder=reports,
-        records=records, classes=classes, load=functools.partial(load_resized, max_pixels=cfg["data"]["max_image_pixels"]),
-        trained=trained, nets=sections.Nets(_device(v["device"])), notes=out.notes)
+        visualize=v,
+        augmentation=cfg["augmentation"],
+        image_sizes={name: tech["image_size"] for name, tech in cfg["techniques"].items()},
+        folder=reports,
+        records=records,
+        classes=classes,
+        load=functools.partial(load_resized, max_pixels=cfg["data"]["max_image_pixels"]),
+        trained=trained,
+        nets=sections.Nets(_device(v["device"])),
+        notes=out.notes,
+    )
     names = {t.name for t in trained}
     rows = [row for row in comparison_rows(models) if row.get("technique") in names]
     page = [_timed(out, "comparison", sections.comparison_section, report, rows)]
     page += [_timed(out, step, draw, report) for step, draw in SECTIONS.items()]
     out.rows, out.per_technique, out.study_files = report.rows, report.per_technique, report.study_files
     out.timings["total"] = time.perf_counter() - started
-    footer = (f"Stage time: {timing_summary(out)}. Device: {report.nets.device}. "
-              "Written by pipelines/visualize.py (dvc repro visualize).")
-    out.index = write_index(reports / INDEX, page, f"smallvision study: {cfg['study']}",
-                            f"Dataset {cfg['data']['name']}: {len(report.split('test'))} test images, classes "
-                            f"{', '.join(classes)}.", footer)
+    footer = (
+        f"Stage time: {timing_summary(out)}. Device: {report.nets.device}. "
+        "Written by pipelines/visualize.py (dvc repro visualize)."
+    )
+    out.index = write_index(
+        reports / INDEX,
+        page,
+        f"smallvision study: {cfg['study']}",
+        f"Dataset {cfg['data']['name']}: {len(report.split('test'))} test images, classes {', '.join(classes)}.",
+        footer,
+    )
     out.study_files.append(out.index)
     return out
 
