@@ -10,6 +10,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
+from smallvision.checks import check_settings
 from smallvision.entrypoints import friendly_errors, to_dict
 from smallvision.sweeps import sweep_visualize_config, write_seed_comparison
 
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     if visualize is None:  # no multirun.yaml: the project's own settings
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             visualize = to_dict(compose("config"))["visualize"]
+    check_settings({"visualize": visualize}, "compare_seeds")
     for path in write_seed_comparison(args.sweep_dir, visualize):
         print(path)
 

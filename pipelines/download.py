@@ -12,14 +12,19 @@ import hydra
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
+from smallvision.checks import check_settings
+from smallvision.data.skipped import SKIPPED, read_skipped
 from smallvision.data.sources import fetch_source
 from smallvision.entrypoints import friendly_errors, to_dict
 from smallvision.errors import ConfigError
+
+_SHOW_SKIPPED = 20  # longer lists: see the file
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
+    check_settings(to_dict(cfg), "download")
     data = cfg.data
     if OmegaConf.is_missing(data, "source") or not str(data.source).strip():
         raise ConfigError(
@@ -36,11 +41,19 @@ def main(cfg: DictConfig) -> None:
         size=data.size,
         connect_timeout_s=data.connect_timeout_s,
         max_extract_bytes=data.max_extract_bytes,
+        max_download_bytes=data.max_download_bytes,
         synthetic=to_dict(data.synthetic) if data.synthetic is not None else None,
         retries=data.download_retries,
     )
-    files = sum(1 for p in raw.rglob("*") if p.is_file())
+    files = sum(1 for p in raw.rglob("*") if p.is_file() and p != raw / SKIPPED)
     print(f"download: {files} files from {data.source} in {cfg.paths.raw}")
+    skipped = read_skipped(raw)
+    if skipped:
+        print(f"skipped {len(skipped)} entries (the split report lists them too):")
+    for entry in skipped[:_SHOW_SKIPPED]:
+        print(f"  {entry.path}: {entry.reason}")
+    if len(skipped) > _SHOW_SKIPPED:
+        print(f"  ... and {len(skipped) - _SHOW_SKIPPED} more, in {raw / SKIPPED}")
 
 
 if __name__ == "__main__":

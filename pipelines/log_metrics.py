@@ -11,6 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 from smallvision import tracking
+from smallvision.checks import check_settings, one_of
 from smallvision.data.manifest import MANIFEST, manifest_digest
 from smallvision.entrypoints import bound_mlflow_requests, friendly_errors, to_dict
 from smallvision.errors import DataError
@@ -21,6 +22,8 @@ from smallvision.runs import comparison_rows
 @friendly_errors
 def main(cfg: DictConfig) -> None:
     c, root = to_dict(cfg), Path.cwd()
+    one_of(c["technique"], "technique", list(c["techniques"]))
+    check_settings(c, "log_metrics")
     bound_mlflow_requests(c["logger"])
     models = root / c["paths"]["models"]
     tracker = tracking.study_tracker(c, root, manifest_digest(root / c["paths"]["prepared"] / MANIFEST))

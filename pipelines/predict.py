@@ -8,17 +8,24 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from smallvision.entrypoints import friendly_errors
+from smallvision.checks import check_settings, one_of
+from smallvision.entrypoints import friendly_errors, to_dict
 from smallvision.errors import ConfigError
-from smallvision.predict import predict, write_csv
+from smallvision.predict import check_output, predict, write_csv
 from smallvision.runs import CHECKPOINT
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
+    c = to_dict(cfg)
+    one_of(c["technique"], "technique", list(c["techniques"]))
+    check_settings(c, "predict")
     if not cfg.predict.input:
         raise ConfigError("predict.input is not set: predict.input=<an image file or a folder>")
+    if not cfg.predict.output:
+        raise ConfigError("predict.output is not set: predict.output=<a CSV file to write>")
+    check_output(Path(cfg.predict.output))
     checkpoint = Path(cfg.paths.models) / cfg.technique / CHECKPOINT
     results = predict(
         checkpoint,
@@ -26,6 +33,7 @@ def main(cfg: DictConfig) -> None:
         batch_size=cfg.predict.batch_size,
         progress=cfg.trainer.progress,
         max_pixels=cfg.data.max_image_pixels,
+        max_bytes=cfg.data.max_image_bytes,
     )
     write_csv(results, Path(cfg.predict.output))
     bad = sum(r.error is not None for r in results)

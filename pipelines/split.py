@@ -10,6 +10,7 @@ import hydra
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
+from smallvision.checks import check_settings
 from smallvision.data.manifest import REPORT, SPLITS
 from smallvision.data.split import prepare_split
 from smallvision.entrypoints import friendly_errors, to_dict
@@ -20,6 +21,7 @@ _SHOW_DROPPED = 20  # longer lists: see the report file
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
+    check_settings(to_dict(cfg), "split")
     data = cfg.data
     prepared = Path(to_absolute_path(cfg.paths.prepared))
     report = prepare_split(
@@ -30,6 +32,7 @@ def main(cfg: DictConfig) -> None:
         classes=list(data.classes) if data.classes is not None else None,
         workers=data.workers,
         max_pixels=data.max_image_pixels,
+        max_bytes=data.max_image_bytes,
     )
     width = max(len(c) for c in report.classes)
     print(f"split ({report.layout} layout, seed {report.seed}): images per class")

@@ -9,6 +9,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from smallvision import settings
 from smallvision.entrypoints import bound_mlflow_requests, friendly_errors, hydra_job, to_dict
 from smallvision.job import run_training
 
@@ -16,7 +17,9 @@ from smallvision.job import run_training
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
-    c, job = to_dict(cfg), hydra_job()
+    c = to_dict(cfg)
+    settings.technique(c)  # before anything else: the one-line error of a bad value comes first
+    job = hydra_job()
     bound_mlflow_requests(c["logger"])
     run_training(c, Path.cwd(), sweep_dir=job.sweep_dir, job_dir=job.output_dir)
 

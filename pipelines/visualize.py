@@ -11,6 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 from smallvision import tracking
+from smallvision.checks import check_settings
 from smallvision.data.manifest import MANIFEST, manifest_digest
 from smallvision.entrypoints import bound_mlflow_requests, friendly_errors, to_dict
 from smallvision.visualize.stage import run_visualize, timing_summary
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 @friendly_errors
 def main(cfg: DictConfig) -> None:
     c, root = to_dict(cfg), Path.cwd()
+    check_settings(c, "visualize")
     out = run_visualize(c, root)
     bound_mlflow_requests(c["logger"])
     tracker = tracking.study_tracker(c, root, manifest_digest(root / c["paths"]["prepared"] / MANIFEST))

@@ -372,6 +372,6 @@ def test_unresolvable_host_fails_within_the_timeout(tmp_path):
 )
 def test_bad_settings_are_refused_before_any_work(tmp_path, image_zip, option, value):
     key = {"retries": "download_retries"}.get(option, option)
-    with pytest.raises(ConfigError, match=rf"data\.{key}={value!r} is not allowed"):
+    with pytest.raises(ConfigError, match=rf"data\.{key}={value!r} must be"):
         fetch(image_zip, tmp_path / "raw", **{option: value})
     assert not (tmp_path / "raw").exists()

@@ -215,7 +215,8 @@ def test_same_inputs_and_seed_give_a_byte_identical_manifest(tmp_path, make_tree
 def test_too_few_images_names_class_needed_and_available(tmp_path, make_tree):
     raw = make_tree(tmp_path / "raw", {"Cat": 6, "Dog": 5})
     with pytest.raises(
-        DataError, match=r"class 'Dog' has 5 valid images but the split needs 6 \(train 3 \+ val 2 \+ test 1\)"
+        DataError,
+        match=r"class 'Dog' has 5 image files \(not yet decoded\) but the split needs 6 \(train 3 \+ val 2 \+ test 1\)",
     ):
         run_split(raw, tmp_path / "out")
     (raw / "Cat" / "0.jpg").write_bytes(b"")  # enough files, too few after validation

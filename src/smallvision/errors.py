@@ -13,5 +13,9 @@ class DataError(SmallvisionError):
     """Input data (download, archive, image tree, manifest) is missing or unusable."""
 
 
+class DivergedError(SmallvisionError):
+    """Training produced a loss that is NaN or infinite; the run stops with nothing that looks finished."""
+
+
 class WeightsUnavailableError(SmallvisionError):
     """Pretrained weights cannot be found offline. The message names the missing file and how to supply it."""

@@ -1,9 +1,11 @@
-"""Files and folders written so that no reader, and no later run, ever sees half of one."""
+"""Files and folders written so that no reader, and no later run, ever sees half of one; and what kind of file a
+path is, when it is neither a regular file nor a folder (reading a FIFO blocks, reading a device never ends)."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,17 +16,41 @@ from pathlib import Path
 def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
     """`write(tmp)` to a hidden temporary file beside `path`, then rename it onto `path` in one step.
 
-    The temporary name keeps the suffix, so writers that pick a format by it (matplotlib) still work.
+    The temporary name keeps the suffix, so writers that pick a format by it (matplotlib) still work. When `write`
+    fails (or is interrupted), the temporary file is removed and the error goes on.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+_SPECIAL_KINDS = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def special_file_kind(path: Path) -> str | None:
+    """What `path` (links followed) is when it exists and is neither a regular file nor a folder, else None."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return _SPECIAL_KINDS.get(stat.S_IFMT(mode), "not a regular file")
 
 
 @contextmanager

@@ -9,6 +9,7 @@ and `fine-tune` rebuild networks without the config that trained them. Its `netw
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import torch
@@ -77,22 +78,49 @@ def build_net(spec: dict, pretrained: bool = True) -> nn.Module:
     return TransferNet(base, build_head(spec), spec["pool"])
 
 
-def load_checkpoint(path: Path, pretrained_base: bool = False) -> tuple[nn.Module, dict]:
-    """Rebuild a trained network from a checkpoint without executing code from the file (weights_only)."""
+def read_checkpoint(path: Path) -> dict:
+    """A training checkpoint's contents (its `spec` and `state_dict`), read without executing code from the file
+    (weights_only). Anything else (a pickle that would run code, a corrupt file, another program's checkpoint) is
+    a one-line DataError."""
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise DataError(f"checkpoint {path} not found: train that technique first (dvc repro)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a pickle that wants to run code, or a corrupt file
-        raise DataError(f"refusing to load {path}: not a plain weights checkpoint ({err})") from err
+    except Exception as err:  # noqa: BLE001 - a pickle that wants to run code, or a corrupt file
+        called = re.search(r"GLOBAL (\S+)", str(err))
+        why = f"loading it would call {called[1]}" if called else "corrupt, or not a checkpoint"
+        raise DataError(f"refusing to load {path}: not a plain weights checkpoint ({why})") from None
+    if not (
+        isinstance(ckpt, dict)
+        and isinstance(ckpt.get("hyper_parameters"), dict)
+        and isinstance(ckpt["hyper_parameters"].get("spec"), dict)
+        and isinstance(ckpt.get("state_dict"), dict)
+    ):
+        raise DataError(
+            f"{path} is not a smallvision checkpoint (no hyper_parameters.spec and state_dict): "
+            "retrain the technique (dvc repro) or point at the best.ckpt it wrote"
+        )
+    return ckpt
+
+
+def load_checkpoint(path: Path, pretrained_base: bool = False) -> tuple[nn.Module, dict]:
+    """Rebuild a trained network from a checkpoint without executing code from the file (weights_only)."""
+    ckpt = read_checkpoint(path)
     spec = ckpt["hyper_parameters"]["spec"]
     state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-    if spec["network"] == "head":  # a head trained on cached features: put it back on its pretrained base
-        head_spec = {**spec, "network": "transfer"}
-        net = build_net(head_spec, pretrained=True)
-        net.head.load_state_dict(state)
-        return net, head_spec
-    net = build_net(spec, pretrained=pretrained_base)
-    net.load_state_dict(state)
+    try:
+        if spec["network"] == "head":  # a head trained on cached features: put it back on its pretrained base
+            head_spec = {**spec, "network": "transfer"}
+            net = build_net(head_spec, pretrained=True)
+            net.head.load_state_dict(state)
+            return net, head_spec
+        net = build_net(spec, pretrained=pretrained_base)
+        net.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:  # a spec or weights that do not fit together
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(
+            f"checkpoint {path} does not rebuild into its network ({type(err).__name__}: {first[:200]}); "
+            "retrain the technique (dvc repro)"
+        ) from None
     return net, spec

@@ -1,6 +1,7 @@
 """Predict with a trained technique: an image file or a folder of images -> CSV of class and probability.
 
-Bad files are reported in the CSV (and counted), never fatal.
+Every file under the folder gets a row: bad files (unreadable, not an image, hidden, a FIFO or device) are
+reported in its `error` column (and counted), never fatal, never left out.
 """
 
 from __future__ import annotations
@@ -13,9 +14,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from smallvision.data.images import DEFAULT_MAX_PIXELS, BadImageError, is_image_name, load_resized
+from smallvision.data.images import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    BadImageError,
+    is_image_name,
+    load_resized,
+)
 from smallvision.data.preprocess import network_input
-from smallvision.errors import DataError
+from smallvision.errors import ConfigError, DataError
+from smallvision.files import atomic_write, special_file_kind
 from smallvision.networks import load_checkpoint
 
 
@@ -28,13 +36,44 @@ class Prediction:
 
 
 def image_files(target: Path) -> list[Path]:
-    """The image (or the images under a folder, recursively, sorted) to predict."""
+    """The file (or every file under a folder, recursively, sorted; FIFOs, sockets and devices too) to predict."""
     target = Path(target)
     if target.is_file():
         return [target]
     if target.is_dir():
-        return sorted(p for p in target.rglob("*") if p.is_file() and not p.name.startswith("."))
-    raise DataError(f"predict.input={str(target)!r} is neither an image file nor a folder")
+        return sorted(p for p in target.rglob("*") if not p.is_dir())
+    what = special_file_kind(target) or "does not exist"
+    raise DataError(f"predict.input={str(target)!r} is neither an image file nor a folder ({what})")
+
+
+def _unusable(path: Path) -> str | None:
+    """Why `path` is not predicted (the row's error), or None."""
+    kind = special_file_kind(path)
+    if kind or not path.is_file():
+        return f"not a regular file ({kind or 'a broken link'})"
+    if path.name.startswith("."):
+        return "hidden file"
+    if not is_image_name(path.name):
+        return "not an image"
+    return None
+
+
+def check_output(output: Path) -> None:
+    """Refuse an output path that no CSV can be written to, before anything is predicted."""
+    output = Path(output)
+    if output.is_dir():
+        raise ConfigError(
+            f"predict.output={str(output)!r} is a folder; give a file name, e.g. "
+            f"predict.output={(output / 'predictions.csv').as_posix()}"
+        )
+    kind = special_file_kind(output)
+    if kind:
+        raise ConfigError(f"predict.output={str(output)!r} is {kind}; give the name of a regular file")
+    folder = output.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"predict.output={str(output)!r} cannot be written: {folder} is a file, not a folder")
 
 
 @torch.inference_mode()
@@ -53,6 +92,7 @@ def predict(
     batch_size: int = 32,
     progress: bool = True,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_bytes: float | None = DEFAULT_MAX_BYTES,
 ) -> list[Prediction]:
     net, spec = load_checkpoint(checkpoint, pretrained_base=False)
     net.eval()
@@ -70,11 +110,12 @@ def predict(
         pending.clear()
 
     for path in tqdm(image_files(target), desc="predicting", unit="img", disable=not progress):
-        if not is_image_name(path.name):
-            results.append(Prediction(str(path), None, None, "not an image"))
+        problem = _unusable(path)
+        if problem:
+            results.append(Prediction(str(path), None, None, problem))
             continue
         try:
-            pending.append((path, load_resized(path, size, max_pixels)))
+            pending.append((path, load_resized(path, size, max_pixels, max_bytes)))
         except BadImageError as err:
             results.append(Prediction(str(path), None, None, err.reason))
         if len(pending) >= batch_size:
@@ -84,12 +125,16 @@ def predict(
 
 
 def write_csv(predictions: list[Prediction], output: Path) -> None:
+    """The CSV, written atomically: an interrupted run never leaves half of one."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    with open(output, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "predicted", "probability", "error"])
-        for p in predictions:
-            w.writerow(
-                [p.path, p.predicted or "", "" if p.probability is None else f"{p.probability:.6f}", p.error or ""]
-            )
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "predicted", "probability", "error"])
+            for p in predictions:
+                probability = "" if p.probability is None else f"{p.probability:.6f}"
+                w.writerow([p.path, p.predicted or "", probability, p.error or ""])
+
+    atomic_write(output, write)

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-import torch
 from torch import nn
 
 from smallvision import networks
@@ -107,7 +106,7 @@ def trained_head(checkpoint: Path, spec: dict) -> dict:
             f"fine-tune starts from the feature-extract head, but {checkpoint} does not exist: "
             "run the feature-extract stage first (dvc repro feature-extract)"
         )
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = networks.read_checkpoint(checkpoint)
     trained = state["hyper_parameters"]["spec"]
     if trained.get("backbone", {}).get("timm_name") != spec["backbone"]["timm_name"] or trained["head"] != spec["head"]:
         raise ConfigError(

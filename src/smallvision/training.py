@@ -85,6 +85,7 @@ def train_technique(cfg: dict, paths: Paths, logger=None, progress: bool = True)
         cfg["data"]["workers"],
         progress,
         cfg["data"]["max_image_pixels"],
+        cfg["data"]["max_image_bytes"],
     )
     with expected_notices_hidden():
         setup = techniques.builder(tech)(

@@ -4,10 +4,16 @@ Extraction refuses, before writing anything, archives with absolute paths, `..` 
 symlinks and hard links, wherever they point: image datasets have no need for them), device/special files, or a
 declared total size above `max_extract_bytes` (archive bombs). The entries land in a staging folder that replaces
 the target only when complete.
+
+An entry that cannot land on a file of its own is not extracted and is listed with the reason
+(`smallvision.data.skipped`, so the split report shows it): one that names the same file as an earlier entry
+(`cat/a.jpg` twice, `cat/./a.jpg`, `cat//a.jpg`, `cat\\a.jpg`; the first is kept), one whose path another entry
+holds as a file or a folder, and one whose name is too long for the file system.
 """
 
 from __future__ import annotations
 
+import errno
 import lzma
 import re
 import shutil
@@ -15,13 +21,25 @@ import stat
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from tqdm.auto import tqdm
 
 from smallvision.data.download import CHUNK
+from smallvision.data.skipped import Skipped, write_skipped
 from smallvision.errors import DataError
 from smallvision.files import staging_dir
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: str  # as the archive names it
+    parts: tuple[str, ...]  # the checked path components it extracts to
+    is_dir: bool
+    open: Callable[[], IO[bytes]]
 
 
 def extract_archive(archive: Path, raw_dir: Path, *, max_extract_bytes: float, progress: bool = True) -> None:
@@ -38,11 +56,12 @@ def extract_archive(archive: Path, raw_dir: Path, *, max_extract_bytes: float, p
         )
     with staging_dir(raw_dir) as tmp:
         try:
-            extract(archive, tmp, int(max_extract_bytes), progress)
+            skipped = extract(archive, tmp, int(max_extract_bytes), progress)
         except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as err:
             raise DataError(
                 f"archive {archive} is corrupt or cannot be extracted ({err}); check the file or download it again"
             ) from None
+        write_skipped(tmp, skipped)
 
 
 def _is_tar(path: Path) -> bool:
@@ -52,7 +71,7 @@ def _is_tar(path: Path) -> bool:
         return False
 
 
-def _extract_zip(archive: Path, dest: Path, limit: int, progress: bool) -> None:
+def _extract_zip(archive: Path, dest: Path, limit: int, progress: bool) -> list[Skipped]:
     with zipfile.ZipFile(archive) as zf:
         infos = zf.infolist()
         plan = []
@@ -60,27 +79,13 @@ def _extract_zip(archive: Path, dest: Path, limit: int, progress: bool) -> None:
             mode = info.external_attr >> 16
             if info.create_system == 3 and mode:  # unix permissions are recorded
                 _refuse_special(archive, info.filename, mode)
-            plan.append((info, _safe_relative(archive, info.filename)))
+            parts = _safe_relative(archive, info.filename)
+            plan.append(_Entry(info.filename, parts, info.is_dir(), lambda info=info: zf.open(info)))
         _check_declared_size(archive, sum(info.file_size for info in infos), limit)
-        for info, parts in tqdm(plan, desc="extract", unit="file", disable=not progress):
-            if not parts:
-                continue
-            target = dest.joinpath(*parts)
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                with zf.open(info) as src, open(target, "wb") as out:
-                    shutil.copyfileobj(src, out, CHUNK)
-            except (NotImplementedError, RuntimeError) as err:  # unsupported compression, encryption
-                raise DataError(
-                    f"cannot extract {info.filename!r} from {archive} ({err}); extract it yourself and set "
-                    "data.source to the folder"
-                ) from None
+        return _write_entries(archive, plan, dest, progress)
 
 
-def _extract_tar(archive: Path, dest: Path, limit: int, progress: bool) -> None:
+def _extract_tar(archive: Path, dest: Path, limit: int, progress: bool) -> list[Skipped]:
     with tarfile.open(archive, "r:*") as tf:
         members = tf.getmembers()
         plan = []
@@ -94,20 +99,49 @@ def _extract_tar(archive: Path, dest: Path, limit: int, progress: bool) -> None:
                 raise DataError(
                     f"archive {archive} contains a device or special file {member.name!r}; refused (nothing was extracted)"
                 )
-            plan.append((member, _safe_relative(archive, member.name)))
+            parts = _safe_relative(archive, member.name)
+            plan.append(_Entry(member.name, parts, member.isdir(), lambda member=member: tf.extractfile(member)))
         _check_declared_size(archive, sum(m.size for m in members if m.isfile()), limit)
-        for member, parts in tqdm(plan, desc="extract", unit="file", disable=not progress):
-            if not parts:
-                continue
-            target = dest.joinpath(*parts)
-            if member.isdir():
+        return _write_entries(archive, plan, dest, progress)
+
+
+def _write_entries(archive: Path, plan: list[_Entry], dest: Path, progress: bool) -> list[Skipped]:
+    """Extract the planned entries under `dest`; return those that cannot have a file of their own, with why."""
+    skipped: list[Skipped] = []
+    holder: dict[tuple[str, ...], str] = {}  # extracted file -> the entry it came from
+    for entry in tqdm(plan, desc="extract", unit="file", disable=not progress):
+        if not entry.parts:  # "", ".", "./": the archive's root
+            if not entry.is_dir:
+                skipped.append(Skipped(entry.name, "not extracted: a file entry without a file name"))
+            continue
+        if not entry.is_dir and entry.parts in holder:
+            reason = f"not extracted: names the same file as the entry {holder[entry.parts]!r}, which was kept"
+            skipped.append(Skipped(entry.name, reason))
+            continue
+        target = dest.joinpath(*entry.parts)
+        try:
+            if entry.is_dir:
                 target.mkdir(parents=True, exist_ok=True)
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            src = tf.extractfile(member)
-            assert src is not None  # regular file
-            with src, open(target, "wb") as out:
+            with entry.open() as src, open(target, "xb") as out:  # "x": never overwrite what an entry wrote
                 shutil.copyfileobj(src, out, CHUNK)
+        except (FileExistsError, IsADirectoryError, NotADirectoryError):
+            reason = "not extracted: another entry already holds its path (as a file or a folder)"
+            skipped.append(Skipped(entry.name, reason))
+            continue
+        except OSError as err:
+            if err.errno != errno.ENAMETOOLONG:
+                raise
+            skipped.append(Skipped(entry.name, "not extracted: its name is too long for this file system"))
+            continue
+        except (NotImplementedError, RuntimeError) as err:  # unsupported compression, encryption
+            raise DataError(
+                f"cannot extract {entry.name!r} from {archive} ({err}); extract it yourself and set "
+                "data.source to the folder"
+            ) from None
+        holder[entry.parts] = entry.name
+    return skipped
 
 
 def _safe_relative(archive: Path, name: str) -> tuple[str, ...]:

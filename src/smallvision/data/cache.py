@@ -1,25 +1,31 @@
 """Decode once: every image of the manifest, resized, in one uint8 array on disk (memory-mapped when read).
 
 The array is keyed by the manifest's content and the image size, so it is rebuilt exactly when either changes.
-Rows follow the manifest's order, so row i is record i.
+Rows follow the manifest's order, so row i is record i. Before a build, the disk must have room for the whole
+array; a build that fails removes its temporary file, and one killed outright has its file removed by the next.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from smallvision.data.images import DEFAULT_MAX_PIXELS, load_resized
+from smallvision.data.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, load_resized
+from smallvision.errors import DataError
 from smallvision.files import atomic_write
 
+_HEADER = 4096  # bytes: room for the .npy header
 
-def _load(args: tuple[str, int, int | None]) -> np.ndarray:
-    path, size, max_pixels = args
-    return load_resized(Path(path), size, max_pixels)
+
+def _load(args: tuple[str, int, int | None, float | None]) -> np.ndarray:
+    path, size, max_pixels, max_bytes = args
+    return load_resized(Path(path), size, max_pixels, max_bytes)
 
 
 def image_array(
@@ -30,26 +36,62 @@ def image_array(
     workers: int | None = None,
     progress: bool = True,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_bytes: float | None = DEFAULT_MAX_BYTES,
 ) -> np.ndarray:
     """The (N, size, size, 3) uint8 array of `files`, built once in `cache_dir` and memory-mapped afterwards.
 
-    `key` identifies the file list (the manifest digest); `max_pixels` is data.max_image_pixels, the limit the
-    split stage accepted these files under. The array is written atomically (`files.atomic_write`), so an
-    interrupted build never leaves a file that looks complete.
+    `key` identifies the file list (the manifest digest); `max_pixels` and `max_bytes` are data.max_image_pixels
+    and data.max_image_bytes, the limits the split stage accepted these files under. The array is written
+    atomically (`files.atomic_write`), so an interrupted build never leaves a file that looks complete.
     """
     target = Path(cache_dir) / f"images-{key[:16]}-{size}px.npy"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(target, lambda tmp: _decode_into(tmp, files, size, workers, progress, max_pixels))
+        _remove_orphans(target)
+        _check_room(target.parent, len(files), size)
+        atomic_write(target, lambda tmp: _decode_into(tmp, files, size, workers, progress, max_pixels, max_bytes))
     return np.load(target, mmap_mode="r")
 
 
+def _check_room(folder: Path, count: int, size: int) -> None:
+    need, free = count * size * size * 3 + _HEADER, shutil.disk_usage(folder).free
+    if need > free:
+        raise DataError(
+            f"the {count} images decoded at {size} px take {need / 1e9:,.1f} GB, but {folder} has "
+            f"{free / 1e9:,.1f} GB free: free some space, point paths.cache elsewhere, or lower the image size"
+        )
+
+
+def _remove_orphans(target: Path) -> None:
+    """Temporary files of builds killed outright (atomic_write's `.<stem>.<pid>.tmp.npy`, pid no longer running)."""
+    for tmp in target.parent.glob(f".{target.stem}.*.tmp{target.suffix}"):
+        match = re.fullmatch(rf"\.{re.escape(target.stem)}\.(\d+)\.tmp{re.escape(target.suffix)}", tmp.name)
+        if match and not _running(int(match[1])):
+            tmp.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def _decode_into(
-    path: Path, files: list[Path], size: int, workers: int | None, progress: bool, max_pixels: int | None
+    path: Path,
+    files: list[Path],
+    size: int,
+    workers: int | None,
+    progress: bool,
+    max_pixels: int | None,
+    max_bytes: float | None,
 ) -> None:
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(len(files), size, size, 3))
     workers = workers or os.cpu_count() or 1
-    jobs = [(str(f), size, max_pixels) for f in files]
+    jobs = [(str(f), size, max_pixels, max_bytes) for f in files]
     bar = tqdm(total=len(files), desc=f"decoding images at {size}px (once)", disable=not progress, unit="img")
     if workers > 1 and len(files) > 64:
         with ProcessPoolExecutor(workers) as pool:

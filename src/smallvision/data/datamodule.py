@@ -48,7 +48,7 @@ class ArrayDataModule(L.LightningDataModule):
         super().__init__()
         self.data = data
         self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
+        self.eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
         self.seed = seed
         self.num_workers = num_workers
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from smallvision.data.images import IMAGE_EXTENSIONS, is_image_name
 from smallvision.data.manifest import SPLITS
+from smallvision.data.skipped import SKIPPED, read_skipped
 from smallvision.errors import ConfigError, DataError
 
 _SPLIT_FOLDERS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
@@ -58,6 +59,7 @@ def discover(raw_dir: Path, classes: Sequence[str] | None = None) -> Discovery:
             f"images folder {raw_dir} does not exist; run the download stage first (python pipelines/download.py)"
         )
     images, dropped = _scan(raw_dir)
+    dropped += [Dropped(entry.path, entry.reason) for entry in read_skipped(raw_dir)]  # what download left out
     if not images:
         raise DataError(f"no image files ({' '.join(sorted(IMAGE_EXTENSIONS))}) found under {raw_dir}")
     layout, candidates, more_dropped = _assign_labels(raw_dir, [tuple(p.split("/")) for p in images])
@@ -94,6 +96,8 @@ def _scan(raw_dir: Path) -> tuple[list[str], list[Dropped]]:
         dirnames[:] = kept
         for name in sorted(filenames):
             full, rel = here / name, (rel_dir / name).as_posix()
+            if rel == SKIPPED:  # the download stage's list of what it left out, read by discover()
+                continue
             reason = _file_problem(full, name, root_real) or (
                 None if _is_utf8(name) else "file name is not valid UTF-8"
             )

@@ -3,6 +3,8 @@
 Bytes arrive in `<download_dir>/<name>.part`, an interrupted transfer resumes with an HTTP Range request, and
 the file is renamed to `<name>` only after its size (and sha256, when configured) check out. A finished download
 is reused by later runs. Offline, the error comes within the connect timeout and names a local-copy fix.
+A transfer never grows past the expected size (data.size) or, when that is not known, data.max_download_bytes:
+a server that announces more is refused before any byte is written, one that sends more is cut off.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from tqdm.auto import tqdm
 from smallvision.errors import DataError
 
 CHUNK = 1 << 20
+DEFAULT_MAX_BYTES = 1.2e9  # data.max_download_bytes in conf/data/base.yaml: the 825 MB PetImages zip, with margin
 
 
 class _Interrupted(Exception):
@@ -38,12 +41,13 @@ def download(
     timeout_s: float = 10,
     retries: int = 3,
     progress: bool = True,
+    max_bytes: float = DEFAULT_MAX_BYTES,
 ) -> Path:
     """Download `url` into `download_dir` and return the complete, verified file.
 
     Bytes arrive in `<name>.part`; an interrupted transfer resumes from its end (HTTP Range),
     and the file gets its final name only once complete and verified, so a file with the
-    final name is always complete.
+    final name is always complete. At most `size` bytes (when given) or `max_bytes` are accepted.
     """
     name = unquote(Path(urlparse(url).path).name) or "download"
     final = Path(download_dir) / name
@@ -56,10 +60,11 @@ def download(
             final.unlink()  # stale or changed expectations: fetch it anew
     _check_resolvable(url, timeout_s)
     final.parent.mkdir(parents=True, exist_ok=True)
+    cap = _Cap(int(size), expected=True) if size is not None else _Cap(int(max_bytes), expected=False)
 
     for _attempt in range(retries + 1):
         try:
-            total = _transfer(url, part, timeout_s=timeout_s, progress=progress)
+            total = _transfer(url, part, timeout_s=timeout_s, progress=progress, cap=cap)
             break
         except _Interrupted as err:
             last_error = err
@@ -83,7 +88,26 @@ def download(
     return final
 
 
-def _transfer(url: str, part: Path, *, timeout_s: float, progress: bool) -> int | None:
+class _Cap:
+    """The most bytes a download may have: the expected size (data.size) or, unknown, data.max_download_bytes."""
+
+    def __init__(self, limit: int, expected: bool) -> None:
+        self.limit, self.expected = limit, expected
+
+    def refuse(self, url: str, part: Path, what: str) -> DataError:
+        part.unlink(missing_ok=True)
+        if self.expected:
+            return DataError(
+                f"download of {url} stopped: the server {what}, expected {self.limit} (data.size); nothing was kept. "
+                "Check data.size (null: not checked)"
+            )
+        return DataError(
+            f"download of {url} stopped: the server {what}, more than data.max_download_bytes={self.limit:,} "
+            "allows (nothing was kept); if the file is genuine, set data.size to its size or raise the limit"
+        )
+
+
+def _transfer(url: str, part: Path, *, timeout_s: float, progress: bool, cap: _Cap) -> int | None:
     """Fetch the rest of `url` into `part`. Returns the total size the server announced (None: unknown)."""
     offset = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": "smallvision", "Accept-Encoding": "identity"}
@@ -116,6 +140,9 @@ def _transfer(url: str, part: Path, *, timeout_s: float, progress: bool) -> int 
             offset, mode = 0, "wb"
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
+        if total is not None and total > cap.limit:
+            raise cap.refuse(url, part, f"announces {total:,} bytes")
+        received = offset
         with (
             open(part, mode) as out,
             tqdm(
@@ -135,8 +162,13 @@ def _transfer(url: str, part: Path, *, timeout_s: float, progress: bool) -> int 
                     raise _Interrupted(f"connection lost: {err!r}") from None
                 if not chunk:
                     break
+                received += len(chunk)
+                if received > cap.limit:  # no Content-Length, or a server sending past it
+                    break
                 out.write(chunk)
                 bar.update(len(chunk))
+        if received > cap.limit:
+            raise cap.refuse(url, part, f"kept sending past {cap.limit:,} bytes")
     received = part.stat().st_size
     if total is not None and received < total:
         raise _Interrupted(f"connection closed after {received} of {total} bytes")

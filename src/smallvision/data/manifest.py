@@ -47,6 +47,8 @@ def write_manifest(path: Path, rows: Iterable[tuple[str, str, str, str]]) -> Non
 
 def manifest_digest(manifest_file: Path) -> str:
     """Content hash of a manifest: identifies the exact images, labels and split."""
+    if not Path(manifest_file).is_file():
+        raise DataError(f"{manifest_file} not found; run the split stage first (python pipelines/split.py)")
     return hashlib.sha256(Path(manifest_file).read_bytes()).hexdigest()
 
 

@@ -8,7 +8,8 @@ when complete, so a killed run never leaves a raw folder that looks finished.
 - Downloads (`smallvision.data.download`) go to `<raw_dir.parent>/downloads/`, resume, and are verified.
 - A local archive is read in place (never copied) and extracted safely (`smallvision.data.archives`); a local
   folder is *copied* (symlinks inside it are copied as symlinks, never followed), so the source is never modified
-  and later stages cannot modify it through the raw folder.
+  and later stages cannot modify it through the raw folder. FIFOs, sockets and devices inside it are not copied
+  but listed with the reason (`smallvision.data.skipped`); as the source itself they are refused at once.
 """
 
 from __future__ import annotations
@@ -17,17 +18,19 @@ import inspect
 import os
 import re
 import shutil
+import stat
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
 from tqdm.auto import tqdm
 
-from smallvision.checks import is_int, is_real
+from smallvision.checks import NUMBERS
 from smallvision.data.archives import extract_archive
-from smallvision.data.download import download, verify_file
+from smallvision.data.download import DEFAULT_MAX_BYTES, download, verify_file
+from smallvision.data.skipped import Skipped, write_skipped
 from smallvision.errors import ConfigError, DataError
-from smallvision.files import staging_dir
+from smallvision.files import special_file_kind, staging_dir
 
 _HTTP_SCHEMES = ("http", "https")
 
@@ -40,6 +43,7 @@ def fetch_source(
     size: int | None = None,
     connect_timeout_s: float = 10,
     max_extract_bytes: float = 4e9,
+    max_download_bytes: float = DEFAULT_MAX_BYTES,
     download_dir: Path | None = None,
     synthetic: dict | None = None,
     progress: bool = True,
@@ -49,12 +53,12 @@ def fetch_source(
 
     `sha256`/`size` verify a downloaded or local archive. `connect_timeout_s` bounds the
     connection and every read of a download; `retries` is how many times an interrupted
-    transfer is resumed within this call. `synthetic` holds the keyword arguments of
-    `smallvision.data.synthetic.generate` when `source == "synthetic"`.
+    transfer is resumed within this call; `max_download_bytes` caps a transfer when `size` is not given.
+    `synthetic` holds the keyword arguments of `smallvision.data.synthetic.generate` when `source == "synthetic"`.
     """
     raw_dir = Path(raw_dir)
     source = str(source).strip()
-    _check_options(sha256, size, connect_timeout_s, max_extract_bytes, retries)
+    _check_options(sha256, size, connect_timeout_s, max_extract_bytes, max_download_bytes, retries)
     if source == "synthetic":
         _generate_synthetic(raw_dir, synthetic or {})
         return raw_dir
@@ -71,6 +75,7 @@ def fetch_source(
             timeout_s=connect_timeout_s,
             retries=retries,
             progress=progress,
+            max_bytes=max_download_bytes,
         )
         extract_archive(archive, raw_dir, max_extract_bytes=max_extract_bytes, progress=progress)
         return raw_dir
@@ -81,6 +86,12 @@ def fetch_source(
             f"data source {source!r} does not exist; set data.source to an existing folder or archive, "
             "e.g. data=folder data.source=/path/to/kagglecatsanddogs_5340.zip"
         )
+    kind = special_file_kind(path)
+    if kind:
+        raise DataError(
+            f"data source {source!r} is {kind}: only a folder or an archive file can be a source; "
+            "set data.source to one of those"
+        )
     _refuse_inside(path, raw_dir, what="the data source")
     if path.is_dir():
         copy_folder(path, raw_dir, progress=progress)
@@ -90,48 +101,48 @@ def fetch_source(
     return raw_dir
 
 
-def _check_options(sha256, size, connect_timeout_s, max_extract_bytes, retries) -> None:
+def _check_options(sha256, size, connect_timeout_s, max_extract_bytes, max_download_bytes, retries) -> None:
     """Refuse bad settings before any network or disk work; each message names the config key."""
-    checks = [
-        (
-            "data.sha256",
-            sha256,
-            sha256 is None or re.fullmatch(r"\s*[0-9a-fA-F]{64}\s*", str(sha256)),
-            "64 hex digits, or null",
-        ),
-        ("data.size", size, size is None or (is_int(size) and size > 0), "a positive integer (bytes), or null"),
-        (
-            "data.connect_timeout_s",
-            connect_timeout_s,
-            is_real(connect_timeout_s) and connect_timeout_s > 0,
-            "seconds > 0",
-        ),
-        (
-            "data.max_extract_bytes",
-            max_extract_bytes,
-            is_real(max_extract_bytes) and max_extract_bytes > 0,
-            "bytes > 0",
-        ),
-        ("data.download_retries", retries, is_int(retries) and retries >= 0, "an integer >= 0"),
-    ]
-    for key, value, ok, allowed in checks:
-        if not ok:
-            raise ConfigError(f"{key}={value!r} is not allowed: use {allowed}")
+    if sha256 is not None and not re.fullmatch(r"\s*[0-9a-fA-F]{64}\s*", str(sha256)):
+        raise ConfigError(f"data.sha256={sha256!r} must be 64 hex digits, or null")
+    for key, value in (
+        ("data.size", size),
+        ("data.connect_timeout_s", connect_timeout_s),
+        ("data.max_extract_bytes", max_extract_bytes),
+        ("data.max_download_bytes", max_download_bytes),
+        ("data.download_retries", retries),
+    ):
+        NUMBERS[key](value, key)
 
 
 # --------------------------------------------------------------------------- folders
 
 
 def copy_folder(source: Path, raw_dir: Path, *, progress: bool = True) -> None:
-    """Copy a folder of images into `raw_dir`. Symlinks are copied as links (split judges them), never followed."""
+    """Copy a folder of images into `raw_dir`. Symlinks are copied as links (split judges them), never followed;
+    FIFOs, sockets and devices are not copied (reading one could block or never end) but listed with the reason."""
+    source = Path(source)
     count = sum(len(files) for _, _, files in os.walk(source))
+    skipped: list[Skipped] = []
+
+    def special_files(folder: str, names: list[str]) -> set[str]:
+        left_out = set()
+        for name in names:
+            mode = os.lstat(os.path.join(folder, name)).st_mode
+            if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+                rel = Path(folder, name).relative_to(source).as_posix()
+                skipped.append(Skipped(rel, f"not copied: {special_file_kind(Path(folder, name))}"))
+                left_out.add(name)
+        return left_out
+
     with staging_dir(raw_dir) as tmp, tqdm(total=count, desc="copy", unit="file", disable=not progress) as bar:
 
         def copy(src: str, dst: str) -> None:
             shutil.copy2(src, dst)
             bar.update()
 
-        shutil.copytree(source, tmp, symlinks=True, copy_function=copy, dirs_exist_ok=True)
+        shutil.copytree(source, tmp, symlinks=True, copy_function=copy, ignore=special_files, dirs_exist_ok=True)
+        write_skipped(tmp, skipped)
 
 
 def _generate_synthetic(raw_dir: Path, options: dict) -> None:

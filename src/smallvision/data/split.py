@@ -24,8 +24,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from smallvision.checks import NUMBERS
 from smallvision.data.discovery import Dropped, discover
-from smallvision.data.images import DEFAULT_MAX_PIXELS, BadImageError, decode_rgb
+from smallvision.data.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, BadImageError, decode_rgb, read_checked
 from smallvision.data.manifest import MANIFEST, REPORT, SPLITS, write_manifest
 from smallvision.errors import ConfigError, DataError
 from smallvision.files import staging_dir
@@ -75,12 +76,12 @@ def validate_images(
     workers: int | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     progress: bool = True,
+    max_bytes: float | None = DEFAULT_MAX_BYTES,
 ) -> list[tuple[str | None, str | None]]:
-    """Fully decode every file in a process pool: (sha256 of the bytes, None) or (None, reason) per file, in order."""
-    workers = available_cores() if workers is None else int(workers)
-    if workers < 1:
-        raise ConfigError(f"data.workers={workers} must be >= 1 (or null for all cores)")
-    jobs = [(str(f), max_pixels) for f in files]
+    """Fully decode every file in a process pool: (sha256 of the bytes, None) or (None, reason) per file, in order.
+    A file is read whole only after its size (`max_bytes`) and header (`max_pixels`) pass."""
+    workers = available_cores() if workers is None else NUMBERS["data.workers"](workers, "data.workers")
+    jobs = [(str(f), max_pixels, max_bytes) for f in files]
     bar = {"total": len(jobs), "desc": "validate images", "unit": "img", "disable": not progress}
     if workers == 1 or len(jobs) < 2:
         return list(tqdm(map(_check_image, jobs), **bar))
@@ -98,13 +99,10 @@ def validate_images(
         ) from None
 
 
-def _check_image(job: tuple[str, int | None]) -> tuple[str | None, str | None]:
-    path, max_pixels = job
+def _check_image(job: tuple[str, int | None, float | None]) -> tuple[str | None, str | None]:
+    path, max_pixels, max_bytes = job
     try:
-        data = Path(path).read_bytes()
-    except OSError as err:
-        return None, f"cannot be read ({err.strerror or err})"
-    try:
+        data = read_checked(path, max_pixels, max_bytes)
         decode_rgb(data, max_pixels)
     except BadImageError as err:
         return None, err.reason
@@ -128,20 +126,7 @@ def split_amounts(split: Mapping[str, int | float]) -> dict[str, int | float]:
     if not isinstance(split, Mapping) or set(split) != set(SPLITS):
         keys = sorted(split) if isinstance(split, Mapping) else split
         raise ConfigError(f"data.split must have exactly the keys train, val, test; got {keys}")
-    amounts = {}
-    for name in SPLITS:
-        value = split[name]
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or value < 0
-            or (isinstance(value, float) and value >= 1)
-        ):
-            raise ConfigError(
-                f"data.split.{name}={value!r} is not allowed: use a count of images per class (integer >= 0) "
-                "or a fraction in (0, 1)"
-            )
-        amounts[name] = value
+    amounts = {name: NUMBERS["data.split.*"](split[name], f"data.split.{name}") for name in SPLITS}
     fractions = [n for n, v in amounts.items() if isinstance(v, float) and v > 0]
     counts = [n for n, v in amounts.items() if isinstance(v, int) and v > 0]
     if fractions and counts:
@@ -200,15 +185,15 @@ def _stratify(
     return assignment, unused
 
 
-def _shortage(label: str, available: int, amounts: Mapping[str, int | float]) -> str | None:
+def _shortage(label: str, available: int, amounts: Mapping[str, int | float], what: str = "valid images") -> str | None:
     sizes = split_sizes(amounts, available)
     need = sum(sizes.values())
     if need > available:
         detail = " + ".join(f"{name} {sizes[name]}" for name in SPLITS)
-        return f"class '{label}' has {available} valid images but the split needs {need} ({detail})"
+        return f"class '{label}' has {available} {what} but the split needs {need} ({detail})"
     empty = [name for name in SPLITS if amounts[name] and not sizes[name]]
     if empty:
-        return f"class '{label}' has {available} valid images, too few to put any in {', '.join(empty)}"
+        return f"class '{label}' has {available} {what}, too few to put any in {', '.join(empty)}"
     return None
 
 
@@ -225,21 +210,27 @@ def prepare_split(
     workers: int | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     progress: bool = True,
+    max_bytes: float | None = DEFAULT_MAX_BYTES,
 ) -> Report:
     """Validate, de-duplicate and split the images under `raw_dir`; write manifest and report to `out_dir`."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     amounts = split_amounts(split)
-    if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1):
-        raise ConfigError(f"data.max_image_pixels={max_pixels!r} must be a positive integer (or null: no limit)")
+    for key, value in (("seed", seed), ("data.max_image_pixels", max_pixels), ("data.max_image_bytes", max_bytes)):
+        NUMBERS[key](value, key)
     found = discover(raw_dir, classes)
     if found.layout != "presplit":  # fail before decoding thousands of images when even the files are too few
         for label in found.classes:
-            problem = _shortage(label, sum(c.label == label for c in found.candidates), amounts)
+            count = sum(c.label == label for c in found.candidates)
+            problem = _shortage(label, count, amounts, "image files (not yet decoded)")
             if problem:
                 raise DataError(f"too few images: {problem}. {_SHORTAGE_FIX}")
 
     results = validate_images(
-        [raw_dir / c.path for c in found.candidates], workers=workers, max_pixels=max_pixels, progress=progress
+        [raw_dir / c.path for c in found.candidates],
+        workers=workers,
+        max_pixels=max_pixels,
+        progress=progress,
+        max_bytes=max_bytes,
     )
     dropped = list(found.dropped)
     first_by_hash: dict[str, str] = {}

@@ -20,6 +20,11 @@ def _conv_output_size(image_size: int) -> int:
     return size
 
 
+def flatten_size(image_size: int) -> int:
+    """Inputs of the Dense layer after Flatten at `image_size` px: it grows with the square of the size."""
+    return FILTERS[-1] * _conv_output_size(image_size) ** 2
+
+
 def keras_init_(module: nn.Module) -> None:
     """Keras defaults: glorot_uniform kernels, zero biases (PyTorch's default init differs)."""
     for m in module.modules():
@@ -41,7 +46,6 @@ class SmallConvNet(nn.Module):
             raise ConfigError(
                 f"image_size={image_size} is too small for the small convnet: it needs at least {MIN_IMAGE_SIZE} px"
             )
-        out = _conv_output_size(image_size)
         layers: list[nn.Module] = []
         in_ch = 3
         for filters in FILTERS:
@@ -51,7 +55,7 @@ class SmallConvNet(nn.Module):
         self.classifier = nn.Sequential(
             nn.Flatten(),
             nn.Dropout(dropout),
-            nn.Linear(in_ch * out * out, DENSE_UNITS),
+            nn.Linear(flatten_size(image_size), DENSE_UNITS),
             nn.ReLU(inplace=True),
             nn.Linear(DENSE_UNITS, num_outputs),
         )

@@ -5,10 +5,13 @@
 - Two classes: one logit + sigmoid (binary cross-entropy), as the book. C > 2 classes: C logits + softmax.
 - Validation and test results are gathered per sample by index from every rank, so each image is counted
   exactly once under DDP; per-epoch train/val loss and accuracy go to `history`.
+- A loss that becomes NaN or infinite stops training at the end of that epoch with DivergedError (the same on
+  every rank: the sums are gathered first), before any checkpoint of that epoch is saved.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import lightning as L
@@ -18,7 +21,7 @@ from torch import nn
 
 from smallvision.data.augmentation import AffineConfig, random_affine
 from smallvision.data.preprocess import normalise, to_pixels
-from smallvision.errors import ConfigError
+from smallvision.errors import ConfigError, DivergedError
 from smallvision.shards import gather_shards
 
 
@@ -186,9 +189,22 @@ class ClassifierModule(L.LightningModule):
             "val_loss": val["loss"],
             "val_acc": val["acc"],
         }
+        self._stop_if_diverged(row, trained=bool(sums[2] > 0), validated=val["n"] > 0)
         self.history.append(row)
         # identical on every rank after the gather, so no sync is needed
         self.log_dict({k: v for k, v in row.items() if k != "epoch"}, prog_bar=True, sync_dist=False)
+
+    def _stop_if_diverged(self, row: dict, trained: bool, validated: bool) -> None:
+        losses = {
+            "training": row["train_loss"] if trained else 0.0,
+            "validation": row["val_loss"] if validated else 0.0,
+        }
+        bad = [f"{name} loss is {value}" for name, value in losses.items() if not math.isfinite(value)]
+        if bad:
+            raise DivergedError(
+                f"training diverged in epoch {row['epoch']}: the {' and the '.join(bad)}; stopped, and no "
+                f"metrics.json was written. Lower the learning rate (optimizer.lr={self.optimizer_cfg['lr']:g})"
+            )
 
     def on_test_epoch_end(self) -> None:
         results = self._gather_eval()

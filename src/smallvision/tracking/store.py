@@ -33,7 +33,8 @@ def resolve_tracking_uri(configured: str | None, project_root: Path, environ: Ma
     )
     if uri.startswith(_SQLITE):
         db_path = uri[len(_SQLITE) :]
-        if db_path and db_path != ":memory:" and not Path(db_path).is_absolute():
+        # (a "file:..." SQLite URI, e.g. "file:/path/mlflow.db?mode=ro&uri=true", is left as it is)
+        if db_path and db_path != ":memory:" and not db_path.startswith("file:") and not Path(db_path).is_absolute():
             uri = f"{_SQLITE}{(Path(project_root).resolve() / db_path).as_posix()}"
     return uri
 
@@ -88,10 +89,16 @@ def redact(uri: str) -> str:
 
 
 def reason(err: BaseException) -> str:
-    """The error's first line, without credentials (MLflow's REST errors repeat the full URI)."""
-    lines = str(err).strip().splitlines()
+    """The first line of the error's root cause (MLflow wraps a SQLAlchemy error that wraps the database's own,
+    e.g. "attempt to write a readonly database"), without credentials (MLflow's REST errors repeat the full URI)."""
+    root = err
+    while (cause := root.__cause__ or (None if root.__suppress_context__ else root.__context__)) is not None:
+        root = cause
+    if not str(root).strip():
+        root = err
+    lines = str(root).strip().splitlines()
     first = _USERINFO.sub("//", lines[0] if lines else "")
-    return f"{type(err).__name__}: {first}"[:_REASON_CHARS]
+    return f"{type(root).__name__}: {first}"[:_REASON_CHARS]
 
 
 def batches(items: list[T], size: int) -> Iterator[list[T]]:
