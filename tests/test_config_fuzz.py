@@ -1,5 +1,6 @@
-"""Random wrong values for every numeric setting, fed to every entry script that reads it: each must stop with exit
-status 2 and one `smallvision: error:` line naming the key, before any work and without a traceback.
+"""Random wrong values for every numeric setting (and true/false one), fed to every entry script that reads it: each
+must stop with exit status 2 and one `smallvision: error:` line naming the key, before any work and without a
+traceback.
 
 The bounds live in one table, `smallvision.checks.NUMBERS`, and each stage's keys in `checks.STAGES`; the first test
 fails on a numeric key in conf/ that the table misses, so a new setting cannot go unchecked. The stages run in this
@@ -21,7 +22,7 @@ import pytest
 from helpers.entry import ROOT, Outcome, assert_one_line_error, call_main, compose_config
 from omegaconf import DictConfig, OmegaConf
 
-from smallvision.checks import NUMBERS, STAGES, numeric_settings
+from smallvision.checks import FLAGS, NUMBERS, STAGES, numeric_settings
 from smallvision.entrypoints import to_dict
 from smallvision.errors import ConfigError
 
@@ -66,9 +67,9 @@ def is_numeric(value: Any) -> bool:
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in items)
 
 
-def pattern_of(key: str) -> str | None:
+def pattern_of(key: str, patterns=NUMBERS) -> str | None:
     parts = key.split(".")
-    for pattern in NUMBERS:
+    for pattern in patterns:
         wanted = pattern.split(".")
         if len(wanted) == len(parts) and all(w in ("*", p) for w, p in zip(wanted, parts)):
             return pattern
@@ -92,11 +93,20 @@ def test_every_numeric_setting_has_bounds_and_a_stage_that_checks_it():
         if (is_numeric(value) or (value is None and key not in NOT_NUMBERS)) and pattern_of(key) is None
     }
     assert not unbounded, f"numeric settings without bounds in smallvision.checks.NUMBERS: {sorted(unbounded)}"
+    flags = {key for cfg in configs for key, value in leaves(cfg) if isinstance(value, bool)}
+    assert not {key for key in flags if pattern_of(key, FLAGS) is None}, "true/false settings missing in checks.FLAGS"
     used = {pattern_of(key) for cfg in configs for key, _ in leaves(cfg)}
     assert set(NUMBERS) <= used, f"bounds for settings conf/ does not have: {sorted(set(NUMBERS) - used)}"
     prefixes = [p.replace("{technique}", "*") for keys in STAGES.values() for p in keys]
-    checked = {pattern for cfg in configs for pattern, _, _ in numeric_settings(cfg, prefixes)}
-    assert set(NUMBERS) <= checked, f"settings no stage checks (checks.STAGES): {sorted(set(NUMBERS) - checked)}"
+    checked = {
+        pattern
+        for cfg in configs
+        for patterns in (NUMBERS, FLAGS)
+        for pattern, _, _ in numeric_settings(cfg, prefixes, patterns)
+    }
+    assert set(NUMBERS) | set(FLAGS) <= checked, (
+        f"settings no stage checks (checks.STAGES): {sorted(set(NUMBERS) - checked)}"
+    )
 
 
 @pytest.mark.parametrize("pattern", list(NUMBERS))
@@ -164,12 +174,15 @@ def test_each_stage_refuses_wrong_numbers_in_one_line(stage, tmp_path, monkeypat
         # resolved: an override replaces the value itself, as on the command line
         cfg = OmegaConf.create(to_dict(compose_config(*overrides)))
         prefixes = [p.replace("{technique}", cfg.technique) for p in STAGES[stage]]
-        for pattern, key, _ in numeric_settings(cfg, prefixes):
+        numbers = [
+            (key, [v for v in fuzz_values(stage, key) if refuses(pattern, v)])  # valid ones would start work
+            for pattern, key, _ in numeric_settings(cfg, prefixes)
+        ]
+        flags = [(key, ["abc", 1, 0, None, 1.5]) for _, key, _ in numeric_settings(cfg, prefixes, FLAGS)]
+        for key, values in numbers + flags:
             if only and not key.startswith(only):
                 continue
-            for value in fuzz_values(stage, key):
-                if not refuses(pattern, value):
-                    continue  # a valid value: the stage would start its work
+            for value in values:
                 runs += 1
                 with setting(cfg, key, value):
                     outcome = run(stage, cfg, tmp_path, capsys)

@@ -391,6 +391,9 @@ def _checkpoint(kind: str, path: Path, tmp_path: Path) -> None:
         ("predict", ["predict.output=null"], "predict.output is not set"),
         ("predict", ["predict.batch_size=0"], "predict.batch_size=0 must be a positive integer"),
         ("log_metrics", ["technique=nope"], "technique='nope' is unknown"),
+        ("train", ["trainer.progress=abc"], "trainer.progress='abc' must be true or false"),
+        ("split", ["paths.raw=images", "paths.prepared=images/prepared"], "overlap: writing the manifest would"),
+        ("predict", ["predict.output=images/cat.jpg"], "predict.output='images/cat.jpg' names an image file"),
         ("predict", ["+ckpt=no_hyper_parameters"], "is not a smallvision checkpoint (no hyper_parameters.spec"),
         ("predict", ["+ckpt=wrong_shapes"], "does not rebuild into its network (RuntimeError: Error(s) in loading"),
         ("predict", ["+ckpt=runs_code"], "not a plain weights checkpoint (loading it would call posix.system)"),
@@ -414,6 +417,20 @@ def test_a_bad_value_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, stage
     assert_one_line_error(outcome, message)
     assert "weights_only" not in outcome.err
     assert files_under(tmp_path) == before  # no predictions.csv, no raw folder, nothing else
+
+
+@pytest.mark.parametrize("override", ["trainer.precision=abc", "trainer.strategy=abc"])
+def test_trainer_settings_lightning_refuses_are_one_line_before_any_decoding(tmp_path, capsys, override):
+    from smallvision import training
+
+    make_dataset(tmp_path, per_class=8)
+    before = files_under(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        friendly_errors(training.train_technique)(config(override), paths(tmp_path, "baseline"), None, False)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1, err
+    assert err[0].startswith("smallvision: error: Lightning cannot train with") and override.split("=")[0] in err[0]
+    assert not [p for p in files_under(tmp_path) - before if p.endswith(".npy")]  # nothing decoded
 
 
 # --------------------------------------------------------------------------- a failing MLflow store

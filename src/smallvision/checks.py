@@ -208,6 +208,17 @@ NUMBERS: dict[str, Check] = {
     "visualize.mistakes.image_size": _whole(1, 4096, "px"),
 }
 
+# Every true/false setting: a word such as "abc" or "no" must not pass for true
+FLAGS = (
+    "techniques.*.augment",
+    "augmentation.horizontal_flip",
+    "trainer.channels_last",
+    "trainer.compile",
+    "trainer.deterministic",
+    "trainer.progress",
+    "logger.enabled",
+)
+
 _IMAGE_LIMITS = ("data.max_image_pixels", "data.max_image_bytes")
 # The numeric settings each entry script reads (key prefixes; "{technique}" is the technique it runs).
 STAGES: dict[str, tuple[str, ...]] = {
@@ -232,17 +243,20 @@ STAGES: dict[str, tuple[str, ...]] = {
         "visualize.dpi",  # a sweep draws its seed comparison
         "visualize.reference",
     ),
-    "predict": ("predict", *_IMAGE_LIMITS),
+    "predict": ("predict", "trainer.progress", *_IMAGE_LIMITS),
     "visualize": ("visualize", "logger", "augmentation", "techniques.*.image_size", *_IMAGE_LIMITS),
     "log_metrics": ("logger",),
     "compare_seeds": ("visualize.dpi", "visualize.reference"),
 }
 
 
-def numeric_settings(cfg: Mapping[str, Any], prefixes: Sequence[str]) -> Iterator[tuple[str, str, Any]]:
-    """(pattern, key, value) of every setting in `cfg` that NUMBERS lists and that lies under one of `prefixes`."""
+def numeric_settings(
+    cfg: Mapping[str, Any], prefixes: Sequence[str], patterns: Collection[str] = NUMBERS
+) -> Iterator[tuple[str, str, Any]]:
+    """(pattern, key, value) of every setting in `cfg` that `patterns` (NUMBERS) name and that lies under one of
+    `prefixes`."""
     wanted = [p.split(".") for p in prefixes]
-    for pattern in NUMBERS:
+    for pattern in patterns:
         for parts, value in _expand(cfg, pattern.split(".")):
             if any(len(w) <= len(parts) and all(map(fnmatch.fnmatchcase, parts, w)) for w in wanted):
                 yield pattern, ".".join(parts), value
@@ -259,8 +273,16 @@ def _expand(node: Any, pattern: list[str], done: tuple[str, ...] = ()) -> Iterat
         yield from _expand(node[key], rest, (*done, str(key)))
 
 
-def check_settings(cfg: Mapping[str, Any], stage: str) -> None:
-    """Check every numeric setting `stage` reads (STAGES) against NUMBERS, before the stage does any work."""
-    prefixes = [p.replace("{technique}", str(cfg.get("technique"))) for p in STAGES[stage]]
+def check_numbers(cfg: Mapping[str, Any], prefixes: Sequence[str]) -> None:
+    """Check every numeric setting of `cfg` under `prefixes` against NUMBERS, and every FLAGS setting is true or
+    false (ConfigError naming the first bad one)."""
     for pattern, key, value in numeric_settings(cfg, prefixes):
         NUMBERS[pattern](value, key)
+    for _, key, value in numeric_settings(cfg, prefixes, FLAGS):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} must be true or false")
+
+
+def check_settings(cfg: Mapping[str, Any], stage: str) -> None:
+    """Check every numeric setting `stage` reads (STAGES) against NUMBERS, before the stage does any work."""
+    check_numbers(cfg, [p.replace("{technique}", str(cfg.get("technique"))) for p in STAGES[stage]])

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from smallvision.errors import DataError
+from smallvision.files import special_file_kind
 from smallvision.models import backbones
 from smallvision.models.convnet import SmallConvNet
 from smallvision.models.heads import DenseHead, TransferNet
@@ -83,6 +84,9 @@ def read_checkpoint(path: Path) -> dict:
     (weights_only). Anything else (a pickle that would run code, a corrupt file, another program's checkpoint) is
     a one-line DataError."""
     path = Path(path)
+    kind = special_file_kind(path)
+    if kind:
+        raise DataError(f"checkpoint {path} is {kind}, not a file: train that technique again (dvc repro)")
     if not path.is_file():
         raise DataError(f"checkpoint {path} not found: train that technique first (dvc repro)")
     try:

@@ -69,6 +69,8 @@ def check_output(output: Path) -> None:
     kind = special_file_kind(output)
     if kind:
         raise ConfigError(f"predict.output={str(output)!r} is {kind}; give the name of a regular file")
+    if is_image_name(output.name):  # writing the CSV there would replace an image, perhaps one being predicted
+        raise ConfigError(f"predict.output={str(output)!r} names an image file; give a .csv file name")
     folder = output.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent

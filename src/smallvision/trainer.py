@@ -9,6 +9,9 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+from smallvision.errors import ConfigError
 
 # Lightning notices about choices made on purpose here: frozen modules are kept in eval mode, the input
 # pipeline lives in the module's on_after_batch_transfer, feature extraction collects its own outputs, and
@@ -44,6 +47,19 @@ def resolve_precision(precision: str, accelerator: str) -> str:
 
 
 def make_trainer(trainer_cfg: dict, epochs: int, out: Path, logger, callbacks) -> L.Trainer:
+    """The Trainer; settings Lightning refuses (an unknown accelerator, strategy or precision, a GPU that is not
+    there) are a ConfigError naming them, before any image is decoded."""
+    try:
+        return _trainer(trainer_cfg, epochs, out, logger, callbacks)
+    except (ValueError, TypeError, MisconfigurationException) as err:
+        settings = ", ".join(
+            f"trainer.{k}={trainer_cfg[k]!r}" for k in ("accelerator", "devices", "strategy", "precision")
+        )
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"Lightning cannot train with {settings}: {first}") from None
+
+
+def _trainer(trainer_cfg: dict, epochs: int, out: Path, logger, callbacks) -> L.Trainer:
     return L.Trainer(
         accelerator=trainer_cfg["accelerator"],
         devices=trainer_cfg["devices"],

@@ -23,6 +23,7 @@ from urllib.request import Request, getproxies, urlopen
 from tqdm.auto import tqdm
 
 from smallvision.errors import DataError
+from smallvision.files import special_file_kind
 
 CHUNK = 1 << 20
 DEFAULT_MAX_BYTES = 1.2e9  # data.max_download_bytes in conf/data/base.yaml: the 825 MB PetImages zip, with margin
@@ -52,6 +53,10 @@ def download(
     name = unquote(Path(urlparse(url).path).name) or "download"
     final = Path(download_dir) / name
     part = final.with_name(name + ".part")
+    for path in (final, part):
+        kind = special_file_kind(path)
+        if kind:  # reading or appending to it would block or never end
+            raise DataError(f"{path} is {kind}, where the download goes: remove it and run again")
     if final.exists():
         try:
             verify_file(final, sha256=sha256, size=size)

@@ -214,6 +214,12 @@ def prepare_split(
 ) -> Report:
     """Validate, de-duplicate and split the images under `raw_dir`; write manifest and report to `out_dir`."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    raw, out = raw_dir.resolve(), out_dir.resolve()
+    if raw == out or raw in out.parents or out in raw.parents:  # the prepared folder is replaced wholesale
+        raise ConfigError(
+            f"paths.prepared ({out_dir}) and paths.raw ({raw_dir}) overlap: writing the manifest would replace the "
+            "images; give them separate folders"
+        )
     amounts = split_amounts(split)
     for key, value in (("seed", seed), ("data.max_image_pixels", max_pixels), ("data.max_image_bytes", max_bytes)):
         NUMBERS[key](value, key)

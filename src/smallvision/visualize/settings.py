@@ -7,25 +7,9 @@ from typing import Any
 
 import torch
 
-from smallvision.checks import is_real, number_in, one_of, whole_number
+from smallvision.checks import check_numbers, one_of
 from smallvision.data.manifest import Record
 from smallvision.errors import ConfigError
-
-# option -> the smallest value allowed
-_WHOLE_NUMBERS = {
-    "dpi": 1,
-    "activations.columns": 1,
-    "filters.per_layer": 1,
-    "filters.columns": 1,
-    "filters.steps": 0,
-    "gradcam.per_group": 1,
-    "augmentation_preview.count": 1,
-    "augmentation_preview.columns": 1,
-    "mistakes.max_images": 1,
-    "mistakes.columns": 1,
-    "mistakes.image_size": 1,
-}
-_OPTIONAL_WHOLE_NUMBERS = ("threads", "activations.max_channels", "filters.image_size")  # null: the default
 
 
 def _get(v: Mapping[str, Any], option: str) -> Any:
@@ -46,26 +30,7 @@ def validate(v: Mapping[str, Any], known: list[str]) -> None:
         unknown = [n for n in names if n not in known]
         if unknown:
             raise ConfigError(f"visualize.{option} names unknown technique(s) {unknown}; known: {', '.join(known)}")
-    for option, minimum in _WHOLE_NUMBERS.items():
-        whole_number(_get(v, option), f"visualize.{option}", minimum)
-    for option in _OPTIONAL_WHOLE_NUMBERS:
-        if _get(v, option) is not None:
-            whole_number(_get(v, option), f"visualize.{option}")
-    number_in(
-        v["curves"]["smoothing"],
-        "visualize.curves.smoothing",
-        0,
-        1,
-        high_open=True,
-        why="0: raw curves; the book uses 0.8",
-    )
-    number_in(
-        v["gradcam"]["image_weight"], "visualize.gradcam.image_weight", 0, 1, why="the image's share of the overlay"
-    )
-    for option in ("step_size", "noise"):
-        value = v["filters"][option]
-        if not is_real(value) or value < 0:
-            raise ConfigError(f"visualize.filters.{option}={value!r} must be a number >= 0")
+    check_numbers({"visualize": v}, ["visualize"])  # the bounds of every number: smallvision.checks.NUMBERS
     one_of(v["device"], "visualize.device", ("cpu", "cuda", "auto"))
     if v["device"] == "cuda" and not torch.cuda.is_available():
         raise ConfigError("visualize.device=cuda but no CUDA device is available: use visualize.device=cpu or auto")

@@ -107,7 +107,9 @@ def run_visualize(cfg: Mapping[str, Any], root: Path) -> Outcome:
         folder=reports,
         records=records,
         classes=classes,
-        load=functools.partial(load_resized, max_pixels=cfg["data"]["max_image_pixels"]),
+        load=functools.partial(
+            load_resized, max_pixels=cfg["data"]["max_image_pixels"], max_bytes=cfg["data"]["max_image_bytes"]
+        ),
         trained=trained,
         nets=sections.Nets(_device(v["device"])),
         notes=out.notes,
