@@ -5,7 +5,7 @@ traceback.
 The bounds live in one table, `smallvision.checks.NUMBERS`, and each stage's keys in `checks.STAGES`; the first test
 fails on a numeric key in conf/ that the table misses, so a new setting cannot go unchecked. The stages run in this
 process (helpers.entry: each script's own `@friendly_errors` main on a composed config), which keeps ~1,500 runs
-well under a minute; test_reliability.py runs a few of them as real processes.
+well under a minute; test_bad_config.py runs a few of them as real processes.
 """
 
 from __future__ import annotations
