@@ -1,2 +1,4 @@
 """Helpers shared by the tests: `study` composes configs and prepares generated datasets for training tests,
-`project` copies the project and runs its commands in subprocesses (DVC, the entry scripts)."""
+`project` copies the project and runs its commands in subprocesses (DVC, the entry scripts), `entry` runs an entry
+script's own main in this process (exit status and stderr as a user sees them), `hostile` makes hostile input
+(special files, an endless HTTP response, a checkpoint)."""
