@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -48,11 +49,11 @@ def test_visualize_writes_the_report(project):
     assert html.count("data:image/png;base64,") >= 8  # self-contained: figures embedded
 
 
-def test_export_stage_writes_the_fine_tuned_network(project):
+def test_export_stage_writes_the_network_of_export_technique(project):
     out = project / "models" / "export"
     assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model.torchscript.pt", "preprocessing.json"]
     described = json.loads((out / "preprocessing.json").read_text())
-    assert described["technique"] == "fine_tune" and described["classes"] == ["circle", "square"]
+    assert described["technique"] == "baseline" and described["classes"] == ["circle", "square"]  # the smoke preset's
     assert described["preprocessing"]["image_size"] == 64 and described["onnx_opset"] == 20
     assert described["parity"]["images"] == 8 and max(described["parity"]["max_abs_difference"].values()) <= 1e-4
 
@@ -109,10 +110,12 @@ def test_nothing_changed_reruns_nothing_and_one_change_reruns_only_what_it_feeds
 def test_export_follows_the_technique_it_is_given(project):
     """dvc.yaml's export deps name models/${export.technique}/best.ckpt: another technique reruns export alone."""
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["export"]["technique"] = "baseline"
+    params["export"]["technique"] = "augment"
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     assert "export" in json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], project).stdout)
     ran = run([sys.executable, "-m", "dvc", "repro", "export"], project).stdout
     assert re.findall(r"Running stage '([^']+)'", ran) == ["export"]
     described = json.loads((project / "models" / "export" / "preprocessing.json").read_text())
-    assert described["technique"] == "baseline" and described["network"] == "small_convnet"
+    assert described["technique"] == "augment" and described["network"] == "small_convnet"
+    augment = (project / "models" / "augment" / "best.ckpt").read_bytes()
+    assert described["source"]["sha256"] == hashlib.sha256(augment).hexdigest()

@@ -77,8 +77,8 @@ def export_checkpoint(
                     f"the {runtime} export of {checkpoint} differs from PyTorch by {difference:.3g} on {len(x)} "
                     f"images, more than export.tolerance={tolerance:g}; try another export.opset"
                 )
-        description = _description(spec, technique, checkpoint, onnx_opset(tmp / ONNX_FILE), len(x), differences)
-        description["parity"]["tolerance"] = tolerance
+        parity = {"images": len(x), "tolerance": tolerance, "max_abs_difference": differences}
+        description = _description(spec, technique, checkpoint, onnx_opset(tmp / ONNX_FILE), parity)
         (tmp / PREPROCESSING_FILE).write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
     return description
 
@@ -153,7 +153,7 @@ def _max_difference(got: Sequence[np.ndarray], expected: Sequence[np.ndarray]) -
     return max(float(np.abs(np.asarray(g, dtype=np.float64) - e).max()) for g, e in zip(got, expected, strict=True))
 
 
-def _description(spec: dict, technique: str, checkpoint: Path, opset: int, n: int, differences: dict) -> dict:
+def _description(spec: dict, technique: str, checkpoint: Path, opset: int, parity: dict) -> dict:
     size, classes = spec["image_size"], list(spec["classes"])
     one_logit = spec["num_outputs"] == 1
     return {
@@ -180,7 +180,7 @@ def _description(spec: dict, technique: str, checkpoint: Path, opset: int, n: in
             "std": list(spec["std"]),
             "normalise": "x = (pixels / 255 - mean) / std per channel, pixels RGB in 0..255",
         },
-        "parity": {"images": n, "max_abs_difference": differences},
+        "parity": parity,
         "source": {"checkpoint": str(checkpoint), "sha256": _sha256(checkpoint)},
         "versions": {name: version(name) for name in ("torch", "onnx", "onnxruntime")},
     }
