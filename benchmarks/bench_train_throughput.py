@@ -2,6 +2,7 @@
 
     python benchmarks/bench_train_throughput.py                 # the default study's augment stage: 150 px, batch 32
     python benchmarks/bench_train_throughput.py --image-size 96  # the quick preset's
+    python benchmarks/bench_train_throughput.py --device cuda   # on the GPU (what trainer=gpu trains on)
 
 Ours (what `pipelines/train.py technique=augment` runs): the decode-once uint8 cache, a DataLoader without
 workers, the batched Keras affine on the training device, channels_last, the precision `auto` picks, inside a
@@ -38,19 +39,27 @@ from smallvision.data.manifest import load_manifest, manifest_digest
 from smallvision.modules.classifier import ClassifierModule, ImageInput, make_optimizer
 from smallvision.trainer import resolve_precision
 
-from common import dev_split, imagefolder, project_config, save
+from common import DEV_ARCHIVE, dev_split, imagefolder, project_config, save
 
 TARGET_RATIO, TARGET_PEAK_FRACTION = 3.0, 0.40
+
+
+def now(device: str) -> float:
+    """Wall-clock time once the device has finished what it was given (CUDA runs asynchronously)."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
 
 
 class StepClock(L.Callback):
     """Wall-clock time at the end of every training batch."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: str = "cpu") -> None:
         self.times: list[float] = []
+        self.device = device
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.times.append(time.perf_counter())
+        self.times.append(now(self.device))
 
 
 def images_per_s(times: list[float], warmup: int, batch: int) -> float:
@@ -68,6 +77,7 @@ def ours(
     warmup: int,
     steps: int,
     compile: bool = False,
+    device: str = "cpu",
 ) -> float:
     tech = cfg["techniques"]["augment"]
     spec = networks.make_spec(tech, cfg["backbone"], classes)
@@ -78,9 +88,9 @@ def ours(
         net.compile()
     module = ClassifierModule(net, len(classes), tech["optimizer"], image_input, seed=0, spec=spec)
     data = ArrayDataModule(SplitArrays(images, labels, rows, classes), tech["batch_size"], seed=0)
-    clock = StepClock()
+    clock = StepClock(device)
     trainer = L.Trainer(
-        accelerator="cpu",
+        accelerator="gpu" if device == "cuda" else "cpu",
         devices=1,
         precision=precision,
         max_epochs=1,
@@ -115,7 +125,7 @@ def reference_transforms(cfg: dict, size: int, mean, std) -> transforms.Compose:
     )
 
 
-def reference(cfg: dict, folder: Path, warmup: int, steps: int) -> float:
+def reference(cfg: dict, folder: Path, warmup: int, steps: int, device: str = "cpu") -> float:
     tech = cfg["techniques"]["augment"]
     classes = sorted(p.name for p in folder.iterdir())
     spec = networks.make_spec(tech, cfg["backbone"], classes)
@@ -123,16 +133,17 @@ def reference(cfg: dict, folder: Path, warmup: int, steps: int) -> float:
         str(folder), transform=reference_transforms(cfg, tech["image_size"], spec["mean"], spec["std"])
     )
     loader = DataLoader(dataset, batch_size=tech["batch_size"], shuffle=True, num_workers=2, drop_last=True)
-    net = networks.build_net(spec)
+    net = networks.build_net(spec).to(device)
     net.train()
     optimizer = make_optimizer(net.parameters(), tech["optimizer"])
     times = []
     for i, (x, y) in enumerate(loader):
+        x, y = x.to(device), y.to(device)
         optimizer.zero_grad()
         loss = F.binary_cross_entropy_with_logits(net(x).squeeze(1), y.float())
         loss.backward()
         optimizer.step()
-        times.append(time.perf_counter())
+        times.append(now(device))
         if i == warmup + steps:
             break
     return images_per_s(times, warmup, tech["batch_size"])
@@ -148,16 +159,16 @@ def step_flops(cfg: dict, classes: list[str]) -> float:
     return float(counter.get_total_flops())
 
 
-def matmul_peak(dtype: torch.dtype, sizes=(1024, 2048, 4096), repeats: int = 5) -> float:
-    """FLOP/s of square matmuls in `dtype` on all threads: the best over sizes and repeats."""
+def matmul_peak(dtype: torch.dtype, sizes=(1024, 2048, 4096), repeats: int = 5, device: str = "cpu") -> float:
+    """FLOP/s of square matmuls in `dtype` (on a CPU, all threads): the best over sizes and repeats."""
     best = 0.0
     for n in sizes:
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
         torch.mm(a, b)
         for _ in range(repeats):
-            t = time.perf_counter()
+            t = now(device)
             torch.mm(a, b)
-            best = max(best, 2 * n**3 / (time.perf_counter() - t))
+            best = max(best, 2 * n**3 / (now(device) - t))
     return best
 
 
@@ -169,10 +180,14 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "smallvision-bench-data")
     parser.add_argument("--skip-variants", action="store_true", help="only ours (default settings) and the reference")
     parser.add_argument("--compile", action="store_true", help="also the default settings with torch.compile")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where both pipelines train")
+    parser.add_argument("--dev-archive", type=Path, default=DEV_ARCHIVE, help=f"default: {DEV_ARCHIVE}")
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: PyTorch sees no CUDA GPU here")
     torch.manual_seed(0)
     cfg = project_config("technique=augment", f"techniques.augment.image_size={args.image_size}")
-    _, prepared = dev_split(args.workdir)
+    _, prepared = dev_split(args.workdir, args.dev_archive)
     records, classes = load_manifest(prepared)
     index = {c: i for i, c in enumerate(classes)}
     labels = np.array([index[r.label] for r in records])
@@ -188,10 +203,11 @@ def main() -> None:
     )
     cache_s = time.perf_counter() - t
 
-    default_precision = resolve_precision(cfg["trainer"]["precision"], "cpu")
+    default_precision = resolve_precision(cfg["trainer"]["precision"], "gpu" if args.device == "cuda" else "cpu")
+    folder = imagefolder(records, rows["train"], args.workdir / "imagefolder-train")
     runs = {
         "reference (ImageFolder + PIL + torchvision transforms, 2 workers, fp32 NCHW)": reference(
-            cfg, imagefolder(records, rows["train"], args.workdir / "imagefolder-train"), args.warmup, args.steps
+            cfg, folder, args.warmup, args.steps, args.device
         )
     }
     variants = [(default_precision, cfg["trainer"]["channels_last"], False)]
@@ -203,17 +219,22 @@ def main() -> None:
         variants.append((*variants[0][:2], True))
     for precision, channels_last, compiled in variants:
         steps = args.steps
-        if precision == "bf16-mixed" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        if args.device == "cpu" and precision == "bf16-mixed" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
             steps = max(3, args.steps // 5)  # emulated bf16 is slow: fewer steps say enough
         name = f"ours ({precision}, {'channels_last' if channels_last else 'NCHW'}{', compiled' if compiled else ''})"
-        runs[name] = ours(cfg, images, labels, rows, classes, precision, channels_last, args.warmup, steps, compiled)
+        runs[name] = ours(
+            cfg, images, labels, rows, classes, precision, channels_last, args.warmup, steps, compiled, args.device
+        )
 
     ref_name, ours_name = next(iter(runs)), list(runs)[1]
     flops = step_flops(cfg, classes)
     batch = cfg["techniques"]["augment"]["batch_size"]
     achieved = flops * runs[ours_name] / batch
-    peaks = {"bf16": matmul_peak(torch.bfloat16), "fp32": matmul_peak(torch.float32)}
-    print(f"augment stage, {args.image_size} px, batch {batch}, {len(rows['train'])} training images")
+    peaks = {
+        "bf16": matmul_peak(torch.bfloat16, device=args.device),
+        "fp32": matmul_peak(torch.float32, device=args.device),
+    }
+    print(f"augment stage on {args.device}, {args.image_size} px, batch {batch}, {len(rows['train'])} training images")
     print(f"decode-once cache of {len(records)} images built in {cache_s:.1f} s (once per manifest and size)")
     for name, rate in runs.items():
         print(f"  {name:70s} {rate:7.1f} img/s   {rate / runs[ref_name]:5.2f}x the reference")
@@ -228,6 +249,7 @@ def main() -> None:
     save(
         "train-throughput",
         {
+            "device": args.device,
             "image_size": args.image_size,
             "batch_size": batch,
             "warmup_batches": args.warmup,

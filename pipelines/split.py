@@ -35,7 +35,10 @@ def main(cfg: DictConfig) -> None:
         max_bytes=data.max_image_bytes,
     )
     width = max(len(c) for c in report.classes)
-    print(f"split ({report.layout} layout, seed {report.seed}): images per class")
+    print(f"split ({report.layout} layout, seed {report.seed}):")
+    for name, source in report.split_from.items():
+        print(f"  {name:5s} <- {source}")
+    print("images per class:")
     print(f"  {'':{width}}  " + "  ".join(f"{s:>6}" for s in SPLITS) + "  unused")
     for label in report.classes:
         counts = "  ".join(f"{report.counts[s][label]:>6}" for s in SPLITS)

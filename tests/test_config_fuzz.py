@@ -163,6 +163,7 @@ STAGE_RUNS = {
     "visualize": [([], None)],
     "log_metrics": [([], None)],
     "compare_seeds": [([], None)],
+    "export": [([], None)],
 }
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers.browser import CHROMIUM_FLAGS, OFFLINE, chromium
 from helpers.project import compose_params, copy_project, run
 
 TECHNIQUES = ("baseline", "augment", "feature_extract", "fine_tune")
@@ -45,6 +49,35 @@ def test_visualize_writes_the_report(project):
     assert html.count("data:image/png;base64,") >= 8  # self-contained: figures embedded
 
 
+def test_export_stage_writes_the_network_of_export_technique(project):
+    out = project / "models" / "export"
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model.torchscript.pt", "preprocessing.json"]
+    described = json.loads((out / "preprocessing.json").read_text())
+    assert described["technique"] == "baseline" and described["classes"] == ["circle", "square"]  # the smoke preset's
+    assert described["preprocessing"]["image_size"] == 64 and described["onnx_opset"] == 20
+    assert described["parity"]["images"] == 8 and max(described["parity"]["max_abs_difference"].values()) <= 1e-4
+
+
+def test_dvc_plots_show_draws_offline(project, tmp_path):
+    """The committed template (.dvc/config) inlines Vega: the page loads nothing and, in Chromium with every host
+    name unresolvable, draws all its charts: dvc.yaml's six (accuracy, loss, four confusion matrices) and the
+    training stages' eight plot files (history.csv, test_predictions.csv)."""
+    run([sys.executable, "-m", "dvc", "plots", "show", "-o", str(tmp_path / "plots")], project)
+    page = tmp_path / "plots" / "index.html"
+    html = page.read_text()
+    assert "<script src" not in html and "cdn.jsdelivr" not in html
+    assert html.count("vegaEmbed('#") == 14
+    dom = subprocess.run(
+        [chromium(), *CHROMIUM_FLAGS, OFFLINE, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000"]
+        + ["--dump-dom", page.as_uri()],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    ).stdout
+    assert dom.count('class="marks"') == 14  # each chart drawn: vega-embed's <canvas class="marks">
+
+
 def test_mlflow_holds_one_study_with_a_child_per_technique(project):
     from mlflow.tracking import MlflowClient
 
@@ -72,3 +105,17 @@ def test_nothing_changed_reruns_nothing_and_one_change_reruns_only_what_it_feeds
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     changed = json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], project).stdout)
     assert set(changed) == {"fine-tune"}
+
+
+def test_export_follows_the_technique_it_is_given(project):
+    """dvc.yaml's export deps name models/${export.technique}/best.ckpt: another technique reruns export alone."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["export"]["technique"] = "augment"
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    assert "export" in json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], project).stdout)
+    ran = run([sys.executable, "-m", "dvc", "repro", "export"], project).stdout
+    assert re.findall(r"Running stage '([^']+)'", ran) == ["export"]
+    described = json.loads((project / "models" / "export" / "preprocessing.json").read_text())
+    assert described["technique"] == "augment" and described["network"] == "small_convnet"
+    augment = (project / "models" / "augment" / "best.ckpt").read_bytes()
+    assert described["source"]["sha256"] == hashlib.sha256(augment).hexdigest()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 import subprocess
 import time
 from html.parser import HTMLParser
@@ -25,7 +24,8 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pytest
 import torch
-from helpers.study import config, make_dataset
+from helpers.browser import CHROMIUM_FLAGS, chromium
+from helpers.study import config, make_dataset, save_checkpoint
 from PIL import Image
 
 from smallvision.data.images import load_resized
@@ -39,33 +39,7 @@ from smallvision.stats import wilson_interval
 from smallvision.visualize.stage import run_visualize
 
 WIDTH, HEIGHT = 1280, 4000
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-]
 SECTIONS = ["comparison", "curves", "gradcam", "activations", "filters", "augmentation", "mistakes"]
-
-
-def _chromium() -> str:
-    found = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-    if found is None:
-        pytest.skip("Chromium is not installed (apt-get install -y chromium)")
-    return found
-
-
-def _checkpoint(net: torch.nn.Module, spec: dict, path: Path) -> None:
-    """What training saves (Lightning: the spec in hyper_parameters, the module's weights under net.)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {"hyper_parameters": {"spec": spec}, "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, path
-    )
 
 
 def _fake_training(cfg: dict, root: Path) -> None:
@@ -86,7 +60,7 @@ def _fake_training(cfg: dict, root: Path) -> None:
         torch.manual_seed(k)
         net = build_net(spec, pretrained=False).eval()
         out = root / cfg["paths"]["models"] / name
-        _checkpoint(net, spec, out / "best.ckpt")
+        save_checkpoint(net, spec, out / "best.ckpt")
         images = np.stack([load_resized(r.file, spec["image_size"]) for r in test])
         prob, predicted = probabilities(net, network_input(images, spec["mean"], spec["std"])).max(1)
         epochs = 5
@@ -192,7 +166,7 @@ def test_chromium_renders_the_page(report, tmp_path):
     screenshot = Path(os.environ.get("REPORT_SCREENSHOT") or tmp_path / "report.png")
     screenshot.unlink(missing_ok=True)
     cmd = [
-        _chromium(),
+        chromium(),
         *CHROMIUM_FLAGS,
         f"--user-data-dir={tmp_path / 'profile'}",
         f"--window-size={WIDTH},{HEIGHT}",

@@ -83,12 +83,74 @@ def test_presplit_folders_are_kept_as_given(tmp_path, make_tree):
     )
 
 
-def test_incomplete_presplit_layout_is_a_clear_error(tmp_path, make_tree):
+def test_train_and_val_folders_val_becomes_test_and_validation_is_carved_from_train(tmp_path, make_tree):
+    """The PyTorch transfer-learning tutorial's hymenoptera_data: train/ and val/, no test/."""
     raw = tmp_path / "raw"
-    make_tree(raw / "train", {"a": 2, "b": 2}, seed=1)
-    make_tree(raw / "test", {"a": 2, "b": 2}, seed=2)
-    with pytest.raises(DataError, match=r"missing: \['val'\]"):
+    make_tree(raw / "hymenoptera_data" / "train", {"ants": 10, "bees": 12}, seed=1)
+    make_tree(raw / "hymenoptera_data" / "val", {"ants": 4, "bees": 5}, seed=2)
+    out = tmp_path / "out"
+    report = run_split(raw, out, split={"train": 0.6, "val": 0.2, "test": 0.2})
+    assert report.layout == "presplit_train_val"
+    # val/ is the test split whole; validation is 20 % of each class's train/ images (2 of 10, 2 of 12)
+    assert report.counts == {
+        "train": {"ants": 8, "bees": 10},
+        "val": {"ants": 2, "bees": 2},
+        "test": {"ants": 4, "bees": 5},
+    }
+    records, _ = load_manifest(out)
+    folder = {r.path: r.path.split("/")[1] for r in records}
+    assert {folder[r.path] for r in records if r.split == "test"} == {"val"}
+    assert {folder[r.path] for r in records if r.split in ("train", "val")} == {"train"}
+    assert report_of(out)["split_from"] == {
+        "train": "hymenoptera_data/train/, less the validation images",
+        "val": "hymenoptera_data/train/: data.split.val=0.2 of each class, stratified, seed 0",
+        "test": "hymenoptera_data/val/",
+    }
+    carved = {r.path for r in records if r.split == "val"}
+    for seed, same in ((0, True), (7, False)):  # seeded: the same seed carves the same images, another seed others
+        again = run_split(raw, tmp_path / f"seed{seed}", split={"train": 0.6, "val": 0.2, "test": 0.2}, seed=seed)
+        assert again.counts == report.counts
+        assert ({r.path for r in load_manifest(tmp_path / f"seed{seed}")[0] if r.split == "val"} == carved) is same
+
+
+def test_train_and_test_folders_carve_validation_by_count(tmp_path, make_tree):
+    raw = tmp_path / "raw"
+    make_tree(raw / "Train", {"a": 6, "b": 7}, seed=1)
+    make_tree(raw / "test", {"a": 3, "b": 2}, seed=2)
+    (raw / "notes.jpg").write_bytes(b"")  # beside the split folders: dropped with its reason
+    report = run_split(raw, tmp_path / "out", split={"train": 100, "val": 2, "test": 100})  # train, test: ignored
+    assert report.layout == "presplit_train_test"
+    assert report.counts == {"train": {"a": 4, "b": 5}, "val": {"a": 2, "b": 2}, "test": {"a": 3, "b": 2}}
+    assert report.split_from["test"] == "test/" and report.split_from["val"].startswith("Train/: data.split.val=2")
+    assert reasons(report) == {"notes.jpg": "outside the Train/, test/ folders"}
+
+
+@pytest.mark.parametrize(
+    "folders, message",
+    [
+        (("train", "val", "validation"), "it has both val/ and validation/"),
+        (("val", "test"), "it has no train/"),
+    ],
+)
+def test_ambiguous_presplit_layout_is_a_clear_error(tmp_path, make_tree, folders, message):
+    raw = tmp_path / "raw"
+    for i, name in enumerate(folders):
+        make_tree(raw / name, {"a": 2, "b": 2}, seed=i)
+    with pytest.raises(DataError, match=message):
         discover(raw)
+
+
+def test_carving_validation_needs_a_usable_data_split_val(tmp_path, make_tree):
+    raw = tmp_path / "raw"
+    make_tree(raw / "train", {"a": 5, "b": 3}, seed=1)
+    make_tree(raw / "val", {"a": 2, "b": 2}, seed=2)
+    with pytest.raises(ConfigError, match=r"data.split.val=0: train/ comes without a validation folder"):
+        run_split(raw, tmp_path / "out", split={"train": 0.8, "val": 0, "test": 0.2})
+    with pytest.raises(DataError, match=r"class 'b' has 3 valid images, none left to train on; lower data.split.val"):
+        run_split(raw, tmp_path / "out", split={"train": 1, "val": 3, "test": 1})
+    with pytest.raises(DataError, match=r"class 'b': 0.1 of its 3 images is none; raise data.split.val"):
+        run_split(raw, tmp_path / "out", split={"train": 0.8, "val": 0.1, "test": 0.1})
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_or_empty_raw_folder(tmp_path):

@@ -206,6 +206,9 @@ NUMBERS: dict[str, Check] = {
     "visualize.mistakes.max_images": _whole(1, 10_000),
     "visualize.mistakes.columns": _COLUMNS,
     "visualize.mistakes.image_size": _whole(1, 4096, "px"),
+    "export.opset": _whole(18, 100, "PyTorch's torch.export-based exporter writes opset 18 and newer"),
+    "export.check_images": _whole(2, 10_000, "the parity check's batch"),
+    "export.tolerance": _real(0, 1, low_open=True, why="the largest difference from PyTorch's outputs"),
 }
 
 # Every true/false setting: a word such as "abc" or "no" must not pass for true
@@ -247,6 +250,7 @@ STAGES: dict[str, tuple[str, ...]] = {
     "visualize": ("visualize", "logger", "augmentation", "techniques.*.image_size", *_IMAGE_LIMITS),
     "log_metrics": ("logger",),
     "compare_seeds": ("visualize.dpi", "visualize.reference"),
+    "export": ("export",),
 }
 
 

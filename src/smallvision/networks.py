@@ -31,6 +31,16 @@ def num_outputs(num_classes: int) -> int:
     return 1 if num_classes == 2 else num_classes
 
 
+def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """(N, classes) probabilities from a network's logits: sigmoid of the one logit (its class 1) for two
+    classes, softmax over one logit per class otherwise."""
+    logits = logits.float()
+    if logits.shape[1] == 1:
+        p1 = torch.sigmoid(logits[:, 0])
+        return torch.stack([1 - p1, p1], 1)
+    return logits.softmax(1)
+
+
 def make_spec(technique: dict, backbone_cfg: dict, classes: list[str], in_features: int | None = None) -> dict:
     """The spec of the network `technique` trains. `in_features` is the pooled feature size of the backbone."""
     base = {"classes": list(classes), "num_outputs": num_outputs(len(classes)), "image_size": technique["image_size"]}

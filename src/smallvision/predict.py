@@ -24,7 +24,7 @@ from smallvision.data.images import (
 from smallvision.data.preprocess import network_input
 from smallvision.errors import ConfigError, DataError
 from smallvision.files import atomic_write, special_file_kind
-from smallvision.networks import load_checkpoint
+from smallvision.networks import class_probabilities, load_checkpoint
 
 
 @dataclass
@@ -81,11 +81,7 @@ def check_output(output: Path) -> None:
 @torch.inference_mode()
 def probabilities(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """(N, classes) probabilities from the network's logits (sigmoid for one logit, softmax otherwise)."""
-    logits = net(x).float()
-    if logits.shape[1] == 1:
-        p1 = torch.sigmoid(logits[:, 0])
-        return torch.stack([1 - p1, p1], 1)
-    return logits.softmax(1)
+    return class_probabilities(net(x))
 
 
 def predict(

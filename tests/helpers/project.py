@@ -22,6 +22,7 @@ def copy_project(project: Path, code_only: bool = False) -> Path:
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=project, check=True, capture_output=True)
     shutil.copy(ROOT / ".dvc" / "config", project / ".dvc" / "config")
+    shutil.copytree(ROOT / ".dvc" / "plots", project / ".dvc" / "plots")  # the page template .dvc/config names
     return project
 
 

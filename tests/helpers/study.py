@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from hydra import compose, initialize_config_dir
 
 from smallvision.data.split import prepare_split
@@ -44,4 +45,12 @@ def paths(root: Path, technique: str) -> Paths:
         features=root / "data/features",
         out=root / "models" / technique,
         models=root / "models",
+    )
+
+
+def save_checkpoint(net: torch.nn.Module, spec: dict, path: Path) -> None:
+    """What training saves (Lightning: the spec in hyper_parameters, the module's weights under net.)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {"hyper_parameters": {"spec": spec}, "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, path
     )

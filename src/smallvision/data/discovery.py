@@ -3,8 +3,11 @@ with the reason it is not used (nothing is dropped silently).
 
 Layouts recognised under the raw folder (a chain of single wrapper folders is descended first):
 `petimages` (PetImages/<Class>/...), `class_folders` (<Class>/... for any number of classes),
-`kaggle` (cat.123.jpg names in one folder) and `presplit` (train/ val|validation/ test/, each
-with class folders; the given split is kept).
+`kaggle` (cat.123.jpg names in one folder) and the pre-split layouts, each folder holding class folders:
+`presplit` (train/ val|validation/ test/: the given split is kept), `presplit_train_val` (train/ and
+val|validation/, no test/: the given val/ becomes the test split) and `presplit_train_test` (train/ and test/).
+Without a given validation folder the split stage carves validation out of train/: choosing checkpoints on a
+folder and then testing on that same folder would report a biased number.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from smallvision.data.images import IMAGE_EXTENSIONS, is_image_name
@@ -45,6 +48,9 @@ class Discovery:
     classes: list[str]
     candidates: list[Candidate]
     dropped: list[Dropped]
+    # pre-split layouts: split -> the folder (relative to the raw folder) its images come from; no "val" when
+    # validation is to be carved out of train/
+    folders: dict[str, str] = field(default_factory=dict)
 
 
 def discover(raw_dir: Path, classes: Sequence[str] | None = None) -> Discovery:
@@ -62,11 +68,11 @@ def discover(raw_dir: Path, classes: Sequence[str] | None = None) -> Discovery:
     dropped += [Dropped(entry.path, entry.reason) for entry in read_skipped(raw_dir)]  # what download left out
     if not images:
         raise DataError(f"no image files ({' '.join(sorted(IMAGE_EXTENSIONS))}) found under {raw_dir}")
-    layout, candidates, more_dropped = _assign_labels(raw_dir, [tuple(p.split("/")) for p in images])
+    layout, candidates, more_dropped, folders = _assign_labels(raw_dir, [tuple(p.split("/")) for p in images])
     dropped += more_dropped
     found = sorted({c.label for c in candidates})
     order = _check_classes(classes, found, raw_dir, layout)
-    return Discovery(layout, order, candidates, sorted(dropped, key=lambda d: d.path))
+    return Discovery(layout, order, candidates, sorted(dropped, key=lambda d: d.path), folders)
 
 
 def _scan(raw_dir: Path) -> tuple[list[str], list[Dropped]]:
@@ -142,7 +148,9 @@ def _is_inside(path: Path, root_real: Path) -> bool:
     return target == root_real or root_real in target.parents
 
 
-def _assign_labels(raw_dir: Path, images: list[tuple[str, ...]]) -> tuple[str, list[Candidate], list[Dropped]]:
+def _assign_labels(
+    raw_dir: Path, images: list[tuple[str, ...]]
+) -> tuple[str, list[Candidate], list[Dropped], dict[str, str]]:
     prefix: tuple[str, ...] = ()
     while True:  # descend wrapper folders: no images of their own and a single sub-folder
         direct, children = _level(images, prefix)
@@ -152,15 +160,8 @@ def _assign_labels(raw_dir: Path, images: list[tuple[str, ...]]) -> tuple[str, l
     depth = len(prefix)
     base = "/".join(prefix) or "."
     split_dirs = {c: _SPLIT_FOLDERS[c.lower()] for c in children if c.lower() in _SPLIT_FOLDERS}
-    if "train" in split_dirs.values() and len(split_dirs) > 1:
-        missing = [s for s in SPLITS if s not in split_dirs.values()]
-        if missing or len(split_dirs) != len(set(split_dirs.values())):
-            raise DataError(
-                f"{raw_dir / base} looks pre-split ({', '.join(sorted(split_dirs))}) but needs exactly one each of "
-                f"train/, val/ (or validation/) and test/; missing: {missing or 'none'} (or both val/ and validation/). "
-                "Add the missing folder, or merge everything into one folder per class"
-            )
-        return _presplit(images, depth, split_dirs)
+    if len(split_dirs) > 1:
+        return _presplit(images, prefix, _split_of_folder(raw_dir / base, split_dirs))
     if children:
         layout = "petimages" if prefix and prefix[-1] == "PetImages" else "class_folders"
         candidates, dropped = [], []
@@ -170,8 +171,27 @@ def _assign_labels(raw_dir: Path, images: list[tuple[str, ...]]) -> tuple[str, l
                 dropped.append(Dropped(path, "not inside a class folder"))
             else:
                 candidates.append(Candidate(path, parts[depth]))
-        return layout, candidates, dropped
-    return _kaggle(raw_dir / base, images)
+        return layout, candidates, dropped, {}
+    return (*_kaggle(raw_dir / base, images), {})
+
+
+def _split_of_folder(where: Path, split_dirs: dict[str, str]) -> dict[str, str]:
+    """Which split each of the pre-split folders fills. train/ + val/ (no test/): the given validation folder
+    becomes the test split, and the split stage carves validation out of train/; train/ + test/: the same."""
+    given = sorted(split_dirs.values(), key=SPLITS.index)
+    twice = [
+        f"{'/ and '.join(f for f in sorted(split_dirs) if split_dirs[f] == s)}/" for s in SPLITS if given.count(s) > 1
+    ]
+    if twice or "train" not in given:
+        raise DataError(
+            f"{where} looks pre-split ({', '.join(sorted(split_dirs))}) but needs one train/ folder and one or "
+            "both of val/ (or validation/) and test/, each holding one folder per class; "
+            + (f"it has both {', '.join(twice)}. " if twice else "it has no train/. ")
+            + "Rename or merge the folders, or put everything into one folder per class"
+        )
+    if given == ["train", "val"]:
+        return {folder: "test" if split == "val" else split for folder, split in split_dirs.items()}
+    return dict(split_dirs)
 
 
 def _level(images: list[tuple[str, ...]], prefix: tuple[str, ...]) -> tuple[list[tuple[str, ...]], list[str]]:
@@ -182,18 +202,24 @@ def _level(images: list[tuple[str, ...]], prefix: tuple[str, ...]) -> tuple[list
     return direct, children
 
 
-def _presplit(images, depth, split_dirs) -> tuple[str, list[Candidate], list[Dropped]]:
+def _presplit(
+    images, prefix: tuple[str, ...], split_of: dict[str, str]
+) -> tuple[str, list[Candidate], list[Dropped], dict[str, str]]:
+    depth = len(prefix)
     candidates, dropped = [], []
     for parts in images:
         path = "/".join(parts)
-        split = split_dirs.get(parts[depth]) if len(parts) > depth + 1 else None
+        split = split_of.get(parts[depth]) if len(parts) > depth + 1 else None
         if split is None:
-            dropped.append(Dropped(path, "outside the train/, val/ and test/ folders"))
+            dropped.append(Dropped(path, f"outside the {', '.join(f'{f}/' for f in sorted(split_of))} folders"))
         elif len(parts) == depth + 2:
             dropped.append(Dropped(path, "not inside a class folder"))
         else:
             candidates.append(Candidate(path, parts[depth + 1], split))
-    return "presplit", candidates, dropped
+    folders = {split: "/".join((*prefix, folder)) for folder, split in split_of.items()}
+    given = sorted({_SPLIT_FOLDERS[folder.lower()] for folder in split_of}, key=SPLITS.index)
+    layout = "presplit" if len(given) == 3 else "presplit_" + "_".join(given)
+    return layout, candidates, dropped, dict(sorted(folders.items(), key=lambda kv: SPLITS.index(kv[0])))
 
 
 def _kaggle(folder: Path, images) -> tuple[str, list[Candidate], list[Dropped]]:

@@ -5,7 +5,8 @@ Outputs, in `out_dir` (written together, atomically): `manifest.csv` (see `small
 (nothing is dropped silently), and the number of duplicates.
 
 The layouts it reads are those of `smallvision.data.discovery`; a pre-split layout keeps its given split and
-`split` is ignored.
+`split` is ignored, except that without a given validation folder `split.val` of each class is carved out of
+train/ (the report's `split_from` says which folder became which split).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Report:
     images_found: int
     dropped: list[Dropped] = field(default_factory=list)
     duplicates: int = 0
+    split_from: dict[str, str] = field(default_factory=dict)  # split -> where its images came from
 
     @property
     def total(self) -> dict[str, int]:
@@ -53,6 +55,7 @@ class Report:
     def as_dict(self) -> dict:
         return {
             "layout": self.layout,
+            "split_from": self.split_from,
             "raw_dir": self.raw_dir,
             "seed": self.seed,
             "classes": self.classes,
@@ -224,7 +227,7 @@ def prepare_split(
     for key, value in (("seed", seed), ("data.max_image_pixels", max_pixels), ("data.max_image_bytes", max_bytes)):
         NUMBERS[key](value, key)
     found = discover(raw_dir, classes)
-    if found.layout != "presplit":  # fail before decoding thousands of images when even the files are too few
+    if not found.folders:  # fail before decoding thousands of images when even the files are too few
         for label in found.classes:
             count = sum(c.label == label for c in found.candidates)
             problem = _shortage(label, count, amounts, "image files (not yet decoded)")
@@ -255,10 +258,12 @@ def prepare_split(
             kept[candidate.label].append((candidate.path, digest))
             given_split[candidate.path] = candidate.split
 
-    if found.layout == "presplit":
+    if found.folders:  # a pre-split layout: the folders decide, and validation comes out of train/ when not given
         assignment = {path: split for path, split in given_split.items()}
+        if "val" not in found.folders:
+            assignment.update(_carve_validation(kept, given_split, amounts["val"], seed, found.folders["train"]))
         unused = {label: 0 for label in found.classes}
-        _check_presplit(kept, assignment, found.classes)
+        _check_presplit(kept, assignment, found.classes, found.folders)
     else:
         assignment, unused = _stratify(kept, found.classes, amounts, seed, drops)
 
@@ -285,6 +290,7 @@ def prepare_split(
         images_found=len(found.candidates),
         dropped=sorted(dropped, key=lambda d: d.path),
         duplicates=sum(counter["duplicate"] for counter in drops.values()),
+        split_from=_split_from(found.folders, amounts, seed),
     )
     with staging_dir(out_dir) as tmp:
         write_manifest(tmp / MANIFEST, rows)
@@ -292,9 +298,61 @@ def prepare_split(
     return report
 
 
-def _check_presplit(kept: dict[str, list[tuple[str, str]]], assignment: dict[str, str], classes: list[str]) -> None:
+def _check_presplit(
+    kept: dict[str, list[tuple[str, str]]], assignment: dict[str, str], classes: list[str], folders: Mapping[str, str]
+) -> None:
     for label in classes:
         present = {assignment[path] for path, _ in kept[label]}
-        missing = [name for name in SPLITS if name not in present]
+        missing = [f"{folders[name]}/ ({name})" for name in SPLITS if name not in present]
         if missing:
-            raise DataError(f"class '{label}' has no valid images in the given {', '.join(missing)} folder(s)")
+            raise DataError(f"class '{label}' has no valid images in {', '.join(missing)}")
+
+
+def _carve_validation(
+    kept: dict[str, list[tuple[str, str]]],
+    given_split: Mapping[str, str | None],
+    val: float,  # a count per class (an int) or a fraction of train/
+    seed: int,
+    train_folder: str,
+) -> dict[str, str]:
+    """{path: "val"} for `val` images per class (a count, or a fraction of the class's train/ images) taken out of
+    train/, in the seeded content-hash order `_stratify` uses; a clear error when a class cannot spare them."""
+    if not val:
+        raise ConfigError(
+            f"data.split.val={val!r}: {train_folder}/ comes without a validation folder, so validation images are "
+            "carved out of it (the given other folder is the test split); set data.split.val to a count per class "
+            "or a fraction of train/, e.g. data.split.val=0.2"
+        )
+    carved, problems = {}, []
+    for label, items in kept.items():
+        pool = sorted(
+            (item for item in items if given_split[item[0]] == "train"),
+            key=lambda item: hashlib.sha256(f"{seed}:{label}:{item[1]}".encode()).hexdigest(),
+        )
+        n = split_sizes({"train": 0, "val": val, "test": 0}, len(pool))["val"]
+        if n == 0:
+            problems.append(f"class '{label}': {val!r} of its {len(pool)} images is none; raise data.split.val")
+        elif n >= len(pool):
+            problems.append(
+                f"class '{label}' has {len(pool)} valid images, none left to train on; lower data.split.val"
+            )
+        carved.update((path, "val") for path, _ in pool[:n])
+    if problems:
+        raise DataError(
+            f"cannot carve validation out of {train_folder}/ with data.split.val={val!r} (a count per class or a "
+            f"fraction of train/): {'; '.join(problems)}"
+        )
+    return carved
+
+
+def _split_from(folders: Mapping[str, str], amounts: Mapping[str, int | float], seed: int) -> dict[str, str]:
+    """Where each split's images came from, for the report."""
+    if not folders:
+        return {name: f"data.split.{name}={amounts[name]!r} of each class, stratified, seed {seed}" for name in SPLITS}
+    if "val" in folders:
+        return {name: f"{folders[name]}/" for name in SPLITS}
+    return {
+        "train": f"{folders['train']}/, less the validation images",
+        "val": f"{folders['train']}/: data.split.val={amounts['val']!r} of each class, stratified, seed {seed}",
+        "test": f"{folders['test']}/",
+    }
