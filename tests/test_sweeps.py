@@ -386,7 +386,6 @@ def test_dvc_queue_runs_a_parameter_grid_and_exp_show_lists_test_accuracy(tmp_pa
 
 
 def test_slurm_launcher_config_makes_one_task_per_gpu(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
     from submitit.slurm.slurm import SlurmExecutor, _convert_mem, _make_sbatch_string

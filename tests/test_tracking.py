@@ -27,7 +27,6 @@ from smallvision.tracking import (
     lightning_logger,
     log_from_metrics_files,
     resolve_tracking_uri,
-    study_tracker,
 )
 
 TRACKING_LOGGER = "smallvision.tracking.tracker"
@@ -431,7 +430,6 @@ def test_the_log_later_command_logs_a_finished_technique_on_its_study_run(tmp_pa
     """The command the failure warning names: models/<technique>/ becomes a child of the study run that the
     training stages use; a store that fails again is one clear error, not a silent success."""
     from helpers.project import ROOT
-    from helpers.study import config
 
     from smallvision.data.manifest import manifest_digest
 
@@ -467,7 +465,9 @@ def test_the_log_later_command_logs_a_finished_technique_on_its_study_run(tmp_pa
     assert child.info.run_name == "baseline" and child.data.metrics["test_accuracy"] == 0.7
     parent = MlflowClient(uri).get_run(child.data.tags[MLFLOW_PARENT_RUN_ID])
     assert parent.data.metrics["baseline.test_accuracy"] == 0.7
-    assert parent.data.tags[STUDY_KEY_TAG] == study_tracker(config(), tmp_path, manifest_digest(manifest)).study_key
+    # the key the training stages find their study run by: <study>/<dataset>/<first 12 hex digits of the manifest>
+    assert parent.data.tags[STUDY_KEY_TAG] == f"smoke/synthetic/{manifest_digest(manifest)[:12]}"
+    assert parent.info.run_name == "study smoke (synthetic)"
 
     failed = log_later(broken_sqlite_uris(tmp_path)["not_a_database"])
     assert failed.returncode == 2 and "smallvision: error: MLflow tracking failed again" in failed.stderr

@@ -3,15 +3,17 @@ exact test metrics. Images are 64 px synthetic shapes; every test runs in second
 
 from __future__ import annotations
 
+import csv
 import json
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
-from helpers.study import config, make_dataset, paths
+from helpers.study import class_probabilities, config, make_dataset, paths, split_input
 
-from smallvision import networks
-from smallvision.errors import ConfigError, WeightsUnavailableError
+from smallvision import networks, predict
+from smallvision.errors import ConfigError, DataError, WeightsUnavailableError
 from smallvision.features import features_key
 from smallvision.models import backbones
 from smallvision.models.convnet import SmallConvNet
@@ -37,9 +39,16 @@ def test_wilson_interval_known_values():
     assert low == pytest.approx(0.8256, abs=1e-4) and high == pytest.approx(0.9448, abs=1e-4)
 
 
-def test_baseline_learns_and_writes_exact_metrics(study):
-    cfg = config("technique=baseline", "techniques.baseline.epochs=8")
-    metrics = train_technique(cfg, paths(study, "baseline"), progress=False)
+@pytest.fixture(scope="module")
+def baseline(study) -> dict:
+    """The baseline trained 8 epochs on the study's images (models/baseline); its metrics."""
+    return train_technique(
+        config("technique=baseline", "techniques.baseline.epochs=8"), paths(study, "baseline"), progress=False
+    )
+
+
+def test_baseline_learns_and_writes_exact_metrics(study, baseline):
+    metrics = baseline
     out = study / "models" / "baseline"
     history = [line.split(",") for line in (out / "history.csv").read_text().splitlines()[1:]]
     assert len(history) == 8
@@ -115,13 +124,21 @@ def test_feature_cache_key_covers_what_changes_the_features():
 def test_feature_extract_augmented_mode_augments_and_leaves_the_base_bit_for_bit_unchanged(study, monkeypatch):
     from smallvision.modules import classifier
 
-    calls = []
-    monkeypatch.setattr(classifier, "random_affine", lambda x, *a, **k: calls.append(len(x)) or x)
+    real_affine, changed_pixels = classifier.random_affine, []
+
+    def spy(x, *args, **kwargs):  # the real augmentation, watched: how many images, and how much it changed them
+        out = real_affine(x, *args, **kwargs)
+        changed_pixels.extend((out != x).flatten(1).float().mean(1).tolist())
+        return out
+
+    monkeypatch.setattr(classifier, "random_affine", spy)
     cfg = config(
         "technique=feature_extract", "techniques.feature_extract.mode=augmented", "techniques.feature_extract.epochs=2"
     )
     train_technique(cfg, paths(study, "fe_augmented"), progress=False)
-    assert sum(calls) == 2 * 100  # every training image, each epoch; nothing else
+    assert len(changed_pixels) == 2 * 100  # every training image, each epoch; nothing else
+    # the book's transforms change nearly every pixel of every (textured) generated image: > 99 % measured
+    assert min(changed_pixels) > 0.5
     before, after = _pretrained_base(cfg), _trained_base(study / "models/fe_augmented/best.ckpt")
     assert before.keys() == after.keys()
     assert any("running_mean" in k for k in after)  # BatchNorm statistics are part of the check
@@ -162,27 +179,104 @@ def test_fine_tune_starts_from_a_head_of_any_configured_size(study):
 
 def test_fine_tune_needs_the_feature_extract_head(tmp_path):
     root = make_dataset(tmp_path, per_class=12)
-    with pytest.raises(Exception, match="feature-extract"):
+    missing = root / "models" / "feature_extract" / "best.ckpt"
+    with pytest.raises(
+        DataError, match=rf"feature-extract head, but {missing} does not exist.*dvc repro feature-extract"
+    ):
         train_technique(config("technique=fine_tune"), paths(root, "fine_tune"), progress=False)
 
 
-def test_checkpoint_rebuilds_the_trained_network(study):
-    ckpt = study / "models/baseline/best.ckpt"
-    if not ckpt.exists():
-        pytest.skip("needs the baseline test")
-    net, spec = networks.load_checkpoint(ckpt)
+def test_checkpoint_rebuilds_the_trained_network(study, baseline):
+    net, spec = networks.load_checkpoint(study / "models/baseline/best.ckpt")
     assert spec["classes"] == ["circle", "square"] and spec["network"] == "scratch"
     assert net(torch.zeros(1, 3, 64, 64)).shape == (1, 1)
 
 
-def test_three_classes_use_softmax(tmp_path):
+def _read_predictions(out) -> list[dict]:
+    with open(out / "test_predictions.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_three_classes_use_one_logit_each_a_softmax_and_cross_entropy(tmp_path):
     root = make_dataset(tmp_path, per_class=30, classes=("circle", "square", "triangle"))
-    metrics = train_technique(
-        config("technique=baseline", "techniques.baseline.epochs=1"), paths(root, "baseline"), progress=False
+    cfg = config("technique=baseline", "techniques.baseline.epochs=1", "trainer.precision=32-true")
+    metrics = train_technique(cfg, paths(root, "baseline"), progress=False)
+    assert metrics["test_images"] == 3 * 7  # 25 % of 30 per class, rounded down, each image once
+    net, spec = networks.load_checkpoint(root / "models/baseline/best.ckpt")
+    assert spec["num_outputs"] == 3 and spec["classes"] == ["circle", "square", "triangle"]
+    records, x = split_input(root, spec)
+    with torch.no_grad():
+        logits = net.eval()(x).double().numpy()
+    assert logits.shape == (21, 3)
+    probs = class_probabilities(net, x)  # a softmax, by hand
+    assert np.allclose(probs.sum(1), 1)
+    assert np.allclose(predict.probabilities(net, x).numpy(), probs, atol=1e-5)  # what `predict` reports
+    # the test loss is the mean cross-entropy -log softmax(z)[y] (a sigmoid per logit would give another number)
+    y = np.array([spec["classes"].index(r.label) for r in records])
+    cross_entropy = -np.log(probs[np.arange(21), y])
+    assert metrics["test_loss"] == pytest.approx(cross_entropy.mean(), rel=1e-4)
+    rows = _read_predictions(root / "models/baseline")
+    assert [r["predicted"] for r in rows] == [spec["classes"][k] for k in probs.argmax(1)]
+    assert [float(r["probability"]) for r in rows] == pytest.approx(probs.max(1).tolist(), abs=1e-5)
+
+
+class _KeepLastWeights(L.Callback):
+    """The network's weights when training ends (the last epoch's, not necessarily the best)."""
+
+    def __init__(self) -> None:
+        self.state: dict = {}
+
+    def on_fit_end(self, trainer, module) -> None:
+        self.state = {k: v.detach().clone() for k, v in module.net.state_dict().items()}
+
+
+def test_the_test_score_is_that_of_the_best_validation_checkpoint(study, monkeypatch):
+    """Validation accuracy is scripted to peak at epoch 2 of 4; the test split must then be evaluated with epoch 2's
+    weights (best.ckpt), not the last epoch's: reloading best.ckpt gives test_predictions.csv, test_correct and
+    test_loss (the mean binary cross-entropy of one logit) exactly, the last weights do not."""
+    from smallvision import training
+    from smallvision.modules.classifier import ClassifierModule
+
+    scripted = iter([0.6, 0.9, 0.7, 0.8])
+    real_summary = ClassifierModule._summary
+
+    def summary(self, results):  # validation during fit gets the scripted accuracy; the test split its real one
+        real = real_summary(self, results)
+        return {**real, "acc": next(scripted)} if self.trainer.state.fn == "fit" else real
+
+    last = _KeepLastWeights()
+    real_make_trainer = training.make_trainer
+    monkeypatch.setattr(ClassifierModule, "_summary", summary)
+    monkeypatch.setattr(training, "make_trainer", lambda *a: real_make_trainer(*a[:4], [*a[4], last]))
+    cfg = config(
+        "technique=baseline",
+        "techniques.baseline.epochs=4",
+        "techniques.baseline.optimizer.lr=1e-3",
+        "trainer.precision=32-true",
     )
-    assert metrics["test_images"] == 3 * 30 // 4 * 1 + 3 or metrics["test_images"] > 0
-    _, spec = networks.load_checkpoint(root / "models/baseline/best.ckpt")
-    assert spec["num_outputs"] == 3
+    metrics = train_technique(cfg, paths(study, "best_of_4"), progress=False)
+    out = study / "models" / "best_of_4"
+    assert (metrics["best_epoch"], metrics["best_val_accuracy"], metrics["epochs"]) == (2, 0.9, 4)
+    assert [line.split(",")[4] for line in (out / "history.csv").read_text().splitlines()[1:]] == [
+        "0.600000",
+        "0.900000",
+        "0.700000",
+        "0.800000",
+    ]
+
+    net, spec = networks.load_checkpoint(out / "best.ckpt")
+    records, x = split_input(study, spec)
+    probs = class_probabilities(net, x)
+    rows = _read_predictions(out)
+    assert [r["path"] for r in rows] == [r.path for r in records]
+    assert [r["predicted"] for r in rows] == [spec["classes"][k] for k in probs.argmax(1)]
+    assert [float(r["probability"]) for r in rows] == pytest.approx(probs.max(1).tolist(), abs=1e-5)
+    y = np.array([r.target for r in records])
+    assert metrics["test_correct"] == int((probs.argmax(1) == y).sum())
+    assert metrics["test_loss"] == pytest.approx(-np.log(probs[np.arange(len(y)), y]).mean(), rel=1e-4)
+
+    net.load_state_dict(last.state)  # the last epoch's weights: other probabilities, so the check above can fail
+    assert np.abs(class_probabilities(net, x).max(1) - probs.max(1)).max() > 1e-3
 
 
 @pytest.mark.parametrize(

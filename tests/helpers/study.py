@@ -1,12 +1,17 @@
-"""A composed config (the `smoke` preset: 64 px generated images, a few epochs) and a prepared synthetic
-dataset (generated, offline) for tests that train."""
+"""A composed config (the `smoke` preset: 64 px generated images, a few epochs), a prepared synthetic dataset
+(generated, offline) for tests that train, and a split's network input and class probabilities computed by hand
+to check what a run wrote."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import torch
 from hydra import compose, initialize_config_dir
+from PIL import Image
 
+from smallvision.data.manifest import Record, load_manifest
 from smallvision.data.split import prepare_split
 from smallvision.data.synthetic import generate
 from smallvision.entrypoints import to_dict
@@ -45,3 +50,29 @@ def paths(root: Path, technique: str) -> Paths:
         out=root / "models" / technique,
         models=root / "models",
     )
+
+
+def split_input(root: Path, spec: dict, split: str = "test") -> tuple[list[Record], torch.Tensor]:
+    """The `split` images of root's manifest and the network input a checkpoint's `spec` asks for, computed here
+    with PIL and numpy (not the project's preprocessing): resized to image_size (bilinear, as Keras' target_size),
+    (x / 255 - mean) / std, channels first."""
+    records = [r for r in load_manifest(root / "data" / "prepared")[0] if r.split == split]
+    size = spec["image_size"]
+    pixels = np.stack(
+        [np.asarray(Image.open(r.file).convert("RGB").resize((size, size), Image.Resampling.BILINEAR)) for r in records]
+    ).astype(np.float32)
+    x = (pixels / 255 - np.array(spec["mean"], np.float32)) / np.array(spec["std"], np.float32)
+    return records, torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+
+def class_probabilities(net: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
+    """(N, classes) probabilities of `net` in eval mode, by hand: one logit is P(second class) through a sigmoid
+    (the book's binary cross-entropy), several are a softmax."""
+    net.eval()
+    with torch.no_grad():
+        z = net(x).double().numpy()
+    if z.shape[1] == 1:
+        p1 = 1 / (1 + np.exp(-z[:, 0]))
+        return np.stack([1 - p1, p1], 1)
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
