@@ -30,6 +30,9 @@ from smallvision.tracking.store import (
 from smallvision.tracking.study_runs import StudyRuns
 
 log = logging.getLogger(__name__)
+# MLflow logs a stack trace for each SQLite error (e.g. "database is locked") before raising it; the tracker's one
+# warning reports that error in one line, so MLflow's log is muted while a guarded action runs
+_MLFLOW_DB_LOG = logging.getLogger("mlflow.store.db.utils")
 
 T = TypeVar("T")
 
@@ -93,11 +96,14 @@ class StudyTracker:
         """Run one tracking action; on any store error warn once, switch tracking off, return None."""
         if not self.enabled:
             return None
+        muted, _MLFLOW_DB_LOG.disabled = _MLFLOW_DB_LOG.disabled, True
         try:
             return action()
         except Exception as err:  # noqa: BLE001 -- any store/transport failure: tracking must never stop training
             self._disable(err)
             return None
+        finally:
+            _MLFLOW_DB_LOG.disabled = muted
 
     def _disable(self, err: BaseException) -> None:
         self.enabled = False
