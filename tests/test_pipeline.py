@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers.project import compose_params, copy_project, run
+from helpers.project import compose_params, copy_project, dvc_status, run, signal_group, start, wait_mid_training
 
 TECHNIQUES = ("baseline", "augment", "feature_extract", "fine_tune")
 
@@ -48,12 +49,18 @@ def test_visualize_writes_the_report(project):
 def test_mlflow_holds_one_study_with_a_child_per_technique(project):
     from mlflow.tracking import MlflowClient
 
+    from smallvision.data.manifest import manifest_digest
+    from smallvision.tracking import STUDY_KEY_TAG
+
     client = MlflowClient(f"sqlite:///{project}/mlflow.db")
     experiment = client.get_experiment_by_name("smallvision")
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1
+    # the study run's key, by hand: <study>/<dataset>/<manifest digest, 12 hex digits> (log_metrics.py finds it so)
+    digest = manifest_digest(project / "data/prepared/manifest.csv")
+    assert parents[0].data.tags[STUDY_KEY_TAG] == f"smoke/synthetic/{digest[:12]}"
     assert sorted(r.data.tags["technique"] for r in children) == sorted(TECHNIQUES)
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     for child in children:
@@ -72,3 +79,32 @@ def test_nothing_changed_reruns_nothing_and_one_change_reruns_only_what_it_feeds
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     changed = json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], project).stdout)
     assert set(changed) == {"fine-tune"}
+
+
+def test_a_stage_killed_mid_training_is_not_recorded_and_reruns_from_epoch_1(project, tmp_path):
+    """README "A run killed half-way", fast (the slow suite repeats it on longer epochs): SIGKILL of `dvc repro`'s
+    whole process group mid-training leaves no metrics.json, dvc.lock keeps the stage's previous run, `dvc status`
+    shows the stage changed, and the next `dvc repro` trains it again from epoch 1."""
+    out = project / "models" / "baseline"
+    recorded = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["train-baseline"]
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["techniques"]["baseline"]["epochs"] = 10_000  # far more than it runs before the kill
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+
+    log = tmp_path / "repro.log"
+    proc = start([sys.executable, "-m", "dvc", "repro", "train-baseline"], project, log)
+    wait_mid_training(proc, out / "best.ckpt", log)
+    signal_group(proc, signal.SIGKILL)
+    proc.wait(timeout=30)  # reaped: DVC's stale-lock check treats a zombie's pid as alive
+    assert (out / "best.ckpt").exists() and not (out / "metrics.json").exists()
+    assert yaml.safe_load((project / "dvc.lock").read_text())["stages"]["train-baseline"] == recorded
+    assert set(dvc_status(project, "train-baseline")) == {"train-baseline"}
+
+    params["techniques"]["baseline"]["epochs"] = 3
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    rerun = run([sys.executable, "-m", "dvc", "repro", "train-baseline"], project)
+    assert "Running stage 'train-baseline'" in rerun.stdout
+    history = (out / "history.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in history[1:]] == ["1", "2", "3"]  # from epoch 1: no resume
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 3
+    assert dvc_status(project, "train-baseline") == {}
