@@ -9,6 +9,7 @@ pipelines/train.py. The test split has 21 images (odd), so any padding of a shar
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -20,7 +21,8 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from helpers.study import config, paths
+from helpers.project import run
+from helpers.study import class_probabilities, config, paths, split_input
 from torch.utils.data import DataLoader, DistributedSampler
 
 from smallvision import distributed
@@ -276,6 +278,59 @@ def _mlflow_runs(db: Path) -> list:
     client = MlflowClient(f"sqlite:///{db}")
     experiment = client.get_experiment_by_name("smallvision")
     return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+def test_a_ddp_cpu_training_job_is_exact_end_to_end_and_only_rank_zero_writes(tmp_path):
+    """pipelines/train.py trainer=ddp_cpu, fast (one epoch of the baseline; the slow test below runs feature
+    extraction under DDP too): the test split's 21 images each counted once, the numbers those of best.ckpt evaluated
+    here by hand, one set of outputs and one MLflow run, written by rank 0 alone."""
+    project = make_odd_dataset(tmp_path)
+    cmd = [
+        sys.executable,
+        str(ROOT / "pipelines" / "train.py"),
+        "technique=baseline",
+        "trainer=ddp_cpu",
+        "data=synthetic",
+        f"techniques.baseline.image_size={SIZE}",
+        "techniques.baseline.epochs=1",
+        "hydra.run.dir=.",
+        "hydra.output_subdir=null",
+    ]
+    before = set(project.iterdir())
+    result = run(cmd, project)
+    assert result.stdout.count("baseline: test accuracy") == 1  # rank 1 prints nothing
+
+    out = project / "models" / "baseline"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_images"] == 21
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["best.ckpt", "confusion.json", "history.csv", "metrics.json", "test_predictions.csv"]
+    )  # one set of outputs, no second writer's leftovers
+    # besides: the MLflow store and its artifacts, and Hydra's log of each rank (rank 1 ran, and wrote only its log)
+    assert {p.name for p in set(project.iterdir()) - before} == {
+        "models",
+        "mlflow.db",
+        "mlartifacts",
+        "train.log",
+        "train_ddp_process_1.log",
+    }
+
+    net, spec = load_checkpoint(out / "best.ckpt")  # evaluated here, by one process, by hand
+    records, x = split_input(project, spec)
+    probs = class_probabilities(net, x)
+    with open(out / "test_predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["path"] for r in rows] == [r.path for r in records]  # each test image once, in split order
+    assert [r["predicted"] for r in rows] == [spec["classes"][k] for k in probs.argmax(1)]
+    assert [float(r["probability"]) for r in rows] == pytest.approx(probs.max(1).tolist(), abs=1e-4)
+    y = np.array([r.target for r in records])
+    assert metrics["test_correct"] == int((probs.argmax(1) == y).sum())
+
+    runs = _mlflow_runs(project / "mlflow.db")
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(runs) == 2 and len(children) == 1  # one study run, one technique run
+    assert children[0].info.status == "FINISHED"
+    assert children[0].data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
 
 
 @pytest.mark.slow
