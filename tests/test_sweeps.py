@@ -268,6 +268,49 @@ def _runs(project: Path) -> tuple[list, list]:
     return parents, [r for r in runs if "mlflow.parentRunId" in r.data.tags]
 
 
+def test_a_ddp_seed_sweep_runs_each_job_once_and_compares_the_seeds(tmp_path):
+    """Fast version of the two slow tests below: `-m technique=baseline seed=0,1 trainer=ddp_cpu` gives one job
+    folder and MLflow run per seed, each job trained once on 2 processes, and the seed comparison (mean, std, min,
+    max across seeds) in the sweep folder and on the sweep's run."""
+    project = make_dataset(tmp_path, per_class=12)
+    result = run([sys.executable, TRAIN, "-m", "technique=baseline", "seed=0,1", "trainer=ddp_cpu", *QUICK], project)
+    # a DDP child that re-ran the whole sweep would launch it again
+    assert (result.stdout + result.stderr).count("Launching 2 jobs locally") == 1
+    assert result.stdout.count("baseline: test accuracy") == 2  # rank 0 of each job
+
+    jobs = _job_dirs(project)  # children made no sweep folder of their own
+    assert [j.name for j in jobs] == ["0", "1"]
+    for job in jobs:
+        assert (job / "train_ddp_process_1.log").exists()  # rank 1 ran in this job's folder
+    rows = [json.loads((j / "metrics.json").read_text()) for j in jobs]
+    assert [(r["technique"], r["seed"], r["test_images"]) for r in rows] == [("baseline", 0, 6), ("baseline", 1, 6)]
+    assert not (project / "models").exists()  # a sweep writes into its job folders only
+
+    sweep = jobs[0].parent
+    (saved,) = json.loads((sweep / "seed_comparison.json").read_text())["rows"]
+    accuracies = [r["test_accuracy"] for r in rows]
+    assert (saved["technique"], saved["n_seeds"], saved["seeds"]) == ("baseline", 2, [0, 1])
+    assert saved["test_accuracy_values"] == accuracies
+    assert saved["test_accuracy_mean"] == pytest.approx(sum(accuracies) / 2)
+    assert saved["test_accuracy_std"] == pytest.approx(abs(accuracies[0] - accuracies[1]) / 2**0.5)  # n - 1
+    assert (saved["test_accuracy_min"], saved["test_accuracy_max"]) == (min(accuracies), max(accuracies))
+    assert saved["reference"] == BOOK["baseline"]
+    md = (sweep / "seed_comparison.md").read_text().splitlines()
+    assert md[2].startswith("| baseline | 2 (0, 1) |")
+    assert (sweep / "seed_comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    parents, children = _runs(project)
+    assert len(parents) == 1 and len(children) == 2
+    assert sorted(c.data.tags["seed"] for c in children) == ["0", "1"]
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert parents[0].data.metrics["baseline.n_seeds"] == 2
+    assert parents[0].data.metrics["baseline.test_accuracy_mean"] == pytest.approx(saved["test_accuracy_mean"])
+    from mlflow.tracking import MlflowClient
+
+    artifacts = {a.path for a in MlflowClient(f"sqlite:///{project}/mlflow.db").list_artifacts(parents[0].info.run_id)}
+    assert {"seed_comparison.json", "seed_comparison.md", "seed_comparison.png", "comparison.json"} <= artifacts
+
+
 @pytest.mark.slow  # ~25-40 s: a subprocess, 6 trainings and an MLflow store
 def test_multirun_gives_one_job_folder_and_run_per_combination(tmp_path):
     project = make_dataset(tmp_path, per_class=12)
