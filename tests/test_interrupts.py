@@ -31,7 +31,7 @@ from helpers.project import (
     start,
     wait_mid_training,
 )
-from helpers.study import config, make_dataset, paths
+from helpers.study import config, make_dataset, paths, small_vgg_classifier
 
 from smallvision.training import train_technique
 
@@ -278,7 +278,8 @@ def test_an_image_size_a_transfer_backbone_cannot_take_names_the_size():
     from smallvision.models import backbones
 
     bb = config("backbone=vgg16", "backbone.weights.source=none")["backbone"]
-    base = backbones.create_backbone(bb, allow_random=True)
+    with small_vgg_classifier():
+        base = backbones.create_backbone(bb, allow_random=True)
     with pytest.raises(ConfigError, match=r"image_size=16 does not fit .*use the backbone's image_size or larger"):
         backbones.feature_dim(base, 16, "flatten")  # VGG16's five 2x2 pools leave nothing of 16 px
 

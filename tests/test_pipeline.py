@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -108,3 +110,41 @@ def test_a_stage_killed_mid_training_is_not_recorded_and_reruns_from_epoch_1(pro
     assert [line.split(",")[0] for line in history[1:]] == ["1", "2", "3"]  # from epoch 1: no resume
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 3
     assert dvc_status(project, "train-baseline") == {}
+
+
+IDENTITY = {  # the queue commits each experiment
+    "GIT_AUTHOR_NAME": "test",
+    "GIT_AUTHOR_EMAIL": "test@example.com",
+    "GIT_COMMITTER_NAME": "test",
+    "GIT_COMMITTER_EMAIL": "test@example.com",
+}
+
+
+def test_a_dvc_queue_runs_a_parameter_grid_and_exp_show_lists_the_test_accuracies(project):
+    """README "DVC queues", fast (one stage, whose upstream is already in the DVC cache; the slow suite queues a seed
+    grid from scratch): `-S key=a,b` queues one experiment per value, the queue runs them, and
+    `dvc exp show` gives each one's test accuracy beside the value."""
+    (project / ".gitignore").write_text("mlflow.db\nmlartifacts/\n*.log\n")
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run(["git", "commit", "-qm", "the study"], cwd=project, check=True, env={**os.environ, **IDENTITY})
+    workspace_metrics = (project / "models/baseline/metrics.json").read_text()
+    dvc = [sys.executable, "-m", "dvc"]
+    grid = ["-S", "experiment=smoke", "-S", "logger.enabled=false", "-S", "techniques.baseline.optimizer.lr=1e-3,2e-3"]
+    run([*dvc, "exp", "run", "train-baseline", "--queue", *grid], project, **IDENTITY)
+    assert run([*dvc, "queue", "status"], project).stdout.count("Queued") == 2
+    run([*dvc, "exp", "run", "--run-all"], project, **IDENTITY)
+
+    shown = json.loads(run([*dvc, "exp", "show", "--json"], project).stdout)
+    results = {}
+    for exp in (e for commit in shown for e in (commit.get("experiments") or [])):
+        (rev,) = exp["revs"]
+        assert rev["data"].get("status", "Success") == "Success"
+        lr = rev["data"]["params"]["params.yaml"]["data"]["techniques"]["baseline"]["optimizer"]["lr"]
+        results[lr] = rev["data"]["metrics"]["models/baseline/metrics.json"]["data"]
+    assert sorted(results) == [1e-3, 2e-3]
+    assert all(m["test_images"] == 20 and 0 <= m["test_accuracy"] <= 1 for m in results.values())
+    table = run([*dvc, "exp", "show", "--csv"], project).stdout.splitlines()
+    assert {"test_accuracy", "techniques.baseline.optimizer.lr"} <= set(table[0].split(","))
+    changed = run([*dvc, "exp", "show", "--only-changed", "--csv"], project).stdout.splitlines()[0].split(",")
+    assert "techniques.baseline.optimizer.lr" in changed  # (test_accuracy too, where the runs' accuracies differ)
+    assert (project / "models/baseline/metrics.json").read_text() == workspace_metrics  # the workspace untouched

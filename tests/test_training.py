@@ -10,7 +10,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from helpers.study import class_probabilities, config, make_dataset, paths, split_input
+from helpers.study import class_probabilities, config, make_dataset, paths, small_vgg_classifier, split_input
 
 from smallvision import networks, predict
 from smallvision.errors import ConfigError, DataError, WeightsUnavailableError
@@ -302,6 +302,30 @@ def test_missing_pretrained_weights_stop_the_stage(study):
     with pytest.raises(WeightsUnavailableError, match="/nonexistent/vgg16.pth"):
         train_technique(cfg, paths(study, "fe_vgg"), progress=False)
     assert not (study / "models/fe_vgg/metrics.json").exists()
+
+
+def test_feature_extract_trains_on_vgg16_from_a_torchvision_file(study, tmp_path):
+    """The chollet_vgg16 preset's backbone: a torchvision VGG16 state dict file (made here: torchvision's conv base,
+    random weights) under the book's Flatten head; 32 px images keep it fast (the preset's 150 px: 4x4x512)."""
+    from torchvision.models import vgg as tv_vgg
+
+    conv_base = tv_vgg.make_layers(tv_vgg.cfgs["D"]).state_dict()
+    weights = tmp_path / "vgg16-397923af.pth"
+    torch.save({f"features.{key}": value for key, value in conv_base.items()}, weights)
+    cfg = config(
+        "technique=feature_extract",
+        "backbone=vgg16",
+        f"backbone.weights.file={weights}",
+        "techniques.feature_extract.image_size=32",
+        "techniques.feature_extract.epochs=1",
+    )
+    assert cfg["techniques"]["feature_extract"]["head"]["pool"] == "flatten"
+    with small_vgg_classifier():
+        metrics = train_technique(cfg, paths(study, "fe_vgg16"), progress=False)
+        net, spec = networks.load_checkpoint(study / "models/fe_vgg16/best.ckpt")  # the head on its VGG16 base
+    assert metrics["backbone"] == "vgg16" and metrics["test_images"] == 50
+    assert spec["head"]["in_features"] == 512 * 1 * 1  # 32 px through five 2x2 pools, flattened
+    assert torch.equal(net.base.features[0].weight, conv_base["0.weight"])  # the file's weights, not random ones
 
 
 @pytest.mark.slow
