@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,12 +28,37 @@ def project(tmp_path_factory) -> Path:
 def test_dvc_repro_runs_the_whole_study(project):
     report = json.loads((project / "data/prepared/split_report.json").read_text())
     assert report["total"] == {"train": 40, "val": 20, "test": 20}
+    shown = json.loads(run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], project).stdout)
+    (shown,) = [v["data"] for v in shown.values()]  # the workspace
     for technique in TECHNIQUES:
-        metrics = json.loads((project / "models" / technique / "metrics.json").read_text())
+        out = project / "models" / technique
+        assert sorted(p.name for p in out.iterdir()) == [  # README "Outputs"
+            "best.ckpt",
+            "confusion.json",
+            "history.csv",
+            "metrics.json",
+            "test_predictions.csv",
+        ]
+        metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["test_images"] == 20 and 0 <= metrics["test_accuracy"] <= 1
-        assert (project / "models" / technique / "best.ckpt").stat().st_size > 0
-    shown = run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], project).stdout
-    assert "test_accuracy" in shown
+        assert (out / "best.ckpt").stat().st_size > 0
+        # `dvc metrics show` prints each technique's numbers
+        assert shown[f"models/{technique}/metrics.json"]["data"]["test_accuracy"] == metrics["test_accuracy"]
+    assert (project / "data/prepared/manifest.csv").exists() and list(project.glob("data/raw/*/*/*.png"))
+    assert len(list(project.glob("data/features/efficientnet_lite0/features-*.npy"))) == 1
+
+
+def test_dvc_plots_show_draws_the_curves_and_the_confusion_matrices(project):
+    plots = json.loads(run([sys.executable, "-m", "dvc", "plots", "show", "--json", "--split"], project).stdout)
+    assert {"accuracy", "loss", *(f"confusion_{t}" for t in TECHNIQUES)} <= set(plots)
+    for name in ("accuracy", "loss"):  # a curve per technique and split
+        (plot,) = plots[name]
+        points = plot["content"]["data"]["values"]
+        assert {(p["filename"], p["field"]) for p in points} == {
+            (f"models/{t}/history.csv", f"{split}_{name.replace('accuracy', 'acc')}")
+            for t in TECHNIQUES
+            for split in ("train", "val")
+        }
 
 
 def test_visualize_writes_the_report(project):
@@ -65,15 +91,29 @@ def test_mlflow_holds_one_study_with_a_child_per_technique(project):
     assert parents[0].data.tags[STUDY_KEY_TAG] == f"smoke/synthetic/{digest[:12]}"
     assert sorted(r.data.tags["technique"] for r in children) == sorted(TECHNIQUES)
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert parents[0].info.run_name == "study smoke (synthetic)"
     for child in children:
-        assert child.info.status == "FINISHED"
-        assert "test_accuracy" in child.data.metrics and "val_acc" in child.data.metrics
-        assert child.data.params["technique"] == child.data.tags["technique"]
+        technique = child.data.tags["technique"]
+        epochs = json.loads((project / "models" / technique / "metrics.json").read_text())["epochs"]
+        assert child.info.status == "FINISHED" and child.info.run_name == technique
+        assert "test_accuracy" in child.data.metrics
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")] == list(range(epochs))
+        assert child.data.params["technique"] == technique  # the config as parameters
+        assert child.data.params[f"techniques.{technique}.epochs"] == str(epochs)
         assert child.data.tags["git_commit"] and child.data.tags["seed"] == "42"
-    assert any(k.endswith("test_accuracy") for k in parents[0].data.metrics)
+        assert child.data.tags["dataset"] == "synthetic"
+        assert child.data.tags["backbone"] == ("small_convnet" if "_" not in technique else "efficientnet_lite0")
+        assert {"metrics.json", "history.csv", "confusion.json"} <= {
+            a.path for a in client.list_artifacts(child.info.run_id)
+        }
+    assert {f"{t}.test_accuracy" for t in TECHNIQUES} <= set(parents[0].data.metrics)
+    parent_files = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"comparison.json", "comparison.png"} <= parent_files
 
 
 def test_nothing_changed_reruns_nothing_and_one_change_reruns_only_what_it_feeds(project):
+    assert list((project / "data/cache").iterdir())
+    shutil.rmtree(project / "data/cache")  # README "Outputs": a cache, safe to delete (the next training rebuilds it)
     status = run([sys.executable, "-m", "dvc", "status", "--json"], project).stdout
     assert json.loads(status) == {}
     params = yaml.safe_load((project / "params.yaml").read_text())

@@ -10,9 +10,11 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from helpers.study import class_probabilities, config, make_dataset, paths, small_vgg_classifier, split_input
+from helpers.study import CONF, class_probabilities, config, make_dataset, paths, small_vgg_classifier, split_input
+from hydra import compose, initialize_config_dir
 
-from smallvision import networks, predict
+from smallvision import networks, predict, training
+from smallvision.entrypoints import to_dict
 from smallvision.errors import ConfigError, DataError, WeightsUnavailableError
 from smallvision.features import features_key
 from smallvision.models import backbones
@@ -32,6 +34,71 @@ def test_small_convnet_matches_the_book():
     assert SmallConvNet(150, 3)(torch.zeros(2, 3, 150, 150)).shape == (2, 3)
     with pytest.raises(ConfigError, match="too small"):
         SmallConvNet(32, 1)
+
+
+def _preset(name: str) -> dict:
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return to_dict(compose("config", overrides=[f"experiment={name}"]))
+
+
+def _settings(cfg: dict, technique: str) -> tuple:
+    t = cfg["techniques"][technique]
+    return t["image_size"], t["batch_size"], t["epochs"], t["optimizer"]["name"], t["optimizer"]["lr"], t["augment"]
+
+
+TECHNIQUES = ("baseline", "augment", "feature_extract", "fine_tune")
+
+
+def test_the_default_preset_is_the_books_study_on_efficientnet_lite0():
+    """README "The study" and "Presets": the book's optimisers, learning rates, batch sizes, epochs and split."""
+    cfg = _preset("default")
+    t = cfg["techniques"]
+    assert cfg["data"]["split"] == {"train": 1000, "val": 500, "test": 500}
+    assert _settings(cfg, "baseline") == (150, 20, 30, "rmsprop", 1e-4, False) and t["baseline"]["dropout"] == 0
+    assert _settings(cfg, "augment") == (150, 32, 100, "rmsprop", 1e-4, True) and t["augment"]["dropout"] == 0.5
+    assert _settings(cfg, "feature_extract")[:5] == (224, 20, 30, "rmsprop", 2e-5)
+    assert t["feature_extract"]["mode"] == "cached"
+    assert t["feature_extract"]["head"] == t["fine_tune"]["head"] == {"units": 256, "dropout": 0.5, "pool": "avg"}
+    assert (
+        _settings(cfg, "fine_tune") == (224, 20, 100, "rmsprop", 1e-5, True) and t["fine_tune"]["unfreeze_blocks"] == 1
+    )
+    bb = cfg["backbone"]
+    assert (bb["name"], bb["image_size"], bb["mean"], bb["std"]) == ("efficientnet_lite0", 224, [0.5] * 3, [0.5] * 3)
+    assert bb["weights"]["source"] == "package"  # offline: the weights come with the install
+    # trained on augmented images: augment and fine-tune; feature-extract only in its augmented mode
+    assert [training.augmentation({**cfg, "technique": name}) is not None for name in TECHNIQUES] == [
+        False,
+        True,
+        False,
+        True,
+    ]
+    augmented = {**cfg, "technique": "feature_extract"}
+    augmented["techniques"] = {**t, "feature_extract": {**t["feature_extract"], "mode": "augmented"}}
+    assert training.augmentation(augmented) is not None
+    for name in TECHNIQUES:
+        validate({**cfg, "technique": name})  # each technique's settings pass the checks
+
+
+def test_the_other_presets_are_what_the_readme_says():
+    vgg = _preset("chollet_vgg16")
+    assert (vgg["backbone"]["name"], vgg["backbone"]["image_size"], vgg["backbone"]["head_pool"]) == (
+        "vgg16",
+        150,
+        "flatten",
+    )
+    assert vgg["techniques"]["feature_extract"]["image_size"] == vgg["techniques"]["fine_tune"]["image_size"] == 150
+    quick = _preset("quick")
+    assert [_settings(quick, name)[::2] for name in TECHNIQUES] == [
+        (96, 10, 1e-4),
+        (96, 40, 1e-4),
+        (160, 30, 2e-5),
+        (160, 2, 1e-5),
+    ]  # 96 px and 10/40 epochs for the scratch convnets, 160 px and 2 fine-tune epochs for the transfer stages
+    smoke = _preset("smoke")
+    assert smoke["data"]["name"] == "synthetic" and smoke["trainer"]["progress"] is False
+    for cfg in (vgg, quick, smoke):
+        for name in TECHNIQUES:
+            validate({**cfg, "technique": name})
 
 
 def test_wilson_interval_known_values():
@@ -56,11 +123,14 @@ def test_baseline_learns_and_writes_exact_metrics(study, baseline):
     saved = json.loads((out / "metrics.json").read_text())
     assert saved == metrics
     assert saved["test_images"] == 50  # 25 % of 2 x 100 images, each counted once
-    assert saved["ci95_low"] <= saved["test_accuracy"] <= saved["ci95_high"]
+    assert saved["test_accuracy"] == saved["test_correct"] / 50
+    assert (saved["ci95_low"], saved["ci95_high"]) == wilson_interval(saved["test_correct"], 50)
     confusion = json.loads((out / "confusion.json").read_text())
     assert np.sum(confusion["matrix"]) == 50 and confusion["classes"] == ["circle", "square"]
     assert np.trace(confusion["matrix"]) == saved["test_correct"]
     assert len((out / "test_predictions.csv").read_text().splitlines()) == 51
+    # no resume: best.ckpt holds the best-validation weights, not the training state (README "A run killed ...")
+    assert "optimizer_states" not in torch.load(out / "best.ckpt", map_location="cpu", weights_only=True)
 
 
 def test_feature_extract_caches_features_and_reuses_them(study, monkeypatch):
@@ -162,17 +232,31 @@ def test_fine_tune_changes_only_the_unfrozen_top(study):
     assert any(k in changed for k in top_names)
 
 
-def test_fine_tune_starts_from_a_head_of_any_configured_size(study):
+class _HeadAtStart(L.Callback):
+    """The dense head's weights when training starts."""
+
+    def on_fit_start(self, trainer, module) -> None:
+        self.state = {k: v.detach().clone() for k, v in module.net.head.state_dict().items()}
+
+
+def test_fine_tune_starts_from_a_head_of_any_configured_size(study, monkeypatch):
     """fine-tune's head follows techniques.feature_extract.head, and it can start from any feature-extract
     checkpoint (a sweep passes its own job's)."""
     units = ("techniques.feature_extract.head.units=32", "techniques.feature_extract.epochs=1")
     train_technique(config("technique=feature_extract", *units), paths(study, "fe_32"), progress=False)
     fine = paths(study, "ft_32")
     fine.head_checkpoint = study / "models" / "fe_32" / "best.ckpt"
+    start = _HeadAtStart()
+    real_make_trainer = training.make_trainer
+    monkeypatch.setattr(training, "make_trainer", lambda *a: real_make_trainer(*a[:4], [*a[4], start]))
     metrics = train_technique(
         config("technique=fine_tune", *units, "techniques.fine_tune.epochs=1"), fine, progress=False
     )
     assert metrics["test_images"] == 50
+    trained_head = torch.load(fine.head_checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    trained_head = {k.removeprefix("net."): v for k, v in trained_head.items()}
+    assert start.state.keys() == trained_head.keys()
+    assert all(torch.equal(start.state[k], trained_head[k]) for k in trained_head)  # the head it starts from
     net, spec = networks.load_checkpoint(study / "models" / "ft_32" / "best.ckpt")
     assert spec["head"]["units"] == 32 and net.head.net[1].out_features == 32
 
@@ -240,9 +324,14 @@ def test_the_test_score_is_that_of_the_best_validation_checkpoint(study, monkeyp
     scripted = iter([0.6, 0.9, 0.7, 0.8])
     real_summary = ClassifierModule._summary
 
+    tested = []
+
     def summary(self, results):  # validation during fit gets the scripted accuracy; the test split its real one
         real = real_summary(self, results)
-        return {**real, "acc": next(scripted)} if self.trainer.state.fn == "fit" else real
+        if self.trainer.state.fn == "fit":
+            return {**real, "acc": next(scripted)}
+        tested.append(len(results["y"]))
+        return real
 
     last = _KeepLastWeights()
     real_make_trainer = training.make_trainer
@@ -257,6 +346,7 @@ def test_the_test_score_is_that_of_the_best_validation_checkpoint(study, monkeyp
     metrics = train_technique(cfg, paths(study, "best_of_4"), progress=False)
     out = study / "models" / "best_of_4"
     assert (metrics["best_epoch"], metrics["best_val_accuracy"], metrics["epochs"]) == (2, 0.9, 4)
+    assert tested == [50]  # the test split evaluated once, with the chosen checkpoint
     assert [line.split(",")[4] for line in (out / "history.csv").read_text().splitlines()[1:]] == [
         "0.600000",
         "0.900000",
