@@ -214,6 +214,20 @@ def test_a_split_smaller_than_the_number_of_processes_is_a_clear_error(study):
         module.val_dataloader()
 
 
+def test_batch_size_is_per_process_and_each_process_trains_on_its_own_part_of_the_split(study):
+    """README "Scale out": batch_size is per device, so the global batch is batch_size x devices x num_nodes."""
+    data = _arrays(study)
+    seen = []
+    for rank in (0, 1):
+        module = ArrayDataModule(data, batch_size=4, seed=0)
+        module.trainer = type("FakeTrainer", (), {"global_rank": rank, "world_size": 2})()
+        loader = module.train_dataloader()
+        batches = list(loader)
+        assert loader.batch_size == 4 and [len(b[2]) for b in batches] == [4, 4, 1]  # 9 of the 18 images each
+        seen.append(torch.cat([b[2] for b in batches]).tolist())
+    assert sorted(seen[0] + seen[1]) == list(range(18))  # together: every training image once per epoch
+
+
 # --------------------------------------------------------------------------------------------- seeds
 
 

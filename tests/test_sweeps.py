@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from helpers.project import ROOT, compose_params, copy_project, run
 from helpers.study import CONF, make_dataset
@@ -476,3 +477,33 @@ def test_a_sweep_fine_tune_starts_from_its_own_feature_extract_job_with_the_same
     (sweep / "3" / "metrics.json").write_text(json.dumps({"technique": "feature_extract", "seed": 1}))
     with pytest.raises(ConfigError, match="2 feature_extract jobs with seed 1"):
         sweeps.sweep_head(sweep, 1)
+
+
+def test_a_sweeps_fine_tune_job_starts_from_its_own_feature_extract_job_not_the_dvc_stages(tmp_path, monkeypatch):
+    """README "Sweeps": in a sweep, fine-tune starts from the sweep's feature-extract job with the same seed, not from
+    models/feature_extract/ (run_training as pipelines/train.py runs a sweep job, in this process)."""
+    from helpers.study import Weights, add_callbacks, config
+
+    from smallvision.job import run_training
+
+    root = make_dataset(tmp_path, per_class=8)
+    sweep = root / "multirun" / "2026-12-06" / "08-00-00"
+    epochs = ("techniques.feature_extract.epochs=1", "techniques.fine_tune.epochs=1")
+    run_training(config("technique=feature_extract", "seed=0", *epochs), root, str(sweep), sweep / "0")
+    run_training(config("technique=feature_extract", "seed=1", *epochs), root, str(sweep), sweep / "1")
+    run_training(config("technique=feature_extract", "seed=7", *epochs), root)  # the DVC stage's models/feature_extract
+    head = Weights("head")
+    add_callbacks(monkeypatch, head)
+    run_training(config("technique=fine_tune", "seed=1", *epochs), root, str(sweep), sweep / "2")
+
+    def trained_head(folder: Path) -> dict:
+        state = torch.load(folder / "best.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+        return {k.removeprefix("net."): v for k, v in state.items()}
+
+    def same(a: dict, b: dict) -> bool:
+        return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    assert same(head.start, trained_head(sweep / "1"))  # the job with seed 1
+    assert not same(head.start, trained_head(sweep / "0"))
+    assert not same(head.start, trained_head(root / "models" / "feature_extract"))
+    assert json.loads((sweep / "2" / "metrics.json").read_text())["technique"] == "fine_tune"

@@ -225,9 +225,8 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def train_tracked(root: Path, uri: str, models: Path, callbacks=()) -> dict:
     """A real training job (pipelines/train.py's path: run_training) tracked to `uri`, its outputs in `models`;
     `callbacks` join the Lightning Trainer's."""
-    from helpers.study import config
+    from helpers.study import add_callbacks, config
 
-    from smallvision import training
     from smallvision.job import run_training
 
     cfg = config(
@@ -237,9 +236,8 @@ def train_tracked(root: Path, uri: str, models: Path, callbacks=()) -> dict:
         f"logger.tracking_uri={uri}",
         f"paths.models={models}",
     )
-    real_make_trainer = training.make_trainer
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(training, "make_trainer", lambda *a: real_make_trainer(*a[:4], [*a[4], *callbacks]))
+        add_callbacks(patch, *callbacks)
         return run_training(cfg, root)
 
 

@@ -7,9 +7,8 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from helpers.study import config, make_dataset, paths
+from helpers.study import add_callbacks, config, make_dataset, paths
 
-from smallvision import training
 from smallvision.features import FeatureExtractor
 from smallvision.trainer import make_trainer, resolve_precision
 from smallvision.training import train_technique
@@ -78,8 +77,7 @@ def tiny(tmp_path_factory):
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_channels_last_puts_the_input_and_the_weights_in_that_layout(tiny, monkeypatch, channels_last):
     seen = _Layouts()
-    real_make_trainer = training.make_trainer
-    monkeypatch.setattr(training, "make_trainer", lambda *a: real_make_trainer(*a[:4], [*a[4], seen]))
+    add_callbacks(monkeypatch, seen)
     cfg = config("technique=baseline", "techniques.baseline.epochs=1", f"trainer.channels_last={channels_last}")
     metrics = train_technique(cfg, paths(tiny, f"layout_{channels_last}"), progress=False)
     # 8 training images in batches of 20, 4 validation and 4 test images: one batch each

@@ -6,11 +6,20 @@ from __future__ import annotations
 import csv
 import json
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
-from helpers.study import CONF, class_probabilities, config, make_dataset, paths, small_vgg_classifier, split_input
+from helpers.study import (
+    CONF,
+    Weights,
+    add_callbacks,
+    class_probabilities,
+    config,
+    make_dataset,
+    paths,
+    small_vgg_classifier,
+    split_input,
+)
 from hydra import compose, initialize_config_dir
 
 from smallvision import networks, predict, training
@@ -232,13 +241,6 @@ def test_fine_tune_changes_only_the_unfrozen_top(study):
     assert any(k in changed for k in top_names)
 
 
-class _HeadAtStart(L.Callback):
-    """The dense head's weights when training starts."""
-
-    def on_fit_start(self, trainer, module) -> None:
-        self.state = {k: v.detach().clone() for k, v in module.net.head.state_dict().items()}
-
-
 def test_fine_tune_starts_from_a_head_of_any_configured_size(study, monkeypatch):
     """fine-tune's head follows techniques.feature_extract.head, and it can start from any feature-extract
     checkpoint (a sweep passes its own job's)."""
@@ -246,17 +248,16 @@ def test_fine_tune_starts_from_a_head_of_any_configured_size(study, monkeypatch)
     train_technique(config("technique=feature_extract", *units), paths(study, "fe_32"), progress=False)
     fine = paths(study, "ft_32")
     fine.head_checkpoint = study / "models" / "fe_32" / "best.ckpt"
-    start = _HeadAtStart()
-    real_make_trainer = training.make_trainer
-    monkeypatch.setattr(training, "make_trainer", lambda *a: real_make_trainer(*a[:4], [*a[4], start]))
+    head = Weights("head")
+    add_callbacks(monkeypatch, head)
     metrics = train_technique(
         config("technique=fine_tune", *units, "techniques.fine_tune.epochs=1"), fine, progress=False
     )
     assert metrics["test_images"] == 50
     trained_head = torch.load(fine.head_checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     trained_head = {k.removeprefix("net."): v for k, v in trained_head.items()}
-    assert start.state.keys() == trained_head.keys()
-    assert all(torch.equal(start.state[k], trained_head[k]) for k in trained_head)  # the head it starts from
+    assert head.start.keys() == trained_head.keys()
+    assert all(torch.equal(head.start[k], trained_head[k]) for k in trained_head)  # the head it starts from
     net, spec = networks.load_checkpoint(study / "models" / "ft_32" / "best.ckpt")
     assert spec["head"]["units"] == 32 and net.head.net[1].out_features == 32
 
@@ -304,21 +305,10 @@ def test_three_classes_use_one_logit_each_a_softmax_and_cross_entropy(tmp_path):
     assert [float(r["probability"]) for r in rows] == pytest.approx(probs.max(1).tolist(), abs=1e-5)
 
 
-class _KeepLastWeights(L.Callback):
-    """The network's weights when training ends (the last epoch's, not necessarily the best)."""
-
-    def __init__(self) -> None:
-        self.state: dict = {}
-
-    def on_fit_end(self, trainer, module) -> None:
-        self.state = {k: v.detach().clone() for k, v in module.net.state_dict().items()}
-
-
 def test_the_test_score_is_that_of_the_best_validation_checkpoint(study, monkeypatch):
     """Validation accuracy is scripted to peak at epoch 2 of 4; the test split must then be evaluated with epoch 2's
     weights (best.ckpt), not the last epoch's: reloading best.ckpt gives test_predictions.csv, test_correct and
     test_loss (the mean binary cross-entropy of one logit) exactly, the last weights do not."""
-    from smallvision import training
     from smallvision.modules.classifier import ClassifierModule
 
     scripted = iter([0.6, 0.9, 0.7, 0.8])
@@ -333,10 +323,9 @@ def test_the_test_score_is_that_of_the_best_validation_checkpoint(study, monkeyp
         tested.append(len(results["y"]))
         return real
 
-    last = _KeepLastWeights()
-    real_make_trainer = training.make_trainer
+    weights = Weights()
     monkeypatch.setattr(ClassifierModule, "_summary", summary)
-    monkeypatch.setattr(training, "make_trainer", lambda *a: real_make_trainer(*a[:4], [*a[4], last]))
+    add_callbacks(monkeypatch, weights)
     cfg = config(
         "technique=baseline",
         "techniques.baseline.epochs=4",
@@ -365,7 +354,7 @@ def test_the_test_score_is_that_of_the_best_validation_checkpoint(study, monkeyp
     assert metrics["test_correct"] == int((probs.argmax(1) == y).sum())
     assert metrics["test_loss"] == pytest.approx(-np.log(probs[np.arange(len(y)), y]).mean(), rel=1e-4)
 
-    net.load_state_dict(last.state)  # the last epoch's weights: other probabilities, so the check above can fail
+    net.load_state_dict(weights.end)  # the last epoch's weights: other probabilities, so the check above can fail
     assert np.abs(class_probabilities(net, x).max(1) - probs.max(1)).max() > 1e-3
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import timm
@@ -94,3 +95,30 @@ def small_vgg_classifier() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(timm, "create_model", create)
         yield
+
+
+def add_callbacks(monkeypatch: pytest.MonkeyPatch, *callbacks: L.Callback) -> None:
+    """Every Lightning Trainer that smallvision.training makes (while `monkeypatch` lasts) also runs `callbacks`."""
+    from smallvision import training
+
+    real = training.make_trainer
+    monkeypatch.setattr(training, "make_trainer", lambda *a: real(*a[:4], [*a[4], *callbacks]))
+
+
+class Weights(L.Callback):
+    """The network's weights (or those of its submodule `part`) when training starts and when it ends."""
+
+    def __init__(self, part: str = "") -> None:
+        self.part = part
+        self.start: dict[str, torch.Tensor] = {}
+        self.end: dict[str, torch.Tensor] = {}
+
+    def _state(self, module) -> dict[str, torch.Tensor]:
+        net = module.net.get_submodule(self.part) if self.part else module.net
+        return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+    def on_fit_start(self, trainer, module) -> None:
+        self.start = self._state(module)
+
+    def on_fit_end(self, trainer, module) -> None:
+        self.end = self._state(module)
