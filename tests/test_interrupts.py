@@ -159,11 +159,23 @@ def _state(ckpt: Path) -> dict[str, torch.Tensor]:
     return torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
 
 
-@pytest.mark.parametrize("technique", ["baseline", "augment"])
-def test_same_seed_twice_gives_identical_outputs(data, technique):
+@pytest.fixture(scope="module")
+def head(data) -> Path:
+    """A feature-extract checkpoint for fine-tune to start from."""
+    cfg = config("technique=feature_extract", "techniques.feature_extract.epochs=1")
+    train_technique(cfg, paths(data, "fe_head"), progress=False)
+    return data / "models" / "fe_head" / "best.ckpt"
+
+
+@pytest.mark.parametrize("technique", ["baseline", "augment", "feature_extract", "fine_tune"])
+def test_same_seed_twice_gives_identical_outputs(data, head, technique):
     cfg = config(f"technique={technique}", f"techniques.{technique}.epochs=2")
     runs = [data / "models" / f"{technique}_{i}" for i in (1, 2)]
-    metrics = [train_technique(cfg, paths(data, run.name), progress=False) for run in runs]
+    metrics = []
+    for run_dir in runs:
+        where = paths(data, run_dir.name)
+        where.head_checkpoint = head
+        metrics.append(train_technique(cfg, where, progress=False))
     for m in metrics:
         m.pop("wall_time_s")
     assert metrics[0] == metrics[1]
@@ -297,3 +309,19 @@ def test_an_unknown_backbone_fails_at_once_naming_the_value_and_the_choices(tmp_
     assert "Could not find 'backbone/nope'" in result.stderr
     assert all(name in result.stderr for name in ("efficientnet_lite0", "resnet50", "vgg16"))
     assert not (tmp_path / "models").exists()
+
+
+def test_a_bad_config_value_stops_the_training_script_with_one_line_and_exit_status_2(tmp_path):
+    """README "When things go wrong": `smallvision: error: <key>=<value> ...`, exit status 2, before any work."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "pipelines" / "train.py"), "techniques.baseline.optimizer.lr=0", "hydra.run.dir=."],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "smallvision: error: techniques.baseline.optimizer.lr=0 must be a positive number"
+    assert not (tmp_path / "models").exists() and not (tmp_path / "mlflow.db").exists()

@@ -32,7 +32,7 @@ def test_dvc_repro_runs_the_whole_study(project):
     (shown,) = [v["data"] for v in shown.values()]  # the workspace
     for technique in TECHNIQUES:
         out = project / "models" / technique
-        assert sorted(p.name for p in out.iterdir()) == [  # README "Outputs"
+        assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [  # README "Outputs"
             "best.ckpt",
             "confusion.json",
             "history.csv",
@@ -44,21 +44,25 @@ def test_dvc_repro_runs_the_whole_study(project):
         assert (out / "best.ckpt").stat().st_size > 0
         # `dvc metrics show` prints each technique's numbers
         assert shown[f"models/{technique}/metrics.json"]["data"]["test_accuracy"] == metrics["test_accuracy"]
-    assert (project / "data/prepared/manifest.csv").exists() and list(project.glob("data/raw/*/*/*.png"))
+    assert shown["data/prepared/split_report.json"]["data"]["total"] == report["total"]  # the split's counts too
+    assert (project / "data/prepared/manifest.csv").exists()
     assert len(list(project.glob("data/features/efficientnet_lite0/features-*.npy"))) == 1
 
 
 def test_dvc_plots_show_draws_the_curves_and_the_confusion_matrices(project):
-    plots = json.loads(run([sys.executable, "-m", "dvc", "plots", "show", "--json", "--split"], project).stdout)
-    assert {"accuracy", "loss", *(f"confusion_{t}" for t in TECHNIQUES)} <= set(plots)
-    for name in ("accuracy", "loss"):  # a curve per technique and split
+    plots = json.loads(run([sys.executable, "-m", "dvc", "plots", "show", "--json"], project).stdout)["data"]
+
+    def values(name: str) -> list[dict]:
         (plot,) = plots[name]
-        points = plot["content"]["data"]["values"]
-        assert {(p["filename"], p["field"]) for p in points} == {
-            (f"models/{t}/history.csv", f"{split}_{name.replace('accuracy', 'acc')}")
-            for t in TECHNIQUES
-            for split in ("train", "val")
+        return plot["content"]["data"]["values"]
+
+    for name, metric in (("accuracy", "acc"), ("loss", "loss")):  # one curve per technique and split
+        assert {v["filename::field"] for v in values(name)} == {
+            f"{t}/history.csv::{split}_{metric}" for t in TECHNIQUES for split in ("train", "val")
         }
+    for technique in TECHNIQUES:  # a confusion matrix of the test split per technique
+        cells = values(f"confusion_{technique}")
+        assert len(cells) == 20 and {v["actual"] for v in cells} == {"circle", "square"}
 
 
 def test_visualize_writes_the_report(project):
@@ -97,18 +101,24 @@ def test_mlflow_holds_one_study_with_a_child_per_technique(project):
         epochs = json.loads((project / "models" / technique / "metrics.json").read_text())["epochs"]
         assert child.info.status == "FINISHED" and child.info.run_name == technique
         assert "test_accuracy" in child.data.metrics
-        assert [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")] == list(range(epochs))
+        assert len(client.get_metric_history(child.info.run_id, "val_acc")) == epochs  # a point per epoch
         assert child.data.params["technique"] == technique  # the config as parameters
         assert child.data.params[f"techniques.{technique}.epochs"] == str(epochs)
         assert child.data.tags["git_commit"] and child.data.tags["seed"] == "42"
         assert child.data.tags["dataset"] == "synthetic"
         assert child.data.tags["backbone"] == ("small_convnet" if "_" not in technique else "efficientnet_lite0")
-        assert {"metrics.json", "history.csv", "confusion.json"} <= {
-            a.path for a in client.list_artifacts(child.info.run_id)
+        assert {a.path for a in client.list_artifacts(child.info.run_id)} == {
+            "metrics.json",
+            "history.csv",
+            "confusion.json",
+            "test_predictions.csv",
+            "figures",  # the report's figures of this technique
         }
+        figures = {a.path for a in client.list_artifacts(child.info.run_id, "figures")}
+        assert {f"figures/curves_{technique}.png", f"figures/gradcam_{technique}.png"} <= figures
     assert {f"{t}.test_accuracy" for t in TECHNIQUES} <= set(parents[0].data.metrics)
     parent_files = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
-    assert {"comparison.json", "comparison.png"} <= parent_files
+    assert {"comparison.json", "comparison.md", "comparison.png", "index.html"} <= parent_files
 
 
 def test_nothing_changed_reruns_nothing_and_one_change_reruns_only_what_it_feeds(project):

@@ -59,10 +59,11 @@ def test_local_zip_is_extracted_in_place_without_copying(tmp_path, image_zip):
     assert everything_under(tmp_path / "data") == {"raw"} | {f"raw/{p}" for p in everything_under(raw)}
 
 
-def test_file_url_and_tar_gz(tmp_path, make_tree):
+@pytest.mark.parametrize(("name", "mode"), [("imgs.tar.gz", "w:gz"), ("imgs.tgz", "w:gz"), ("imgs.tar", "w")])
+def test_file_url_and_tar_archives(tmp_path, make_tree, name, mode):
     source = make_tree(tmp_path / "src", {"a": 2, "b": 2})
-    archive = tmp_path / "imgs.tar.gz"
-    with tarfile.open(archive, "w:gz") as tf:
+    archive = tmp_path / name
+    with tarfile.open(archive, mode) as tf:
         tf.add(source, arcname="imgs")
     raw = tmp_path / "raw"
     fetch(archive.as_uri(), raw)
