@@ -2,9 +2,10 @@
 features come back in manifest order, augmentations differ per rank, a seed reproduces a run, and only rank 0
 writes outputs and MLflow runs.
 
-The fast tests fork 2 gloo processes from the test process (strategy ddp_fork: the same gathering code as
-`trainer=ddp_cpu`, without re-importing everything); the slow test runs `trainer=ddp_cpu` itself through
-pipelines/train.py. The test split has 21 images (odd), so any padding of a shard would show.
+Most tests fork 2 gloo processes from the test process (strategy ddp_fork: the same gathering code as
+`trainer=ddp_cpu`, without re-importing everything); one runs `trainer=ddp_cpu` itself through pipelines/train.py
+(the baseline, one epoch), and the slow test does so with feature extraction. The test split has 21 images (odd),
+so any padding of a shard would show.
 """
 
 from __future__ import annotations
