@@ -13,8 +13,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -295,32 +293,39 @@ def _mlflow_runs(db: Path) -> list:
     return client.search_runs([experiment.experiment_id]) if experiment else []
 
 
-def test_a_ddp_cpu_training_job_is_exact_end_to_end_and_only_rank_zero_writes(tmp_path):
-    """pipelines/train.py trainer=ddp_cpu, fast (one epoch of the baseline; the slow test below runs feature
-    extraction under DDP too): the test split's 21 images each counted once, the numbers those of best.ckpt evaluated
-    here by hand, one set of outputs and one MLflow run, written by rank 0 alone."""
-    project = make_odd_dataset(tmp_path)
+def _train_ddp_cpu(project: Path, technique: str, *overrides: str) -> tuple[dict, Path]:
+    """pipelines/train.py technique=<technique> trainer=ddp_cpu `overrides` in `project`; checks what only rank 0 does
+    (print, write one set of outputs) and returns metrics.json and the output folder."""
     cmd = [
         sys.executable,
         str(ROOT / "pipelines" / "train.py"),
-        "technique=baseline",
+        f"technique={technique}",
         "trainer=ddp_cpu",
         "data=synthetic",
-        f"techniques.baseline.image_size={SIZE}",
-        "techniques.baseline.epochs=1",
+        *overrides,
         "hydra.run.dir=.",
         "hydra.output_subdir=null",
     ]
-    before = set(project.iterdir())
     result = run(cmd, project)
-    assert result.stdout.count("baseline: test accuracy") == 1  # rank 1 prints nothing
-
-    out = project / "models" / "baseline"
+    assert result.stdout.count(f"{technique}: test accuracy") == 1  # rank 1 prints nothing
+    out = project / "models" / technique
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_images"] == 21
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["best.ckpt", "confusion.json", "history.csv", "metrics.json", "test_predictions.csv"]
     )  # one set of outputs, no second writer's leftovers
+    return metrics, out
+
+
+def test_a_ddp_cpu_training_job_is_exact_end_to_end_and_only_rank_zero_writes(tmp_path):
+    """pipelines/train.py trainer=ddp_cpu, fast (one epoch of the baseline; the slow test below runs feature
+    extraction under DDP too): the test split's 21 images each counted once, the numbers those of best.ckpt evaluated
+    here by hand, one set of outputs and one MLflow run, written by rank 0 alone."""
+    project = make_odd_dataset(tmp_path)
+    before = set(project.iterdir())
+    metrics, out = _train_ddp_cpu(
+        project, "baseline", f"techniques.baseline.image_size={SIZE}", "techniques.baseline.epochs=1"
+    )
     # besides: the MLflow store and its artifacts, and Hydra's log of each rank (rank 1 ran, and wrote only its log)
     assert {p.name for p in set(project.iterdir()) - before} == {
         "models",
@@ -352,29 +357,13 @@ def test_a_ddp_cpu_training_job_is_exact_end_to_end_and_only_rank_zero_writes(tm
 def test_ddp_cpu_run_is_exact_and_only_rank_zero_writes(tmp_path):
     """pipelines/train.py trainer=ddp_cpu: feature extraction, training and test on 2 processes."""
     project = make_odd_dataset(tmp_path)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "MLFLOW_TRACKING_URI": f"sqlite:///{project}/mlflow.db"}
-    cmd = [
-        sys.executable,
-        str(ROOT / "pipelines" / "train.py"),
-        "technique=feature_extract",
-        "trainer=ddp_cpu",
-        "data=synthetic",
+    metrics, out = _train_ddp_cpu(
+        project,
+        "feature_extract",
         f"techniques.feature_extract.image_size={SIZE}",
         "techniques.feature_extract.epochs=2",
         "techniques.feature_extract.optimizer.lr=1e-3",
-        "hydra.run.dir=.",
-        "hydra.output_subdir=null",
-    ]
-    result = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=900, check=False)
-    assert result.returncode == 0, result.stderr[-5000:]
-    assert result.stdout.count("feature_extract: test accuracy") == 1  # rank 1 prints nothing
-
-    out = project / "models" / "feature_extract"
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["test_images"] == 21
-    assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["best.ckpt", "confusion.json", "history.csv", "metrics.json", "test_predictions.csv"]
-    )  # no leftovers
+    )
     predictions = (out / "test_predictions.csv").read_text().splitlines()[1:]
     assert len(predictions) == len({line.split(",")[0] for line in predictions}) == 21
 
