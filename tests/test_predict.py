@@ -65,11 +65,3 @@ def test_predict_gives_what_training_gave_each_test_image_and_an_error_for_each_
     for path, row in predicted.items():
         assert row["predicted"] == trained_on[path]["predicted"], path
         assert float(row["probability"]) == pytest.approx(float(trained_on[path]["probability"]), abs=1e-5), path
-
-
-def test_predict_without_an_input_is_a_one_line_error(trained):
-    result = run([*PREDICT, "technique=baseline"], trained, check=False)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == (
-        "smallvision: error: predict.input is not set: predict.input=<an image file or a folder>"
-    )

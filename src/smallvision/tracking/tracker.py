@@ -1,9 +1,10 @@
 """MLflow tracking for the study that never stops training: one study (parent) run, one child run per technique
 training job, the comparison on the parent, the report's figures on the children.
 
-When the store cannot be written (locked or corrupt SQLite file, unwritable folder, unreachable server) the
-tracker logs one warning that says where the metrics are and how to log them later, then turns itself into a
-no-op.
+When the store cannot be written (locked, read-only or corrupt SQLite file, unwritable folder, unreachable server)
+the tracker logs one warning that gives the root cause, where the metrics are and how to log them later, then
+turns itself into a no-op. MLflow's own report of that failure (a database error with its full traceback) is
+held back: the warning says it in one line.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from smallvision.tracking.store import (
 from smallvision.tracking.study_runs import StudyRuns
 
 log = logging.getLogger(__name__)
-# MLflow logs a stack trace for each SQLite error (e.g. "database is locked") before raising it; the tracker's one
-# warning reports that error in one line, so MLflow's log is muted while a guarded action runs
-_MLFLOW_DB_LOG = logging.getLogger("mlflow.store.db.utils")
+
+# MLflow loggers that log every database error with its full traceback and then raise it to us
+_NOISY_ON_FAILURE = ("mlflow.store.db.utils",)
 
 T = TypeVar("T")
 
@@ -96,14 +97,12 @@ class StudyTracker:
         """Run one tracking action; on any store error warn once, switch tracking off, return None."""
         if not self.enabled:
             return None
-        muted, _MLFLOW_DB_LOG.disabled = _MLFLOW_DB_LOG.disabled, True
         try:
-            return action()
+            with _failure_reports_held_back():
+                return action()
         except Exception as err:  # noqa: BLE001 -- any store/transport failure: tracking must never stop training
             self._disable(err)
             return None
-        finally:
-            _MLFLOW_DB_LOG.disabled = muted
 
     def _disable(self, err: BaseException) -> None:
         self.enabled = False
@@ -235,6 +234,26 @@ class StudyTracker:
                 str(err).splitlines()[0] if str(err) else "",
                 reports,
             )
+
+
+class _BelowError(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
+@contextmanager
+def _failure_reports_held_back() -> Iterator[None]:
+    """While a guarded action runs, drop MLflow's own error records (each is followed by the exception that the
+    tracker's one warning reports); its other messages pass."""
+    held_back = _BelowError()
+    loggers = [logging.getLogger(name) for name in _NOISY_ON_FAILURE]
+    for logger in loggers:
+        logger.addFilter(held_back)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(held_back)
 
 
 def study_tracker(
