@@ -18,6 +18,7 @@ import safetensors.torch
 import timm
 import torch
 import yaml
+from helpers.study import small_vgg_classifier
 from huggingface_hub import constants as hf_constants
 from torch import nn
 from torchvision.models import vgg as tv_vgg
@@ -63,11 +64,23 @@ def vgg_file(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
     return path, state
 
 
-@pytest.fixture(scope="module")
-def vgg(vgg_file) -> nn.Module:
-    """VGG16 loaded from the made file (building timm's VGG16 costs seconds: its classifier is initialised first)."""
+# timm's VGG16 as it is (seconds to build: its 102 M-parameter pre_logits is initialised, then dropped) in the slow
+# suite; with a tiny pre_logits, the same conv base, in the default suite
+VGG_BUILDS = [pytest.param(False, id="small pre_logits"), pytest.param(True, id="timm's VGG16", marks=pytest.mark.slow)]
+
+
+def create_vgg(cfg: dict, as_is: bool) -> nn.Module:
+    if as_is:
+        return B.create_backbone(cfg)
+    with small_vgg_classifier():
+        return B.create_backbone(cfg)
+
+
+@pytest.fixture(scope="module", params=VGG_BUILDS)
+def vgg(request, vgg_file) -> nn.Module:
+    """VGG16 loaded from the made file."""
     path, _ = vgg_file
-    return B.create_backbone(backbone_cfg("vgg16", file=str(path)))
+    return create_vgg(backbone_cfg("vgg16", file=str(path)), request.param)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +119,6 @@ def test_order_match_refuses_a_shifted_file(tmp_path):
         B.create_backbone(backbone_cfg("efficientnet_lite0", source="file", file=str(path)))
 
 
-@pytest.mark.slow  # ~5-10 s on a shared 2-core CPU; the fast by-name test below runs the same loading code
 def test_vgg16_from_torchvision_file_loads_the_conv_base(vgg, vgg_file):
     _, state = vgg_file
     info = vgg.weights_info
@@ -122,12 +134,12 @@ def test_vgg16_from_torchvision_file_loads_the_conv_base(vgg, vgg_file):
     assert B.pool_features(fmap, "flatten").shape == (2, 512 * 4 * 4)  # the book's Flatten(4x4x512)
 
 
-@pytest.mark.slow  # builds a VGG16 (the by-name check itself is also covered by a fast test)
-def test_vgg16_file_without_the_conv_base_names_what_is_missing(tmp_path):
+@pytest.mark.parametrize("as_is", VGG_BUILDS)
+def test_vgg16_file_without_the_conv_base_names_what_is_missing(tmp_path, as_is):
     path = tmp_path / "classifier_only.pth"
     torch.save({"classifier.6.bias": torch.zeros(1000)}, path)
     with pytest.raises(ConfigError, match=r"needs exactly these 26 tensors.*features\.0\.weight"):
-        B.create_backbone(backbone_cfg("vgg16", file=str(path)))
+        create_vgg(backbone_cfg("vgg16", file=str(path)), as_is)
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])

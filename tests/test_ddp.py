@@ -2,17 +2,17 @@
 features come back in manifest order, augmentations differ per rank, a seed reproduces a run, and only rank 0
 writes outputs and MLflow runs.
 
-The fast tests fork 2 gloo processes from the test process (strategy ddp_fork: the same gathering code as
-`trainer=ddp_cpu`, without re-importing everything); the slow test runs `trainer=ddp_cpu` itself through
-pipelines/train.py. The test split has 21 images (odd), so any padding of a shard would show.
+Most tests fork 2 gloo processes from the test process (strategy ddp_fork: the same gathering code as
+`trainer=ddp_cpu`, without re-importing everything); one runs `trainer=ddp_cpu` itself through pipelines/train.py
+(the baseline, one epoch), and the slow test does so with feature extraction. The test split has 21 images (odd),
+so any padding of a shard would show.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,7 +20,8 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from helpers.study import config, paths
+from helpers.project import run
+from helpers.study import class_probabilities, config, paths, split_input
 from torch.utils.data import DataLoader, DistributedSampler
 
 from smallvision import distributed
@@ -212,6 +213,20 @@ def test_a_split_smaller_than_the_number_of_processes_is_a_clear_error(study):
         module.val_dataloader()
 
 
+def test_batch_size_is_per_process_and_each_process_trains_on_its_own_part_of_the_split(study):
+    """README "Scale out": batch_size is per device, so the global batch is batch_size x devices x num_nodes."""
+    data = _arrays(study)
+    seen = []
+    for rank in (0, 1):
+        module = ArrayDataModule(data, batch_size=4, seed=0)
+        module.trainer = type("FakeTrainer", (), {"global_rank": rank, "world_size": 2})()
+        loader = module.train_dataloader()
+        batches = list(loader)
+        assert loader.batch_size == 4 and [len(b[2]) for b in batches] == [4, 4, 1]  # 9 of the 18 images each
+        seen.append(torch.cat([b[2] for b in batches]).tolist())
+    assert sorted(seen[0] + seen[1]) == list(range(18))  # together: every training image once per epoch
+
+
 # --------------------------------------------------------------------------------------------- seeds
 
 
@@ -278,33 +293,77 @@ def _mlflow_runs(db: Path) -> list:
     return client.search_runs([experiment.experiment_id]) if experiment else []
 
 
-@pytest.mark.slow
-def test_ddp_cpu_run_is_exact_and_only_rank_zero_writes(tmp_path):
-    """pipelines/train.py trainer=ddp_cpu: feature extraction, training and test on 2 processes."""
-    project = make_odd_dataset(tmp_path)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "MLFLOW_TRACKING_URI": f"sqlite:///{project}/mlflow.db"}
+def _train_ddp_cpu(project: Path, technique: str, *overrides: str) -> tuple[dict, Path]:
+    """pipelines/train.py technique=<technique> trainer=ddp_cpu `overrides` in `project`; checks what only rank 0 does
+    (print, write one set of outputs) and returns metrics.json and the output folder."""
     cmd = [
         sys.executable,
         str(ROOT / "pipelines" / "train.py"),
-        "technique=feature_extract",
+        f"technique={technique}",
         "trainer=ddp_cpu",
         "data=synthetic",
-        f"techniques.feature_extract.image_size={SIZE}",
-        "techniques.feature_extract.epochs=2",
-        "techniques.feature_extract.optimizer.lr=1e-3",
+        *overrides,
         "hydra.run.dir=.",
         "hydra.output_subdir=null",
     ]
-    result = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=900, check=False)
-    assert result.returncode == 0, result.stderr[-5000:]
-    assert result.stdout.count("feature_extract: test accuracy") == 1  # rank 1 prints nothing
-
-    out = project / "models" / "feature_extract"
+    result = run(cmd, project)
+    assert result.stdout.count(f"{technique}: test accuracy") == 1  # rank 1 prints nothing
+    out = project / "models" / technique
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_images"] == 21
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["best.ckpt", "confusion.json", "history.csv", "metrics.json", "test_predictions.csv"]
-    )  # no leftovers
+    )  # one set of outputs, no second writer's leftovers
+    return metrics, out
+
+
+def test_a_ddp_cpu_training_job_is_exact_end_to_end_and_only_rank_zero_writes(tmp_path):
+    """pipelines/train.py trainer=ddp_cpu, fast (one epoch of the baseline; the slow test below runs feature
+    extraction under DDP too): the test split's 21 images each counted once, the numbers those of best.ckpt evaluated
+    here by hand, one set of outputs and one MLflow run, written by rank 0 alone."""
+    project = make_odd_dataset(tmp_path)
+    before = set(project.iterdir())
+    metrics, out = _train_ddp_cpu(
+        project, "baseline", f"techniques.baseline.image_size={SIZE}", "techniques.baseline.epochs=1"
+    )
+    # besides: the MLflow store and its artifacts, and Hydra's log of each rank (rank 1 ran, and wrote only its log)
+    assert {p.name for p in set(project.iterdir()) - before} == {
+        "models",
+        "mlflow.db",
+        "mlartifacts",
+        "train.log",
+        "train_ddp_process_1.log",
+    }
+
+    net, spec = load_checkpoint(out / "best.ckpt")  # evaluated here, by one process, by hand
+    records, x = split_input(project, spec)
+    probs = class_probabilities(net, x)
+    with open(out / "test_predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["path"] for r in rows] == [r.path for r in records]  # each test image once, in split order
+    assert [r["predicted"] for r in rows] == [spec["classes"][k] for k in probs.argmax(1)]
+    assert [float(r["probability"]) for r in rows] == pytest.approx(probs.max(1).tolist(), abs=1e-4)
+    y = np.array([r.target for r in records])
+    assert metrics["test_correct"] == int((probs.argmax(1) == y).sum())
+
+    runs = _mlflow_runs(project / "mlflow.db")
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(runs) == 2 and len(children) == 1  # one study run, one technique run
+    assert children[0].info.status == "FINISHED"
+    assert children[0].data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+
+
+@pytest.mark.slow
+def test_ddp_cpu_run_is_exact_and_only_rank_zero_writes(tmp_path):
+    """pipelines/train.py trainer=ddp_cpu: feature extraction, training and test on 2 processes."""
+    project = make_odd_dataset(tmp_path)
+    metrics, out = _train_ddp_cpu(
+        project,
+        "feature_extract",
+        f"techniques.feature_extract.image_size={SIZE}",
+        "techniques.feature_extract.epochs=2",
+        "techniques.feature_extract.optimizer.lr=1e-3",
+    )
     predictions = (out / "test_predictions.csv").read_text().splitlines()[1:]
     assert len(predictions) == len({line.split(",")[0] for line in predictions}) == 21
 

@@ -103,3 +103,36 @@ def test_committed_params_yaml_is_the_composed_conf(tmp_path):
         '"import os; from dvc.utils.hydra import compose_and_dump as c; '
         "c('params.yaml', os.path.abspath('conf'), None, 'config', '.', [])\""
     )
+
+
+# README "Code map": the entry scripts read Hydra and pass plain values on. Two library modules exist to serve them:
+# entrypoints.py (what the entry scripts share) and distributed.py (relaunching a Hydra job's DDP ranks).
+READS_THE_RUNTIME = {"entrypoints.py", "distributed.py"}
+RUNTIME_READS = {
+    "hydra.core.hydra_config",  # HydraConfig: Hydra's runtime
+    "hydra.utils",  # get_original_cwd, to_absolute_path
+    "hydra.main",
+    "sys.argv",
+    "os.getcwd",
+    "Path.cwd",
+    "os.chdir",
+}
+
+
+def _runtime_reads(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            found |= {node.module or "", *(f"{node.module}.{a.name}" for a in node.names)}
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            found.add(f"{node.value.id}.{node.attr}")
+    return {name for name in found if any(name == r or name.startswith(r + ".") for r in RUNTIME_READS)}
+
+
+def test_the_library_never_reads_hydras_runtime_sys_argv_or_the_working_directory():
+    library = [p for p in (SRC / "smallvision").rglob("*.py") if p.name not in READS_THE_RUNTIME]
+    assert len(library) > 40
+    assert {str(p.relative_to(SRC)): reads for p in library if (reads := _runtime_reads(p))} == {}
+    assert _runtime_reads(SRC / "smallvision" / "entrypoints.py")  # (the check does find such reads)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers.browser import CHROMIUM_FLAGS, OFFLINE, chromium
-from helpers.project import compose_params, copy_project, run
+from helpers.project import compose_params, copy_project, dvc_status, run, signal_group, start, wait_mid_training
 
 TECHNIQUES = ("baseline", "augment", "feature_extract", "fine_tune")
 
@@ -28,12 +31,41 @@ def project(tmp_path_factory) -> Path:
 def test_dvc_repro_runs_the_whole_study(project):
     report = json.loads((project / "data/prepared/split_report.json").read_text())
     assert report["total"] == {"train": 40, "val": 20, "test": 20}
+    shown = json.loads(run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], project).stdout)
+    (shown,) = [v["data"] for v in shown.values()]  # the workspace
     for technique in TECHNIQUES:
-        metrics = json.loads((project / "models" / technique / "metrics.json").read_text())
+        out = project / "models" / technique
+        assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [  # README "Outputs"
+            "best.ckpt",
+            "confusion.json",
+            "history.csv",
+            "metrics.json",
+            "test_predictions.csv",
+        ]
+        metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["test_images"] == 20 and 0 <= metrics["test_accuracy"] <= 1
-        assert (project / "models" / technique / "best.ckpt").stat().st_size > 0
-    shown = run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], project).stdout
-    assert "test_accuracy" in shown
+        assert (out / "best.ckpt").stat().st_size > 0
+        # `dvc metrics show` prints each technique's numbers
+        assert shown[f"models/{technique}/metrics.json"]["data"]["test_accuracy"] == metrics["test_accuracy"]
+    assert shown["data/prepared/split_report.json"]["data"]["total"] == report["total"]  # the split's counts too
+    assert (project / "data/prepared/manifest.csv").exists()
+    assert len(list(project.glob("data/features/efficientnet_lite0/features-*.npy"))) == 1
+
+
+def test_dvc_plots_show_draws_the_curves_and_the_confusion_matrices(project):
+    plots = json.loads(run([sys.executable, "-m", "dvc", "plots", "show", "--json"], project).stdout)["data"]
+
+    def values(name: str) -> list[dict]:
+        (plot,) = plots[name]
+        return plot["content"]["data"]["values"]
+
+    for name, metric in (("accuracy", "acc"), ("loss", "loss")):  # one curve per technique and split
+        assert {v["filename::field"] for v in values(name)} == {
+            f"{t}/history.csv::{split}_{metric}" for t in TECHNIQUES for split in ("train", "val")
+        }
+    for technique in TECHNIQUES:  # a confusion matrix of the test split per technique
+        cells = values(f"confusion_{technique}")
+        assert len(cells) == 20 and {v["actual"] for v in cells} == {"circle", "square"}
 
 
 def test_visualize_writes_the_report(project):
@@ -81,23 +113,49 @@ def test_dvc_plots_show_draws_offline(project, tmp_path):
 def test_mlflow_holds_one_study_with_a_child_per_technique(project):
     from mlflow.tracking import MlflowClient
 
+    from smallvision.data.manifest import manifest_digest
+    from smallvision.tracking import STUDY_KEY_TAG
+
     client = MlflowClient(f"sqlite:///{project}/mlflow.db")
     experiment = client.get_experiment_by_name("smallvision")
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1
+    # the study run's key, by hand: <study>/<dataset>/<manifest digest, 12 hex digits> (log_metrics.py finds it so)
+    digest = manifest_digest(project / "data/prepared/manifest.csv")
+    assert parents[0].data.tags[STUDY_KEY_TAG] == f"smoke/synthetic/{digest[:12]}"
     assert sorted(r.data.tags["technique"] for r in children) == sorted(TECHNIQUES)
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert parents[0].info.run_name == "study smoke (synthetic)"
     for child in children:
-        assert child.info.status == "FINISHED"
-        assert "test_accuracy" in child.data.metrics and "val_acc" in child.data.metrics
-        assert child.data.params["technique"] == child.data.tags["technique"]
+        technique = child.data.tags["technique"]
+        epochs = json.loads((project / "models" / technique / "metrics.json").read_text())["epochs"]
+        assert child.info.status == "FINISHED" and child.info.run_name == technique
+        assert "test_accuracy" in child.data.metrics
+        assert len(client.get_metric_history(child.info.run_id, "val_acc")) == epochs  # a point per epoch
+        assert child.data.params["technique"] == technique  # the config as parameters
+        assert child.data.params[f"techniques.{technique}.epochs"] == str(epochs)
         assert child.data.tags["git_commit"] and child.data.tags["seed"] == "42"
-    assert any(k.endswith("test_accuracy") for k in parents[0].data.metrics)
+        assert child.data.tags["dataset"] == "synthetic"
+        assert child.data.tags["backbone"] == ("small_convnet" if "_" not in technique else "efficientnet_lite0")
+        assert {a.path for a in client.list_artifacts(child.info.run_id)} == {
+            "metrics.json",
+            "history.csv",
+            "confusion.json",
+            "test_predictions.csv",
+            "figures",  # the report's figures of this technique
+        }
+        figures = {a.path for a in client.list_artifacts(child.info.run_id, "figures")}
+        assert {f"figures/curves_{technique}.png", f"figures/gradcam_{technique}.png"} <= figures
+    assert {f"{t}.test_accuracy" for t in TECHNIQUES} <= set(parents[0].data.metrics)
+    parent_files = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"comparison.json", "comparison.md", "comparison.png", "index.html"} <= parent_files
 
 
 def test_nothing_changed_reruns_nothing_and_one_change_reruns_only_what_it_feeds(project):
+    assert list((project / "data/cache").iterdir())
+    shutil.rmtree(project / "data/cache")  # README "Outputs": a cache, safe to delete (the next training rebuilds it)
     status = run([sys.executable, "-m", "dvc", "status", "--json"], project).stdout
     assert json.loads(status) == {}
     params = yaml.safe_load((project / "params.yaml").read_text())
@@ -119,3 +177,73 @@ def test_export_follows_the_technique_it_is_given(project):
     assert described["technique"] == "augment" and described["network"] == "small_convnet"
     augment = (project / "models" / "augment" / "best.ckpt").read_bytes()
     assert described["source"]["sha256"] == hashlib.sha256(augment).hexdigest()
+
+
+def test_a_stage_killed_mid_training_is_not_recorded_and_reruns_from_epoch_1(project, tmp_path):
+    """README "A run killed half-way", fast (the slow suite repeats it on longer epochs): SIGKILL of `dvc repro`'s
+    whole process group mid-training leaves no metrics.json, dvc.lock keeps the stage's previous run, `dvc status`
+    shows the stage changed, and the next `dvc repro` trains it again from epoch 1."""
+    out = project / "models" / "baseline"
+    recorded = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["train-baseline"]
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["techniques"]["baseline"]["epochs"] = 10_000  # far more than it runs before the kill
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+
+    log = tmp_path / "repro.log"
+    proc = start([sys.executable, "-m", "dvc", "repro", "train-baseline"], project, log)
+    wait_mid_training(proc, out / "best.ckpt", log)
+    signal_group(proc, signal.SIGKILL)
+    proc.wait(timeout=30)  # reaped: DVC's stale-lock check treats a zombie's pid as alive
+    assert (out / "best.ckpt").exists() and not (out / "metrics.json").exists()
+    assert yaml.safe_load((project / "dvc.lock").read_text())["stages"]["train-baseline"] == recorded
+    assert set(dvc_status(project, "train-baseline")) == {"train-baseline"}
+
+    params["techniques"]["baseline"]["epochs"] = 3
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    rerun = run([sys.executable, "-m", "dvc", "repro", "train-baseline"], project)
+    assert "Running stage 'train-baseline'" in rerun.stdout
+    history = (out / "history.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in history[1:]] == ["1", "2", "3"]  # from epoch 1: no resume
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 3
+    assert dvc_status(project, "train-baseline") == {}
+
+
+IDENTITY = {  # the queue commits each experiment
+    "GIT_AUTHOR_NAME": "test",
+    "GIT_AUTHOR_EMAIL": "test@example.com",
+    "GIT_COMMITTER_NAME": "test",
+    "GIT_COMMITTER_EMAIL": "test@example.com",
+}
+
+
+def test_a_dvc_queue_runs_a_parameter_grid_and_exp_show_lists_the_test_accuracies(project):
+    """README "DVC queues", fast (one stage, whose upstream is already in the DVC cache; the slow suite queues a seed
+    grid from scratch): `-S key=a,b` queues one experiment per value, the queue runs them, and
+    `dvc exp show` gives each one's test accuracy beside the value."""
+    (project / ".gitignore").write_text("mlflow.db\nmlartifacts/\n*.log\n")
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run(["git", "commit", "-qm", "the study"], cwd=project, check=True, env={**os.environ, **IDENTITY})
+    workspace_metrics = (project / "models/baseline/metrics.json").read_text()
+    dvc = [sys.executable, "-m", "dvc"]
+    grid = ["-S", "experiment=smoke", "-S", "logger.enabled=false", "-S", "techniques.baseline.optimizer.lr=1e-3,2e-3"]
+    run([*dvc, "exp", "run", "train-baseline", "--queue", *grid], project, **IDENTITY)
+    assert run([*dvc, "queue", "status"], project).stdout.count("Queued") == 2
+    run([*dvc, "exp", "run", "--run-all"], project, **IDENTITY)
+
+    shown = json.loads(run([*dvc, "exp", "show", "--json"], project).stdout)
+    results = {}
+    for exp in (e for commit in shown for e in (commit.get("experiments") or [])):
+        (rev,) = exp["revs"]
+        assert rev["data"].get("status", "Success") == "Success"
+        lr = rev["data"]["params"]["params.yaml"]["data"]["techniques"]["baseline"]["optimizer"]["lr"]
+        results[lr] = rev["data"]["metrics"]["models/baseline/metrics.json"]["data"]
+    assert sorted(results) == [1e-3, 2e-3]
+    assert all(m["test_images"] == 20 and 0 <= m["test_accuracy"] <= 1 for m in results.values())
+    table = run([*dvc, "exp", "show", "--csv"], project).stdout.splitlines()
+    # (each technique's metrics.json has a test_accuracy: DVC names the column by its file)
+    assert {"models/baseline/metrics.json:test_accuracy", "techniques.baseline.optimizer.lr"} <= set(
+        table[0].split(",")
+    )
+    changed = run([*dvc, "exp", "show", "--only-changed", "--csv"], project).stdout.splitlines()[0].split(",")
+    assert "techniques.baseline.optimizer.lr" in changed  # (and test_accuracy, where the accuracies differ)
+    assert (project / "models/baseline/metrics.json").read_text() == workspace_metrics  # the workspace untouched

@@ -59,10 +59,11 @@ def test_local_zip_is_extracted_in_place_without_copying(tmp_path, image_zip):
     assert everything_under(tmp_path / "data") == {"raw"} | {f"raw/{p}" for p in everything_under(raw)}
 
 
-def test_file_url_and_tar_gz(tmp_path, make_tree):
+@pytest.mark.parametrize(("name", "mode"), [("imgs.tar.gz", "w:gz"), ("imgs.tgz", "w:gz"), ("imgs.tar", "w")])
+def test_file_url_and_tar_archives(tmp_path, make_tree, name, mode):
     source = make_tree(tmp_path / "src", {"a": 2, "b": 2})
-    archive = tmp_path / "imgs.tar.gz"
-    with tarfile.open(archive, "w:gz") as tf:
+    archive = tmp_path / name
+    with tarfile.open(archive, mode) as tf:
         tf.add(source, arcname="imgs")
     raw = tmp_path / "raw"
     fetch(archive.as_uri(), raw)
@@ -189,14 +190,31 @@ def test_hostile_archive_is_refused_and_writes_nothing(tmp_path, case):
     assert not (tmp_path / "escaped.txt").exists() and not (tmp_path.parent / "escaped.txt").exists()
 
 
-def test_archive_bomb_is_refused_by_its_declared_size(tmp_path):
-    archive = tmp_path / "bomb.zip"
-    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("zeros.bin", b"\0" * 5_000_000)
+def bomb(path: Path, sizes: list[int]) -> Path:
+    """A zip or gzipped tar of zero-filled entries of `sizes` bytes: tiny on disk, large once extracted."""
+    if path.suffix == ".zip":
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for i, size in enumerate(sizes):
+                zf.writestr(f"zeros{i}.bin", b"\0" * size)
+        return path
+    with tarfile.open(path, "w:gz") as tf:
+        for i, size in enumerate(sizes):
+            info = tarfile.TarInfo(f"PetImages/zeros{i}.bin")
+            info.size = size
+            tf.addfile(info, io.BytesIO(b"\0" * size))
+    return path
+
+
+@pytest.mark.parametrize("name", ["bomb.zip", "bomb.tar.gz", "bomb.tgz"])
+@pytest.mark.parametrize("sizes", [[5_000_000], [600_000, 600_000, 3_800_000]], ids=["one entry", "the sum of entries"])
+def test_archive_bomb_is_refused_by_its_declared_size(tmp_path, name, sizes):
+    archive = bomb(tmp_path / name, sizes)
     assert archive.stat().st_size < 50_000  # a hundredfold expansion
     with pytest.raises(DataError, match="declares 5,000,000 bytes.*max_extract_bytes=1,000,000"):
         fetch(archive, tmp_path / "raw", max_extract_bytes=1e6)
     assert not (tmp_path / "raw").exists()
+    fetch(archive, tmp_path / "raw", max_extract_bytes=5e6)  # within the limit: extracted
+    assert sum(f.stat().st_size for f in (tmp_path / "raw").rglob("*.bin")) == 5_000_000
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from helpers.project import ROOT, compose_params, copy_project, run
 from helpers.study import CONF, make_dataset
@@ -268,6 +269,49 @@ def _runs(project: Path) -> tuple[list, list]:
     return parents, [r for r in runs if "mlflow.parentRunId" in r.data.tags]
 
 
+def test_a_ddp_seed_sweep_runs_each_job_once_and_compares_the_seeds(tmp_path):
+    """Fast version of the two slow tests below: `-m technique=baseline seed=0,1 trainer=ddp_cpu` gives one job
+    folder and MLflow run per seed, each job trained once on 2 processes, and the seed comparison (mean, std, min,
+    max across seeds) in the sweep folder and on the sweep's run."""
+    project = make_dataset(tmp_path, per_class=12)
+    result = run([sys.executable, TRAIN, "-m", "technique=baseline", "seed=0,1", "trainer=ddp_cpu", *QUICK], project)
+    # a DDP child that re-ran the whole sweep would launch it again
+    assert (result.stdout + result.stderr).count("Launching 2 jobs locally") == 1
+    assert result.stdout.count("baseline: test accuracy") == 2  # rank 0 of each job
+
+    jobs = _job_dirs(project)  # children made no sweep folder of their own
+    assert [j.name for j in jobs] == ["0", "1"]
+    for job in jobs:
+        assert (job / "train_ddp_process_1.log").exists()  # rank 1 ran in this job's folder
+    rows = [json.loads((j / "metrics.json").read_text()) for j in jobs]
+    assert [(r["technique"], r["seed"], r["test_images"]) for r in rows] == [("baseline", 0, 6), ("baseline", 1, 6)]
+    assert not (project / "models").exists()  # a sweep writes into its job folders only
+
+    sweep = jobs[0].parent
+    (saved,) = json.loads((sweep / "seed_comparison.json").read_text())["rows"]
+    accuracies = [r["test_accuracy"] for r in rows]
+    assert (saved["technique"], saved["n_seeds"], saved["seeds"]) == ("baseline", 2, [0, 1])
+    assert saved["test_accuracy_values"] == accuracies
+    assert saved["test_accuracy_mean"] == pytest.approx(sum(accuracies) / 2)
+    assert saved["test_accuracy_std"] == pytest.approx(abs(accuracies[0] - accuracies[1]) / 2**0.5)  # n - 1
+    assert (saved["test_accuracy_min"], saved["test_accuracy_max"]) == (min(accuracies), max(accuracies))
+    assert saved["reference"] == BOOK["baseline"]
+    md = (sweep / "seed_comparison.md").read_text().splitlines()
+    assert md[2].startswith("| baseline | 2 (0, 1) |")
+    assert (sweep / "seed_comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    parents, children = _runs(project)
+    assert len(parents) == 1 and len(children) == 2
+    assert sorted(c.data.tags["seed"] for c in children) == ["0", "1"]
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert parents[0].data.metrics["baseline.n_seeds"] == 2
+    assert parents[0].data.metrics["baseline.test_accuracy_mean"] == pytest.approx(saved["test_accuracy_mean"])
+    from mlflow.tracking import MlflowClient
+
+    artifacts = {a.path for a in MlflowClient(f"sqlite:///{project}/mlflow.db").list_artifacts(parents[0].info.run_id)}
+    assert {"seed_comparison.json", "seed_comparison.md", "seed_comparison.png", "comparison.json"} <= artifacts
+
+
 @pytest.mark.slow  # ~25-40 s: a subprocess, 6 trainings and an MLflow store
 def test_multirun_gives_one_job_folder_and_run_per_combination(tmp_path):
     project = make_dataset(tmp_path, per_class=12)
@@ -386,7 +430,6 @@ def test_dvc_queue_runs_a_parameter_grid_and_exp_show_lists_test_accuracy(tmp_pa
 
 
 def test_slurm_launcher_config_makes_one_task_per_gpu(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
     from submitit.slurm.slurm import SlurmExecutor, _convert_mem, _make_sbatch_string
@@ -434,3 +477,33 @@ def test_a_sweep_fine_tune_starts_from_its_own_feature_extract_job_with_the_same
     (sweep / "3" / "metrics.json").write_text(json.dumps({"technique": "feature_extract", "seed": 1}))
     with pytest.raises(ConfigError, match="2 feature_extract jobs with seed 1"):
         sweeps.sweep_head(sweep, 1)
+
+
+def test_a_sweeps_fine_tune_job_starts_from_its_own_feature_extract_job_not_the_dvc_stages(tmp_path, monkeypatch):
+    """README "Sweeps": in a sweep, fine-tune starts from the sweep's feature-extract job with the same seed, not from
+    models/feature_extract/ (run_training as pipelines/train.py runs a sweep job, in this process)."""
+    from helpers.study import Weights, add_callbacks, config
+
+    from smallvision.job import run_training
+
+    root = make_dataset(tmp_path, per_class=8)
+    sweep = root / "multirun" / "2026-12-06" / "08-00-00"
+    epochs = ("techniques.feature_extract.epochs=1", "techniques.fine_tune.epochs=1")
+    run_training(config("technique=feature_extract", "seed=0", *epochs), root, str(sweep), sweep / "0")
+    run_training(config("technique=feature_extract", "seed=1", *epochs), root, str(sweep), sweep / "1")
+    run_training(config("technique=feature_extract", "seed=7", *epochs), root)  # the DVC stage's models/feature_extract
+    head = Weights("head")
+    add_callbacks(monkeypatch, head)
+    run_training(config("technique=fine_tune", "seed=1", *epochs), root, str(sweep), sweep / "2")
+
+    def trained_head(folder: Path) -> dict:
+        state = torch.load(folder / "best.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+        return {k.removeprefix("net."): v for k, v in state.items()}
+
+    def same(a: dict, b: dict) -> bool:
+        return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    assert same(head.start, trained_head(sweep / "1"))  # the job with seed 1
+    assert not same(head.start, trained_head(sweep / "0"))
+    assert not same(head.start, trained_head(root / "models" / "feature_extract"))
+    assert json.loads((sweep / "2" / "metrics.json").read_text())["technique"] == "fine_tune"

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,6 @@ from smallvision.tracking import (
     lightning_logger,
     log_from_metrics_files,
     resolve_tracking_uri,
-    study_tracker,
 )
 
 TRACKING_LOGGER = "smallvision.tracking.tracker"
@@ -215,41 +215,101 @@ def broken_sqlite_uris(tmp_path: Path) -> dict[str, str]:
     }
 
 
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from helpers.study import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("tracked"), per_class=8)
+
+
+def train_tracked(root: Path, uri: str, models: Path, callbacks=()) -> dict:
+    """A real training job (pipelines/train.py's path: run_training) tracked to `uri`, its outputs in `models`;
+    `callbacks` join the Lightning Trainer's."""
+    from helpers.study import add_callbacks, config
+
+    from smallvision.job import run_training
+
+    cfg = config(
+        "technique=baseline",
+        "techniques.baseline.epochs=2",
+        "logger.enabled=true",
+        f"logger.tracking_uri={uri}",
+        f"paths.models={models}",
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        add_callbacks(patch, *callbacks)
+        return run_training(cfg, root)
+
+
+def assert_finished_outputs(folder: Path, metrics: dict) -> None:
+    """The DVC outputs of a finished training job."""
+    assert json.loads((folder / "metrics.json").read_text()) == metrics and metrics["test_images"] == 4
+    assert len((folder / "history.csv").read_text().splitlines()) == 3  # header + 2 epochs
+    assert len((folder / "test_predictions.csv").read_text().splitlines()) == 5
+    assert (folder / "best.ckpt").stat().st_size > 0 and (folder / "confusion.json").exists()
+
+
 @pytest.mark.parametrize("case", ["not_a_database", "folder_is_a_file"])
-def test_unwritable_store_warns_once_and_training_continues(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, case: str
+def test_unwritable_store_warns_once_and_training_writes_its_outputs(
+    tiny_study: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, case: str
 ) -> None:
     uri = broken_sqlite_uris(tmp_path)[case]
-    tracker = make_tracker(uri, "exp")
     with caplog.at_level(logging.WARNING):
-        with tracker.technique_run("baseline", {"a": "1"}, {}) as run_id:
-            tracker.log_metrics(run_id, {"val_acc": 0.5}, step=1)
-            tracker.log_artifacts(run_id, [tmp_path])
-            trained = True
-        tracker.log_comparison([{"technique": "baseline", "test_accuracy": 0.5}])
-    assert trained and run_id is None and tracker.parent_run_id is None
+        metrics = train_tracked(tiny_study, uri, tmp_path / "models")
+    assert_finished_outputs(tmp_path / "models" / "baseline", metrics)
     (warning,) = tracking_warnings(caplog)
     message = warning.getMessage()
     assert message.startswith(f"MLflow tracking at {uri} failed: ")
-    assert "training continues, metrics are in models/baseline/metrics.json" in message
+    assert f"training continues, metrics are in {tmp_path / 'models'}/baseline/metrics.json" in message
     assert "log them later with: python pipelines/log_metrics.py technique=baseline" in message
 
 
-def test_store_failing_mid_training_warns_once(
-    store_uri: str, experiment: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+class LockStoreAfterFirstEpoch:
+    """Another connection takes an exclusive SQLite transaction on the store when epoch 1 ends (its metrics are
+    logged by then) and holds it until released: every later write waits MLflow's busy timeout (20 s), then fails."""
+
+    def __init__(self, db: Path) -> None:
+        self.db, self.connection = db, None
+
+    def callback(self):
+        import lightning as L
+
+        owner = self
+
+        class Lock(L.Callback):
+            def on_train_epoch_end(self, trainer, module) -> None:
+                if owner.connection is None:
+                    owner.connection = sqlite3.connect(owner.db, isolation_level=None)
+                    owner.connection.execute("BEGIN EXCLUSIVE")
+
+        return Lock()
+
+    def release(self) -> None:
+        if self.connection is not None:
+            self.connection.rollback()
+            self.connection.close()
+
+
+def test_a_store_locked_mid_training_warns_once_and_training_writes_its_outputs(
+    tiny_study: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture
 ) -> None:
-    tracker = make_tracker(store_uri, experiment)
-    with caplog.at_level(logging.WARNING), tracker.technique_run("baseline", {}, {}) as run_id:
-
-        def locked(*args, **kwargs):
-            raise RuntimeError("database is locked")
-
-        monkeypatch.setattr(tracker.client, "log_batch", locked)
-        for epoch in range(3):
-            tracker.log_metrics(run_id, {"val_acc": 0.5}, step=epoch)
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db.as_posix()}"
+    lock = LockStoreAfterFirstEpoch(db)
+    try:
+        with caplog.at_level(logging.WARNING):
+            metrics = train_tracked(tiny_study, uri, tmp_path / "models", [lock.callback()])
+    finally:
+        lock.release()
+    assert lock.connection is not None  # the store was locked while training ran
+    assert_finished_outputs(tmp_path / "models" / "baseline", metrics)
     (warning,) = tracking_warnings(caplog)
-    assert "RuntimeError: database is locked" in warning.getMessage()
-    assert not tracker.enabled
+    assert "database is locked" in warning.getMessage()
+    assert "python pipelines/log_metrics.py technique=baseline" in warning.getMessage()
+    assert "Traceback" not in capfd.readouterr().err  # one warning, not MLflow's stack trace
+    (child,) = [r for r in runs_of(uri, "smallvision") if MLFLOW_PARENT_RUN_ID in r.data.tags]
+    history = MlflowClient(uri).get_metric_history(child.info.run_id, "val_acc")
+    assert [m.step for m in history] == [0]  # epoch 1 was logged before the lock, nothing after it
 
 
 def test_unreachable_server_fails_fast_without_leaking_credentials(
@@ -431,7 +491,6 @@ def test_the_log_later_command_logs_a_finished_technique_on_its_study_run(tmp_pa
     """The command the failure warning names: models/<technique>/ becomes a child of the study run that the
     training stages use; a store that fails again is one clear error, not a silent success."""
     from helpers.project import ROOT
-    from helpers.study import config
 
     from smallvision.data.manifest import manifest_digest
 
@@ -467,7 +526,9 @@ def test_the_log_later_command_logs_a_finished_technique_on_its_study_run(tmp_pa
     assert child.info.run_name == "baseline" and child.data.metrics["test_accuracy"] == 0.7
     parent = MlflowClient(uri).get_run(child.data.tags[MLFLOW_PARENT_RUN_ID])
     assert parent.data.metrics["baseline.test_accuracy"] == 0.7
-    assert parent.data.tags[STUDY_KEY_TAG] == study_tracker(config(), tmp_path, manifest_digest(manifest)).study_key
+    # the key the training stages find their study run by: <study>/<dataset>/<first 12 hex digits of the manifest>
+    assert parent.data.tags[STUDY_KEY_TAG] == f"smoke/synthetic/{manifest_digest(manifest)[:12]}"
+    assert parent.info.run_name == "study smoke (synthetic)"
 
     failed = log_later(broken_sqlite_uris(tmp_path)["not_a_database"])
     assert failed.returncode == 2 and "smallvision: error: MLflow tracking failed again" in failed.stderr

@@ -3,15 +3,28 @@ exact test metrics. Images are 64 px synthetic shapes; every test runs in second
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
 import pytest
 import torch
-from helpers.study import config, make_dataset, paths
+from helpers.study import (
+    CONF,
+    Weights,
+    add_callbacks,
+    class_probabilities,
+    config,
+    make_dataset,
+    paths,
+    small_vgg_classifier,
+    split_input,
+)
+from hydra import compose, initialize_config_dir
 
-from smallvision import networks
-from smallvision.errors import ConfigError, WeightsUnavailableError
+from smallvision import networks, predict, training
+from smallvision.entrypoints import to_dict
+from smallvision.errors import ConfigError, DataError, WeightsUnavailableError
 from smallvision.features import features_key
 from smallvision.models import backbones
 from smallvision.models.convnet import SmallConvNet
@@ -32,14 +45,86 @@ def test_small_convnet_matches_the_book():
         SmallConvNet(32, 1)
 
 
+def _preset(name: str) -> dict:
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return to_dict(compose("config", overrides=[f"experiment={name}"]))
+
+
+def _settings(cfg: dict, technique: str) -> tuple:
+    t = cfg["techniques"][technique]
+    return t["image_size"], t["batch_size"], t["epochs"], t["optimizer"]["name"], t["optimizer"]["lr"], t["augment"]
+
+
+TECHNIQUES = ("baseline", "augment", "feature_extract", "fine_tune")
+
+
+def test_the_default_preset_is_the_books_study_on_efficientnet_lite0():
+    """README "The study" and "Presets": the book's optimisers, learning rates, batch sizes, epochs and split."""
+    cfg = _preset("default")
+    t = cfg["techniques"]
+    assert cfg["data"]["split"] == {"train": 1000, "val": 500, "test": 500}
+    assert _settings(cfg, "baseline") == (150, 20, 30, "rmsprop", 1e-4, False) and t["baseline"]["dropout"] == 0
+    assert _settings(cfg, "augment") == (150, 32, 100, "rmsprop", 1e-4, True) and t["augment"]["dropout"] == 0.5
+    assert _settings(cfg, "feature_extract")[:5] == (224, 20, 30, "rmsprop", 2e-5)
+    assert t["feature_extract"]["mode"] == "cached"
+    assert t["feature_extract"]["head"] == t["fine_tune"]["head"] == {"units": 256, "dropout": 0.5, "pool": "avg"}
+    assert (
+        _settings(cfg, "fine_tune") == (224, 20, 100, "rmsprop", 1e-5, True) and t["fine_tune"]["unfreeze_blocks"] == 1
+    )
+    bb = cfg["backbone"]
+    assert (bb["name"], bb["image_size"], bb["mean"], bb["std"]) == ("efficientnet_lite0", 224, [0.5] * 3, [0.5] * 3)
+    assert bb["weights"]["source"] == "package"  # offline: the weights come with the install
+    # trained on augmented images: augment and fine-tune; feature-extract only in its augmented mode
+    assert [training.augmentation({**cfg, "technique": name}) is not None for name in TECHNIQUES] == [
+        False,
+        True,
+        False,
+        True,
+    ]
+    augmented = {**cfg, "technique": "feature_extract"}
+    augmented["techniques"] = {**t, "feature_extract": {**t["feature_extract"], "mode": "augmented"}}
+    assert training.augmentation(augmented) is not None
+    for name in TECHNIQUES:
+        validate({**cfg, "technique": name})  # each technique's settings pass the checks
+
+
+def test_the_other_presets_are_what_the_readme_says():
+    vgg = _preset("chollet_vgg16")
+    assert (vgg["backbone"]["name"], vgg["backbone"]["image_size"], vgg["backbone"]["head_pool"]) == (
+        "vgg16",
+        150,
+        "flatten",
+    )
+    assert vgg["techniques"]["feature_extract"]["image_size"] == vgg["techniques"]["fine_tune"]["image_size"] == 150
+    quick = _preset("quick")
+    assert [_settings(quick, name)[::2] for name in TECHNIQUES] == [
+        (96, 10, 1e-4),
+        (96, 40, 1e-4),
+        (160, 30, 2e-5),
+        (160, 2, 1e-5),
+    ]  # 96 px and 10/40 epochs for the scratch convnets, 160 px and 2 fine-tune epochs for the transfer stages
+    smoke = _preset("smoke")
+    assert smoke["data"]["name"] == "synthetic" and smoke["trainer"]["progress"] is False
+    for cfg in (vgg, quick, smoke):
+        for name in TECHNIQUES:
+            validate({**cfg, "technique": name})
+
+
 def test_wilson_interval_known_values():
     low, high = wilson_interval(90, 100)
     assert low == pytest.approx(0.8256, abs=1e-4) and high == pytest.approx(0.9448, abs=1e-4)
 
 
-def test_baseline_learns_and_writes_exact_metrics(study):
-    cfg = config("technique=baseline", "techniques.baseline.epochs=8")
-    metrics = train_technique(cfg, paths(study, "baseline"), progress=False)
+@pytest.fixture(scope="module")
+def baseline(study) -> dict:
+    """The baseline trained 8 epochs on the study's images (models/baseline); its metrics."""
+    return train_technique(
+        config("technique=baseline", "techniques.baseline.epochs=8"), paths(study, "baseline"), progress=False
+    )
+
+
+def test_baseline_learns_and_writes_exact_metrics(study, baseline):
+    metrics = baseline
     out = study / "models" / "baseline"
     history = [line.split(",") for line in (out / "history.csv").read_text().splitlines()[1:]]
     assert len(history) == 8
@@ -47,11 +132,14 @@ def test_baseline_learns_and_writes_exact_metrics(study):
     saved = json.loads((out / "metrics.json").read_text())
     assert saved == metrics
     assert saved["test_images"] == 50  # 25 % of 2 x 100 images, each counted once
-    assert saved["ci95_low"] <= saved["test_accuracy"] <= saved["ci95_high"]
+    assert saved["test_accuracy"] == saved["test_correct"] / 50
+    assert (saved["ci95_low"], saved["ci95_high"]) == wilson_interval(saved["test_correct"], 50)
     confusion = json.loads((out / "confusion.json").read_text())
     assert np.sum(confusion["matrix"]) == 50 and confusion["classes"] == ["circle", "square"]
     assert np.trace(confusion["matrix"]) == saved["test_correct"]
     assert len((out / "test_predictions.csv").read_text().splitlines()) == 51
+    # no resume: best.ckpt holds the best-validation weights, not the training state (README "A run killed ...")
+    assert "optimizer_states" not in torch.load(out / "best.ckpt", map_location="cpu", weights_only=True)
 
 
 def test_feature_extract_caches_features_and_reuses_them(study, monkeypatch):
@@ -115,13 +203,21 @@ def test_feature_cache_key_covers_what_changes_the_features():
 def test_feature_extract_augmented_mode_augments_and_leaves_the_base_bit_for_bit_unchanged(study, monkeypatch):
     from smallvision.modules import classifier
 
-    calls = []
-    monkeypatch.setattr(classifier, "random_affine", lambda x, *a, **k: calls.append(len(x)) or x)
+    real_affine, changed_pixels = classifier.random_affine, []
+
+    def spy(x, *args, **kwargs):  # the real augmentation, watched: how many images, and how much it changed them
+        out = real_affine(x, *args, **kwargs)
+        changed_pixels.extend((out != x).flatten(1).float().mean(1).tolist())
+        return out
+
+    monkeypatch.setattr(classifier, "random_affine", spy)
     cfg = config(
         "technique=feature_extract", "techniques.feature_extract.mode=augmented", "techniques.feature_extract.epochs=2"
     )
     train_technique(cfg, paths(study, "fe_augmented"), progress=False)
-    assert sum(calls) == 2 * 100  # every training image, each epoch; nothing else
+    assert len(changed_pixels) == 2 * 100  # every training image, each epoch; nothing else
+    # the book's transforms change nearly every pixel of every (textured) generated image: > 99 % measured
+    assert min(changed_pixels) > 0.5
     before, after = _pretrained_base(cfg), _trained_base(study / "models/fe_augmented/best.ckpt")
     assert before.keys() == after.keys()
     assert any("running_mean" in k for k in after)  # BatchNorm statistics are part of the check
@@ -145,44 +241,121 @@ def test_fine_tune_changes_only_the_unfrozen_top(study):
     assert any(k in changed for k in top_names)
 
 
-def test_fine_tune_starts_from_a_head_of_any_configured_size(study):
+def test_fine_tune_starts_from_a_head_of_any_configured_size(study, monkeypatch):
     """fine-tune's head follows techniques.feature_extract.head, and it can start from any feature-extract
     checkpoint (a sweep passes its own job's)."""
     units = ("techniques.feature_extract.head.units=32", "techniques.feature_extract.epochs=1")
     train_technique(config("technique=feature_extract", *units), paths(study, "fe_32"), progress=False)
     fine = paths(study, "ft_32")
     fine.head_checkpoint = study / "models" / "fe_32" / "best.ckpt"
+    head = Weights("head")
+    add_callbacks(monkeypatch, head)
     metrics = train_technique(
         config("technique=fine_tune", *units, "techniques.fine_tune.epochs=1"), fine, progress=False
     )
     assert metrics["test_images"] == 50
+    trained_head = torch.load(fine.head_checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    trained_head = {k.removeprefix("net."): v for k, v in trained_head.items()}
+    assert head.start.keys() == trained_head.keys()
+    assert all(torch.equal(head.start[k], trained_head[k]) for k in trained_head)  # the head it starts from
     net, spec = networks.load_checkpoint(study / "models" / "ft_32" / "best.ckpt")
     assert spec["head"]["units"] == 32 and net.head.net[1].out_features == 32
 
 
 def test_fine_tune_needs_the_feature_extract_head(tmp_path):
     root = make_dataset(tmp_path, per_class=12)
-    with pytest.raises(Exception, match="feature-extract"):
+    missing = root / "models" / "feature_extract" / "best.ckpt"
+    with pytest.raises(
+        DataError, match=rf"feature-extract head, but {missing} does not exist.*dvc repro feature-extract"
+    ):
         train_technique(config("technique=fine_tune"), paths(root, "fine_tune"), progress=False)
 
 
-def test_checkpoint_rebuilds_the_trained_network(study):
-    ckpt = study / "models/baseline/best.ckpt"
-    if not ckpt.exists():
-        pytest.skip("needs the baseline test")
-    net, spec = networks.load_checkpoint(ckpt)
+def test_checkpoint_rebuilds_the_trained_network(study, baseline):
+    net, spec = networks.load_checkpoint(study / "models/baseline/best.ckpt")
     assert spec["classes"] == ["circle", "square"] and spec["network"] == "scratch"
     assert net(torch.zeros(1, 3, 64, 64)).shape == (1, 1)
 
 
-def test_three_classes_use_softmax(tmp_path):
+def _read_predictions(out) -> list[dict]:
+    with open(out / "test_predictions.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_three_classes_use_one_logit_each_a_softmax_and_cross_entropy(tmp_path):
     root = make_dataset(tmp_path, per_class=30, classes=("circle", "square", "triangle"))
-    metrics = train_technique(
-        config("technique=baseline", "techniques.baseline.epochs=1"), paths(root, "baseline"), progress=False
+    cfg = config("technique=baseline", "techniques.baseline.epochs=1", "trainer.precision=32-true")
+    metrics = train_technique(cfg, paths(root, "baseline"), progress=False)
+    assert metrics["test_images"] == 3 * 7  # 25 % of 30 per class, rounded down, each image once
+    net, spec = networks.load_checkpoint(root / "models/baseline/best.ckpt")
+    assert spec["num_outputs"] == 3 and spec["classes"] == ["circle", "square", "triangle"]
+    records, x = split_input(root, spec)
+    with torch.no_grad():
+        logits = net.eval()(x).double().numpy()
+    assert logits.shape == (21, 3)
+    probs = class_probabilities(net, x)  # a softmax, by hand
+    assert np.allclose(probs.sum(1), 1)
+    assert np.allclose(predict.probabilities(net, x).numpy(), probs, atol=1e-5)  # what `predict` reports
+    # the test loss is the mean cross-entropy -log softmax(z)[y] (a sigmoid per logit would give another number)
+    y = np.array([spec["classes"].index(r.label) for r in records])
+    cross_entropy = -np.log(probs[np.arange(21), y])
+    assert metrics["test_loss"] == pytest.approx(cross_entropy.mean(), rel=1e-4)
+    rows = _read_predictions(root / "models/baseline")
+    assert [r["predicted"] for r in rows] == [spec["classes"][k] for k in probs.argmax(1)]
+    assert [float(r["probability"]) for r in rows] == pytest.approx(probs.max(1).tolist(), abs=1e-5)
+
+
+def test_the_test_score_is_that_of_the_best_validation_checkpoint(study, monkeypatch):
+    """Validation accuracy is scripted to peak at epoch 2 of 4; the test split must then be evaluated with epoch 2's
+    weights (best.ckpt), not the last epoch's: reloading best.ckpt gives test_predictions.csv, test_correct and
+    test_loss (the mean binary cross-entropy of one logit) exactly, the last weights do not."""
+    from smallvision.modules.classifier import ClassifierModule
+
+    scripted = iter([0.6, 0.9, 0.7, 0.8])
+    real_summary = ClassifierModule._summary
+
+    tested = []
+
+    def summary(self, results):  # validation during fit gets the scripted accuracy; the test split its real one
+        real = real_summary(self, results)
+        if self.trainer.state.fn == "fit":
+            return {**real, "acc": next(scripted)}
+        tested.append(len(results["y"]))
+        return real
+
+    weights = Weights()
+    monkeypatch.setattr(ClassifierModule, "_summary", summary)
+    add_callbacks(monkeypatch, weights)
+    cfg = config(
+        "technique=baseline",
+        "techniques.baseline.epochs=4",
+        "techniques.baseline.optimizer.lr=1e-3",
+        "trainer.precision=32-true",
     )
-    assert metrics["test_images"] == 3 * 30 // 4 * 1 + 3 or metrics["test_images"] > 0
-    _, spec = networks.load_checkpoint(root / "models/baseline/best.ckpt")
-    assert spec["num_outputs"] == 3
+    metrics = train_technique(cfg, paths(study, "best_of_4"), progress=False)
+    out = study / "models" / "best_of_4"
+    assert (metrics["best_epoch"], metrics["best_val_accuracy"], metrics["epochs"]) == (2, 0.9, 4)
+    assert tested == [50]  # the test split evaluated once, with the chosen checkpoint
+    assert [line.split(",")[4] for line in (out / "history.csv").read_text().splitlines()[1:]] == [
+        "0.600000",
+        "0.900000",
+        "0.700000",
+        "0.800000",
+    ]
+
+    net, spec = networks.load_checkpoint(out / "best.ckpt")
+    records, x = split_input(study, spec)
+    probs = class_probabilities(net, x)
+    rows = _read_predictions(out)
+    assert [r["path"] for r in rows] == [r.path for r in records]
+    assert [r["predicted"] for r in rows] == [spec["classes"][k] for k in probs.argmax(1)]
+    assert [float(r["probability"]) for r in rows] == pytest.approx(probs.max(1).tolist(), abs=1e-5)
+    y = np.array([r.target for r in records])
+    assert metrics["test_correct"] == int((probs.argmax(1) == y).sum())
+    assert metrics["test_loss"] == pytest.approx(-np.log(probs[np.arange(len(y)), y]).mean(), rel=1e-4)
+
+    net.load_state_dict(weights.end)  # the last epoch's weights: other probabilities, so the check above can fail
+    assert np.abs(class_probabilities(net, x).max(1) - probs.max(1)).max() > 1e-3
 
 
 @pytest.mark.parametrize(
@@ -208,6 +381,30 @@ def test_missing_pretrained_weights_stop_the_stage(study):
     with pytest.raises(WeightsUnavailableError, match="/nonexistent/vgg16.pth"):
         train_technique(cfg, paths(study, "fe_vgg"), progress=False)
     assert not (study / "models/fe_vgg/metrics.json").exists()
+
+
+def test_feature_extract_trains_on_vgg16_from_a_torchvision_file(study, tmp_path):
+    """The chollet_vgg16 preset's backbone: a torchvision VGG16 state dict file (made here: torchvision's conv base,
+    random weights) under the book's Flatten head; 32 px images keep it fast (the preset's 150 px: 4x4x512)."""
+    from torchvision.models import vgg as tv_vgg
+
+    conv_base = tv_vgg.make_layers(tv_vgg.cfgs["D"]).state_dict()
+    weights = tmp_path / "vgg16-397923af.pth"
+    torch.save({f"features.{key}": value for key, value in conv_base.items()}, weights)
+    cfg = config(
+        "technique=feature_extract",
+        "backbone=vgg16",
+        f"backbone.weights.file={weights}",
+        "techniques.feature_extract.image_size=32",
+        "techniques.feature_extract.epochs=1",
+    )
+    assert cfg["techniques"]["feature_extract"]["head"]["pool"] == "flatten"
+    with small_vgg_classifier():
+        metrics = train_technique(cfg, paths(study, "fe_vgg16"), progress=False)
+        net, spec = networks.load_checkpoint(study / "models/fe_vgg16/best.ckpt")  # the head on its VGG16 base
+    assert metrics["backbone"] == "vgg16" and metrics["test_images"] == 50
+    assert spec["head"]["in_features"] == 512 * 1 * 1  # 32 px through five 2x2 pools, flattened
+    assert torch.equal(net.base.features[0].weight, conv_base["0.weight"])  # the file's weights, not random ones
 
 
 @pytest.mark.slow

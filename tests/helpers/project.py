@@ -1,12 +1,19 @@
-"""A copy of the project (git + DVC) and its commands run in subprocesses, as a user runs them."""
+"""A copy of the project (git + DVC) and its commands run in subprocesses, as a user runs them, signalled and
+watched as a user would (Ctrl-C, a kill mid-training), and what DVC then says."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,3 +74,35 @@ def start(cmd: list[str], cwd: Path, log: Path, **extra_env: str) -> subprocess.
         return subprocess.Popen(
             cmd, cwd=cwd, env=env(cwd, **extra_env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
+
+
+def signal_group(proc: subprocess.Popen, sig: int) -> None:
+    """`sig` to every process of a child `start` made (what a terminal's Ctrl-C or a kill of the job does)."""
+    os.killpg(proc.pid, sig)
+
+
+def wait_mid_training(proc: subprocess.Popen, checkpoint: Path, log: Path, timeout: float = 300) -> None:
+    """Until this run's first checkpoint is written (end of epoch 1), then a little into epoch 2; fails if the run
+    ends first. A checkpoint an earlier run left does not count."""
+    previous = checkpoint.stat().st_mtime_ns if checkpoint.exists() else None
+    deadline = time.monotonic() + timeout
+    while not (checkpoint.exists() and checkpoint.stat().st_size > 0 and checkpoint.stat().st_mtime_ns != previous):
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended (rc {proc.returncode}) before it was killed:\n{log.read_text()[-5000:]}")
+        if time.monotonic() > deadline:
+            signal_group(proc, signal.SIGKILL)
+            pytest.fail(f"no checkpoint appeared in time:\n{log.read_text()[-5000:]}")
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert proc.poll() is None, "training finished before the kill: make the epochs longer"
+
+
+def dvc_status(project: Path, *stages: str) -> dict:
+    """`dvc status --json` of `stages` and the stages they depend on ({} when nothing changed)."""
+    return json.loads(run([sys.executable, "-m", "dvc", "status", "--json", *stages], project).stdout or "{}")
+
+
+def lock_stages(project: Path) -> set[str]:
+    """The stages dvc.lock records (as finished)."""
+    lock = project / "dvc.lock"
+    return set(yaml.safe_load(lock.read_text())["stages"]) if lock.exists() else set()
