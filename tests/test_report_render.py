@@ -50,7 +50,20 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--hide-scrollbars",
 ]
-SECTIONS = ["comparison", "curves", "gradcam", "activations", "filters", "augmentation", "mistakes"]
+SECTIONS = [
+    "comparison",
+    "curves",
+    "confusion",
+    "gradcam",
+    "finetuning",
+    "activations",
+    "filters",
+    "pairs",
+    "patches",
+    "kernels",
+    "augmentation",
+    "mistakes",
+]
 
 
 def _chromium() -> str:
@@ -174,8 +187,9 @@ def test_the_page_is_self_contained(report):
     parsed = _Sources()
     parsed.feed(page)
     assert parsed.sections == SECTIONS  # the comparison first, then curves, Grad-CAM, activations, filters, ...
-    # comparison 1 + curves 4 + Grad-CAM 4 + activations 2 + filters 2 + augmentation 1 + mistakes 1
-    assert len(parsed.images) == 15
+    # comparison 1 + curves 4 + confusion 4 + Grad-CAM 4 + fine-tuning 1 + activations 2 + filters 2 + pairs 2
+    # + patches 2 + kernels 4 + augmentation 1 + mistakes 1
+    assert len(parsed.images) == 28
     for src in parsed.images:
         if src.startswith("data:"):
             head, _, data = src.partition(",")

@@ -24,8 +24,15 @@ _WHOLE_NUMBERS = {
     "mistakes.max_images": 1,
     "mistakes.columns": 1,
     "mistakes.image_size": 1,
+    "finetuning.images": 1,
+    "patches.channels": 1,
+    "patches.top": 1,
+    "patches.columns": 1,
+    "patches.batch_size": 1,
+    "kernels.columns": 1,
 }
-_OPTIONAL_WHOLE_NUMBERS = ("threads", "activations.max_channels", "filters.image_size")  # null: the default
+_OPTIONAL_WHOLE_NUMBERS = ("threads", "activations.max_channels", "filters.image_size", "patches.images")
+_SWITCHES = ("confusion", "finetuning", "pairs", "patches", "kernels")  # sections with `enabled: true | false`
 
 
 def _get(v: Mapping[str, Any], option: str) -> Any:
@@ -37,7 +44,17 @@ def _get(v: Mapping[str, Any], option: str) -> Any:
 
 def validate(v: Mapping[str, Any], known: list[str]) -> None:
     """Check cfg.visualize before any work; every message names the key and the fix."""
-    for option in ("techniques", "activations.techniques", "filters.techniques"):
+    for section in _SWITCHES:
+        if not isinstance(v[section]["enabled"], bool):
+            raise ConfigError(f"visualize.{section}.enabled={v[section]['enabled']!r} must be true or false")
+    for option in (
+        "techniques",
+        "activations.techniques",
+        "filters.techniques",
+        "pairs.techniques",
+        "patches.techniques",
+        "kernels.techniques",
+    ):
         names = _get(v, option)
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise ConfigError(
@@ -71,6 +88,8 @@ def validate(v: Mapping[str, Any], known: list[str]) -> None:
         raise ConfigError("visualize.device=cuda but no CUDA device is available: use visualize.device=cpu or auto")
     one_of(v["mistakes"]["technique"], "visualize.mistakes.technique", ["best", *known])
     one_of(v["augmentation_preview"]["technique"], "visualize.augmentation_preview.technique", known)
+    for option in ("before", "after"):
+        one_of(v["finetuning"][option], f"visualize.finetuning.{option}", known)
 
 
 def pick(records: list[Record], which: int | str, option: str) -> Record:
