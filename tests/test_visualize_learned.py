@@ -204,6 +204,7 @@ def test_kernel_tiles_are_normalised_per_kernel_and_drawn_beside_the_initialisat
     for ax in panels:
         assert ax.images[0].get_array().shape == (4 * 4 + 1, 8 * 4 + 1, 3)  # 4 x 8 tiles of 3 px, 1 px apart
         _assert_not_blank(pixels, ax)
+    assert kernels.moved(conv.weight * 1.1, conv.weight) == "moved 10 % of its initial norm"
     with pytest.raises(ValueError, match="RGB kernels"):
         kernels.kernel_tiles(torch.zeros(4, 1, 3, 3))
 

@@ -50,6 +50,12 @@ def tile_mosaic(tiles: np.ndarray, columns: int) -> np.ndarray:
     return out
 
 
+def moved(weight: torch.Tensor, start: torch.Tensor) -> str:
+    """How far training moved the kernels: the norm of the change relative to the starting weights' norm."""
+    change = float((weight.float() - start.float()).norm() / start.float().norm().clamp_min(1e-30))
+    return f"moved {100 * change:.2g} % of its initial norm"
+
+
 @dataclass
 class KernelSet:
     """One state of a first conv: a label ("after training", "random initialisation", ...) and its weights."""
@@ -64,7 +70,7 @@ def kernels_figure(sets: list[KernelSet], title: str, columns: int = 8, panel_wi
     mosaics = [tile_mosaic(kernel_tiles(s.weight), columns) for s in sets]
     height = max(m.shape[0] / m.shape[1] for m in mosaics) * panel_width
     width = panel_width * len(sets)
-    fig = new_figure(width, height + 1.3)
+    fig = new_figure(width, height + 1.0)
     fig.suptitle(wrapped(title, width, 12), fontsize=12)
     for ax, s, m in zip(fig.subplots(1, len(sets), squeeze=False)[0], sets, mosaics):
         out, _, k, _ = s.weight.shape

@@ -12,11 +12,11 @@ import torch
 from smallvision.models import backbones
 from smallvision.networks import build_net
 from smallvision.runs import CONFUSION, PREDICTIONS, read_confusion, read_metrics, read_predictions
-from smallvision.visualize import activations, confusion, filters, finetuning, gradcam, kernels, pairs, patches
+from smallvision.visualize import activations, confusion, finetuning, gradcam, kernels, pairs, patches
 from smallvision.visualize.layers import cam_layer, chosen_layers, depth_layers
 from smallvision.visualize.receptive import layer_geometry
 from smallvision.visualize.report import FigureEntry, Section
-from smallvision.visualize.sections import Report
+from smallvision.visualize.sections import Report, ascend
 from smallvision.visualize.settings import pick
 
 
@@ -87,7 +87,7 @@ def kernels_section(r: Report) -> Section:
         if spec["network"] == "scratch":
             initial = kernels.first_conv(scratch_initialisation(spec, seed))[1].weight
             sets = [
-                kernels.KernelSet(f"after training ({name})", trained),
+                kernels.KernelSet(f"after training ({name}), {kernels.moved(trained, initial)}", trained),
                 kernels.KernelSet(f"initialisation (seed {seed}, as training began)", initial),
             ]
         else:
@@ -100,7 +100,7 @@ def kernels_section(r: Report) -> Section:
                 sets = [kernels.KernelSet(f"{base} ImageNet-pretrained = after {name} (frozen)", pretrained)]
             else:
                 sets = [
-                    kernels.KernelSet(f"after training ({name})", trained),
+                    kernels.KernelSet(f"after training ({name}), {kernels.moved(trained, pretrained)}", trained),
                     kernels.KernelSet(f"{base} ImageNet-pretrained", pretrained),
                 ]
             sets.append(kernels.KernelSet(f"{base} random initialisation (seed {seed})", random))
@@ -146,18 +146,7 @@ def pairs_section(r: Report) -> Section:
         for layer_name, module in layers:
             feature = maps[layer_name][0].float().cpu().numpy()
             channel = pairs.strongest_channel(feature)
-            (pattern,) = filters.filter_patterns(
-                net,
-                (layer_name, module),
-                [channel],
-                image_size=int(f["image_size"] or spec["image_size"]),
-                mean=spec["mean"],
-                std=spec["std"],
-                steps=int(f["steps"]),
-                step_size=float(f["step_size"]),
-                noise=float(f["noise"]),
-                seed=int(f["seed"]),
-            )
+            (pattern,) = ascend(net, spec, (layer_name, module), [channel], f)
             shown.append(pairs.Pair(layer_name, pattern, feature[channel]))
         fig = pairs.pairs_figure(
             image,
