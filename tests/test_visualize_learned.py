@@ -76,6 +76,11 @@ def test_a_patch_is_the_receptive_field_the_hand_computation_gives():
     assert np.array_equal(edge[3:, 1:], image[0:5, 0:7])
     # a field wider than the image: the whole image
     assert np.array_equal(patches.crop(image, Geometry(288, 32, 0, exact=False), 1, 1), image)
+    # the positions whose field lies inside the image: conv2d_4's 8 x 8 map at 96 px, all of them (the last starts
+    # at 56 and ends at 94); with 3 px of padding and jump 2 in a 20 px image, positions 2 (field 1-9) to 7 (11-19)
+    assert Geometry(38, 8, 0).interior(96) == slice(0, 8)
+    assert Geometry(8, 2, -3).interior(20) == slice(2, 8)
+    assert Geometry(30, 2, -3).interior(20) == Geometry(288, 32, 0, exact=False).interior(96) == slice(None)
 
 
 def test_the_probe_finds_efficientnets_strides_and_fields():
@@ -135,6 +140,23 @@ def test_the_top_patch_is_the_channels_argmax_over_all_images():
             assert top_list(tops[name].rows[ch]) == list(where // w) and top_list(tops[name].cols[ch]) == list(
                 where % w
             )
+
+
+def test_only_the_given_region_of_a_map_is_ranked():
+    net = _net()
+    with torch.no_grad():
+        net.features[0].weight[0] = 1.0
+        net.features[0].bias[0] = 0.0
+    images = _planted(6, (3, 30, 41))
+    layers = depth_layers(net)[:1]
+    region = (slice(2, 20), slice(5, 25))
+    top = patches.top_activations(net, layers, [_tensor(images)], k=3, regions={"conv2d_1": region})["conv2d_1"]
+    full = activations.capture(net, _tensor(images), layers)["conv2d_1"][:, 0, 2:20, 5:25].numpy()
+    best = full.reshape(6, -1).max(axis=1)
+    assert top_list(top.images[0]) == sorted(range(6), key=lambda i: (-best[i], i))[:3]  # the planted block is outside
+    i = int(top.images[0, 0])
+    r, c = np.unravel_index(full[i].argmax(), full[i].shape)
+    assert (int(top.rows[0, 0]), int(top.cols[0, 0])) == (r + 2, c + 5)  # positions of the whole map
 
 
 def top_list(t: torch.Tensor) -> list[int]:
@@ -217,23 +239,24 @@ def test_pairs_figure_shows_each_layers_strongest_channel_pattern_beside_its_map
     image = _scene(5)
     layers = depth_layers(net)
     maps = activations.capture(net, _tensor(image[None]), layers)
-    shown = []
-    for name, module in layers:
-        feature = maps[name][0].numpy()
-        channel = pairs.strongest_channel(feature)
+    features = [maps[name][0].numpy() for name, _ in layers]
+    channels = [pairs.strongest_channel(feature) for feature in features]
+    for feature, channel in zip(features, channels):
         assert feature[channel].mean() == feature.mean(axis=(1, 2)).max()
-        (pattern,) = filters.filter_patterns(
-            net,
-            (name, module),
-            [channel],
-            image_size=TINY,
-            mean=[0] * 3,
-            std=[1] * 3,
-            steps=3,
-            step_size=2.0,
-            noise=20.0,
-        )
-        shown.append(pairs.Pair(name, pattern, feature[channel]))
+    # one batch for every layer's channel: each image climbs its own layer's objective
+    found = filters.target_patterns(
+        net,
+        [(name, module, c) for (name, module), c in zip(layers, channels)],
+        image_size=TINY,
+        mean=[0] * 3,
+        std=[1] * 3,
+        steps=3,
+        step_size=2.0,
+        noise=20.0,
+    )
+    assert [(p.layer, p.index) for p in found] == [(name, c) for (name, _), c in zip(layers, channels)]
+    assert all(p.final > p.start for p in found if not p.dead)
+    shown = [pairs.Pair(p.layer, p, feature[p.index]) for p, feature in zip(found, features)]
     fig = pairs.pairs_figure(image, shown, "Filters and features of tiny on test image test/cat/0.jpg (cat)")
     pixels = _draw(fig)
     panels = _image_panels(fig)
@@ -346,6 +369,8 @@ def test_each_new_section_has_a_switch_and_its_settings_are_checked():
         assert not enabled({**v, section: {**v[section], "enabled": False}}, section)
         with pytest.raises(ConfigError, match=rf"visualize\.{section}\.enabled='no' must be true or false"):
             validate({**v, section: {**v[section], "enabled": "no"}}, known)
+    with pytest.raises(ConfigError, match=r"visualize\.patches\.interior=1 must be true or false"):
+        validate({**v, "patches": {**v["patches"], "interior": 1}}, known)
     with pytest.raises(ConfigError, match=r"visualize\.patches\.top=0"):
         validate({**v, "patches": {**v["patches"], "top": 0}}, known)
     with pytest.raises(ConfigError, match=r"visualize\.finetuning\.before='vgg'"):

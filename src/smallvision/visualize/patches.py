@@ -2,7 +2,9 @@
 
 One pass over a set of images (`top_activations`): hooks on every chosen layer keep, per channel, the running
 top-k of the images' maxima (each image counts once, at the position of its maximum) with the image's index and
-that position. Each top position is then cut out of its image as the channel's receptive field at that position
+that position. The report ranks only the positions whose receptive field lies inside the image where there are
+any: at the border a padded network's channels often fire on the image's edge itself (the padding's contrast),
+which would fill the grid with half-grey patches. Each top position is then cut out of its image as the channel's receptive field at that position
 (`receptive.Geometry`), and a 3 x 3 mosaic per channel shows the nine best.
 """
 
@@ -16,7 +18,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from smallvision.visualize.filters import forward_until
+from smallvision.visualize.filters import capture_until
 from smallvision.visualize.plotting import blank_axes, grid_shape, new_figure, show_image, wrapped
 from smallvision.visualize.receptive import Geometry
 
@@ -34,15 +36,18 @@ class Top:
     cols: torch.Tensor  # (C, k) long
 
 
-def _merge(top: Top | None, out: torch.Tensor, first: int, k: int) -> Top:
-    """Fold a batch's maps `out` (N, C, h, w) of images first .. first + N - 1 into the running top-k."""
+def _merge(top: Top | None, out: torch.Tensor, first: int, k: int, region: tuple[slice, slice]) -> Top:
+    """Fold a batch's maps `out` (N, C, h, w) of images first .. first + N - 1, within `region` (rows, columns),
+    into the running top-k."""
+    rows, cols = region
+    out = out[:, :, rows, cols]
     n, c, _, w = out.shape
     best, where = out.detach().float().flatten(2).max(dim=2)  # (N, C): each image's maximum, its first argmax
     new = Top(
         best.T.cpu(),
         torch.arange(first, first + n).expand(c, n),
-        (where // w).T.cpu(),
-        (where % w).T.cpu(),
+        (where // w).T.cpu() + (rows.start or 0),
+        (where % w).T.cpu() + (cols.start or 0),
     )
     if top is not None:  # earlier images first: the stable sort keeps them first among equal values
         new = Top(*(torch.cat([a, b], dim=1) for a, b in zip(vars(top).values(), vars(new).values())))
@@ -55,21 +60,24 @@ def top_activations(
     layers: list[tuple[str, nn.Module]],
     batches: Iterable[torch.Tensor],
     k: int = 9,
+    regions: dict[str, tuple[slice, slice]] | None = None,
 ) -> dict[str, Top]:
     """Per layer, every channel's top-k images by their maximum activation, over all the `batches` (normalised
-    network inputs, in image order) in one pass; the forward stops after the last of `layers`."""
+    network inputs, in image order) in one pass; the forward stops once every layer has run. `regions` limits
+    a layer's maxima to a block of map positions (rows, columns); None: every position."""
     net.eval()
     tops: dict[str, Top | None] = {name: None for name, _ in layers}
+    everywhere = (slice(None), slice(None))
     seen = 0
 
     def fold(name: str, out: torch.Tensor) -> None:  # at once, before a later in-place op can rewrite `out`
-        tops[name] = _merge(tops[name], out, seen, k)
+        tops[name] = _merge(tops[name], out, seen, k, (regions or {}).get(name, everywhere))
 
-    handles = [m.register_forward_hook(lambda _m, _in, out, name=name: fold(name, out)) for name, m in layers[:-1]]
+    handles = [m.register_forward_hook(lambda _m, _in, out, name=name: fold(name, out)) for name, m in layers]
     try:
         with torch.no_grad():
             for x in batches:
-                fold(layers[-1][0], forward_until(net, layers[-1][1], x))
+                capture_until(net, [m for _, m in layers], x)  # stops once every layer has run (and been folded)
                 seen += len(x)
     finally:
         for h in handles:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from smallvision.visualize.filters import forward_until
+from smallvision.visualize.filters import capture_until
 
 # Modules whose output is passed through in the linearised copy: normalisation and element-wise activations.
 _PASS_THROUGH = (
@@ -68,6 +68,13 @@ class Geometry:
             return 0, limit, 0
         start = self.offset + i * self.jump
         return max(start, 0), min(start + self.size, limit), max(-start, 0)
+
+    def interior(self, limit: int) -> slice:
+        """The positions whose whole field lies inside an image of `limit` px (none reaches into the padding);
+        every position when none does (a field as wide as the image, or wider)."""
+        first = max(0, -(self.offset // self.jump))  # ceil(-offset / jump)
+        last = (limit - self.size - self.offset) // self.jump
+        return slice(first, last + 1) if self.exact and first <= last else slice(None)
 
 
 def chain_geometry(modules: Iterable[nn.Module]) -> list[Geometry]:
@@ -151,19 +158,6 @@ def probed_geometry(net: nn.Module, layers: list[tuple[str, nn.Module]], image_s
     finally:
         for h in hooks:
             h.remove()
-
-
-def capture_until(net: nn.Module, modules: list[nn.Module], x: torch.Tensor) -> list[torch.Tensor]:
-    """The outputs of `modules` (in forward order) for input `x`, from one forward pass that stops after the
-    last of them."""
-    outputs: dict[int, torch.Tensor] = {}
-    handles = [m.register_forward_hook(lambda m, _inputs, out: outputs.__setitem__(id(m), out)) for m in modules[:-1]]
-    try:
-        last = forward_until(net, modules[-1], x)
-    finally:
-        for h in handles:
-            h.remove()
-    return [outputs[id(m)] for m in modules[:-1]] + [last]
 
 
 def _measure(out: torch.Tensor, x: torch.Tensor, probe: int) -> Geometry | None:

@@ -254,7 +254,7 @@ def filters_section(r: Report) -> Section:
         patterns = {}
         for layer_name, module in filter_layers(net, f[option], f"visualize.filters.{option}"):
             indices = filters.pick_filters(filters.layer_channels(net, module, size), int(f["per_layer"]))
-            patterns[layer_name] = ascend(net, spec, (layer_name, module), indices, f)
+            patterns[layer_name] = target_patterns(net, spec, [(layer_name, module, i) for i in indices], f)
         path = r.save(
             filters.filters_figure(patterns, f"Filter patterns of {name}", int(f["columns"])),
             f"filters_{name}.png",
@@ -266,14 +266,14 @@ def filters_section(r: Report) -> Section:
     return sec
 
 
-def ascend(
-    net: nn.Module, spec: dict, layer: tuple[str, nn.Module], indices: list[int], f: Mapping[str, Any]
+def target_patterns(
+    net: nn.Module, spec: dict, targets: list[tuple[str, nn.Module, int]], f: Mapping[str, Any]
 ) -> list[filters.FilterPattern]:
-    """The patterns of filters `indices` of `layer`, by gradient ascent with the `visualize.filters` settings `f`."""
-    return filters.filter_patterns(
+    """The patterns of the targets (layer name, module, filter), all in one batch, by gradient ascent with the
+    `visualize.filters` settings `f`."""
+    return filters.target_patterns(
         net,
-        layer,
-        indices,
+        targets,
         image_size=int(f["image_size"] or spec["image_size"]),
         mean=spec["mean"],
         std=spec["std"],

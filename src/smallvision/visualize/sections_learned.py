@@ -16,7 +16,7 @@ from smallvision.visualize import activations, confusion, finetuning, gradcam, k
 from smallvision.visualize.layers import cam_layer, chosen_layers, depth_layers
 from smallvision.visualize.receptive import layer_geometry
 from smallvision.visualize.report import FigureEntry, Section
-from smallvision.visualize.sections import Report, ascend
+from smallvision.visualize.sections import Report, target_patterns
 from smallvision.visualize.settings import pick
 
 
@@ -28,8 +28,10 @@ def patches_section(r: Report) -> Section:
         "Top-activating patches",
         f"For the first {count} channels of each layer (the filters of the filter-pattern figures), the {top} "
         "validation images that excite the channel most, each cut to the channel's receptive field around the "
-        "position of its maximum (Zeiler & Fergus). Early layers see a few pixels: edges and colours; deeper "
-        "layers see more of the image. Grey: where the receptive field reaches past the image (padding). The "
+        "position of its maximum (Zeiler & Fergus). Where some positions' fields lie wholly inside the image, "
+        "only those are ranked (visualize.patches.interior), so no patch is cut by the image's border. Early "
+        "layers see a few pixels: edges and colours; deeper layers see more of the image. Grey: where a receptive "
+        "field reaches past the image (padding). The "
         "receptive fields come from layer arithmetic for the small convnet and from the gradient of one map "
         "position in a linearised copy of the pretrained base (visualize/receptive.py).",
     )
@@ -44,8 +46,9 @@ def patches_section(r: Report) -> Section:
         images = np.stack([r.load(rec.file, size) for rec in val])
         step = int(p["batch_size"])
         batches = (r.nets.inputs(images[i : i + step], spec) for i in range(0, len(images), step))
-        tops = patches.top_activations(net, layers, batches, top)
         geometry = layer_geometry(net, layers, size)
+        regions = {n: (g.interior(size), g.interior(size)) for n, g in geometry.items()} if p["interior"] else None
+        tops = patches.top_activations(net, layers, batches, top, regions)
         shown = [
             patches.layer_patches(
                 n, tops[n], list(range(min(count, len(tops[n].values)))), geometry[n], images.__getitem__
@@ -142,12 +145,10 @@ def pairs_section(r: Report) -> Section:
         image = r.load(record.file, spec["image_size"])
         layers = depth_layers(net)
         maps = activations.capture(net, r.nets.inputs(image[None], spec), layers)
-        shown = []
-        for layer_name, module in layers:
-            feature = maps[layer_name][0].float().cpu().numpy()
-            channel = pairs.strongest_channel(feature)
-            (pattern,) = ascend(net, spec, (layer_name, module), [channel], f)
-            shown.append(pairs.Pair(layer_name, pattern, feature[channel]))
+        features = [maps[n][0].float().cpu().numpy() for n, _ in layers]
+        channels = [pairs.strongest_channel(f) for f in features]
+        found = target_patterns(net, spec, [(n, m, c) for (n, m), c in zip(layers, channels)], f)
+        shown = [pairs.Pair(p.layer, p, feature[p.index]) for p, feature in zip(found, features)]
         fig = pairs.pairs_figure(
             image,
             shown,

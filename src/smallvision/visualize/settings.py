@@ -44,9 +44,9 @@ def _get(v: Mapping[str, Any], option: str) -> Any:
 
 def validate(v: Mapping[str, Any], known: list[str]) -> None:
     """Check cfg.visualize before any work; every message names the key and the fix."""
-    for section in _SWITCHES:
-        if not isinstance(v[section]["enabled"], bool):
-            raise ConfigError(f"visualize.{section}.enabled={v[section]['enabled']!r} must be true or false")
+    for option in [f"{section}.enabled" for section in _SWITCHES] + ["patches.interior"]:
+        if not isinstance(_get(v, option), bool):
+            raise ConfigError(f"visualize.{option}={_get(v, option)!r} must be true or false")
     for option in (
         "techniques",
         "activations.techniques",
