@@ -52,7 +52,8 @@ def tile_mosaic(tiles: np.ndarray, columns: int) -> np.ndarray:
 
 def moved(weight: torch.Tensor, start: torch.Tensor) -> str:
     """How far training moved the kernels: the norm of the change relative to the starting weights' norm."""
-    change = float((weight.float() - start.float()).norm() / start.float().norm().clamp_min(1e-30))
+    weight, start = weight.detach().float(), start.detach().float()
+    change = float((weight - start).norm() / start.norm().clamp_min(1e-30))
     return f"moved {100 * change:.2g} % of its initial norm"
 
 
