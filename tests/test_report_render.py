@@ -154,7 +154,8 @@ class _Sources(HTMLParser):
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> Path:
-    """The tiny study's reports/index.html (about 5 s on an idle 2-core CPU: the stage on four untrained nets)."""
+    """The tiny study's reports/index.html: the stage on four untrained nets (17-23 s measured on the 2-core CPU
+    while other jobs shared it; the patches and pairs sections take most of the added time)."""
     root = make_dataset(tmp_path_factory.mktemp("study"), per_class=16)
     cfg = config(
         "visualize.dpi=60",
