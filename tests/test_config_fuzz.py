@@ -39,6 +39,8 @@ NOT_NUMBERS = {
     "predict.input",
     "visualize.filters.scratch_layers",
     "visualize.filters.transfer_layers",
+    "visualize.patches.scratch_layers",
+    "visualize.patches.transfer_layers",
 }
 INDEX_OR_PATH = {"visualize.test_image", "visualize.augmentation_preview.image"}  # a string is a manifest path
 # what no numeric setting may take: wrong types, NaN, infinities, absurd magnitudes

@@ -206,6 +206,13 @@ NUMBERS: dict[str, Check] = {
     "visualize.mistakes.max_images": _whole(1, 10_000),
     "visualize.mistakes.columns": _COLUMNS,
     "visualize.mistakes.image_size": _whole(1, 4096, "px"),
+    "visualize.finetuning.images": _whole(1, 10_000),
+    "visualize.patches.channels": _whole(1, 4096),
+    "visualize.patches.top": _whole(1, 1000),
+    "visualize.patches.columns": _COLUMNS,
+    "visualize.patches.images": _optional(_whole(1, _BIG), "the whole validation split"),
+    "visualize.patches.batch_size": _whole(1, 4096),
+    "visualize.kernels.columns": _COLUMNS,
     "export.opset": _whole(18, 100, "PyTorch's torch.export-based exporter writes opset 18 and newer"),
     "export.check_images": _whole(2, 10_000, "the parity check's batch"),
     "export.tolerance": _real(0, 1, low_open=True, why="the largest difference from PyTorch's outputs"),
@@ -220,6 +227,8 @@ FLAGS = (
     "trainer.deterministic",
     "trainer.progress",
     "logger.enabled",
+    "visualize.*.enabled",  # the report's switchable sections
+    "visualize.patches.interior",
 )
 
 _IMAGE_LIMITS = ("data.max_image_pixels", "data.max_image_bytes")

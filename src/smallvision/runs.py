@@ -138,6 +138,38 @@ def read_predictions(path: Path) -> list[PredictionRow]:
         ) from None
 
 
+@dataclass(frozen=True)
+class Confusion:
+    """confusion.json: `matrix[i][j]` counts the test images of class `classes[i]` predicted as `classes[j]`."""
+
+    classes: list[str]
+    matrix: list[list[int]]
+
+
+def read_confusion(path: Path) -> Confusion:
+    """A run's confusion.json, checked to be a square matrix of counts, one row and column per class."""
+    path = Path(path)
+    fix = "rerun that technique's training stage"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{path} is not valid JSON ({err}); {fix}") from err
+    classes, matrix = (data.get("classes"), data.get("matrix")) if isinstance(data, dict) else (None, None)
+    n = len(classes) if isinstance(classes, list) else -1
+    square = (
+        isinstance(matrix, list)
+        and len(matrix) == n
+        and all(isinstance(row, list) and len(row) == n for row in matrix)
+        and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for row in matrix for c in row)
+    )
+    if n < 2 or not square:
+        raise DataError(
+            f"{path} is not a confusion matrix (expected {{'classes': [...], 'matrix': [[counts per predicted "
+            f"class] per true class]}}); {fix}"
+        )
+    return Confusion([str(c) for c in classes], matrix)
+
+
 def comparison_rows(models_dir: Path) -> list[dict]:
     """metrics.json of every technique trained so far under `models_dir` (one folder each), in the study's order."""
     rows = [json.loads(path.read_text()) for path in sorted(Path(models_dir).glob(f"*/{METRICS}"))]

@@ -46,24 +46,46 @@ class _Reached(Exception):
 
 def forward_until(net: nn.Module, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The output of `module` for input `x`, without running the layers after it."""
+    return capture_until(net, [module], x)[0]
 
-    def stop(_module, _inputs, output):
-        raise _Reached(output)
 
-    handle = module.register_forward_hook(stop)
+def capture_until(net: nn.Module, modules: list[nn.Module], x: torch.Tensor) -> list[torch.Tensor]:
+    """The outputs of `modules` for input `x`, from one forward pass that stops once all of them have run."""
+    outputs: dict[int, torch.Tensor] = {}
+    wanted = {id(m) for m in modules}
+
+    def keep(module, _inputs, output):
+        outputs[id(module)] = output
+        if wanted <= outputs.keys():
+            raise _Reached(output)
+
+    handles = [m.register_forward_hook(keep) for m in {id(m): m for m in modules}.values()]
     try:
         net(x)
-    except _Reached as reached:
-        return reached.output
+    except _Reached:
+        return [outputs[id(m)] for m in modules]
     finally:
-        handle.remove()
-    raise ValueError(f"the network never ran {type(module).__name__}: it is not part of its forward pass")
+        for handle in handles:
+            handle.remove()
+    missing = [type(m).__name__ for m in modules if id(m) not in outputs]
+    raise ValueError(f"the network never ran {', '.join(missing)}: not part of its forward pass")
 
 
 def filter_patterns(
     net: nn.Module,
     layer: tuple[str, nn.Module],
     indices: list[int],
+    **ascent,
+) -> list[FilterPattern]:
+    """Gradient ascent for each filter in `indices` of `layer` (name, module), all filters as one batch
+    (`ascent`: the keyword arguments of `target_patterns`)."""
+    name, module = layer
+    return target_patterns(net, [(name, module, i) for i in indices], **ascent)
+
+
+def target_patterns(
+    net: nn.Module,
+    targets: list[tuple[str, nn.Module, int]],
     *,
     image_size: int,
     mean: list[float],
@@ -73,25 +95,23 @@ def filter_patterns(
     noise: float,
     seed: int = 0,
 ) -> list[FilterPattern]:
-    """Gradient ascent for each filter in `indices` of `layer` (name, module), all filters as one batch.
+    """Gradient ascent for each target (layer name, module, filter), all as one batch, whatever their layers.
 
     The images of the batch do not interact (the net is in eval mode), so the sum of the per-image
     objectives has, for each image, the gradient of its own filter's objective.
     """
-    name, module = layer
     net.eval()
     device = next(net.parameters()).device
     generator = torch.Generator().manual_seed(seed)
-    start = GREY + noise * (torch.rand(len(indices), 3, image_size, image_size, generator=generator) * 2 - 1)
+    start = GREY + noise * (torch.rand(len(targets), 3, image_size, image_size, generator=generator) * 2 - 1)
     pixels = start.to(device).requires_grad_(True)
-    picks = torch.tensor(indices, device=device)
     params = [p for p in net.parameters() if p.requires_grad]
     for p in params:  # only the input is optimised; no parameter gradients to compute or keep
         p.requires_grad_(False)
     try:
         first = None
         for _ in range(steps):
-            objective = _objective(net, module, pixels, picks, mean, std)
+            objective = _objective(net, targets, pixels, mean, std)
             (grad,) = torch.autograd.grad(objective.sum(), pixels)
             if first is None:
                 first = objective.detach().cpu()
@@ -100,26 +120,31 @@ def filter_patterns(
             with torch.no_grad():
                 pixels += step_size * grad / (rms + _RMS_EPS)
         with torch.no_grad():
-            final = _objective(net, module, pixels, picks, mean, std).cpu()
+            final = _objective(net, targets, pixels, mean, std).cpu()
     finally:
         for p in params:
             p.requires_grad_(True)
     if first is None:  # steps == 0: nothing was optimised
         first = final
-        dead = torch.zeros(len(indices), dtype=torch.bool)
+        dead = torch.zeros(len(targets), dtype=torch.bool)
     images = pixels.detach().cpu().permute(0, 2, 3, 1).numpy()
     return [
         FilterPattern(name, int(i), deprocess_image(img), float(a), float(b), bool(d))
-        for i, img, a, b, d in zip(indices, images, first, final, dead)
+        for (name, _, i), img, a, b, d in zip(targets, images, first, final, dead)
     ]
 
 
-def _objective(net, module, pixels, picks, mean, std) -> torch.Tensor:
-    """Per image: the mean activation of its own filter."""
-    out = forward_until(net, module, normalise(pixels, mean, std))
-    if picks.max() >= out.shape[1]:
-        raise ValueError(f"filter {int(picks.max())} asked for, but the layer has {out.shape[1]} channels")
-    return out[torch.arange(len(picks), device=out.device), picks].mean(dim=(1, 2))
+def _objective(net, targets, pixels, mean, std) -> torch.Tensor:
+    """Per image: the mean activation of its own target filter."""
+    modules = list({id(m): m for _, m, _ in targets}.values())
+    outputs = dict(zip(map(id, modules), capture_until(net, modules, normalise(pixels, mean, std))))
+    values = []
+    for k, (_, module, index) in enumerate(targets):
+        out = outputs[id(module)]
+        if index >= out.shape[1]:
+            raise ValueError(f"filter {index} asked for, but the layer has {out.shape[1]} channels")
+        values.append(out[k, index].mean())
+    return torch.stack(values)
 
 
 def pick_filters(channels: int, count: int) -> list[int]:

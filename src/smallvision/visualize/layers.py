@@ -67,3 +67,26 @@ def cam_layer(net: nn.Module) -> tuple[str, nn.Module]:
     layer = backbones.gradcam_layer(net.base)
     name = next((n for n, m in net.base.named_modules() if m is layer), type(layer).__name__)
     return name, layer
+
+
+def depth_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Layers from first to last, for the pictures that go deeper: every conv layer of a scratch net (after its
+    ReLU); every stage a base exposes in timm's `feature_info` (the outputs at each reduction), else its first,
+    middle and last stage."""
+    _check(net)
+    if isinstance(net, SmallConvNet):
+        return [(name, m) for name, m in net.conv_layers() if name.startswith("conv2d_")]
+    names = [info["module"] for info in getattr(net.base, "feature_info", None) or []]
+    found = dict(net.base.named_modules())
+    if names and all(name in found for name in names):
+        return [(name, found[name]) for name in names]
+    return backbones.stage_layers(net.base)
+
+
+def chosen_layers(net: nn.Module, names: list[str] | None, option: str) -> list[tuple[str, nn.Module]]:
+    """`names` of `net` checked as for the filter figures (`option`: the config key), or `depth_layers` if None;
+    in the order the network runs them (modules registered in forward order, as in every network here)."""
+    if names is None:
+        return depth_layers(net)
+    order = {id(m): i for i, m in enumerate(net.modules())}
+    return sorted(filter_layers(net, names, option), key=lambda layer: order[id(layer[1])])

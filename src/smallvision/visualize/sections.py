@@ -254,18 +254,7 @@ def filters_section(r: Report) -> Section:
         patterns = {}
         for layer_name, module in filter_layers(net, f[option], f"visualize.filters.{option}"):
             indices = filters.pick_filters(filters.layer_channels(net, module, size), int(f["per_layer"]))
-            patterns[layer_name] = filters.filter_patterns(
-                net,
-                (layer_name, module),
-                indices,
-                image_size=size,
-                mean=spec["mean"],
-                std=spec["std"],
-                steps=int(f["steps"]),
-                step_size=float(f["step_size"]),
-                noise=float(f["noise"]),
-                seed=int(f["seed"]),
-            )
+            patterns[layer_name] = target_patterns(net, spec, [(layer_name, module, i) for i in indices], f)
         path = r.save(
             filters.filters_figure(patterns, f"Filter patterns of {name}", int(f["columns"])),
             f"filters_{name}.png",
@@ -275,6 +264,24 @@ def filters_section(r: Report) -> Section:
             FigureEntry(path, f"{name}: {int(f['per_layer'])} filters of each of {', '.join(patterns)}.")
         )
     return sec
+
+
+def target_patterns(
+    net: nn.Module, spec: dict, targets: list[tuple[str, nn.Module, int]], f: Mapping[str, Any]
+) -> list[filters.FilterPattern]:
+    """The patterns of the targets (layer name, module, filter), all in one batch, by gradient ascent with the
+    `visualize.filters` settings `f`."""
+    return filters.target_patterns(
+        net,
+        targets,
+        image_size=int(f["image_size"] or spec["image_size"]),
+        mean=spec["mean"],
+        std=spec["std"],
+        steps=int(f["steps"]),
+        step_size=float(f["step_size"]),
+        noise=float(f["noise"]),
+        seed=int(f["seed"]),
+    )
 
 
 def augmentation_section(r: Report) -> Section:

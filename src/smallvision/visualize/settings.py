@@ -21,7 +21,14 @@ def _get(v: Mapping[str, Any], option: str) -> Any:
 
 def validate(v: Mapping[str, Any], known: list[str]) -> None:
     """Check cfg.visualize before any work; every message names the key and the fix."""
-    for option in ("techniques", "activations.techniques", "filters.techniques"):
+    for option in (
+        "techniques",
+        "activations.techniques",
+        "filters.techniques",
+        "pairs.techniques",
+        "patches.techniques",
+        "kernels.techniques",
+    ):
         names = _get(v, option)
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise ConfigError(
@@ -36,6 +43,8 @@ def validate(v: Mapping[str, Any], known: list[str]) -> None:
         raise ConfigError("visualize.device=cuda but no CUDA device is available: use visualize.device=cpu or auto")
     one_of(v["mistakes"]["technique"], "visualize.mistakes.technique", ["best", *known])
     one_of(v["augmentation_preview"]["technique"], "visualize.augmentation_preview.technique", known)
+    for option in ("before", "after"):
+        one_of(v["finetuning"][option], f"visualize.finetuning.{option}", known)
 
 
 def pick(records: list[Record], which: int | str, option: str) -> Record:

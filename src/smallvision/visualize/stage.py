@@ -20,7 +20,7 @@ import torch
 from smallvision.data.images import load_resized
 from smallvision.data.manifest import load_manifest
 from smallvision.runs import CHECKPOINT, METRICS, comparison_rows
-from smallvision.visualize import sections
+from smallvision.visualize import sections, sections_learned
 from smallvision.visualize.report import write_index
 from smallvision.visualize.settings import validate
 
@@ -36,14 +36,24 @@ OWN_PATTERNS = (
     "filters_*.png",
     "mistakes_*.png",
     "augmentation_preview.png",
+    "confusion_*.png",
+    "finetuning.png",
+    "pairs_*.png",
+    "patches_*.png",
+    "kernels_*.png",
     INDEX,
 )
-# the page's sections after the comparison, in order
+# the page's sections after the comparison, in order; one whose cfg.visualize.<name>.enabled is false is left out
 SECTIONS = {
     "curves": sections.curves_section,
+    "confusion": sections_learned.confusion_section,
     "gradcam": sections.gradcam_section,
+    "finetuning": sections_learned.finetuning_section,
     "activations": sections.activations_section,
     "filters": sections.filters_section,
+    "pairs": sections_learned.pairs_section,
+    "patches": sections_learned.patches_section,
+    "kernels": sections_learned.kernels_section,
     "augmentation": sections.augmentation_section,
     "mistakes": sections.mistakes_section,
 }
@@ -117,7 +127,7 @@ def run_visualize(cfg: Mapping[str, Any], root: Path) -> Outcome:
     names = {t.name for t in trained}
     rows = [row for row in comparison_rows(models) if row.get("technique") in names]
     page = [_timed(out, "comparison", sections.comparison_section, report, rows)]
-    page += [_timed(out, step, draw, report) for step, draw in SECTIONS.items()]
+    page += [_timed(out, step, draw, report) for step, draw in SECTIONS.items() if enabled(v, step)]
     out.rows, out.per_technique, out.study_files = report.rows, report.per_technique, report.study_files
     out.timings["total"] = time.perf_counter() - started
     footer = (
@@ -133,6 +143,11 @@ def run_visualize(cfg: Mapping[str, Any], root: Path) -> Outcome:
     )
     out.study_files.append(out.index)
     return out
+
+
+def enabled(v: Mapping[str, Any], step: str) -> bool:
+    """Whether a section is drawn: its switch `visualize.<step>.enabled`, where it has one."""
+    return bool(v.get(step, {}).get("enabled", True)) if isinstance(v.get(step), Mapping) else True
 
 
 def timing_summary(out: Outcome) -> str:
