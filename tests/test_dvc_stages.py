@@ -58,8 +58,11 @@ STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 NO_EFFECT_ON_OUTPUTS = {
     "src/smallvision/tracking": "MLflow logging only",
     "src/smallvision/sweeps.py": "a Hydra sweep's folder: its seed comparison and its fine-tune jobs' head",
-    "src/smallvision/visualize/comparison.py": "training imports it for a sweep's seed comparison only",
+    "src/smallvision/evidence.py": "the paired tests on the study's MLflow run and a sweep's seed comparison",
+    "src/smallvision/visualize/seed_comparison.py": "training imports it for a sweep's seed comparison only",
+    "src/smallvision/visualize/comparison.py": "the same, through seed_comparison.py",
     "src/smallvision/visualize/plotting.py": "the same, through comparison.py",
+    "src/smallvision/visualize/report.py": "the same (the sweep's report page)",
     "src/smallvision/data/synthetic.py": "generated images for the download stage only",
 }
 OWN_CODE = {"download": {"src/smallvision/data/synthetic.py"}}  # never exempt

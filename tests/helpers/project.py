@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,3 +68,11 @@ def start(cmd: list[str], cwd: Path, log: Path, **extra_env: str) -> subprocess.
         return subprocess.Popen(
             cmd, cwd=cwd, env=env(cwd, **extra_env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
+
+
+def entry_script(name: str) -> ModuleType:
+    """pipelines/<name>.py loaded as a module, to call its `main(argv)` in this process."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "pipelines" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
