@@ -91,12 +91,13 @@ def table_cells(row: Mapping[str, Any]) -> list[str]:
 def provenance_cells(row: Mapping[str, Any]) -> list[str]:
     """Where one row came from, in the order of PROVENANCE_HEADERS."""
     commit = row.get("git_commit")
-    data = " ".join(str(row[k]) for k in ("dataset", "data_source") if row.get(k) not in (None, ""))
+    dataset, source = row.get("dataset"), row.get("data_source")
+    data = f"{dataset} ({source})" if source not in (None, "", dataset) else dataset
     return [
         str(row["technique"]),
         str(row.get("study") or "—"),
         str(row["seed"]) if row.get("seed") is not None else "—",
-        data or "—",
+        str(data or "—"),
         str(row.get("manifest") or "—"),
         str(commit)[:10] if commit else "—",
         str(row.get("config_hash") or "—"),
