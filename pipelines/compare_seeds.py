@@ -1,8 +1,9 @@
 """Draw a seed sweep's comparison from its job folders: mean and spread of the test accuracy across seeds per
-technique (the same files a sweep writes when each of its jobs ends).
+technique, each seed's paired test of each technique against the one before it and the mean step over seeds
+(the same files a sweep writes when each of its jobs ends).
 
     python pipelines/compare_seeds.py multirun/2026-12-02/07-04-20
-    -> multirun/2026-12-02/07-04-20/seed_comparison.json, seed_comparison.md, seed_comparison.png
+    -> multirun/2026-12-02/07-04-20/seed_comparison.json, .md, .png and .html (the sweep's report page)
 """
 
 import argparse

@@ -10,12 +10,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from smallvision import tracking
+from smallvision import evidence, provenance, tracking
 from smallvision.checks import check_settings, one_of
 from smallvision.data.manifest import MANIFEST, manifest_digest
 from smallvision.entrypoints import bound_mlflow_requests, friendly_errors, to_dict
 from smallvision.errors import DataError
-from smallvision.runs import comparison_rows
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -26,9 +25,10 @@ def main(cfg: DictConfig) -> None:
     check_settings(c, "log_metrics")
     bound_mlflow_requests(c["logger"])
     models = root / c["paths"]["models"]
-    tracker = tracking.study_tracker(c, root, manifest_digest(root / c["paths"]["prepared"] / MANIFEST))
+    digest = manifest_digest(root / c["paths"]["prepared"] / MANIFEST)
+    tracker = tracking.study_tracker(c, root, digest)
     tracking.log_from_metrics_files(tracker, [models / c["technique"]], params=tracking.flatten(c))
-    tracker.log_comparison(comparison_rows(models))
+    tracker.log_comparison(evidence.study_comparison(models, provenance.identity(c, digest)).rows)
     if not tracker.enabled:
         raise DataError("MLflow tracking failed again (see the warning above); nothing was logged")
     print(f"{c['technique']}: logged to MLflow as a child of study run {tracker.parent_run_id}")

@@ -58,8 +58,11 @@ STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 NO_EFFECT_ON_OUTPUTS = {
     "src/smallvision/tracking": "MLflow logging only",
     "src/smallvision/sweeps.py": "a Hydra sweep's folder: its seed comparison and its fine-tune jobs' head",
-    "src/smallvision/visualize/comparison.py": "training imports it for a sweep's seed comparison only",
+    "src/smallvision/evidence.py": "the paired tests on the study's MLflow run and a sweep's seed comparison",
+    "src/smallvision/visualize/seed_comparison.py": "training imports it for a sweep's seed comparison only",
+    "src/smallvision/visualize/comparison.py": "the same, through seed_comparison.py",
     "src/smallvision/visualize/plotting.py": "the same, through comparison.py",
+    "src/smallvision/visualize/report.py": "the same (the sweep's report page)",
     "src/smallvision/data/synthetic.py": "generated images for the download stage only",
 }
 OWN_CODE = {"download": {"src/smallvision/data/synthetic.py"}}  # never exempt
@@ -119,9 +122,16 @@ RUNTIME_READS = {
 }
 
 
+def _is_main_block(node: ast.stmt) -> bool:
+    """`if __name__ == "__main__":`, the entry script of a module run with `python -m` (e.g. plots_page)."""
+    return isinstance(node, ast.If) and "__main__" in ast.unparse(node.test) and "__name__" in ast.unparse(node.test)
+
+
 def _runtime_reads(path: Path) -> set[str]:
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    module = ast.parse(path.read_text(), filename=str(path))
+    library = ast.Module([node for node in module.body if not _is_main_block(node)], type_ignores=[])
+    for node in ast.walk(library):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):

@@ -33,6 +33,7 @@ def test_dvc_repro_runs_the_whole_study(project):
     assert report["total"] == {"train": 40, "val": 20, "test": 20}
     shown = json.loads(run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], project).stdout)
     (shown,) = [v["data"] for v in shown.values()]  # the workspace
+    hashes = set()
     for technique in TECHNIQUES:
         out = project / "models" / technique
         assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [  # README "Outputs"
@@ -47,6 +48,17 @@ def test_dvc_repro_runs_the_whole_study(project):
         assert (out / "best.ckpt").stat().st_size > 0
         # `dvc metrics show` prints each technique's numbers
         assert shown[f"models/{technique}/metrics.json"]["data"]["test_accuracy"] == metrics["test_accuracy"]
+        # where the numbers came from (no commit yet in this fresh repository)
+        assert {k: metrics[k] for k in ("study", "seed", "dataset", "data_source", "git_commit")} == {
+            "study": "smoke",
+            "seed": 42,
+            "dataset": "synthetic",
+            "data_source": "synthetic",
+            "git_commit": None,
+        }
+        assert len(metrics["manifest"]) == len(metrics["config_hash"]) == 12 and metrics["trained_at"].endswith("Z")
+        hashes.add((metrics["manifest"], metrics["config_hash"]))
+    assert len(hashes) == 1  # one split, one config: the four stages of one study
     assert shown["data/prepared/split_report.json"]["data"]["total"] == report["total"]  # the split's counts too
     assert (project / "data/prepared/manifest.csv").exists()
     assert len(list(project.glob("data/features/efficientnet_lite0/features-*.npy"))) == 1
@@ -73,6 +85,10 @@ def test_visualize_writes_the_report(project):
     html = (reports / "index.html").read_text()
     comparison = json.loads((reports / "comparison.json").read_text())
     assert [row["technique"] for row in comparison["rows"]] == list(TECHNIQUES)  # one row each, the study's order
+    # each technique against the one before it, on the same 20 test images
+    steps = [(row["step_from"], row["step_paired_images"]) for row in comparison["rows"][1:]]
+    assert steps == [("baseline", 20), ("augment", 20), ("feature_extract", 20)]
+    assert all(0 < row["step_p_value"] <= 1 for row in comparison["rows"][1:]) and comparison["excluded"] == {}
     for technique in TECHNIQUES:
         assert (reports / f"curves_{technique}.png").stat().st_size > 0
         assert (reports / f"gradcam_{technique}.png").stat().st_size > 0
@@ -151,6 +167,12 @@ def test_mlflow_holds_one_study_with_a_child_per_technique(project):
     assert {f"{t}.test_accuracy" for t in TECHNIQUES} <= set(parents[0].data.metrics)
     parent_files = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert {"comparison.json", "comparison.md", "comparison.png", "index.html"} <= parent_files
+    # `dvc metrics show` prints the comparison's numbers, paired tests included, as the study's run holds them
+    shown = json.loads(run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], project).stdout)
+    comparison = shown[""]["data"]["metrics/comparison.json"]["data"]
+    flat = {f"{technique}.{key}": value for technique, values in comparison.items() for key, value in values.items()}
+    assert "fine_tune.step_p_value" in flat
+    assert {k: v for k, v in parents[0].data.metrics.items() if k != "visualize_wall_time_s"} == pytest.approx(flat)
 
 
 def test_nothing_changed_reruns_nothing_and_one_change_reruns_only_what_it_feeds(project):

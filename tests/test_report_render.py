@@ -28,8 +28,9 @@ from helpers.browser import CHROMIUM_FLAGS, chromium
 from helpers.study import config, make_dataset, save_checkpoint
 from PIL import Image
 
+from smallvision import provenance
 from smallvision.data.images import load_resized
-from smallvision.data.manifest import load_manifest
+from smallvision.data.manifest import MANIFEST, load_manifest, manifest_digest
 from smallvision.data.preprocess import network_input
 from smallvision.models import backbones
 from smallvision.networks import build_net, make_spec
@@ -101,6 +102,7 @@ def _fake_training(cfg: dict, root: Path) -> None:
             "ci95_low": low,
             "ci95_high": high,
             "wall_time_s": 10.0 * (k + 1),
+            **provenance.fields(cfg, manifest_digest(root / cfg["paths"]["prepared"] / MANIFEST), None),
         }
         # the files exactly as training writes them
         write_outputs(out, metrics, history, {"y": truth, "pred": predicted, "prob": prob}, records, test_rows, classes)

@@ -257,6 +257,41 @@ def test_fractions_per_class(tmp_path, make_tree):
     assert split_sizes({"train": 0.7, "val": 0.15, "test": 0.15}, 7) == {"train": 5, "val": 1, "test": 1}
 
 
+@pytest.mark.parametrize(
+    "split, sizes",
+    [
+        ({"train": 3, "val": 2, "test": "rest"}, {"a": (3, 2, 4), "b": (3, 2, 8)}),
+        ({"train": 0.5, "val": 0.2, "test": "rest"}, {"a": (5, 1, 3), "b": (7, 2, 4)}),
+    ],
+    ids=["counts", "fractions"],
+)
+def test_test_rest_puts_every_leftover_image_in_test_and_none_in_two_splits(tmp_path, make_tree, split, sizes):
+    raw = make_tree(tmp_path / "raw", {"a": 9, "b": 14})
+    (raw / "b" / "13.jpg").write_bytes((raw / "b" / "0.jpg").read_bytes())  # a duplicate: dropped, not tested
+    report = run_split(raw, tmp_path / "out", split=split)
+    assert {c: tuple(report.counts[s][c] for s in ("train", "val", "test")) for c in "ab"} == sizes
+    assert report.unused == {"a": 0, "b": 0} and report_of(tmp_path / "out")["valid"] == 22
+    records, _ = load_manifest(tmp_path / "out")
+    paths = [r.path for r in records]
+    assert len(paths) == len(set(paths)) == 22  # every valid image in exactly one split
+    assert "b/13.jpg" not in paths
+
+
+def test_test_rest_needs_an_image_left_for_test(tmp_path, make_tree):
+    assert split_amounts({"train": 1000, "val": 500, "test": "rest"})["test"] == "rest"
+    assert split_sizes({"train": 1000, "val": 500, "test": "rest"}, 12_499) == {
+        "train": 1000,
+        "val": 500,
+        "test": 10_999,
+    }
+    raw = make_tree(tmp_path / "raw", {"a": 5, "b": 6})
+    too_few = r"class 'a' has 5 (valid images|image files \(not yet decoded\)), too few to put any in test"
+    with pytest.raises(DataError, match=too_few):
+        run_split(raw, tmp_path / "out", split={"train": 3, "val": 2, "test": "rest"})
+    with pytest.raises(ConfigError, match=r"data.split.val='rest' must be a count"):
+        split_amounts({"train": 3, "val": "rest", "test": 2})
+
+
 def test_same_inputs_and_seed_give_a_byte_identical_manifest(tmp_path, make_tree):
     raw = make_tree(tmp_path / "raw", {"Cat": 8, "Dog": 8})
     run_split(raw, tmp_path / "one", seed=3)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers.project import ROOT, compose_params, copy_project, run
+from helpers.project import ROOT, compose_params, copy_project, entry_script, run
 from helpers.study import CONF, make_dataset
 
 from smallvision import distributed
@@ -78,7 +78,7 @@ SEED_ROWS = [
 
 
 def test_seed_comparison_table_gives_mean_std_min_max_and_the_book_per_technique(tmp_path):
-    from smallvision.visualize.comparison import seed_comparison_table, write_seed_comparison
+    from smallvision.visualize.seed_comparison import seed_comparison_table, write_seed_comparison
 
     baseline, augment = seed_comparison_table(SEED_ROWS, BOOK)
     assert (baseline["technique"], augment["technique"]) == ("baseline", "augment")
@@ -90,12 +90,14 @@ def test_seed_comparison_table_gives_mean_std_min_max_and_the_book_per_technique
     assert (baseline["reference"], augment["reference"]) == (0.71, 0.82)
     assert baseline["test_accuracy_values"] == [0.70, 0.62, 0.66]
 
-    json_path, md_path, png_path = write_seed_comparison(SEED_ROWS, BOOK, "the book", tmp_path)
-    assert [p.name for p in (json_path, md_path, png_path)] == [
+    json_path, md_path, png_path, html_path = write_seed_comparison(SEED_ROWS, BOOK, "the book", tmp_path)
+    assert [p.name for p in (json_path, md_path, png_path, html_path)] == [
         "seed_comparison.json",
         "seed_comparison.md",
         "seed_comparison.png",
+        "seed_comparison.html",
     ]
+    assert "data:image/png;base64," in html_path.read_text()  # the sweep's report page, figure embedded
     saved = json.loads(json_path.read_text())
     assert saved["reference_label"] == "the book" and saved["rows"][0]["test_accuracy_std"] == pytest.approx(0.04)
     lines = md_path.read_text().splitlines()
@@ -112,7 +114,7 @@ def test_seed_comparison_table_gives_mean_std_min_max_and_the_book_per_technique
 def test_seed_comparison_figure_draws_a_bar_per_technique_and_a_dot_per_seed():
     from matplotlib.container import BarContainer
 
-    from smallvision.visualize.comparison import seed_comparison_figure, seed_comparison_table
+    from smallvision.visualize.seed_comparison import seed_comparison_figure, seed_comparison_table
 
     rows = [*SEED_ROWS, {"technique": "fine_tune", "seed": 0, "test_accuracy": 0.97}]
     table = seed_comparison_table(rows, {**BOOK, "augment": None})
@@ -132,12 +134,7 @@ def test_seed_comparison_figure_draws_a_bar_per_technique_and_a_dot_per_seed():
 
 
 def _compare_seeds(*argv: str) -> None:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("compare_seeds", ROOT / "pipelines" / "compare_seeds.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(list(argv))
+    entry_script("compare_seeds").main(list(argv))
 
 
 def test_compare_seeds_draws_the_comparison_from_an_existing_sweep_folder(tmp_path, capsys):
@@ -151,7 +148,8 @@ def test_compare_seeds_draws_the_comparison_from_an_existing_sweep_folder(tmp_pa
     )
     _compare_seeds(str(sweep))
     assert capsys.readouterr().out.split() == [
-        str(sweep / n) for n in ("seed_comparison.json", "seed_comparison.md", "seed_comparison.png")
+        str(sweep / n)
+        for n in ("seed_comparison.json", "seed_comparison.md", "seed_comparison.png", "seed_comparison.html")
     ]
     saved = json.loads((sweep / "seed_comparison.json").read_text())
     assert saved["reference_label"] == "mine" and [r["reference"] for r in saved["rows"]] == [0.5, None]

@@ -157,6 +157,29 @@ def test_comparison_lands_on_the_parent(store_uri: str, experiment: str, tmp_pat
     assert client.list_artifacts(child_id) == []
 
 
+def test_the_dvc_metrics_file_and_the_study_run_carry_the_same_numbers(
+    store_uri: str, experiment: str, tmp_path: Path
+) -> None:
+    from smallvision.visualize.comparison import write_comparison_metrics
+
+    rows = [
+        {"technique": "baseline", "test_accuracy": 0.65, "seed": 42, "study": "quick"},
+        {"technique": "augment", "test_accuracy": 0.75, "step_from": "baseline", "step_p_value": 0.041, "step_lost": 5},
+    ]
+    saved = json.loads(write_comparison_metrics(rows, tmp_path / "metrics" / "comparison.json").read_text())
+    assert saved == {
+        "baseline": {"test_accuracy": 0.65, "seed": 42},
+        "augment": {"test_accuracy": 0.75, "step_p_value": 0.041, "step_lost": 5},
+    }
+    tracker = make_tracker(store_uri, experiment)
+    tracker.log_comparison(rows)
+    logged = MlflowClient(store_uri).get_run(tracker.parent_run_id).data.metrics
+    # what `dvc metrics show` flattens the file to, key for key
+    assert logged == {
+        f"{technique}.{key}": value for technique, values in saved.items() for key, value in values.items()
+    }
+
+
 def test_log_later_from_metrics_files(store_uri: str, experiment: str, tmp_path: Path) -> None:
     folder = tmp_path / "models" / "augment"
     folder.mkdir(parents=True)

@@ -20,6 +20,7 @@ Check = Callable[[Any, str], Any]  # check(value, key): the value, or ConfigErro
 SEED_MAX = 2**32 - 1  # numpy's and Lightning's seeds are 32-bit
 MAX_BYTES = 10**15  # a petabyte: any larger byte count is a typo
 MAX_IMAGE_SIZE = 16384  # px; a decoded 16384 px RGB image alone is 805 MB (training also checks the memory it needs)
+REST = "rest"  # data.split.test=rest: every valid image train and val leave over
 PILLOW_MAX_PIXELS = 2 * 89_478_485  # Pillow refuses larger images while opening them, whatever the setting
 _BIG = 1_000_000  # a generous ceiling for counts (batch sizes, epochs, units)
 
@@ -109,10 +110,15 @@ def _numbers(count: int, check: Check) -> Check:
 
 
 def _count_or_fraction(value: Any, key: str) -> int | float:
-    """data.split.*: a count of images per class (integer >= 0) or a fraction in [0, 1)."""
+    """data.split.*: a count of images per class (integer >= 0) or a fraction in [0, 1); the test split also `rest`."""
+    if key == "data.split.test" and value == REST:
+        return value
     if (is_int(value) and 0 <= value <= 10**9) or (is_real(value) and isinstance(value, float) and 0 <= value < 1):
         return value
-    raise ConfigError(f"{key}={value!r} must be a count of images per class (an integer >= 0) or a fraction in [0, 1)")
+    raise ConfigError(
+        f"{key}={value!r} must be a count of images per class (an integer >= 0) or a fraction in [0, 1)"
+        + (", or rest (every image train and val leave)" if key == "data.split.test" else "")
+    )
 
 
 def _devices(value: Any, key: str) -> int:

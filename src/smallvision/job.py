@@ -3,13 +3,16 @@ runs. The entry script (pipelines/train.py) passes in where Hydra runs it."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from smallvision import distributed, settings, sweeps
+from smallvision import distributed, evidence, provenance, settings, sweeps
 from smallvision.data.manifest import MANIFEST, manifest_digest
 from smallvision.errors import DataError
 from smallvision.networks import network_name
-from smallvision.runs import RESULT_FILES, comparison_rows, numeric
+from smallvision.runs import RESULT_FILES, numeric
+
+log = logging.getLogger(__name__)
 
 
 def run_training(cfg: dict, root: Path, sweep_dir: str | None = None, job_dir: Path | None = None) -> dict:
@@ -52,7 +55,9 @@ def run_training(cfg: dict, root: Path, sweep_dir: str | None = None, job_dir: P
         distributed.hydra_ddp_job(sweep_dir),
     ):
         logger = tracking.lightning_logger(tracker, run_id) or False
-        metrics = train_technique(cfg, paths, logger=logger, progress=cfg["trainer"]["progress"])
+        metrics = train_technique(
+            cfg, paths, logger=logger, progress=cfg["trainer"]["progress"], commit=provenance.git_commit(root)
+        )
         tracker.log_metrics(run_id, numeric(metrics))
         tracker.log_artifacts(run_id, [out / name for name in RESULT_FILES])
     if is_zero:
@@ -60,8 +65,11 @@ def run_training(cfg: dict, root: Path, sweep_dir: str | None = None, job_dir: P
             tracker.log_comparison(
                 sweeps.sweep_comparison(out.parent), sweeps.seed_comparison_so_far(out.parent, cfg["visualize"])
             )
-        else:
-            tracker.log_comparison(comparison_rows(paths.models))
+        else:  # the study's techniques only: a run of another preset, seed or manifest is left out
+            study = evidence.study_comparison(paths.models, provenance.identity(cfg, digest))
+            tracker.log_comparison(study.rows)
+            for line in study.messages():
+                log.warning("%s", line)
         print(
             f"{cfg['technique']}: test accuracy {metrics['test_accuracy']:.4f} "
             f"(95% CI {metrics['ci95_low']:.4f}-{metrics['ci95_high']:.4f}, {metrics['test_images']} images) -> {out}"

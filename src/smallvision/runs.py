@@ -170,10 +170,16 @@ def read_confusion(path: Path) -> Confusion:
     return Confusion([str(c) for c in classes], matrix)
 
 
+def finished_runs(parent: Path) -> list[tuple[Path, dict]]:
+    """(folder, metrics.json) of every finished run under `parent` (models/, or a sweep's folder: one folder per
+    run), in the study's order (a sweep's jobs of one technique in folder order)."""
+    found = [(path.parent, read_metrics(path.parent)) for path in sorted(Path(parent).glob(f"*/{METRICS}"))]
+    return sorted(found, key=lambda run: study_order(str(run[1].get("technique", ""))))
+
+
 def comparison_rows(models_dir: Path) -> list[dict]:
     """metrics.json of every technique trained so far under `models_dir` (one folder each), in the study's order."""
-    rows = [json.loads(path.read_text()) for path in sorted(Path(models_dir).glob(f"*/{METRICS}"))]
-    return sorted(rows, key=lambda r: study_order(str(r.get("technique", ""))))
+    return [metrics for _, metrics in finished_runs(models_dir)]
 
 
 def aggregate_seeds(rows: Iterable[Mapping], metric: str = "test_accuracy") -> list[dict]:
@@ -227,3 +233,9 @@ def is_number(value: Any) -> bool:
 def numeric(row: Mapping[str, Any]) -> dict[str, float]:
     """The finite numeric values of a metrics row."""
     return {key: float(value) for key, value in row.items() if is_number(value)}
+
+
+def comparison_metrics(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """The numbers of comparison rows by technique, {technique: {key: value}}: what the visualize stage writes as a
+    DVC metrics file and the study's MLflow run logs as "<technique>.<key>" metrics (the same numbers in both)."""
+    return {str(row["technique"]): numeric(row) for row in rows if "technique" in row}

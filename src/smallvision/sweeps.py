@@ -7,8 +7,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from smallvision import evidence
 from smallvision.errors import ConfigError, DataError
-from smallvision.runs import CHECKPOINT, METRICS, aggregate_seeds, comparison_rows, read_metrics
+from smallvision.runs import CHECKPOINT, METRICS, comparison_rows, read_metrics
 
 SEED_SWEEP_KEYS = frozenset({"seed", "technique"})
 
@@ -38,25 +39,29 @@ def _varies_more_than_the_seed(sweep_dir: Path) -> list[str]:
 
 
 def sweep_comparison(sweep_dir: Path) -> list[dict]:
-    """A sweep's jobs for its MLflow parent: mean and spread per technique across seeds, or, when the
-    jobs of a technique differ in more than the seed (e.g. a learning-rate sweep), every job's row."""
+    """A sweep's jobs for its MLflow parent: mean and spread per technique across seeds with the mean step from
+    the technique before it (`evidence.seed_comparison`), or, when the jobs of a technique differ in more than the
+    seed (e.g. a learning-rate sweep) or come from different presets or manifests, every job's row."""
     rows = comparison_rows(sweep_dir)
     if _varies_more_than_the_seed(sweep_dir):  # known from the first job on, so no job logs a mean
         return rows
     try:
-        return aggregate_seeds(rows)
+        return evidence.seed_comparison(evidence.runs_in(sweep_dir))[0]
     except DataError:
         return rows
 
 
 def write_seed_comparison(sweep_dir: Path, visualize: dict) -> list[Path]:
-    """seed_comparison.{json,md,png} in `sweep_dir` from its finished jobs: mean, std, min and max of the test
-    accuracy across seeds per technique, each seed as a dot; `visualize` is cfg.visualize (the book's reference,
-    its label, dpi). Raises DataError when there is no finished job or the jobs differ in more than the seed and
-    the technique (the sweep varies another key, or a technique has two jobs with the same seed)."""
-    from smallvision.visualize.comparison import write_seed_comparison as write
+    """seed_comparison.{json,md,png,html} in `sweep_dir` from its finished jobs: mean, std, min and max of the test
+    accuracy across seeds per technique, each seed as a dot, each seed's paired test of each technique against the
+    one before it and the mean step over seeds; `visualize` is cfg.visualize (the book's reference, its label,
+    dpi). Raises DataError when there is no finished job or the jobs differ in more than the seed and the
+    technique (the sweep varies another key, a technique has two jobs with the same seed, or the jobs were trained
+    with different presets or manifests)."""
+    from smallvision.visualize.seed_comparison import write_seed_comparison as write
 
-    rows = comparison_rows(sweep_dir)
+    runs = evidence.runs_in(sweep_dir)
+    rows = [run.metrics for run in runs]
     if not rows:
         raise DataError(
             f"no job folder with a metrics.json in {sweep_dir}: is it a finished sweep's folder "
@@ -68,7 +73,15 @@ def write_seed_comparison(sweep_dir: Path, visualize: dict) -> list[Path]:
             f"the sweep in {sweep_dir} also varies {', '.join(others)}: its jobs differ in more than the "
             "seed and are not averaged (run one seed sweep per setting)"
         )
-    return write(rows, visualize["reference"], visualize["reference_label"], Path(sweep_dir), dpi=int(visualize["dpi"]))
+    steps = evidence.seed_steps(runs)
+    return write(
+        rows,
+        visualize["reference"],
+        visualize["reference_label"],
+        Path(sweep_dir),
+        dpi=int(visualize["dpi"]),
+        steps=steps,
+    )
 
 
 def seed_comparison_so_far(sweep_dir: Path, visualize: dict) -> list[Path]:

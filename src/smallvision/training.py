@@ -11,7 +11,7 @@ import lightning as L
 import numpy as np
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from smallvision import settings, techniques
+from smallvision import provenance, settings, techniques
 from smallvision.data.augmentation import AffineConfig
 from smallvision.data.cache import image_array
 from smallvision.data.datamodule import ArrayDataModule, SplitArrays
@@ -53,8 +53,9 @@ def _labels_and_rows(records, classes) -> tuple[np.ndarray, dict[str, np.ndarray
     return labels, rows
 
 
-def train_technique(cfg: dict, paths: Paths, logger=None, progress: bool = True) -> dict:
-    """Train and test the technique `cfg["technique"]`; return its metrics (rank 0 writes the outputs)."""
+def train_technique(cfg: dict, paths: Paths, logger=None, progress: bool = True, commit: str | None = None) -> dict:
+    """Train and test the technique `cfg["technique"]`; return its metrics (rank 0 writes the outputs), with where
+    they came from (`smallvision.provenance`; `commit`: the git commit of the code that ran)."""
     tech = settings.technique(cfg)
     name, kind, seed = cfg["technique"], tech["kind"], int(cfg["seed"])
     started = time.time()
@@ -145,6 +146,7 @@ def train_technique(cfg: dict, paths: Paths, logger=None, progress: bool = True)
         "seed": seed,
         "train_images": len(rows["train"]),
         "wall_time_s": round(time.time() - started, 1),
+        **provenance.fields(cfg, digest, commit),
     }
     if trainer.is_global_zero:
         write_outputs(paths.out, metrics, module.history, results["samples"], records, rows["test"], classes)

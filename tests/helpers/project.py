@@ -3,6 +3,7 @@ watched as a user would (Ctrl-C, a kill mid-training), and what DVC then says.""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import yaml
@@ -106,3 +108,11 @@ def lock_stages(project: Path) -> set[str]:
     """The stages dvc.lock records (as finished)."""
     lock = project / "dvc.lock"
     return set(yaml.safe_load(lock.read_text())["stages"]) if lock.exists() else set()
+
+
+def entry_script(name: str) -> ModuleType:
+    """pipelines/<name>.py loaded as a module, to call its `main(argv)` in this process."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "pipelines" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

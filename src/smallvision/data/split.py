@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from smallvision.checks import NUMBERS
+from smallvision.checks import NUMBERS, REST
 from smallvision.data.discovery import Dropped, discover
 from smallvision.data.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, BadImageError, decode_rgb, read_checked
 from smallvision.data.manifest import MANIFEST, REPORT, SPLITS, write_manifest
@@ -124,8 +124,9 @@ def available_cores() -> int:
 # --------------------------------------------------------------------------- split
 
 
-def split_amounts(split: Mapping[str, int | float]) -> dict[str, int | float]:
-    """Check data.split: all counts (integers >= 0) or all fractions (floats in [0, 1), sum <= 1); train > 0."""
+def split_amounts(split: Mapping[str, int | float | str]) -> dict[str, int | float | str]:
+    """Check data.split: all counts (integers >= 0) or all fractions (floats in [0, 1), sum <= 1); train > 0;
+    test may be "rest" (every valid image of a class that train and val do not take)."""
     if not isinstance(split, Mapping) or set(split) != set(SPLITS):
         keys = sorted(split) if isinstance(split, Mapping) else split
         raise ConfigError(f"data.split must have exactly the keys train, val, test; got {keys}")
@@ -137,29 +138,35 @@ def split_amounts(split: Mapping[str, int | float]) -> dict[str, int | float]:
             f"data.split mixes counts ({', '.join(counts)}) and fractions ({', '.join(fractions)}): "
             f"{dict(amounts)}; use all counts (e.g. 1000/500/500) or all fractions (e.g. 0.6/0.2/0.2)"
         )
-    if fractions and sum(amounts.values()) > 1 + 1e-9:
-        raise ConfigError(f"data.split fractions sum to {sum(amounts.values()):g}, more than 1: {dict(amounts)}")
+    total = sum(v for v in amounts.values() if not isinstance(v, str))
+    if fractions and total > 1 + 1e-9:
+        raise ConfigError(f"data.split fractions sum to {total:g}, more than 1: {dict(amounts)}")
     if not amounts["train"]:
         raise ConfigError(f"data.split.train={amounts['train']!r} must be > 0")
     return amounts
 
 
-def split_sizes(amounts: Mapping[str, int | float], available: int) -> dict[str, int]:
-    """Images per split for a class of `available` images (fractions rounded on the running total)."""
+def split_sizes(amounts: Mapping[str, int | float | str], available: int) -> dict[str, int]:
+    """Images per split for a class of `available` images (fractions rounded on the running total; test "rest":
+    what train and val leave, never below 0)."""
+    given = [name for name in SPLITS if amounts[name] != REST]
     if any(isinstance(v, float) and v > 0 for v in amounts.values()):
         sizes, cumulative, taken = {}, 0.0, 0
-        for name in SPLITS:
+        for name in given:
             cumulative += float(amounts[name])
             upto = min(available, math.floor(cumulative * available + 0.5))
             sizes[name], taken = upto - taken, upto
-        return sizes
-    return {name: int(amounts[name]) for name in SPLITS}
+    else:
+        sizes = {name: int(amounts[name]) for name in given}
+    if amounts["test"] == REST:
+        sizes["test"] = max(0, available - sizes["train"] - sizes["val"])
+    return sizes
 
 
 def _stratify(
     kept: dict[str, list[tuple[str, str]]],
     classes: list[str],
-    amounts: Mapping[str, int | float],
+    amounts: Mapping[str, int | float | str],
     seed: int,
     drops: Mapping[str, Counter],
 ) -> tuple[dict[str, str], dict[str, int]]:
@@ -188,7 +195,9 @@ def _stratify(
     return assignment, unused
 
 
-def _shortage(label: str, available: int, amounts: Mapping[str, int | float], what: str = "valid images") -> str | None:
+def _shortage(
+    label: str, available: int, amounts: Mapping[str, int | float | str], what: str = "valid images"
+) -> str | None:
     sizes = split_sizes(amounts, available)
     need = sum(sizes.values())
     if need > available:

@@ -1,11 +1,10 @@
-"""Where MLflow runs go and how values are shaped for it: the tracking URI, the artifact folder, the git commit,
+"""Where MLflow runs go and how values are shaped for it: the tracking URI, the artifact folder,
 config values as params, and error texts safe to print."""
 
 from __future__ import annotations
 
 import os
 import re
-import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -66,16 +65,6 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             flat[name] = param_value(value)
     return flat
-
-
-def git_commit(root: Path) -> str | None:
-    """The commit checked out at `root`, or None when it is not a git work tree (or git is missing)."""
-    try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=False)
-    except OSError:
-        return None
-    sha = result.stdout.strip()
-    return sha if result.returncode == 0 and sha else None
 
 
 def redact(uri: str) -> str:

@@ -19,11 +19,11 @@ from typing import Any, TypeVar
 from mlflow.entities import Metric, RunStatus
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH
 
-from smallvision.runs import METRICS, numeric
+from smallvision.provenance import git_commit
+from smallvision.runs import METRICS, comparison_metrics
 from smallvision.tracking.store import (
     batches,
     default_artifact_location,
-    git_commit,
     reason,
     redact,
     resolve_tracking_uri,
@@ -181,8 +181,9 @@ class StudyTracker:
 
     def log_comparison(self, rows: list[dict[str, Any]], artifacts: Iterable[Path] = ()) -> None:
         """The comparison on the study run: `comparison.json` (pandas "split" layout, readable by
-        `mlflow.load_table`), a metric "<technique>.<key>" per numeric value, and `artifacts`
-        (e.g. comparison.md/png). Rewritten, not appended, when the study is visualised again."""
+        `mlflow.load_table`), a metric "<technique>.<key>" per numeric value (`runs.comparison_metrics`: the numbers
+        the visualize stage writes as DVC metrics; with the paired tests, e.g. "augment.step_p_value"), and
+        `artifacts` (e.g. comparison.md/png). Rewritten, not appended, when the study is visualised again."""
         parent = self.guarded(self.runs.parent)
         if parent is None:
             return
@@ -190,10 +191,9 @@ class StudyTracker:
         table = {"columns": columns, "data": [[row.get(column) for column in columns] for row in rows]}
         self.guarded(lambda: self.client.log_dict(parent, table, COMPARISON_FILE))
         metrics = {
-            f"{row['technique']}.{key}": value
-            for row in rows
-            if "technique" in row
-            for key, value in numeric(row).items()
+            f"{technique}.{key}": value
+            for technique, values in comparison_metrics(rows).items()
+            for key, value in values.items()
         }
         self.log_metrics(parent, metrics)
         self.log_artifacts(parent, artifacts)

@@ -1,72 +1,202 @@
-"""The comparison: test accuracy per technique with its 95 % interval, against the book's numbers."""
+"""The comparison: test accuracy per technique with its 95 % interval, each technique against the one before it
+on the same test images (McNemar's exact p-value, the accuracy difference with its paired 95 % interval), where
+each row came from, against the book's numbers; and the same over the seeds of a sweep."""
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.container import BarContainer
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.transforms import offset_copy
 
-from smallvision.errors import DataError
-from smallvision.files import atomic_write, atomic_write_text
-from smallvision.runs import aggregate_seeds
+from smallvision.evidence import STEP_KEYS
+from smallvision.files import atomic_write_text
+from smallvision.provenance import FIELDS
+from smallvision.runs import comparison_metrics, is_number
 from smallvision.visualize.plotting import new_figure
 
 COLUMNS = ("technique", "backbone", "test_accuracy", "ci95_low", "ci95_high", "test_images", "reference", "wall_time_s")
+HEADERS = (
+    "technique",
+    "backbone",
+    "test accuracy",
+    "95 % interval",
+    "test images",
+    "step from",
+    "gained / lost",
+    "difference (95 % interval)",
+    "McNemar p",
+    "{reference}",
+    "training time",
+)
+NUMERIC_CELLS = frozenset({2, 3, 4, 6, 7, 8, 9, 10})  # right-aligned in HTML
+PROVENANCE_HEADERS = ("technique", "preset", "seed", "data", "manifest", "git commit", "config", "trained at")
+
+
+# ----------------------------------------------------------------------------------------------- formatting
+
+
+def pct(value: Any) -> str:
+    return f"{100 * value:.1f} %" if is_number(value) else "—"
+
+
+def points(value: Any) -> str:
+    return f"{100 * value:+.1f} pts" if is_number(value) else "—"
+
+
+def p_text(p: Any) -> str:
+    """A p-value as the tables and figures print it: 3 decimals, "< 0.001" below that."""
+    if not is_number(p):
+        return "—"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def interval_points(low: Any, high: Any) -> str:
+    return f"{100 * low:+.1f} to {100 * high:+.1f}" if is_number(low) and is_number(high) else "—"
+
+
+def table_cells(row: Mapping[str, Any]) -> list[str]:
+    """One comparison row's cells, in the order of HEADERS (the Markdown file and the report's table)."""
+    step = row.get("step_from")
+    if step and is_number(row.get("step_p_value")):
+        gained_lost = f"+{row['step_gained']} / −{row['step_lost']}"
+        difference = (
+            f"{points(row['step_difference'])} ({interval_points(row['step_ci95_low'], row['step_ci95_high'])})"
+        )
+        p = p_text(row["step_p_value"])
+    else:
+        gained_lost, difference, p = "—", "not paired" if row.get("step_note") else "—", "—"
+    time = row.get("wall_time_s")
+    return [
+        str(row["technique"]),
+        str(row.get("backbone") or "—"),
+        pct(row.get("test_accuracy")),
+        f"{pct(row.get('ci95_low'))} – {pct(row.get('ci95_high'))}",
+        str(row.get("test_images") or "—"),
+        str(step or "—"),
+        gained_lost,
+        difference,
+        p,
+        pct(row.get("reference")),
+        f"{time:.0f} s" if is_number(time) else "—",
+    ]
+
+
+def provenance_cells(row: Mapping[str, Any]) -> list[str]:
+    """Where one row came from, in the order of PROVENANCE_HEADERS."""
+    commit = row.get("git_commit")
+    dataset, source = row.get("dataset"), row.get("data_source")
+    data = f"{dataset} ({source})" if source not in (None, "", dataset) else dataset
+    return [
+        str(row["technique"]),
+        str(row.get("study") or "—"),
+        str(row["seed"]) if row.get("seed") is not None else "—",
+        str(data or "—"),
+        str(row.get("manifest") or "—"),
+        str(commit)[:10] if commit else "—",
+        str(row.get("config_hash") or "—"),
+        str(row.get("trained_at") or "—"),
+    ]
+
+
+def markdown_table(headers: Sequence[str], rows: list[list[str]]) -> list[str]:
+    return [f"| {' | '.join(headers)} |", "|" + "---|" * len(headers)] + [f"| {' | '.join(r)} |" for r in rows]
+
+
+# ----------------------------------------------------------------------------------------------- one study
 
 
 def comparison_table(rows: list[Mapping[str, Any]], reference: Mapping[str, float]) -> list[dict[str, Any]]:
-    """One row per trained technique (metrics.json contents) with the book's accuracy as `reference` (or None)."""
-    return [
-        {**{c: row.get(c) for c in COLUMNS if c != "reference"}, "reference": reference.get(row.get("technique"))}
-        for row in rows
-    ]
+    """One row per trained technique (metrics.json with its step: `evidence.study_comparison`) with the book's
+    accuracy as `reference` (or None); the step and provenance keys are None where a row lacks them."""
+    keys = [c for c in dict.fromkeys((*COLUMNS, *STEP_KEYS, *FIELDS)) if c != "reference"]
+    return [{**{c: row.get(c) for c in keys}, "reference": reference.get(row.get("technique"))} for row in rows]
 
 
-def _pct(value: Any) -> str:
-    return f"{100 * value:.1f} %" if isinstance(value, (int, float)) and math.isfinite(value) else "—"
+TESTS_NOTE = (
+    "Each step compares a technique with the one before it on the same test images (paired by path): gained / "
+    "lost count the images it gets right and the one before wrong, and the reverse; McNemar p is the exact "
+    "(binomial) two-sided test on those two counts; the difference is paired, with Newcombe's 95 % interval "
+    "(square-and-add of Wilson intervals)."
+)
 
 
-def comparison_markdown(table: list[Mapping[str, Any]], reference_label: str) -> str:
-    """The table in Markdown (what README and the HTML page show)."""
-    lines = [
-        f"| technique | backbone | test accuracy | 95 % interval | test images | {reference_label} | training time |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for row in table:
-        interval = f"{_pct(row['ci95_low'])} – {_pct(row['ci95_high'])}"
-        time = f"{row['wall_time_s']:.0f} s" if isinstance(row.get("wall_time_s"), (int, float)) else "—"
-        lines.append(
-            f"| {row['technique']} | {row.get('backbone') or '—'} | {_pct(row['test_accuracy'])} | {interval} | "
-            f"{row.get('test_images') or '—'} | {_pct(row['reference'])} | {time} |"
-        )
+def comparison_markdown(
+    table: list[Mapping[str, Any]], reference_label: str, excluded: Mapping[str, str] | None = None
+) -> str:
+    """The table in Markdown, then where each row came from and what was left out (what README and the page show)."""
+    lines = markdown_table([h.format(reference=reference_label) for h in HEADERS], [table_cells(r) for r in table])
+    lines += ["", TESTS_NOTE, "", "Where each row came from:", ""]
+    lines += markdown_table(PROVENANCE_HEADERS, [provenance_cells(r) for r in table])
+    if excluded:
+        lines += ["", "Left out (not this study):", ""] + [f"- {t}: {why}" for t, why in excluded.items()]
     return "\n".join(lines) + "\n"
 
 
-def write_comparison(table: list[Mapping[str, Any]], reference_label: str, folder: Path) -> tuple[Path, Path]:
-    """comparison.json (the rows) and comparison.md in `folder`."""
+def write_comparison(
+    table: list[Mapping[str, Any]], reference_label: str, folder: Path, excluded: Mapping[str, str] | None = None
+) -> tuple[Path, Path]:
+    """comparison.json (the rows, and the runs left out with why) and comparison.md in `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     json_path, md_path = folder / "comparison.json", folder / "comparison.md"
-    json_path.write_text(
-        json.dumps({"reference_label": reference_label, "rows": list(table)}, indent=2) + "\n", encoding="utf-8"
-    )
-    md_path.write_text(comparison_markdown(table, reference_label), encoding="utf-8")
+    payload = {"reference_label": reference_label, "rows": list(table), "excluded": dict(excluded or {})}
+    json_path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    md_path.write_text(comparison_markdown(table, reference_label, excluded), encoding="utf-8")
     return json_path, md_path
 
 
-def _legend_below(ax) -> None:
+def write_comparison_metrics(rows: list[Mapping[str, Any]], path: Path) -> Path:
+    """The comparison's numbers by technique (`runs.comparison_metrics`) as a DVC metrics file: `dvc metrics show`
+    prints what the study's MLflow run logs, "<technique>.<key>"."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(comparison_metrics(rows), indent=2) + "\n")
+    return path
+
+
+def legend_below(ax) -> None:
     """The legend under the x axis, where no bar, error bar or reference mark can be hidden behind it."""
     # markerscale: the reference marks are drawn bar-wide (s=1800), too wide for a legend entry
     ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, frameon=False, markerscale=0.3)
 
 
+def _p_label(p: float) -> str:
+    return f"p {p_text(p)}" if p < 0.001 else f"p = {p_text(p)}"
+
+
+def annotate_steps(ax: Axes, steps: list[tuple[int, float, str]]) -> None:
+    """Between bars x - 1 and x, above `top` (the higher of the two, in data units), a bracket and `text` (the
+    step's difference and p-value); the y axis grows to hold them, its ticks stay at or below 100 %."""
+    if not steps:
+        return
+    bracket = offset_copy(ax.transData, fig=ax.figure, y=20, units="points")
+    for x, top, text in steps:
+        ax.plot([x - 0.85, x - 0.15], [top, top], transform=bracket, color="0.35", linewidth=1, gid="step")
+        ax.annotate(
+            text,
+            (x - 0.5, top),
+            xytext=(0, 23),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            gid="step",
+        )
+    low, high = ax.get_ylim()
+    lines = max(t.count("\n") + 1 for _, _, t in steps)
+    ax.set_ylim(low, high + (0.12 + 0.1 * lines) * (1.0 - low))
+    ax.set_yticks([t for t in np.arange(low, 1.0 + 1e-9, 0.1 if 1.0 - low > 0.25 else 0.05)])
+
+
 def comparison_figure(table: list[Mapping[str, Any]], reference_label: str, chance: float | None = None) -> Figure:
-    """Bars of test accuracy with 95 % interval error bars, the book's numbers as red marks, chance as a line."""
+    """Bars of test accuracy with 95 % interval error bars, the book's numbers as red marks, chance as a line, and
+    between consecutive bars the step: the paired accuracy difference and McNemar's p-value."""
     fig = new_figure(max(6.0, 1.9 * len(table) + 2.5), 4.8)
     ax = fig.subplots()
     names = [row["technique"] for row in table]
@@ -99,107 +229,13 @@ def comparison_figure(table: list[Mapping[str, Any]], reference_label: str, chan
     ax.set_title("Test accuracy per technique", fontsize=13)
     ax.yaxis.set_major_formatter(lambda v, _pos: f"{100 * v:.0f} %")
     ax.grid(axis="y", alpha=0.3)
-    _legend_below(ax)
+    tops = np.fmax(acc, np.nan_to_num(high, nan=0.0))
+    steps = []
+    for k, row in enumerate(table):
+        if k and row.get("step_from"):
+            p = row.get("step_p_value")
+            text = f"{points(row.get('step_difference'))}\n{_p_label(p)}" if is_number(p) else "not paired"
+            steps.append((k, max(tops[k - 1], tops[k]), text))
+    annotate_steps(ax, steps)
+    legend_below(ax)
     return fig
-
-
-# ---- a seed sweep: the mean and spread across seeds per technique (`python pipelines/train.py -m ... seed=0,1,2`)
-
-SEED_COMPARISON_FILES = ("seed_comparison.json", "seed_comparison.md", "seed_comparison.png")
-
-
-def seed_comparison_table(
-    rows: list[Mapping[str, Any]], reference: Mapping[str, float], metric: str = "test_accuracy"
-) -> list[dict[str, Any]]:
-    """One row per technique: `aggregate_seeds` of its jobs' metrics rows (n_seeds, seeds, <metric>_mean/_std/
-    _min/_max/_values) with the book's accuracy as `reference` (or None). Raises DataError as aggregate_seeds does,
-    and when there are no rows at all."""
-    rows = list(rows)
-    if not rows:
-        raise DataError("no finished job (metrics.json) to compare: run the sweep first")
-    return [{**summary, "reference": reference.get(summary["technique"])} for summary in aggregate_seeds(rows, metric)]
-
-
-def _seeds_phrase(table: list[Mapping[str, Any]]) -> str:
-    counts = sorted({int(row["n_seeds"]) for row in table})
-    if len(counts) == 1:
-        return f"{counts[0]} seed" + ("s" if counts[0] != 1 else "")
-    return f"{counts[0]}–{counts[-1]} seeds"
-
-
-def seed_comparison_markdown(
-    table: list[Mapping[str, Any]], reference_label: str, metric: str = "test_accuracy"
-) -> str:
-    """The seed table in Markdown: technique | seeds | mean | std | min | max | reference (std "—" for one seed)."""
-    lines = [f"| technique | seeds | mean | std | min | max | {reference_label} |", "|---|---|---|---|---|---|---|"]
-    for row in table:
-        seeds = f"{row['n_seeds']} ({', '.join(str(s) for s in row['seeds'])})"
-        std = _pct(row[f"{metric}_std"]) if row["n_seeds"] > 1 else "—"
-        lines.append(
-            f"| {row['technique']} | {seeds} | {_pct(row[f'{metric}_mean'])} | {std} | "
-            f"{_pct(row[f'{metric}_min'])} | {_pct(row[f'{metric}_max'])} | {_pct(row['reference'])} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def seed_comparison_figure(
-    table: list[Mapping[str, Any]], reference_label: str, metric: str = "test_accuracy", chance: float | None = None
-) -> Figure:
-    """`comparison_figure` for a seed sweep: per technique the mean as a bar, ± 1 std as its error bar, each seed's
-    accuracy as a dot (min and max are the outer dots), the book's numbers as red marks."""
-    mean = np.array([row[f"{metric}_mean"] for row in table], dtype=float)
-    std = np.array([row[f"{metric}_std"] for row in table], dtype=float)
-    bars = [
-        {
-            "technique": row["technique"],
-            "test_accuracy": m,
-            "ci95_low": m - s,
-            "ci95_high": m + s,
-            "reference": row.get("reference"),
-        }
-        for row, m, s in zip(table, mean, std)
-    ]
-    fig = comparison_figure(bars, reference_label, chance=chance)
-    ax = fig.axes[0]
-    for container in ax.containers:  # the bars: relabel "test accuracy (95 % interval)"
-        if isinstance(container, BarContainer):
-            container.set_label("mean (error bar: ± 1 std)")
-    xs, ys = [], []
-    for xi, row in enumerate(table):
-        values = [float(v) for v in row[f"{metric}_values"]]
-        xs += list(xi + (np.linspace(-0.2, 0.2, len(values)) if len(values) > 1 else np.zeros(1)))
-        ys += values
-    ax.scatter(
-        xs, ys, s=28, color="tab:orange", edgecolors="black", linewidths=0.6, zorder=4, label="each seed", gid="seeds"
-    )
-    tops = [max(m + s, *row[f"{metric}_values"], row.get("reference") or 0.0) for row, m, s in zip(table, mean, std)]
-    for text, xi, top in zip(ax.texts, range(len(table)), tops):  # the mean's label above the dots and the mark
-        text.xy = (xi, top)
-    lowest_dot = math.floor((min(ys) - 0.05) * 10) / 10
-    ax.set_ylim(max(0.0, min(ax.get_ylim()[0], lowest_dot)), 1.05)
-    ax.set_title(f"Test accuracy per technique, mean over {_seeds_phrase(table)}", fontsize=13)
-    _legend_below(ax)
-    return fig
-
-
-def write_seed_comparison(
-    rows: list[Mapping[str, Any]],
-    reference: Mapping[str, float],
-    reference_label: str,
-    folder: Path,
-    dpi: int = 100,
-    metric: str = "test_accuracy",
-) -> list[Path]:
-    """seed_comparison.json (the rows), .md and .png in `folder` from a seed sweep's metrics rows (one per job).
-    Raises DataError when the rows cannot be averaged over seeds (see `seed_comparison_table`)."""
-    table = seed_comparison_table(rows, reference, metric)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    json_path, md_path, png_path = (folder / name for name in SEED_COMPARISON_FILES)
-    payload = json.dumps({"metric": metric, "reference_label": reference_label, "rows": table}, indent=2) + "\n"
-    atomic_write_text(json_path, payload)  # atomic: parallel sweep jobs never leave a half-written file
-    markdown = seed_comparison_markdown(table, reference_label, metric)
-    atomic_write_text(md_path, markdown)
-    fig = seed_comparison_figure(table, reference_label, metric)
-    atomic_write(png_path, lambda p: fig.savefig(p, dpi=dpi))
-    return [json_path, md_path, png_path]

@@ -3,6 +3,7 @@ page's section. Every function takes the `Report` being built (what the stage re
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,17 +108,20 @@ class Report:
         return [t for t in wanted if t in names]
 
 
-def comparison_section(r: Report, rows: list[dict]) -> Section:
+def comparison_section(r: Report, rows: list[dict], excluded: Mapping[str, str] | None = None) -> Section:
+    """`rows`: the study's techniques, each with its step against the one before it (`evidence.study_comparison`);
+    `excluded`: the runs left out of it (technique -> why)."""
     v = r.visualize
     r.rows = rows
     table = comparison.comparison_table(rows, v["reference"])
     sec = Section(
         "comparison",
         "Comparison",
-        f"Test accuracy of each technique with its 95 % interval; red marks: {v['reference_label']}.",
+        f"Test accuracy of each technique with its 95 % interval; red marks: {v['reference_label']}. Between "
+        "consecutive techniques: the paired step on the same test images, with McNemar's exact p-value.",
     )
     if table:
-        json_path, md_path = comparison.write_comparison(table, v["reference_label"], r.folder)
+        json_path, md_path = comparison.write_comparison(table, v["reference_label"], r.folder, excluded)
         fig = r.save(
             comparison.comparison_figure(table, v["reference_label"], chance=1 / len(r.classes)), "comparison.png"
         )
@@ -126,7 +130,8 @@ def comparison_section(r: Report, rows: list[dict]) -> Section:
             FigureEntry(
                 fig,
                 "Test accuracy per technique (bars), 95 % interval (error bars), the "
-                "book's numbers (red marks), chance (dashed).",
+                "book's numbers (red marks), chance (dashed); above each pair of neighbours, the accuracy "
+                "difference on the same test images and McNemar's exact p-value.",
             )
         )
         sec.html = _comparison_html(table, v["reference_label"])
@@ -361,23 +366,10 @@ def _mistakes_technique(choice: str, rows: list[dict], trained: set[str]) -> str
 
 
 def _comparison_html(table: list[dict], reference_label: str) -> str:
-    def pct(x: Any) -> str:
-        return f"{100 * x:.1f} %" if isinstance(x, (int, float)) else "—"
-
-    rows = [
-        [
-            r["technique"],
-            r.get("backbone") or "—",
-            pct(r["test_accuracy"]),
-            f"{pct(r.get('ci95_low'))} – {pct(r.get('ci95_high'))}",
-            r.get("test_images") or "—",
-            pct(r["reference"]),
-            f"{r['wall_time_s']:.0f} s" if isinstance(r.get("wall_time_s"), (int, float)) else "—",
-        ]
-        for r in table
-    ]
-    return table_html(
-        ["technique", "backbone", "test accuracy", "95 % interval", "test images", reference_label, "training time"],
-        rows,
-        numeric=frozenset({2, 3, 4, 5, 6}),
+    """The comparison with each step's paired test, then where each row came from."""
+    headers = [h.format(reference=reference_label) for h in comparison.HEADERS]
+    return (
+        table_html(headers, [comparison.table_cells(r) for r in table], numeric=comparison.NUMERIC_CELLS)
+        + f"<p>{html.escape(comparison.TESTS_NOTE)}</p><p>Where each row came from:</p>"
+        + table_html(list(comparison.PROVENANCE_HEADERS), [comparison.provenance_cells(r) for r in table])
     )

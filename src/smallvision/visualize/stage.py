@@ -17,10 +17,11 @@ from typing import Any
 
 import torch
 
+from smallvision import evidence, provenance
 from smallvision.data.images import load_resized
-from smallvision.data.manifest import load_manifest
-from smallvision.runs import CHECKPOINT, METRICS, comparison_rows
-from smallvision.visualize import sections, sections_learned
+from smallvision.data.manifest import MANIFEST, load_manifest, manifest_digest
+from smallvision.runs import CHECKPOINT, METRICS
+from smallvision.visualize import comparison, sections, sections_learned
 from smallvision.visualize.report import write_index
 from smallvision.visualize.settings import validate
 
@@ -70,6 +71,7 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     rows: list[dict] = field(default_factory=list)
+    metrics: Path | None = None  # the comparison's numbers as a DVC metrics file (cfg.paths.comparison)
 
 
 def _device(name: str) -> torch.device:
@@ -110,6 +112,11 @@ def run_visualize(cfg: Mapping[str, Any], root: Path) -> Outcome:
             )
         else:
             trained.append(t)
+    # one study only: a technique trained with another preset, seed or manifest is left out of every section
+    digest = manifest_digest(root / cfg["paths"]["prepared"] / MANIFEST)
+    study = evidence.study_comparison(models, provenance.identity(cfg, digest), {t.name for t in trained})
+    trained = [t for t in trained if t.name not in study.excluded]
+    out.notes += study.messages()
     report = sections.Report(
         visualize=v,
         augmentation=cfg["augmentation"],
@@ -124,11 +131,10 @@ def run_visualize(cfg: Mapping[str, Any], root: Path) -> Outcome:
         nets=sections.Nets(_device(v["device"])),
         notes=out.notes,
     )
-    names = {t.name for t in trained}
-    rows = [row for row in comparison_rows(models) if row.get("technique") in names]
-    page = [_timed(out, "comparison", sections.comparison_section, report, rows)]
+    page = [_timed(out, "comparison", sections.comparison_section, report, study.rows, study.excluded)]
     page += [_timed(out, step, draw, report) for step, draw in SECTIONS.items() if enabled(v, step)]
     out.rows, out.per_technique, out.study_files = report.rows, report.per_technique, report.study_files
+    out.metrics = comparison.write_comparison_metrics(out.rows, root / cfg["paths"]["comparison"])
     out.timings["total"] = time.perf_counter() - started
     footer = (
         f"Stage time: {timing_summary(out)}. Device: {report.nets.device}. "

@@ -1,0 +1,348 @@
+"""The comparison as evidence: McNemar's exact test and Newcombe's paired interval on hand-checked tables, pairing
+by test image path, one study per comparison (preset, seed, manifest), the seed aggregate of a sweep, the compare
+command and the figure's p-values (the same numbers in DVC metrics and MLflow: test_tracking, test_pipeline)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+from helpers.project import ROOT, entry_script
+from helpers.study import config, make_dataset
+
+from smallvision import evidence, sweeps
+from smallvision.errors import DataError
+from smallvision.stats import mcnemar_exact, mean_interval, paired_difference_interval, paired_test
+
+CLASSES = ("cat", "dog")
+MANIFEST = "0123456789ab"
+
+
+def table(both: int, only_first: int, only_second: int, neither: int) -> tuple[list[bool], list[bool]]:
+    """Right/wrong per image of two classifiers with the given 2 x 2 table, the discordant images spread out."""
+    pairs = [(True, True)] * both + [(True, False)] * only_first + [(False, True)] * only_second
+    pairs += [(False, False)] * neither
+    random.Random(0).shuffle(pairs)
+    return [a for a, _ in pairs], [b for _, b in pairs]
+
+
+def fake_run(folder: Path, technique: str, correct: list[bool], order: int = 0, **metrics) -> Path:
+    """A finished run's folder: test_predictions.csv (image i: class i % 2, predicted right where `correct[i]`;
+    rows shuffled by `order`, since pairing is by path) and metrics.json with its provenance."""
+    folder.mkdir(parents=True)
+    rows = []
+    for i, right in enumerate(correct):
+        actual = CLASSES[i % 2]
+        rows.append(f"img_{i:03d}.jpg,{actual},{actual if right else CLASSES[1 - i % 2]},0.9")
+    random.Random(order).shuffle(rows)
+    (folder / "test_predictions.csv").write_text("path,actual,predicted,probability\n" + "\n".join(rows) + "\n")
+    saved = {
+        "technique": technique,
+        "test_accuracy": sum(correct) / len(correct),
+        "test_images": len(correct),
+        "study": "quick",
+        "seed": 42,
+        "manifest": MANIFEST,
+        **metrics,
+    }
+    (folder / "metrics.json").write_text(json.dumps(saved))
+    return folder
+
+
+# --------------------------------------------------------------------------------------------- statistics
+
+
+@pytest.mark.parametrize(
+    "only_first, only_second, p",
+    [
+        (0, 0, 1.0),  # all agree: no evidence either way
+        (3, 3, 1.0),
+        (0, 5, 2 / 2**5),  # one-sided: every discordant image favours the second
+        (5, 0, 2 / 2**5),
+        (1, 9, 2 * (1 + 10) / 2**10),  # 2 * P(X <= 1), X ~ Bin(10, 1/2): 2 * (C(10, 0) + C(10, 1)) / 1024
+        (6, 16, 2 * 110_056 / 2**22),  # 2 * sum C(22, k), k <= 6; Fagerland et al. (2017) ch. 8: 0.0525
+        (0, 1, 1.0),  # one discordant image: 2 * 1/2, capped at 1
+    ],
+)
+def test_mcnemar_exact_p_value_on_hand_checked_tables(only_first, only_second, p):
+    assert mcnemar_exact(only_first, only_second) == pytest.approx(p, rel=1e-12)
+
+
+def test_newcombe_paired_interval_matches_the_published_example_and_stays_in_bounds():
+    # Fagerland, Lydersen & Laake (2017), ch. 8 (Cavo et al. 2012): 59 both, 6 first only, 16 second only, 80
+    # neither; the first minus the second: -0.0621 (95 % CI -0.1186 to -0.0046). Ours is second minus first.
+    low, high = paired_difference_interval(59, 16, 6, 80)
+    assert (low, high) == pytest.approx((-0.1186, -0.0046), abs=5e-5)
+    low, high = paired_difference_interval(90, 0, 0, 10)  # all agree: the interval straddles 0
+    assert low < 0 < high and high - low < 0.08
+    low, high = paired_difference_interval(0, 0, 20, 0)  # the second right everywhere the first is wrong
+    assert 0.7 < low < high == 1.0
+
+
+def test_paired_test_counts_the_table_and_orients_the_difference_second_minus_first():
+    first, second = table(both=70, only_first=4, only_second=12, neither=14)
+    test = paired_test(first, second)
+    assert (test.n, test.both, test.only_first, test.only_second, test.neither) == (100, 70, 4, 12, 14)
+    assert (test.first_accuracy, test.second_accuracy) == (0.74, 0.82)
+    assert test.difference == pytest.approx(0.08) and test.ci95_low < 0.08 < test.ci95_high
+    assert test.p_value == pytest.approx(mcnemar_exact(4, 12))
+    with pytest.raises(ValueError, match="equally long"):
+        paired_test([True], [True, False])
+
+
+def test_mean_interval_over_seeds_is_students_t():
+    mean, low, high = mean_interval([0.80, 0.84, 0.82])
+    half = 4.302652729911275 * 0.02 / math.sqrt(3)  # t(0.975, 2 df) * s / sqrt(n)
+    assert (mean, low, high) == pytest.approx((0.82, 0.82 - half, 0.82 + half))
+    assert math.isnan(mean_interval([0.8])[1])  # one seed says nothing about the spread
+
+
+# --------------------------------------------------------------------------------------------- one study
+
+
+def test_provenance_fields_name_the_preset_seed_data_commit_and_config():
+    from smallvision import provenance
+
+    cfg = config("technique=baseline")
+    saved = provenance.fields(cfg, "ab" * 32, "c0ffee")
+    assert set(saved) == set(provenance.FIELDS)
+    assert {k: saved[k] for k in ("study", "seed", "dataset", "data_source", "manifest", "git_commit")} == {
+        "study": "smoke",
+        "seed": 42,
+        "dataset": "synthetic",
+        "data_source": "synthetic",
+        "manifest": "ab" * 6,
+        "git_commit": "c0ffee",
+    }
+    same_study = provenance.config_hash(config("technique=augment"))  # the four stages of a study share it
+    assert saved["config_hash"] == same_study != provenance.config_hash(config("techniques.augment.epochs=9"))
+    assert provenance.mismatch({"study": "smoke", "seed": 7}, provenance.identity(cfg, "ab" * 32)) == (
+        "trained with seed 7, not this study's seed 42"
+    )
+
+
+def test_study_comparison_pairs_by_path_and_leaves_out_another_preset(tmp_path):
+    models = tmp_path / "models"
+    base, aug = table(both=60, only_first=5, only_second=15, neither=20)
+    fake_run(models / "baseline", "baseline", base)
+    fake_run(models / "augment", "augment", aug, order=1)  # rows in another order: paired by path
+    _, fe = table(both=70, only_first=10, only_second=8, neither=12)
+    fake_run(models / "feature_extract", "feature_extract", fe, study="default")  # the issue's direct run
+    fake_run(models / "fine_tune", "fine_tune", fe, manifest="ffffffffffff")
+
+    study = evidence.study_comparison(models, {"study": "quick", "seed": 42, "manifest": MANIFEST})
+    assert [row["technique"] for row in study.rows] == ["baseline", "augment"]
+    assert "step_from" not in study.rows[0]
+    augment = study.rows[1]
+    assert (augment["step_from"], augment["step_gained"], augment["step_lost"]) == ("baseline", 15, 5)
+    assert augment["step_p_value"] == pytest.approx(mcnemar_exact(5, 15))
+    assert augment["step_difference"] == pytest.approx(0.10) and augment["step_paired_images"] == 100
+    assert study.excluded == {
+        "feature_extract": "trained with preset default, not this study's preset quick (rerun its training stage: "
+        "dvc repro)",
+        "fine_tune": f"trained with manifest ffffffffffff, not this study's manifest {MANIFEST} (rerun its training "
+        "stage: dvc repro)",
+    }
+    assert study.messages()[0].startswith("feature_extract: left out of this study's comparison, trained with preset")
+    # without a study to check against (any two runs), every run is a row
+    assert len(evidence.study_comparison(models, None).rows) == 4
+
+
+def test_runs_tested_on_different_images_are_never_paired(tmp_path):
+    first = fake_run(tmp_path / "a", "baseline", [True] * 10)
+    second = fake_run(tmp_path / "b", "augment", [True] * 11)
+    runs = evidence.runs_in(tmp_path)
+    with pytest.raises(DataError, match=r"tested on different images \(0 only in the first, 1 only in the second"):
+        evidence.compare(*runs)
+    row = evidence.with_steps(runs)[1]
+    assert row["step_note"].startswith("not paired:") and "step_p_value" not in row
+    (second / "test_predictions.csv").unlink()
+    with pytest.raises(DataError, match="test_predictions.csv not found"):
+        evidence.compare(evidence.Run(first, {}), evidence.Run(second, {}))
+
+
+def test_unrecorded_provenance_is_kept_with_a_note(tmp_path):
+    fake_run(tmp_path / "models" / "baseline", "baseline", [True, False], study=None)
+    metrics = tmp_path / "models" / "baseline" / "metrics.json"
+    metrics.write_text(json.dumps({k: v for k, v in json.loads(metrics.read_text()).items() if k != "study"}))
+    study = evidence.study_comparison(tmp_path / "models", {"study": "quick", "seed": 42, "manifest": MANIFEST})
+    assert len(study.rows) == 1 and not study.excluded
+    (note,) = study.notes
+    assert note.startswith("baseline: its metrics.json records no study (trained before provenance was recorded)")
+
+
+def _compare(*argv: str) -> None:
+    entry_script("compare").main(list(argv))
+
+
+def test_compare_command_tests_any_two_runs(tmp_path, capsys):
+    base, aug = table(both=60, only_first=5, only_second=15, neither=20)
+    fake_run(tmp_path / "models" / "baseline", "baseline", base)
+    other = fake_run(tmp_path / "sweep" / "3", "augment", aug, seed=7)
+    _compare("baseline", str(other), "--models", str(tmp_path / "models"))
+    out = capsys.readouterr().out.splitlines()
+    assert (
+        out[0] == f"augment ({other}) against baseline ({tmp_path / 'models' / 'baseline'}), on 100 paired test images:"
+    )
+    assert out[1:3] == [
+        "  accuracy: baseline 65.0 %, augment 75.0 %",
+        "  right with both 60, only baseline 5, only augment 15, neither 20",
+    ]
+    assert out[4] == f"  McNemar's exact test: p = {mcnemar_exact(5, 15):.4g}"
+    assert out[5] == "  note: the two differ in seed: 42 and 7"
+    _compare("baseline", str(other), "--models", str(tmp_path / "models"), "--json")
+    saved = json.loads(capsys.readouterr().out)
+    assert (saved["only_first"], saved["only_second"], saved["provenance_differs"]) == (5, 15, ["seed"])
+
+    fake_run(tmp_path / "models" / "small", "small", [True] * 5)
+    with pytest.raises(SystemExit) as exit_info:  # different test sets: one line, status 2
+        _compare("baseline", "small", "--models", str(tmp_path / "models"))
+    assert exit_info.value.code == 2
+    assert "were tested on different images" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------- figure, files
+
+
+def test_comparison_figure_shows_each_steps_difference_and_p_value(tmp_path):
+    from smallvision.visualize import comparison
+
+    models = tmp_path / "models"
+    base, aug = table(both=60, only_first=5, only_second=15, neither=20)
+    fake_run(models / "baseline", "baseline", base, ci95_low=0.55, ci95_high=0.74)
+    fake_run(models / "augment", "augment", aug, ci95_low=0.66, ci95_high=0.83)
+    _, fe = table(both=74, only_first=1, only_second=25, neither=0)
+    fake_run(models / "feature_extract", "feature_extract", fe, ci95_low=0.92, ci95_high=1.0)
+    rows = evidence.study_comparison(models, None).rows
+    table_rows = comparison.comparison_table(rows, {"baseline": 0.71})
+    fig = comparison.comparison_figure(table_rows, "Chollet", chance=0.5)
+    (ax,) = fig.axes
+    steps = [t.get_text() for t in ax.texts if t.get_gid() == "step"]
+    assert steps == [
+        f"+10.0 pts\np = {mcnemar_exact(5, 15):.3f}",
+        "+24.0 pts\np < 0.001",
+    ]
+    assert max(ax.get_yticks()) <= 1.0 < ax.get_ylim()[1]  # room above the bars, no tick above 100 %
+    json_path, md_path = comparison.write_comparison(table_rows, "Chollet", tmp_path / "reports", {"x": "why"})
+    md = md_path.read_text().splitlines()
+    assert md[0].startswith("| technique | backbone | test accuracy | 95 % interval | test images | step from |")
+    assert md[3].startswith("| augment | — | 75.0 % | 66.0 % – 83.0 % | 100 | baseline | +15 / −5 | +10.0 pts (")
+    assert md[3].endswith(f"| {mcnemar_exact(5, 15):.3f} | — | — |")
+    assert "| feature_extract | quick | 42 | — | 0123456789ab | — | — | — |" in md
+    assert md[-1] == "- x: why"
+    assert json.loads(json_path.read_text())["excluded"] == {"x": "why"}
+
+
+# --------------------------------------------------------------------------------------------- seeds
+
+
+def _sweep(folder: Path, tables: dict[int, tuple[int, int, int, int]], manifest: str = MANIFEST) -> Path:
+    """A seed sweep's job folders: per seed, baseline and augment with the given 2 x 2 table."""
+    job = 0
+    for technique in ("baseline", "augment"):
+        for seed, counts in tables.items():
+            first, second = table(*counts)
+            fake_run(
+                folder / str(job), technique, first if technique == "baseline" else second, seed=seed, manifest=manifest
+            )
+            job += 1
+    return folder
+
+
+def test_seed_aggregate_on_fake_per_seed_outputs(tmp_path):
+    tables = {0: (60, 5, 15, 20), 1: (62, 6, 12, 20), 2: (58, 8, 16, 18)}  # augment +10, +6, +8 points
+    sweep = _sweep(tmp_path / "sweep", tables)
+    rows, steps = evidence.seed_comparison(evidence.runs_in(sweep))
+    baseline, augment = rows
+    assert (baseline["technique"], baseline["n_seeds"], "step_from" in baseline) == ("baseline", 3, False)
+    assert baseline["test_accuracy_values"] == [0.65, 0.68, 0.66]
+    assert augment["test_accuracy_mean"] == pytest.approx((0.75 + 0.74 + 0.74) / 3)
+    assert [(t["seed"], t["only_first"], t["only_second"]) for t in steps.per_seed] == [
+        (0, 5, 15),
+        (1, 6, 12),
+        (2, 8, 16),
+    ]
+    mean, low, high = mean_interval([0.10, 0.06, 0.08])
+    assert augment["step_from"] == "baseline" and augment["step_seeds"] == 3
+    assert (augment["step_difference_mean"], augment["step_difference_ci95_low"]) == pytest.approx((mean, low))
+    assert augment["step_difference_ci95_high"] == pytest.approx(high)
+    assert augment["step_p_values"] == pytest.approx([mcnemar_exact(*c[1:3]) for c in tables.values()])
+    assert augment["step_p_value_max"] == pytest.approx(max(augment["step_p_values"]))
+
+    # the sweep's files, its report page and its MLflow rows carry the same
+    visualize = {"reference": {"baseline": 0.71}, "reference_label": "the book", "dpi": 30}
+    paths = sweeps.write_seed_comparison(sweep, visualize)
+    md = paths[1].read_text()
+    assert "| baseline → augment | 3 | +8.0 pts |" in md
+    assert "| 1 | baseline → augment | +12 / −6 | +6.0 pts (" in md
+    assert "baseline → augment" in paths[3].read_text()
+    assert sweeps.sweep_comparison(sweep)[1]["step_difference_mean"] == pytest.approx(mean)
+
+
+def test_seeds_of_different_manifests_are_not_averaged(tmp_path):
+    sweep = _sweep(tmp_path / "sweep", {0: (60, 5, 15, 20)})
+    _sweep(tmp_path / "other", {1: (60, 5, 15, 20)}, manifest="ffffffffffff")
+    for job in (tmp_path / "other").iterdir():
+        job.rename(sweep / str(int(job.name) + 10))
+    with pytest.raises(DataError, match="different manifests"):
+        evidence.seed_comparison(evidence.runs_in(sweep))
+    assert len(sweeps.sweep_comparison(sweep)) == 4  # the parent lists every job instead
+
+
+# --------------------------------------------------------------------------------------------- the study's MLflow run
+
+
+@pytest.mark.slow  # ~7 s idle (two trainings and a new MLflow store); the filter itself is tested above
+def test_a_direct_run_of_another_preset_stays_off_the_study_run(tmp_path, monkeypatch, caplog):
+    """The issue's reproduction: a study trained with one preset, then one technique run directly with another;
+    the other preset's study run must not show the first preset's techniques."""
+    from mlflow import MlflowClient
+
+    from smallvision.job import run_training
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the project's own store, tmp_path/mlflow.db
+    project = make_dataset(tmp_path, per_class=12)
+    fast = ("logger.enabled=true", "techniques.baseline.epochs=1", "techniques.augment.epochs=1")
+    run_training(config("technique=baseline", *fast), project)  # the smoke study
+    run_training(config("technique=augment", "study=default", *fast), project)  # a direct run, another preset
+    client = MlflowClient(f"sqlite:///{tmp_path.as_posix()}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("smallvision").experiment_id])
+    parents = {r.info.run_name: r.data.metrics for r in runs if "mlflow.parentRunId" not in r.data.tags}
+    assert {key.split(".")[0] for key in parents["study default (synthetic)"]} == {"augment"}
+    assert {key.split(".")[0] for key in parents["study smoke (synthetic)"]} == {"baseline"}
+    assert "baseline: left out of this study's comparison, trained with preset smoke" in caplog.text
+
+
+@pytest.mark.slow  # ~1-2 min: the whole study's four techniques for two seeds, in one Hydra multirun
+def test_the_seed_study_command_writes_the_aggregate_with_its_paired_tests(tmp_path):
+    """The README's seeds command on generated images: every technique for each seed, then the aggregate."""
+    import sys
+
+    from helpers.project import run
+    from mlflow import MlflowClient
+
+    project = make_dataset(tmp_path, per_class=12)
+    sweep = tmp_path / "multirun" / "seeds"
+    command = [sys.executable, str(ROOT / "pipelines" / "train.py"), "-m", "experiment=smoke"]
+    command += ["technique=baseline,augment,feature_extract,fine_tune", "seed=0,1", f"hydra.sweep.dir={sweep}"]
+    run(command, project)
+    saved = json.loads((sweep / "seed_comparison.json").read_text())
+    assert [(r["technique"], r["n_seeds"]) for r in saved["rows"]] == [
+        ("baseline", 2),
+        ("augment", 2),
+        ("feature_extract", 2),
+        ("fine_tune", 2),
+    ]
+    assert [r.get("step_from") for r in saved["rows"]] == [None, "baseline", "augment", "feature_extract"]
+    tests = [(t["seed"], t["to"], t["n"]) for t in saved["per_seed"]]
+    assert sorted(tests) == sorted((s, t, 6) for s in (0, 1) for t in ("augment", "feature_extract", "fine_tune"))
+    assert (sweep / "seed_comparison.html").stat().st_size > 0
+    client = MlflowClient(f"sqlite:///{project}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("smallvision").experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    fine_tune = saved["rows"][3]
+    assert parent.data.metrics["fine_tune.step_difference_mean"] == pytest.approx(fine_tune["step_difference_mean"])
+    assert parent.data.metrics["fine_tune.step_p_value_max"] == pytest.approx(fine_tune["step_p_value_max"])
