@@ -13,8 +13,20 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from smallvision.data.sources import fetch_source
-from smallvision.entrypoints import friendly_errors, to_dict
+from smallvision.entrypoints import friendly_errors, show_config, to_dict
 from smallvision.errors import ConfigError
+
+# the config this stage reads (printed at its start)
+READS = (
+    "data.name",
+    "data.source",
+    "data.sha256",
+    "data.size",
+    "data.synthetic",
+    "data.connect_timeout_s",
+    "data.download_retries",
+    "data.max_extract_bytes",
+)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -25,6 +37,7 @@ def main(cfg: DictConfig) -> None:
         raise ConfigError(
             f"data.source is not set (data={data.name}); give a folder or archive: data.source=/path/to/images"
         )
+    show_config("download", to_dict(cfg), READS)
     source = str(data.source)
     if source != "synthetic" and not urlparse(source).scheme[1:]:  # a local path (or C:\... on Windows)
         source = to_absolute_path(source)

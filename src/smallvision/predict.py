@@ -6,6 +6,7 @@ Bad files are reported in the CSV (and counted), never fatal.
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,9 +15,8 @@ import torch
 from tqdm import tqdm
 
 from smallvision.data.images import DEFAULT_MAX_PIXELS, BadImageError, is_image_name, load_resized
-from smallvision.data.preprocess import network_input
 from smallvision.errors import DataError
-from smallvision.networks import load_checkpoint
+from smallvision.networks import ImageClassifier, load_checkpoint
 
 
 @dataclass
@@ -38,7 +38,7 @@ def image_files(target: Path) -> list[Path]:
 
 
 @torch.inference_mode()
-def probabilities(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+def probabilities(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """(N, classes) probabilities from the network's logits (sigmoid for one logit, softmax otherwise)."""
     logits = net(x).float()
     if logits.shape[1] == 1:
@@ -54,16 +54,30 @@ def predict(
     progress: bool = True,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> list[Prediction]:
+    """Predict `target` (an image or a folder) with the network in a checkpoint."""
     net, spec = load_checkpoint(checkpoint, pretrained_base=False)
-    net.eval()
-    classes, size = spec["classes"], spec["image_size"]
+    classifier = ImageClassifier(net, spec["mean"], spec["std"]).eval()
+    return predict_images(classifier, spec["classes"], spec["image_size"], target, batch_size, progress, max_pixels)
+
+
+def predict_images(
+    classifier: Callable[[torch.Tensor], torch.Tensor],
+    classes: list[str],
+    size: int,
+    target: Path,
+    batch_size: int = 32,
+    progress: bool = True,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> list[Prediction]:
+    """Predict `target` with `classifier`: uint8 images (N, size, size, 3) in, logits out (an `ImageClassifier`, or
+    one loaded from MLflow)."""
     results: list[Prediction] = []
     pending: list[tuple[Path, np.ndarray]] = []
 
     def flush() -> None:
         if not pending:
             return
-        probs = probabilities(net, network_input(np.stack([a for _, a in pending]), spec["mean"], spec["std"]))
+        probs = probabilities(classifier, torch.from_numpy(np.stack([a for _, a in pending])))
         for (path, _), p in zip(pending, probs):
             k = int(p.argmax())
             results.append(Prediction(str(path), classes[k], float(p[k])))

@@ -21,11 +21,13 @@ from mlflow.utils.validation import MAX_METRICS_PER_BATCH
 from smallvision.runs import METRICS, numeric
 from smallvision.tracking.store import (
     batches,
+    dashboard_url,
     default_artifact_location,
     git_commit,
     reason,
     redact,
     resolve_tracking_uri,
+    ui_command,
 )
 from smallvision.tracking.study_runs import StudyRuns
 
@@ -86,6 +88,15 @@ class StudyTracker:
     def parent_run_id(self) -> str | None:
         """The study run's id once it was found or created (None while disabled)."""
         return self.runs.parent_run_id
+
+    def dashboard_hint(self, ui_url: str) -> str | None:
+        """One line that says where to see the study's runs (None when tracking is off or failed)."""
+        experiment_id = self.runs.experiment_id
+        if not self.enabled or experiment_id is None:
+            return None
+        url = dashboard_url(self.tracking_uri, experiment_id, ui_url)
+        serve = ui_command(self.tracking_uri, ui_url)
+        return f"MLflow: {url}" + (f"  (serve it first: {serve})" if serve else "")
 
     # -- failure handling ------------------------------------------------------------------
 
