@@ -151,6 +151,14 @@ def test_champion_is_the_validation_best_run_never_the_test_best(store_uri: str,
     _, meta = load_classifier(f"models:/{REGISTERED}@{CHAMPION}", store_uri)
     assert meta["technique"] == "fine_tune"
 
+    # fine_tune retrained and killed half-way: its folder holds no finished run, so no champion comes from it
+    with (
+        pytest.raises(KeyboardInterrupt),
+        tracker.technique_run("fine_tune", {}, {OUTPUT_TAG: str(study / "models/fine_tune")}),
+    ):
+        raise KeyboardInterrupt
+    assert "feature_extract" in update_champion(tracker, REGISTERED)
+
 
 def test_model_logging_failure_warns_once_and_the_run_still_finishes(
     store_uri: str, study: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch

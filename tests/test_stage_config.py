@@ -51,10 +51,10 @@ def test_shown_config_is_compact_and_the_part_the_stage_reads(capsys: pytest.Cap
     assert list(part["techniques"]) == ["augment"] and part["techniques"]["augment"]["epochs"] == 3
     assert part["seed"] == cfg["seed"] and part["trainer"] == cfg["trainer"]
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "train augment: configuration read" and len(lines) == 5  # one line per section
-    assert lines[1].startswith("  techniques: {augment: {name: augment, kind: scratch,") and "epochs: 3" in lines[1]
-    assert lines[4] == f"  seed: {cfg['seed']}"
-    assert {key: yaml.safe_load(line.split(": ", 1)[1]) for key, line in zip(part, lines[1:])} == part
+    assert lines[0] == "train augment: configuration read" and len(lines) <= 12  # a few lines per section
+    assert lines[1].startswith("  techniques: {augment: {name: augment, kind: scratch,")
+    assert lines[-1] == f"  seed: {cfg['seed']}"
+    assert yaml.safe_load("\n".join(lines[1:])) == part  # what is printed is the config, as YAML
 
     baseline = show_config(
         "train baseline", cfg | {"technique": "baseline"}, sections_read(cfg | {"technique": "baseline"})

@@ -70,12 +70,13 @@ def bound_mlflow_requests(logger_cfg: Mapping[str, Any]) -> None:
 
 
 YAML_END = "\n...\n"  # what PyYAML ends a lone scalar with
+CONFIG_WIDTH = 110  # where a printed section wraps
 
 
 def show_config(stage: str, cfg: Mapping[str, Any], keys: Sequence[str], echo: bool = True) -> dict:
     """The part of the resolved config `cfg` that `stage` reads (`keys`, dotted paths), nested as in conf/;
-    with `echo` it is printed first, one YAML flow-style line per top-level section (what the stage's MLflow run
-    keeps as config/<stage>.yaml)."""
+    with `echo` it is printed first as YAML, each section in flow style wrapped to a few lines (the printed lines
+    load back as YAML). The stage's MLflow run keeps it as config/<stage>.yaml."""
     part: dict = {}
     for key in keys:
         *parents, last = key.split(".")
@@ -88,7 +89,7 @@ def show_config(stage: str, cfg: Mapping[str, Any], keys: Sequence[str], echo: b
     if echo:
         lines = [f"{stage}: configuration read"]
         for key, value in part.items():
-            text = yaml.safe_dump(value, default_flow_style=True, width=math.inf, sort_keys=False)
-            lines.append(f"  {key}: {text.removesuffix(YAML_END).strip()}")
+            text = yaml.safe_dump(value, default_flow_style=True, width=CONFIG_WIDTH, sort_keys=False)
+            lines.append(f"  {key}: " + text.removesuffix(YAML_END).strip().replace("\n", "\n    "))
         print("\n".join(lines), flush=True)
     return part

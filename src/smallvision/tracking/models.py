@@ -12,23 +12,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.store.tracking import SEARCH_MAX_RESULTS_DEFAULT
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from smallvision.data.images import load_resized
-from smallvision.data.manifest import load_manifest
 from smallvision.errors import ConfigError
-from smallvision.networks import ImageClassifier, load_checkpoint
 from smallvision.tracking.store import reason, redact
 from smallvision.tracking.study_runs import ROLE_TAG, ROLE_TECHNIQUE
 from smallvision.tracking.tracker import StudyTracker
+
+if TYPE_CHECKING:  # torch and the networks are imported where a model is logged or loaded: tracking stays light
+    import numpy as np
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +55,11 @@ def preprocessing(spec: dict, technique: str) -> dict[str, Any]:
 def example_images(prepared: Path, size: int, max_pixels: int | None, count: int = 2) -> np.ndarray:
     """`count` training images, one per class, as the model's input example (a batch of 2 or more keeps the
     exported batch dimension dynamic)."""
+    import numpy as np
+
+    from smallvision.data.images import load_resized
+    from smallvision.data.manifest import load_manifest
+
     records, _ = load_manifest(prepared)
     first = {}
     for record in records:
@@ -96,7 +100,10 @@ def _log_network(
 ) -> str:
     import mlflow
     import mlflow.pytorch
+    import torch
     from mlflow.models import infer_signature
+
+    from smallvision.networks import ImageClassifier, load_checkpoint
 
     net, spec = load_checkpoint(checkpoint, pretrained_base=False)
     model = ImageClassifier(net, spec["mean"], spec["std"]).eval()
@@ -126,19 +133,21 @@ def _log_network(
 
 
 def champion_run(children: Sequence[Run]) -> Run | None:
-    """The study's best run by validation accuracy among its finished technique runs that hold a model: the newest
-    run per output folder (a technique retrained into models/<technique>/ replaces its older run; each job of a
-    sweep has its own folder), ties to the earlier run. Test accuracy plays no part."""
+    """The study's best run by validation accuracy: among the newest technique run per output folder (a technique
+    retrained into models/<technique>/ replaces its older run, as its files do; each job of a sweep has its own
+    folder), those that finished and hold a model; ties go to the earlier run. Test accuracy plays no part."""
     newest: dict[str, Run] = {}
     for run in sorted(children, key=lambda r: r.info.start_time, reverse=True):
         tags = run.data.tags
-        if run.info.status != "FINISHED" or tags.get(ROLE_TAG) != ROLE_TECHNIQUE:
-            continue
-        newest.setdefault(tags.get(OUTPUT_TAG) or tags.get("technique", run.info.run_id), run)
+        if tags.get(ROLE_TAG) == ROLE_TECHNIQUE:
+            newest.setdefault(tags.get(OUTPUT_TAG) or tags.get("technique", run.info.run_id), run)
     candidates = [
         run
         for run in newest.values()
-        if SELECTION_METRIC in run.data.metrics and run.outputs is not None and run.outputs.model_outputs
+        if run.info.status == "FINISHED"
+        and SELECTION_METRIC in run.data.metrics
+        and run.outputs is not None
+        and run.outputs.model_outputs
     ]
     return max(candidates, key=lambda r: (r.data.metrics[SELECTION_METRIC], -r.info.start_time), default=None)
 
