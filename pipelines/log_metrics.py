@@ -15,6 +15,7 @@ from smallvision.checks import check_settings, one_of
 from smallvision.data.manifest import MANIFEST, manifest_digest
 from smallvision.entrypoints import bound_mlflow_requests, friendly_errors, to_dict
 from smallvision.errors import DataError
+from smallvision.runs import CHECKPOINT
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -24,14 +25,24 @@ def main(cfg: DictConfig) -> None:
     one_of(c["technique"], "technique", list(c["techniques"]))
     check_settings(c, "log_metrics")
     bound_mlflow_requests(c["logger"])
-    models = root / c["paths"]["models"]
-    digest = manifest_digest(root / c["paths"]["prepared"] / MANIFEST)
+    models, prepared = root / c["paths"]["models"], root / c["paths"]["prepared"]
+    digest = manifest_digest(prepared / MANIFEST)
     tracker = tracking.study_tracker(c, root, digest)
-    tracking.log_from_metrics_files(tracker, [models / c["technique"]], params=tracking.flatten(c))
+
+    def data_and_network(run_id: str, folder: Path) -> None:  # what the training job logs besides its files
+        tracking.log_dataset(tracker, (run_id, tracker.parent_run_id), prepared / MANIFEST, c["data"]["name"], digest)
+        if c["logger"]["log_models"] and (folder / CHECKPOINT).exists():
+            tracking.log_network(
+                tracker, run_id, folder / CHECKPOINT, c["technique"], prepared, c["data"]["max_image_pixels"]
+            )
+
+    tracking.log_from_metrics_files(tracker, [models / c["technique"]], tracking.flatten(c), also=data_and_network)
     tracker.log_comparison(evidence.study_comparison(models, provenance.identity(c, digest)).rows)
     if not tracker.enabled:
         raise DataError("MLflow tracking failed again (see the warning above); nothing was logged")
     print(f"{c['technique']}: logged to MLflow as a child of study run {tracker.parent_run_id}")
+    if champion := tracking.update_champion(tracker, c["logger"]["registered_model"]):
+        print(champion)
 
 
 if __name__ == "__main__":

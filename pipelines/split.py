@@ -13,15 +13,17 @@ from omegaconf import DictConfig
 from smallvision.checks import check_settings
 from smallvision.data.manifest import REPORT, SPLITS
 from smallvision.data.split import prepare_split
-from smallvision.entrypoints import friendly_errors, to_dict
+from smallvision.entrypoints import friendly_errors, show_config, to_dict
 
 _SHOW_DROPPED = 20  # longer lists: see the report file
+READS = ("data.split", "data.classes", "data.max_image_pixels", "data.workers", "seed")  # printed at the start
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
     check_settings(to_dict(cfg), "split")
+    show_config("split", to_dict(cfg), READS)
     data = cfg.data
     prepared = Path(to_absolute_path(cfg.paths.prepared))
     report = prepare_split(

@@ -13,10 +13,12 @@ from omegaconf import DictConfig
 from smallvision import tracking
 from smallvision.checks import check_settings
 from smallvision.data.manifest import MANIFEST, manifest_digest
-from smallvision.entrypoints import bound_mlflow_requests, friendly_errors, to_dict
+from smallvision.entrypoints import bound_mlflow_requests, friendly_errors, show_config, to_dict
 from smallvision.visualize.stage import run_visualize, timing_summary
 
 log = logging.getLogger(__name__)
+
+READS = ("visualize", "augmentation")  # the config this stage reads (printed at its start)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -24,13 +26,17 @@ log = logging.getLogger(__name__)
 def main(cfg: DictConfig) -> None:
     c, root = to_dict(cfg), Path.cwd()
     check_settings(c, "visualize")
+    shown = show_config("visualize", c, READS)
     out = run_visualize(c, root)
     bound_mlflow_requests(c["logger"])
     tracker = tracking.study_tracker(c, root, manifest_digest(root / c["paths"]["prepared"] / MANIFEST))
     tracker.log_report(out.rows, out.study_files, out.per_technique, out.timings["total"], out.reports)
+    tracking.log_config(tracker, tracker.parent_run_id, shown, "visualize")
     for note in out.notes:
         log.warning(note)
     print(f"visualize: {out.index} ({timing_summary(out)})")
+    if hint := tracker.dashboard_hint(c["logger"]["ui_url"]):
+        print(hint)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ NOT_NUMBERS = {
     "data.synthetic",
     "logger.tracking_uri",
     "predict.input",
+    "predict.model",
     "visualize.filters.scratch_layers",
     "visualize.filters.transfer_layers",
     "visualize.patches.scratch_layers",

@@ -12,19 +12,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
 from helpers.browser import CHROMIUM_FLAGS, OFFLINE, chromium
 from helpers.project import compose_params, copy_project, dvc_status, run, signal_group, start, wait_mid_training
 
 TECHNIQUES = ("baseline", "augment", "feature_extract", "fine_tune")
+HYDRA = ("--config-dir", ".", "--config-name", "params", "hydra.output_subdir=null", "hydra.run.dir=.")
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     project = copy_project(tmp_path_factory.mktemp("project"))
     compose_params(project, "experiment=smoke")
-    run([sys.executable, "-m", "dvc", "repro"], project)
+    (project / "repro.log").write_text(run([sys.executable, "-m", "dvc", "repro"], project).stdout)
     return project
 
 
@@ -173,6 +176,63 @@ def test_mlflow_holds_one_study_with_a_child_per_technique(project):
     flat = {f"{technique}.{key}": value for technique, values in comparison.items() for key, value in values.items()}
     assert "fine_tune.step_p_value" in flat
     assert {k: v for k, v in parents[0].data.metrics.items() if k != "visualize_wall_time_s"} == pytest.approx(flat)
+
+
+def test_mlflow_holds_each_runs_data_config_and_network_and_the_champion(project):
+    import mlflow.pytorch
+    from mlflow.tracking import MlflowClient
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    from smallvision.data.manifest import manifest_digest
+    from smallvision.networks import ImageClassifier, load_checkpoint
+
+    uri = f"sqlite:///{project}/mlflow.db"
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("smallvision")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    runs = client.search_runs([experiment.experiment_id])
+    children = {r.data.tags["technique"]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    log = (project / "repro.log").read_text()
+    digest = manifest_digest(project / "data/prepared/manifest.csv")[:12]
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8))
+    for technique, child in children.items():
+        (data,) = child.inputs.dataset_inputs
+        assert (data.dataset.name, data.dataset.digest) == ("synthetic", digest)
+        assert json.loads(data.dataset.profile) == {"num_rows": 80, "train": 40, "val": 20, "test": 20}
+        config = yaml.safe_load(Path(client.download_artifacts(child.info.run_id, "config/train.yaml")).read_text())
+        assert config["techniques"] == {technique: params["techniques"][technique]} and config["seed"] == 42
+        assert f"train {technique}: configuration read" in log
+        (output,) = child.outputs.model_outputs
+        net, spec = load_checkpoint(project / "models" / technique / "best.ckpt")
+        with torch.no_grad(), _use_tracking_uri(uri):
+            logged = mlflow.pytorch.load_model(f"models:/{output.model_id}")
+            assert torch.allclose(logged(images), ImageClassifier(net, spec["mean"], spec["std"]).eval()(images))
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    visualize = yaml.safe_load(Path(client.download_artifacts(parent.info.run_id, "config/visualize.yaml")).read_text())
+    assert visualize == {"visualize": params["visualize"], "augmentation": params["augmentation"]}
+    champion = client.get_model_version_by_alias("smallvision-classifier", "champion")
+    best = max(children.values(), key=lambda r: (r.data.metrics["best_val_accuracy"], -r.info.start_time))
+    assert champion.run_id == best.info.run_id  # chosen on validation accuracy
+    url = f"MLflow: http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}?workflowType=machine_learning"
+    assert log.count(url) == len(TECHNIQUES) + 1  # after each training stage and visualize
+
+
+def test_predict_with_the_champion_writes_what_its_checkpoint_does(project, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from smallvision.predict import predict, write_csv
+
+    monkeypatch.chdir(project)
+    model = "predict.model=models:/smallvision-classifier@champion"
+    run([sys.executable, "pipelines/predict.py", *HYDRA, model, "predict.input=data/raw"], project)
+    client = MlflowClient(f"sqlite:///{project}/mlflow.db")
+    champion = client.get_model_version_by_alias("smallvision-classifier", "champion")
+    write_csv(
+        predict(Path("models") / champion.tags["technique"] / "best.ckpt", Path("data/raw"), progress=False),
+        Path("expected.csv"),
+    )
+    assert (project / "predictions.csv").read_text() == (project / "expected.csv").read_text()
 
 
 def test_nothing_changed_reruns_nothing_and_one_change_reruns_only_what_it_feeds(project):

@@ -233,6 +233,7 @@ FLAGS = (
     "trainer.deterministic",
     "trainer.progress",
     "logger.enabled",
+    "logger.log_models",
     "visualize.*.enabled",  # the report's switchable sections
     "visualize.patches.interior",
 )

@@ -3,17 +3,19 @@ Hydra runs this job. Library code gets these as plain values and never reads Hyd
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from smallvision.distributed import SWEEP_DIR_ENV
@@ -86,3 +88,29 @@ def bound_mlflow_requests(logger_cfg: Mapping[str, Any]) -> None:
     reads these only from the environment (as whole numbers). Variables the user already set win."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(math.ceil(logger_cfg["http_timeout_s"])))
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(int(logger_cfg["http_max_retries"])))
+
+
+YAML_END = "\n...\n"  # what PyYAML ends a lone scalar with
+CONFIG_WIDTH = 110  # where a printed section wraps
+
+
+def show_config(stage: str, cfg: Mapping[str, Any], keys: Sequence[str], echo: bool = True) -> dict:
+    """The part of the resolved config `cfg` that `stage` reads (`keys`, dotted paths), nested as in conf/;
+    with `echo` it is printed first as YAML, each section in flow style wrapped to a few lines (the printed lines
+    load back as YAML). The stage's MLflow run keeps it as config/<stage>.yaml."""
+    part: dict = {}
+    for key in keys:
+        *parents, last = key.split(".")
+        value, node = cfg, part
+        for name in key.split("."):
+            value = value[name]
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[last] = copy.deepcopy(value)
+    if echo:
+        lines = [f"{stage}: configuration read"]
+        for key, value in part.items():
+            text = yaml.safe_dump(value, default_flow_style=True, width=CONFIG_WIDTH, sort_keys=False)
+            lines.append(f"  {key}: " + text.removesuffix(YAML_END).strip().replace("\n", "\n    "))
+        print("\n".join(lines), flush=True)
+    return part

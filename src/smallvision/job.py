@@ -10,13 +10,16 @@ from smallvision import distributed, evidence, provenance, settings, sweeps
 from smallvision.data.manifest import MANIFEST, manifest_digest
 from smallvision.errors import DataError
 from smallvision.networks import network_name
-from smallvision.runs import RESULT_FILES, numeric
+from smallvision.runs import CHECKPOINT, RESULT_FILES, numeric
 
 log = logging.getLogger(__name__)
 
 
-def run_training(cfg: dict, root: Path, sweep_dir: str | None = None, job_dir: Path | None = None) -> dict:
-    """Train cfg["technique"] into models/<technique>/ (in a sweep: `job_dir`, the job's folder) and track it.
+def run_training(
+    cfg: dict, root: Path, sweep_dir: str | None = None, job_dir: Path | None = None, config_read: dict | None = None
+) -> dict:
+    """Train cfg["technique"] into models/<technique>/ (in a sweep: `job_dir`, the job's folder) and track it:
+    its metrics, files, data, network and `config_read` (the config it read) on its run, then the study's champion.
 
     In a sweep, fine-tune starts from the sweep's own feature-extract job with the same seed (run feature_extract
     first: `-m technique=feature_extract,fine_tune seed=0,1,2`), else from models/feature_extract/."""
@@ -49,17 +52,25 @@ def run_training(cfg: dict, root: Path, sweep_dir: str | None = None, job_dir: P
         "backbone": network_name(tech, cfg["backbone"]),
         "git_commit": tracker.tags["git_commit"],
         "manifest": digest[:12],
+        tracking.OUTPUT_TAG: str(out.resolve()),
     }
+    log_cfg = cfg["logger"]
     with (
         tracker.technique_run(cfg["technique"], tracking.flatten(cfg), tags) as run_id,
         distributed.hydra_ddp_job(sweep_dir),
     ):
+        tracking.log_config(tracker, run_id, config_read or {}, "train")
+        tracking.log_dataset(tracker, (run_id, tracker.parent_run_id), manifest, cfg["data"]["name"], digest)
         logger = tracking.lightning_logger(tracker, run_id) or False
         metrics = train_technique(
             cfg, paths, logger=logger, progress=cfg["trainer"]["progress"], commit=provenance.git_commit(root)
         )
         tracker.log_metrics(run_id, numeric(metrics))
         tracker.log_artifacts(run_id, [out / name for name in RESULT_FILES])
+        if log_cfg["log_models"]:
+            tracking.log_network(
+                tracker, run_id, out / CHECKPOINT, cfg["technique"], paths.prepared, cfg["data"]["max_image_pixels"]
+            )
     if is_zero:
         if sweep_dir:
             tracker.log_comparison(
@@ -74,4 +85,8 @@ def run_training(cfg: dict, root: Path, sweep_dir: str | None = None, job_dir: P
             f"{cfg['technique']}: test accuracy {metrics['test_accuracy']:.4f} "
             f"(95% CI {metrics['ci95_low']:.4f}-{metrics['ci95_high']:.4f}, {metrics['test_images']} images) -> {out}"
         )
+        if champion := tracking.update_champion(tracker, log_cfg["registered_model"]):
+            print(champion)
+        if hint := tracker.dashboard_hint(log_cfg["ui_url"]):
+            print(hint)
     return metrics

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from smallvision.data.preprocess import normalise, to_pixels
 from smallvision.errors import DataError
 from smallvision.files import special_file_kind
 from smallvision.models import backbones
@@ -87,6 +88,20 @@ def build_net(spec: dict, pretrained: bool = True) -> nn.Module:
         bb["weights"] = {**bb.get("weights", {}), "source": "none"}
     base = backbones.create_backbone(bb, allow_random=not pretrained)
     return TransferNet(base, build_head(spec), spec["pool"])
+
+
+class ImageClassifier(nn.Module):
+    """A trained network with its input normalisation: uint8 RGB images (N, H, W, 3), already resized to the spec's
+    image_size, in; the network's logits out. What `predict` runs and what MLflow stores, so a served model needs
+    only the resize (no mean/std to get wrong)."""
+
+    def __init__(self, net: nn.Module, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.net = net
+        self.mean, self.std = list(mean), list(std)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(normalise(to_pixels(images), self.mean, self.std))
 
 
 def read_checkpoint(path: Path) -> dict:

@@ -7,6 +7,7 @@ reported in its `error` column (and counted), never fatal, never left out.
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +22,9 @@ from smallvision.data.images import (
     is_image_name,
     load_resized,
 )
-from smallvision.data.preprocess import network_input
 from smallvision.errors import ConfigError, DataError
 from smallvision.files import atomic_write, special_file_kind
-from smallvision.networks import class_probabilities, load_checkpoint
+from smallvision.networks import ImageClassifier, class_probabilities, load_checkpoint
 
 
 @dataclass
@@ -79,7 +79,7 @@ def check_output(output: Path) -> None:
 
 
 @torch.inference_mode()
-def probabilities(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+def probabilities(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """(N, classes) probabilities from the network's logits (sigmoid for one logit, softmax otherwise)."""
     return class_probabilities(net(x))
 
@@ -92,16 +92,33 @@ def predict(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_bytes: float | None = DEFAULT_MAX_BYTES,
 ) -> list[Prediction]:
+    """Predict `target` (an image or a folder) with the network in a checkpoint."""
     net, spec = load_checkpoint(checkpoint, pretrained_base=False)
-    net.eval()
-    classes, size = spec["classes"], spec["image_size"]
+    classifier = ImageClassifier(net, spec["mean"], spec["std"]).eval()
+    return predict_images(
+        classifier, spec["classes"], spec["image_size"], target, batch_size, progress, max_pixels, max_bytes
+    )
+
+
+def predict_images(
+    classifier: Callable[[torch.Tensor], torch.Tensor],
+    classes: list[str],
+    size: int,
+    target: Path,
+    batch_size: int = 32,
+    progress: bool = True,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_bytes: float | None = DEFAULT_MAX_BYTES,
+) -> list[Prediction]:
+    """Predict `target` with `classifier`: uint8 images (N, size, size, 3) in, logits out (an `ImageClassifier`, or
+    one loaded from MLflow)."""
     results: list[Prediction] = []
     pending: list[tuple[Path, np.ndarray]] = []
 
     def flush() -> None:
         if not pending:
             return
-        probs = probabilities(net, network_input(np.stack([a for _, a in pending]), spec["mean"], spec["std"]))
+        probs = probabilities(classifier, torch.from_numpy(np.stack([a for _, a in pending])))
         for (path, _), p in zip(pending, probs):
             k = int(p.argmax())
             results.append(Prediction(str(path), classes[k], float(p[k])))

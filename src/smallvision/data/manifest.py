@@ -52,6 +52,13 @@ def manifest_digest(manifest_file: Path) -> str:
     return hashlib.sha256(Path(manifest_file).read_bytes()).hexdigest()
 
 
+def split_sizes(manifest_file: Path) -> dict[str, int]:
+    """How many images each split holds, from the manifest alone (the images need not be there)."""
+    with open(manifest_file, newline="", encoding="utf-8") as fh:
+        splits = [row["split"] for row in csv.DictReader(fh)]
+    return {split: splits.count(split) for split in SPLITS}
+
+
 def load_manifest(prepared_dir: Path) -> tuple[list[Record], list[str]]:
     """The manifest's records (with `file` resolved against the raw folder) and the ordered class list."""
     prepared_dir = Path(prepared_dir)

@@ -1,15 +1,32 @@
-"""MLflow tracking for the study: one study (parent) run, one child run per technique training job, and the
-report's figures on them; a store that fails only warns (see `tracker`)."""
+"""MLflow tracking for the study: one study (parent) run, one child run per technique training job with its data,
+config and network, the registry's champion, and the report's figures on them; a store that fails only warns (see
+`tracker`)."""
+
+import os
+
+# before MLflow is first imported: its telemetry would try config.mlflow-telemetry.io on import (offline, silently
+# failing); the project runs offline and sends nothing. A user's own setting wins.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from smallvision.provenance import git_commit
 from smallvision.tracking.from_files import log_from_metrics_files
+from smallvision.tracking.inputs import log_config, log_dataset
 from smallvision.tracking.lightning_logger import lightning_logger
+from smallvision.tracking.models import (
+    CHAMPION,
+    OUTPUT_TAG,
+    load_classifier,
+    log_network,
+    update_champion,
+)
 from smallvision.tracking.store import flatten, resolve_tracking_uri
 from smallvision.tracking.study_runs import ROLE_TAG, STUDY_ID_TAG, STUDY_KEY_TAG
 from smallvision.tracking.tracker import COMPARISON_FILE, StudyTracker, study_tracker
 
 __all__ = [
+    "CHAMPION",
     "COMPARISON_FILE",
+    "OUTPUT_TAG",
     "ROLE_TAG",
     "STUDY_ID_TAG",
     "STUDY_KEY_TAG",
@@ -17,7 +34,12 @@ __all__ = [
     "flatten",
     "git_commit",
     "lightning_logger",
+    "load_classifier",
+    "log_config",
+    "log_dataset",
     "log_from_metrics_files",
+    "log_network",
     "resolve_tracking_uri",
     "study_tracker",
+    "update_champion",
 ]

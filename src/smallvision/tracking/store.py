@@ -46,6 +46,22 @@ def default_artifact_location(tracking_uri: str) -> str | None:
     return (Path(db_path).parent / "mlartifacts").as_uri()
 
 
+def dashboard_url(tracking_uri: str, experiment_id: str, ui_url: str) -> str:
+    """The experiment's page in the MLflow UI, on its runs table: an http(s) store is its own UI, any other is served
+    at `ui_url` by `mlflow ui`. MLflow 3.17's UI opens every experiment on its GenAI pages unless the link asks for
+    the model-training view (`workflowType=machine_learning`); it ignores the experiment-kind tag."""
+    base = redact(tracking_uri) if urlsplit(tracking_uri).scheme in ("http", "https") else ui_url
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
+def ui_command(tracking_uri: str, ui_url: str) -> str | None:
+    """The `mlflow ui` command that serves a local store at `ui_url`; None for a server (it serves itself)."""
+    if urlsplit(tracking_uri).scheme in ("http", "https", "databricks"):
+        return None
+    ui = urlsplit(ui_url)
+    return f"mlflow ui --backend-store-uri {tracking_uri} --host {ui.hostname or '127.0.0.1'} --port {ui.port or 5000}"
+
+
 def param_value(value: Any) -> str:
     """MLflow stores params as strings of bounded length; longer values are cut rather than rejected."""
     return str(value)[:MAX_PARAM_VAL_LENGTH]

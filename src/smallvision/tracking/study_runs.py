@@ -26,6 +26,8 @@ STUDY_KEY_TAG = "smallvision.study_key"
 # so parents are looked up by a hex digest of the key kept in a second tag.
 STUDY_ID_TAG = "smallvision.study_id"
 ROLE_TAG = "smallvision.role"
+# What the MLflow UI reads as an experiment's kind ("Machine learning"); the GenAI kind is the UI's default.
+EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 ROLE_STUDY, ROLE_TECHNIQUE = "study", "technique"
 
 
@@ -61,17 +63,27 @@ class StudyRuns:
             self._client = MlflowClient(tracking_uri=self.tracking_uri)  # a SQLite store migrates here
         return self._client
 
+    @property
+    def experiment_id(self) -> str | None:
+        """The experiment's id once it was found or created."""
+        return self._experiment_id
+
     def experiment(self) -> str:
+        """The experiment's id; it is created, or tagged when it exists, as a model-training experiment."""
         if self._experiment_id is None:
             found = self.client.get_experiment_by_name(self.experiment_name)
             if found is not None and found.lifecycle_stage == "deleted":
                 self.client.restore_experiment(found.experiment_id)
             if found is not None:
                 self._experiment_id = found.experiment_id
+                if found.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:
+                    self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
             else:
                 try:
                     self._experiment_id = self.client.create_experiment(
-                        self.experiment_name, artifact_location=self.artifact_location
+                        self.experiment_name,
+                        artifact_location=self.artifact_location,
+                        tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING},
                     )
                 except MlflowException:  # a parallel sweep job created it first
                     again = self.client.get_experiment_by_name(self.experiment_name)

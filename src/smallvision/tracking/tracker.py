@@ -23,10 +23,12 @@ from smallvision.provenance import git_commit
 from smallvision.runs import METRICS, comparison_metrics
 from smallvision.tracking.store import (
     batches,
+    dashboard_url,
     default_artifact_location,
     reason,
     redact,
     resolve_tracking_uri,
+    ui_command,
 )
 from smallvision.tracking.study_runs import StudyRuns
 
@@ -90,6 +92,15 @@ class StudyTracker:
     def parent_run_id(self) -> str | None:
         """The study run's id once it was found or created (None while disabled)."""
         return self.runs.parent_run_id
+
+    def dashboard_hint(self, ui_url: str) -> str | None:
+        """One line that says where to see the study's runs (None when tracking is off or failed)."""
+        experiment_id = self.runs.experiment_id
+        if not self.enabled or experiment_id is None:
+            return None
+        url = dashboard_url(self.tracking_uri, experiment_id, ui_url)
+        serve = ui_command(self.tracking_uri, ui_url)
+        return f"MLflow: {url}" + (f"  (serve it first: {serve})" if serve else "")
 
     # -- failure handling ------------------------------------------------------------------
 
