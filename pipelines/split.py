@@ -16,7 +16,8 @@ from smallvision.data.split import prepare_split
 from smallvision.entrypoints import friendly_errors, show_config, to_dict
 
 _SHOW_DROPPED = 20  # longer lists: see the report file
-READS = ("data.split", "data.classes", "data.max_image_pixels", "data.workers", "seed")  # printed at the start
+# the config this stage reads (printed at its start)
+READS = ("data.split", "data.classes", "data.max_image_pixels", "data.max_image_bytes", "data.workers", "seed")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -18,7 +18,7 @@ from smallvision.visualize.stage import run_visualize, timing_summary
 
 log = logging.getLogger(__name__)
 
-READS = ("visualize", "augmentation")  # the config this stage reads (printed at its start)
+READS = ("visualize", "augmentation", "study", "seed")  # the config this stage reads (printed at its start)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
