@@ -1,7 +1,8 @@
 """Feature extraction: run the frozen pretrained base once over every image, cache the pooled features.
 
 The cache file is keyed by everything that changes the features: backbone name and weight source, input
-normalisation, image size, pooling, precision and the manifest's content. Under DDP each rank extracts a
+normalisation, the resize geometry (size, crop or squash, crop fraction, interpolation), pooling, precision and the
+manifest's content. Under DDP each rank extracts a
 disjoint shard and the features are gathered back in manifest order, no duplicates, no gaps.
 """
 
@@ -17,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from smallvision.data.datamodule import ArrayDataset
+from smallvision.data.images import Resize
 from smallvision.data.preprocess import network_input
 from smallvision.errors import DataError
 from smallvision.files import atomic_write
@@ -24,15 +26,15 @@ from smallvision.models.backbones import extract_features, pool_features
 from smallvision.shards import ShardSampler, gather_shards
 
 
-def features_key(backbone_cfg: dict, image_size: int, pool: str, manifest_digest: str, precision: str) -> str:
-    """Identifies cached features: everything that changes them, down to the input normalisation and the
-    precision the base ran in."""
+def features_key(backbone_cfg: dict, resize: Resize, pool: str, manifest_digest: str, precision: str) -> str:
+    """Identifies cached features: everything that changes them, down to the input normalisation, the resize
+    geometry and the precision the base ran in."""
     ident = {
         "timm_name": backbone_cfg["timm_name"],
         "weights": backbone_cfg.get("weights"),
         "mean": list(backbone_cfg["mean"]),
         "std": list(backbone_cfg["std"]),
-        "image_size": image_size,
+        "resize": resize.to_dict(),
         "pool": pool,
         "manifest": manifest_digest,
         "precision": precision,

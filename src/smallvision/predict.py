@@ -16,7 +16,7 @@ from tqdm import tqdm
 from smallvision.data.images import DEFAULT_MAX_PIXELS, BadImageError, is_image_name, load_resized
 from smallvision.data.preprocess import network_input
 from smallvision.errors import DataError
-from smallvision.networks import load_checkpoint
+from smallvision.networks import load_checkpoint, spec_resize
 
 
 @dataclass
@@ -56,7 +56,7 @@ def predict(
 ) -> list[Prediction]:
     net, spec = load_checkpoint(checkpoint, pretrained_base=False)
     net.eval()
-    classes, size = spec["classes"], spec["image_size"]
+    classes, resize = spec["classes"], spec_resize(spec)  # the photos resized as the network was trained
     results: list[Prediction] = []
     pending: list[tuple[Path, np.ndarray]] = []
 
@@ -74,7 +74,7 @@ def predict(
             results.append(Prediction(str(path), None, None, "not an image"))
             continue
         try:
-            pending.append((path, load_resized(path, size, max_pixels)))
+            pending.append((path, load_resized(path, resize, max_pixels)))
         except BadImageError as err:
             results.append(Prediction(str(path), None, None, err.reason))
         if len(pending) >= batch_size:

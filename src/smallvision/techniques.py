@@ -69,7 +69,7 @@ def cached_head(inp: Inputs) -> Setup:
     pool = tech["head"]["pool"]
     base = backbones.create_backbone(bb)
     spec = networks.make_spec(tech, bb, inp.classes, backbones.feature_dim(base, tech["image_size"], pool))
-    key = features_key(bb, tech["image_size"], pool, inp.manifest_digest, str(inp.trainer.precision))
+    key = features_key(bb, networks.spec_resize(spec), pool, inp.manifest_digest, str(inp.trainer.precision))
     extractor = FeatureExtractor(base, pool, bb["mean"], bb["std"], inp.channels_last)
     features = cached_features(
         inp.trainer, extractor, inp.images, features_path(inp.features_dir, bb["name"], key), tech["extract_batch_size"]

@@ -18,7 +18,7 @@ from smallvision.data.datamodule import ArrayDataModule, SplitArrays
 from smallvision.data.manifest import MANIFEST, SPLITS, load_manifest, manifest_digest
 from smallvision.errors import DataError
 from smallvision.modules.classifier import ClassifierModule
-from smallvision.networks import is_cached, network_name
+from smallvision.networks import input_resize, is_cached, network_name
 from smallvision.runs import CHECKPOINT, METRICS, write_outputs
 from smallvision.stats import wilson_interval
 from smallvision.trainer import expected_notices_hidden, make_trainer
@@ -79,7 +79,7 @@ def train_technique(cfg: dict, paths: Paths, logger=None, progress: bool = True)
     trainer = make_trainer(tcfg, tech["epochs"], paths.out, logger or False, [checkpoint])
     images = image_array(
         [r.file for r in records],
-        tech["image_size"],
+        input_resize(tech, cfg["backbone"]),  # squashed for the scratch convnet, as the base was trained otherwise
         paths.cache,
         digest,
         cfg["data"]["workers"],
