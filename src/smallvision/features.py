@@ -2,7 +2,8 @@
 
 The cache file is keyed by everything that changes the features: backbone name and weight source, input
 normalisation, the resize geometry (size, crop or squash, crop fraction, interpolation), pooling, precision and the
-manifest's content. Under DDP each rank extracts a
+manifest's content, and whether the images were flipped horizontally (the second view that test-time augmentation
+and flip-augmented head training read). Under DDP each rank extracts a
 disjoint shard and the features are gathered back in manifest order, no duplicates, no gaps.
 """
 
@@ -26,7 +27,9 @@ from smallvision.models.backbones import extract_features, pool_features
 from smallvision.shards import ShardSampler, gather_shards
 
 
-def features_key(backbone_cfg: dict, resize: Resize, pool: str, manifest_digest: str, precision: str) -> str:
+def features_key(
+    backbone_cfg: dict, resize: Resize, pool: str, manifest_digest: str, precision: str, flip: bool = False
+) -> str:
     """Identifies cached features: everything that changes them, down to the input normalisation, the resize
     geometry and the precision the base ran in."""
     ident = {
@@ -38,6 +41,7 @@ def features_key(backbone_cfg: dict, resize: Resize, pool: str, manifest_digest:
         "pool": pool,
         "manifest": manifest_digest,
         "precision": precision,
+        "flip": flip,
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -47,12 +51,14 @@ def features_path(cache_dir: Path, backbone_name: str, key: str) -> Path:
 
 
 class FeatureExtractor(L.LightningModule):
-    """Frozen base in eval mode; predict_step returns pooled features with their row index."""
+    """Frozen base in eval mode; predict_step returns pooled features with their row index (of the horizontally
+    flipped images with `flip`)."""
 
-    def __init__(self, base: torch.nn.Module, pool: str, mean, std, channels_last: bool) -> None:
+    def __init__(self, base: torch.nn.Module, pool: str, mean, std, channels_last: bool, flip: bool = False) -> None:
         super().__init__()
         self.base = base.eval()
         self.pool = pool
+        self.flip = flip
         self.mean, self.std = list(mean), list(std)
         self.channels_last = channels_last
         if channels_last:
@@ -62,7 +68,7 @@ class FeatureExtractor(L.LightningModule):
 
     def predict_step(self, batch, batch_idx: int):
         x, _, idx = batch
-        x = network_input(x, self.mean, self.std, self.channels_last)
+        x = network_input(x.flip(2) if self.flip else x, self.mean, self.std, self.channels_last)  # NHWC: W is dim 2
         feats = pool_features(extract_features(self.base, x), self.pool).float()
         self.parts.append((idx, feats.half()))
 

@@ -62,8 +62,9 @@ def run_training(cfg: dict, root: Path, sweep_dir: str | None = None, job_dir: P
             )
         else:
             tracker.log_comparison(comparison_rows(paths.models))
+        tta = f"; with flip TTA {metrics['test_accuracy_tta']:.4f}" if "test_accuracy_tta" in metrics else ""
         print(
             f"{cfg['technique']}: test accuracy {metrics['test_accuracy']:.4f} "
-            f"(95% CI {metrics['ci95_low']:.4f}-{metrics['ci95_high']:.4f}, {metrics['test_images']} images) -> {out}"
+            f"(95% CI {metrics['ci95_low']:.4f}-{metrics['ci95_high']:.4f}, {metrics['test_images']} images){tta} -> {out}"
         )
     return metrics

@@ -45,6 +45,15 @@ def spec_resize(spec: dict) -> Resize:
     return Resize(**spec["resize"]) if "resize" in spec else Resize(spec["image_size"])
 
 
+def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """(N, classes) probabilities from a network's logits: sigmoid of the one logit for two classes, else softmax."""
+    logits = logits.float()
+    if logits.shape[1] == 1:
+        p1 = torch.sigmoid(logits[:, 0])
+        return torch.stack([1 - p1, p1], 1)
+    return logits.softmax(1)
+
+
 def make_spec(technique: dict, backbone_cfg: dict, classes: list[str], in_features: int | None = None) -> dict:
     """The spec of the network `technique` trains. `in_features` is the pooled feature size of the backbone."""
     base = {

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from smallvision.data.images import DEFAULT_MAX_PIXELS, BadImageError, is_image_name, load_resized
 from smallvision.data.preprocess import network_input
 from smallvision.errors import DataError
-from smallvision.networks import load_checkpoint, spec_resize
+from smallvision.networks import class_probabilities, load_checkpoint, spec_resize
 
 
 @dataclass
@@ -40,11 +40,7 @@ def image_files(target: Path) -> list[Path]:
 @torch.inference_mode()
 def probabilities(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """(N, classes) probabilities from the network's logits (sigmoid for one logit, softmax otherwise)."""
-    logits = net(x).float()
-    if logits.shape[1] == 1:
-        p1 = torch.sigmoid(logits[:, 0])
-        return torch.stack([1 - p1, p1], 1)
-    return logits.softmax(1)
+    return class_probabilities(net(x))
 
 
 def predict(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import EarlyStopping
 
 # Lightning notices about choices made on purpose here: frozen modules are kept in eval mode, the input
 # pipeline lives in the module's on_after_batch_transfer, feature extraction collects its own outputs, and
@@ -61,3 +62,11 @@ def make_trainer(trainer_cfg: dict, epochs: int, out: Path, logger, callbacks) -
         use_distributed_sampler=False,  # our samplers keep evaluation exact (see smallvision/shards.py)
         enable_model_summary=False,
     )
+
+
+def early_stopping(patience: int | None) -> list[EarlyStopping]:
+    """Stop once the validation loss has not improved for `patience` epochs (a technique's
+    early_stopping_patience); none when it is null, so every epoch runs (the book)."""
+    if patience is None:
+        return []
+    return [EarlyStopping(monitor="val_loss", mode="min", patience=patience, check_finite=True)]

@@ -9,8 +9,8 @@ the split report shows next to the file ("empty file", "not an image", ...).
 from __future__ import annotations
 
 import contextlib
-import io
 import functools
+import io
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path

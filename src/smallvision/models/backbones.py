@@ -183,20 +183,40 @@ def set_trainable(modules: Iterable[nn.Module]) -> None:
             param.requires_grad_(True)
 
 
-def freeze_base(base: nn.Module, unfreeze_blocks: int = 0) -> list[nn.Module]:
-    """Freeze `base` except its top `unfreeze_blocks` blocks; put every BatchNorm, Dropout and DropPath layer of
-    it in eval mode and return them, to keep in eval mode after each `.train()`.
+BATCHNORM_MODES = ("frozen", "update")
 
-    Frozen statistics then never move and the frozen part stays bit-for-bit unchanged. The BatchNorms of the
-    unfrozen top stay in eval mode too: on 2,000 images re-estimating their statistics hurts (the usual
-    fine-tuning practice), while their affine weights do train.
+
+def freeze_base(base: nn.Module, unfreeze_blocks: int | str = 0, batchnorm: str = "frozen") -> list[nn.Module]:
+    """Freeze `base` except its top `unfreeze_blocks` blocks ("all": the whole base); return the modules to keep in
+    eval mode after each `.train()`: every Dropout and DropPath of the base, and its BatchNorms as `batchnorm` says.
+
+    - ``frozen``: every BatchNorm keeps the ImageNet statistics, also in the unfrozen top (whose affine weights
+      do train): on 2,000 images re-estimating them usually hurts (the usual fine-tuning practice);
+    - ``update``: the BatchNorms of the trainable part re-estimate their statistics on the new data while
+      fine-tuning (train mode); those of the frozen part still never move.
     """
+    if batchnorm not in BATCHNORM_MODES:
+        raise ConfigError(
+            f"techniques.fine_tune.batchnorm={batchnorm!r} is unknown; allowed: {', '.join(BATCHNORM_MODES)}"
+        )
     freeze(base)
-    set_trainable(top_blocks(base, unfreeze_blocks) if unfreeze_blocks else [])
-    sensitive = [m for m in base.modules() if isinstance(m, _TRAIN_MODE_SENSITIVE)]
-    for module in sensitive:
+    if unfreeze_blocks == "all":
+        set_trainable([base])
+    elif unfreeze_blocks:
+        set_trainable(top_blocks(base, unfreeze_blocks))
+    else:
+        top_blocks(base, unfreeze_blocks)  # checks the value
+    keep_eval = []
+    for module in base.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            trainable = any(p.requires_grad for p in module.parameters())
+            if batchnorm == "frozen" or not trainable:
+                keep_eval.append(module)
+        elif isinstance(module, _TRAIN_MODE_SENSITIVE):
+            keep_eval.append(module)
+    for module in keep_eval:
         module.eval()
-    return sensitive
+    return keep_eval
 
 
 # ----------------------------------------------------------------------------------------------- structure
@@ -225,36 +245,63 @@ def _vgg_blocks(features: nn.Sequential) -> list[list[nn.Module]]:
     return [block for block in blocks if block]
 
 
+def _layout(backbone: nn.Module) -> tuple[list[nn.Module], list[list[nn.Module]], list[nn.Module]]:
+    """The base as stem, blocks (bottom to top, each a list of modules) and tail (after the last block).
+
+    VGG: the convs of each conv block; EfficientNet: conv_stem/bn1, the stages of `blocks`, conv_head/bn2;
+    ResNet: conv1/bn1, layer1..layer4; otherwise the children that have parameters, as blocks.
+    """
+    family = _family(backbone)
+
+    def present(*names: str) -> list[nn.Module]:
+        return [m for m in (getattr(backbone, n, None) for n in names) if m is not None and _has_tensors(m)]
+
+    if family == "vgg":
+        return [], _vgg_blocks(backbone.features), []
+    if family == "efficientnet":
+        return present("conv_stem", "bn1"), [[stage] for stage in backbone.blocks], present("conv_head", "bn2")
+    if family == "resnet":
+        return present("conv1", "bn1"), [[getattr(backbone, f"layer{i}")] for i in range(1, 5)], []
+    return [], [[child] for child in backbone.children() if _has_tensors(child)], []
+
+
 def top_blocks(backbone: nn.Module, n: int) -> list[nn.Module]:
-    """The modules fine-tuning unfreezes: the top `n` blocks (n = 0: none).
+    """The modules fine-tuning unfreezes: the top `n` blocks (n = 0: none), and the tail above them.
 
     VGG: the convs of the last n conv blocks; EfficientNet: the last n stages of `blocks` plus the final
     conv_head/bn2; ResNet: the last n of layer1..layer4; otherwise the last n children that have parameters.
     """
-    family = _family(backbone)
-    tail: list[nn.Module] = []
-    if family == "vgg":
-        blocks = _vgg_blocks(backbone.features)
-    elif family == "efficientnet":
-        blocks = [[stage] for stage in backbone.blocks]
-        tail = [
-            m
-            for m in (getattr(backbone, "conv_head", None), getattr(backbone, "bn2", None))
-            if m is not None and _has_tensors(m)
-        ]
-    elif family == "resnet":
-        blocks = [[getattr(backbone, f"layer{i}")] for i in range(1, 5)]
-    else:
-        blocks = [[child] for child in backbone.children() if _has_tensors(child)]
+    _, blocks, tail = _layout(backbone)
     if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= len(blocks):
         raise ConfigError(
             f"unfreeze_blocks={n!r} (backbone.unfreeze_blocks or techniques.fine_tune.unfreeze_blocks) "
             f"must be a whole number from 0 to {len(blocks)}, the number of blocks of "
-            f"{type(backbone).__name__}"
+            f"{type(backbone).__name__}, or all (the whole base)"
         )
     if n == 0:
         return []
     return [module for block in blocks[len(blocks) - n :] for module in block] + tail
+
+
+def layers_top_down(backbone: nn.Module) -> list[list[nn.Parameter]]:
+    """The base's parameters by depth, top first: the tail, each block from the top down, the stem.
+
+    Every parameter is in exactly one layer: one that the layout does not place (a model-specific extra) joins
+    the bottom layer, the one that moves least under layer-wise learning rates.
+    """
+    stem, blocks, tail = _layout(backbone)
+    layers = [tail, *reversed(blocks), stem]
+    seen: set[int] = set()
+    groups: list[list[nn.Parameter]] = []
+    for modules in layers:
+        params = [p for m in modules for p in m.parameters() if id(p) not in seen]
+        seen.update(id(p) for p in params)
+        if params:
+            groups.append(params)
+    rest = [p for p in backbone.parameters() if id(p) not in seen]
+    if rest:
+        groups[-1:] = [[*(groups[-1] if groups else []), *rest]]
+    return groups
 
 
 def gradcam_layer(backbone: nn.Module) -> nn.Module:
