@@ -25,14 +25,7 @@ def run_training(cfg: dict, root: Path, sweep_dir: str | None = None, job_dir: P
     p = cfg["paths"]
     out = Path(job_dir) if sweep_dir else root / p["models"] / cfg["technique"]
     head = sweeps.sweep_head(out.parent, int(cfg["seed"])) if sweep_dir and tech["kind"] == "fine_tune" else None
-    paths = Paths(
-        prepared=root / p["prepared"],
-        cache=root / p["cache"],
-        features=root / p["features"],
-        out=out,
-        models=root / p["models"],
-        head_checkpoint=head,
-    )
+    paths = Paths.of(p, root, out, head)
     manifest = paths.prepared / MANIFEST
     if not manifest.exists():
         raise DataError(f"{manifest} not found: run the download and split stages first (dvc repro split)")

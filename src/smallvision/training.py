@@ -33,6 +33,18 @@ class Paths:
     models: Path  # where the other techniques' folders are
     head_checkpoint: Path | None = None  # the checkpoint fine-tune starts from; None: models/feature_extract/best.ckpt
 
+    @classmethod
+    def of(cls, paths_cfg: dict, root: Path, out: Path, head_checkpoint: Path | None = None) -> Paths:
+        """The project's folders (cfg.paths, relative to `root`) with the job's output folder `out`."""
+        return cls(
+            prepared=root / paths_cfg["prepared"],
+            cache=root / paths_cfg["cache"],
+            features=root / paths_cfg["features"],
+            out=out,
+            models=root / paths_cfg["models"],
+            head_checkpoint=head_checkpoint,
+        )
+
 
 def augmentation(cfg: dict) -> AffineConfig | None:
     """The transforms the selected technique trains on; None when it trains on plain images (also feature-extract

@@ -21,6 +21,7 @@ from smallvision.data.images import load_resized
 from smallvision.data.manifest import load_manifest
 from smallvision.runs import CHECKPOINT, METRICS, comparison_rows
 from smallvision.visualize import sections
+from smallvision.visualize.lr_finder import lr_find_section
 from smallvision.visualize.report import write_index
 from smallvision.visualize.settings import validate
 
@@ -36,6 +37,7 @@ OWN_PATTERNS = (
     "filters_*.png",
     "mistakes_*.png",
     "augmentation_preview.png",
+    "lr_find_*.png",
     INDEX,
 )
 # the page's sections after the comparison, in order
@@ -46,6 +48,7 @@ SECTIONS = {
     "filters": sections.filters_section,
     "augmentation": sections.augmentation_section,
     "mistakes": sections.mistakes_section,
+    "lr_find": lr_find_section,
 }
 
 
