@@ -1,8 +1,10 @@
-"""Draw a seed sweep's comparison from its job folders: mean and spread of the test accuracy across seeds per
-technique (the same files a sweep writes when each of its jobs ends).
+"""Draw a sweep's comparison from its job folders (the same files a sweep writes when each of its jobs ends): for a
+seed sweep the mean and spread of the test accuracy across seeds per technique, for a backbone sweep the accuracy
+with its interval, time per epoch and parameters per backbone and technique.
 
     python pipelines/compare_seeds.py multirun/2026-12-02/07-04-20
     -> multirun/2026-12-02/07-04-20/seed_comparison.json, seed_comparison.md, seed_comparison.png
+       (a backbone sweep: backbone_comparison.json, .md, .png)
 """
 
 import argparse
@@ -11,7 +13,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from smallvision.entrypoints import friendly_errors, to_dict
-from smallvision.sweeps import sweep_visualize_config, write_seed_comparison
+from smallvision.sweeps import sweep_visualize_config, write_sweep_comparison
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -25,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     if visualize is None:  # no multirun.yaml: the project's own settings
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             visualize = to_dict(compose("config"))["visualize"]
-    for path in write_seed_comparison(args.sweep_dir, visualize):
+    for path in write_sweep_comparison(args.sweep_dir, visualize):
         print(path)
 
 

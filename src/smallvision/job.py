@@ -24,7 +24,9 @@ def run_training(cfg: dict, root: Path, sweep_dir: str | None = None, job_dir: P
     root = Path(root)
     p = cfg["paths"]
     out = Path(job_dir) if sweep_dir else root / p["models"] / cfg["technique"]
-    head = sweeps.sweep_head(out.parent, int(cfg["seed"])) if sweep_dir and tech["kind"] == "fine_tune" else None
+    head = None
+    if sweep_dir and tech["kind"] == "fine_tune":
+        head = sweeps.sweep_head(out.parent, int(cfg["seed"]), network_name(tech, cfg["backbone"]))
     paths = Paths.of(p, root, out, head)
     manifest = paths.prepared / MANIFEST
     if not manifest.exists():
@@ -51,7 +53,7 @@ def run_training(cfg: dict, root: Path, sweep_dir: str | None = None, job_dir: P
     if is_zero:
         if sweep_dir:
             tracker.log_comparison(
-                sweeps.sweep_comparison(out.parent), sweeps.seed_comparison_so_far(out.parent, cfg["visualize"])
+                sweeps.sweep_comparison(out.parent), sweeps.comparison_so_far(out.parent, cfg["visualize"])
             )
         else:
             tracker.log_comparison(comparison_rows(paths.models))
