@@ -59,6 +59,7 @@ NO_EFFECT_ON_OUTPUTS = {
     "src/smallvision/tracking": "MLflow logging only",
     "src/smallvision/sweeps.py": "a Hydra sweep's folder: its seed comparison and its fine-tune jobs' head",
     "src/smallvision/visualize/comparison.py": "training imports it for a sweep's seed comparison only",
+    "src/smallvision/visualize/backbone_comparison.py": "training imports it for a backbone sweep's comparison only",
     "src/smallvision/visualize/plotting.py": "the same, through comparison.py",
     "src/smallvision/data/synthetic.py": "generated images for the download stage only",
 }
