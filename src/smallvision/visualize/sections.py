@@ -63,7 +63,7 @@ class Report:
 
     visualize: Mapping[str, Any]
     augmentation: Mapping[str, Any]
-    image_sizes: Mapping[str, int]  # technique -> its training image size
+    image_sizes: Mapping[str, Resize]  # technique -> how its photos are resized for training (size, squash or crop)
     folder: Path
     records: list[Record]
     classes: list[str]
@@ -287,15 +287,17 @@ def augmentation_section(r: Report) -> Section:
         "`augmentation` config group).",
     )
     record = pick(r.split("train"), a["image"], "augmentation_preview.image")
-    size = int(r.image_sizes[a["technique"]])
+    resize = r.image_sizes[a["technique"]]
     aug_cfg = AffineConfig.from_mapping(r.augmentation)
-    image = r.load(record.file, size)
+    image = r.load(record.file, resize)
     copies = augmentation_preview.augmented_copies(image, aug_cfg, int(a["count"]), int(a["seed"]))
     path = r.save(
         augmentation_preview.augmentation_figure(image, copies, aug_cfg, int(a["columns"]), record.path),
         "augmentation_preview.png",
     )
-    sec.figures.append(FigureEntry(path, f"{record.path} at {size} px and {len(copies)} augmentations."))
+    sec.figures.append(
+        FigureEntry(path, f"{record.path} at {resize.size} px ({resize.mode}) and {len(copies)} augmentations.")
+    )
     return sec
 
 

@@ -19,6 +19,7 @@ import torch
 
 from smallvision.data.images import load_resized
 from smallvision.data.manifest import load_manifest
+from smallvision.networks import input_resize
 from smallvision.runs import CHECKPOINT, METRICS, comparison_rows
 from smallvision.visualize import sections
 from smallvision.visualize.lr_finder import lr_find_section
@@ -106,7 +107,7 @@ def run_visualize(cfg: Mapping[str, Any], root: Path) -> Outcome:
     report = sections.Report(
         visualize=v,
         augmentation=cfg["augmentation"],
-        image_sizes={name: tech["image_size"] for name, tech in cfg["techniques"].items()},
+        image_sizes={name: input_resize(tech, cfg["backbone"]) for name, tech in cfg["techniques"].items()},
         folder=reports,
         records=records,
         classes=classes,
