@@ -36,7 +36,8 @@ from smallvision.data.augmentation import AffineConfig
 from smallvision.data.cache import image_array
 from smallvision.data.datamodule import ArrayDataModule, SplitArrays
 from smallvision.data.manifest import load_manifest, manifest_digest
-from smallvision.modules.classifier import ClassifierModule, ImageInput, make_optimizer
+from smallvision.modules.classifier import ClassifierModule, ImageInput
+from smallvision.modules.optim import make_optimizer
 from smallvision.trainer import resolve_precision
 
 from common import DEV_ARCHIVE, dev_split, imagefolder, project_config, save

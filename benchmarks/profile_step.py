@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from smallvision import networks
 from smallvision.data.augmentation import AffineConfig, random_affine
-from smallvision.modules.classifier import make_optimizer
+from smallvision.modules.optim import make_optimizer
 
 from common import project_config
 

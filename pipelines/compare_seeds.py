@@ -1,9 +1,11 @@
-"""Draw a seed sweep's comparison from its job folders: mean and spread of the test accuracy across seeds per
-technique, each seed's paired test of each technique against the one before it and the mean step over seeds
-(the same files a sweep writes when each of its jobs ends).
+"""Draw a sweep's comparison from its job folders (the same files a sweep writes when each of its jobs ends): for a
+seed sweep the mean and spread of the test accuracy across seeds per technique, for a backbone sweep the accuracy
+with its interval, time per epoch and parameters per backbone and technique; a seed sweep also gets each
+seed's paired test of each technique against the one before it and the mean step over seeds.
 
     python pipelines/compare_seeds.py multirun/2026-12-02/07-04-20
     -> multirun/2026-12-02/07-04-20/seed_comparison.json, .md, .png and .html (the sweep's report page)
+       (a backbone sweep: backbone_comparison.json, .md, .png)
 """
 
 import argparse
@@ -13,7 +15,7 @@ from hydra import compose, initialize_config_dir
 
 from smallvision.checks import check_settings
 from smallvision.entrypoints import friendly_errors, to_dict
-from smallvision.sweeps import sweep_visualize_config, write_seed_comparison
+from smallvision.sweeps import sweep_visualize_config, write_sweep_comparison
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -28,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             visualize = to_dict(compose("config"))["visualize"]
     check_settings({"visualize": visualize}, "compare_seeds")
-    for path in write_seed_comparison(args.sweep_dir, visualize):
+    for path in write_sweep_comparison(args.sweep_dir, visualize):
         print(path)
 
 

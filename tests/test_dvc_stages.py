@@ -61,6 +61,7 @@ NO_EFFECT_ON_OUTPUTS = {
     "src/smallvision/evidence.py": "the paired tests on the study's MLflow run and a sweep's seed comparison",
     "src/smallvision/visualize/seed_comparison.py": "training imports it for a sweep's seed comparison only",
     "src/smallvision/visualize/comparison.py": "the same, through seed_comparison.py",
+    "src/smallvision/visualize/backbone_comparison.py": "training imports it for a backbone sweep's comparison only",
     "src/smallvision/visualize/plotting.py": "the same, through comparison.py",
     "src/smallvision/visualize/report.py": "the same (the sweep's report page)",
     "src/smallvision/data/synthetic.py": "generated images for the download stage only",

@@ -33,7 +33,7 @@ from smallvision.data.images import load_resized
 from smallvision.data.manifest import MANIFEST, load_manifest, manifest_digest
 from smallvision.data.preprocess import network_input
 from smallvision.models import backbones
-from smallvision.networks import build_net, make_spec
+from smallvision.networks import build_net, make_spec, spec_resize
 from smallvision.predict import probabilities
 from smallvision.runs import write_outputs
 from smallvision.stats import wilson_interval
@@ -75,7 +75,7 @@ def _fake_training(cfg: dict, root: Path) -> None:
         net = build_net(spec, pretrained=False).eval()
         out = root / cfg["paths"]["models"] / name
         save_checkpoint(net, spec, out / "best.ckpt")
-        images = np.stack([load_resized(r.file, spec["image_size"]) for r in test])
+        images = np.stack([load_resized(r.file, spec_resize(spec)) for r in test])
         prob, predicted = probabilities(net, network_input(images, spec["mean"], spec["std"])).max(1)
         epochs = 5
         train_acc = np.linspace(0.5, 0.95, epochs)

@@ -23,6 +23,7 @@ from helpers.study import (
 from hydra import compose, initialize_config_dir
 
 from smallvision import networks, predict, training
+from smallvision.data.images import Resize
 from smallvision.entrypoints import to_dict
 from smallvision.errors import ConfigError, DataError, WeightsUnavailableError
 from smallvision.features import features_key
@@ -187,17 +188,20 @@ def _trained_base(ckpt) -> dict:
 
 def test_feature_cache_key_covers_what_changes_the_features():
     bb = config()["backbone"]
-    key = features_key(bb, 64, "avg", "manifest", "32-true")
-    assert key == features_key(dict(bb), 64, "avg", "manifest", "32-true")
+    r64 = Resize(64, "crop", 0.875, "bicubic")
+    key = features_key(bb, r64, "avg", "manifest", "32-true")
+    assert key == features_key(dict(bb), Resize(64, "crop", 0.875, "bicubic"), "avg", "manifest", "32-true")
     changed = [
-        features_key({**bb, "mean": [0.4, 0.5, 0.5]}, 64, "avg", "manifest", "32-true"),
-        features_key({**bb, "std": [0.2, 0.2, 0.2]}, 64, "avg", "manifest", "32-true"),
-        features_key(bb, 64, "avg", "manifest", "bf16-mixed"),
-        features_key(bb, 72, "avg", "manifest", "32-true"),
-        features_key(bb, 64, "flatten", "manifest", "32-true"),
-        features_key(bb, 64, "avg", "other", "32-true"),
+        features_key({**bb, "mean": [0.4, 0.5, 0.5]}, r64, "avg", "manifest", "32-true"),
+        features_key({**bb, "std": [0.2, 0.2, 0.2]}, r64, "avg", "manifest", "32-true"),
+        features_key(bb, r64, "avg", "manifest", "bf16-mixed"),
+        features_key(bb, Resize(72, "crop", 0.875, "bicubic"), "avg", "manifest", "32-true"),
+        features_key(bb, Resize(64, "crop", 0.9, "bicubic"), "avg", "manifest", "32-true"),
+        features_key(bb, Resize(64, "squash", 1.0, "bicubic"), "avg", "manifest", "32-true"),
+        features_key(bb, r64, "flatten", "manifest", "32-true"),
+        features_key(bb, r64, "avg", "other", "32-true"),
     ]
-    assert len({key, *changed}) == 7
+    assert len({key, *changed}) == 9
 
 
 def test_feature_extract_augmented_mode_augments_and_leaves_the_base_bit_for_bit_unchanged(study, monkeypatch):

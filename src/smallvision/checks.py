@@ -121,6 +121,13 @@ def _count_or_fraction(value: Any, key: str) -> int | float:
     )
 
 
+def _blocks(value: Any, key: str) -> int | str:
+    """unfreeze_blocks: a whole number of top blocks, or `all`: the whole base."""
+    if value == "all" or (is_int(value) and 0 <= value <= 1000):
+        return value
+    raise ConfigError(f"{key}={value!r} must be a whole number of top blocks (0 to 1000), or all: the whole base")
+
+
 def _devices(value: Any, key: str) -> int:
     if value == -1 and is_int(value):
         return value
@@ -181,7 +188,11 @@ NUMBERS: dict[str, Check] = {
     "techniques.*.eval_batch_size": _whole(1, _BIG),
     "techniques.*.extract_batch_size": _whole(1, _BIG),
     "techniques.*.epochs": _whole(1, _BIG),
-    "techniques.*.unfreeze_blocks": _whole(0, 1000),
+    "techniques.*.unfreeze_blocks": _blocks,
+    "techniques.*.optimizer.weight_decay": _real(0, 1),
+    "techniques.*.optimizer.layer_decay": _real(0, 1, low_open=True, why="1: the same rate for every layer"),
+    "techniques.*.lr_schedule.warmup_epochs": _real(0, _BIG, why="epochs, below techniques.*.epochs"),
+    "techniques.*.early_stopping_patience": _optional(_whole(1, _BIG), "no early stopping"),
     "techniques.*.head.units": _whole(1, _BIG),
     "techniques.*.head.dropout": _real(0, 1, high_open=True),
     "techniques.*.optimizer.lr": _real(0, 10, low_open=True),
@@ -227,6 +238,8 @@ NUMBERS: dict[str, Check] = {
 # Every true/false setting: a word such as "abc" or "no" must not pass for true
 FLAGS = (
     "techniques.*.augment",
+    "techniques.*.tta",
+    "techniques.*.cached_flips",
     "augmentation.horizontal_flip",
     "trainer.channels_last",
     "trainer.compile",

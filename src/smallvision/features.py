@@ -1,7 +1,9 @@
 """Feature extraction: run the frozen pretrained base once over every image, cache the pooled features.
 
 The cache file is keyed by everything that changes the features: backbone name and weight source, input
-normalisation, image size, pooling, precision and the manifest's content. Under DDP each rank extracts a
+normalisation, the resize geometry (size, crop or squash, crop fraction, interpolation), pooling, precision and the
+manifest's content, and whether the images were flipped horizontally (the second view that test-time augmentation
+and flip-augmented head training read). Under DDP each rank extracts a
 disjoint shard and the features are gathered back in manifest order, no duplicates, no gaps.
 """
 
@@ -17,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from smallvision.data.datamodule import ArrayDataset
+from smallvision.data.images import Resize
 from smallvision.data.preprocess import network_input
 from smallvision.errors import DataError
 from smallvision.files import atomic_write
@@ -24,18 +27,21 @@ from smallvision.models.backbones import extract_features, pool_features
 from smallvision.shards import ShardSampler, gather_shards
 
 
-def features_key(backbone_cfg: dict, image_size: int, pool: str, manifest_digest: str, precision: str) -> str:
-    """Identifies cached features: everything that changes them, down to the input normalisation and the
-    precision the base ran in."""
+def features_key(
+    backbone_cfg: dict, resize: Resize, pool: str, manifest_digest: str, precision: str, flip: bool = False
+) -> str:
+    """Identifies cached features: everything that changes them, down to the input normalisation, the resize
+    geometry and the precision the base ran in."""
     ident = {
         "timm_name": backbone_cfg["timm_name"],
         "weights": backbone_cfg.get("weights"),
         "mean": list(backbone_cfg["mean"]),
         "std": list(backbone_cfg["std"]),
-        "image_size": image_size,
+        "resize": resize.to_dict(),
         "pool": pool,
         "manifest": manifest_digest,
         "precision": precision,
+        "flip": flip,
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -45,12 +51,14 @@ def features_path(cache_dir: Path, backbone_name: str, key: str) -> Path:
 
 
 class FeatureExtractor(L.LightningModule):
-    """Frozen base in eval mode; predict_step returns pooled features with their row index."""
+    """Frozen base in eval mode; predict_step returns pooled features with their row index (of the horizontally
+    flipped images with `flip`)."""
 
-    def __init__(self, base: torch.nn.Module, pool: str, mean, std, channels_last: bool) -> None:
+    def __init__(self, base: torch.nn.Module, pool: str, mean, std, channels_last: bool, flip: bool = False) -> None:
         super().__init__()
         self.base = base.eval()
         self.pool = pool
+        self.flip = flip
         self.mean, self.std = list(mean), list(std)
         self.channels_last = channels_last
         if channels_last:
@@ -60,7 +68,7 @@ class FeatureExtractor(L.LightningModule):
 
     def predict_step(self, batch, batch_idx: int):
         x, _, idx = batch
-        x = network_input(x, self.mean, self.std, self.channels_last)
+        x = network_input(x.flip(2) if self.flip else x, self.mean, self.std, self.channels_last)  # NHWC: W is dim 2
         feats = pool_features(extract_features(self.base, x), self.pool).float()
         self.parts.append((idx, feats.half()))
 

@@ -30,15 +30,10 @@ def run_training(
     root = Path(root)
     p = cfg["paths"]
     out = Path(job_dir) if sweep_dir else root / p["models"] / cfg["technique"]
-    head = sweeps.sweep_head(out.parent, int(cfg["seed"])) if sweep_dir and tech["kind"] == "fine_tune" else None
-    paths = Paths(
-        prepared=root / p["prepared"],
-        cache=root / p["cache"],
-        features=root / p["features"],
-        out=out,
-        models=root / p["models"],
-        head_checkpoint=head,
-    )
+    head = None
+    if sweep_dir and tech["kind"] == "fine_tune":
+        head = sweeps.sweep_head(out.parent, int(cfg["seed"]), network_name(tech, cfg["backbone"]))
+    paths = Paths.of(p, root, out, head)
     manifest = paths.prepared / MANIFEST
     if not manifest.exists():
         raise DataError(f"{manifest} not found: run the download and split stages first (dvc repro split)")
@@ -74,16 +69,17 @@ def run_training(
     if is_zero:
         if sweep_dir:
             tracker.log_comparison(
-                sweeps.sweep_comparison(out.parent), sweeps.seed_comparison_so_far(out.parent, cfg["visualize"])
+                sweeps.sweep_comparison(out.parent), sweeps.comparison_so_far(out.parent, cfg["visualize"])
             )
         else:  # the study's techniques only: a run of another preset, seed or manifest is left out
             study = evidence.study_comparison(paths.models, provenance.identity(cfg, digest))
             tracker.log_comparison(study.rows)
             for line in study.messages():
                 log.warning("%s", line)
+        tta = f"; with flip TTA {metrics['test_accuracy_tta']:.4f}" if "test_accuracy_tta" in metrics else ""
         print(
             f"{cfg['technique']}: test accuracy {metrics['test_accuracy']:.4f} "
-            f"(95% CI {metrics['ci95_low']:.4f}-{metrics['ci95_high']:.4f}, {metrics['test_images']} images) -> {out}"
+            f"(95% CI {metrics['ci95_low']:.4f}-{metrics['ci95_high']:.4f}, {metrics['test_images']} images){tta} -> {out}"
         )
         if champion := tracking.update_champion(tracker, log_cfg["registered_model"]):
             print(champion)

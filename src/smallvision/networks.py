@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from smallvision.data.preprocess import normalise, to_pixels
+from smallvision.data.images import Resize
+from smallvision.data.preprocess import backbone_resize, normalise, to_pixels
 from smallvision.errors import DataError
 from smallvision.files import special_file_kind
 from smallvision.models import backbones
@@ -32,6 +33,20 @@ def num_outputs(num_classes: int) -> int:
     return 1 if num_classes == 2 else num_classes
 
 
+def input_resize(technique: dict, backbone_cfg: dict) -> Resize:
+    """How a technique's photos are resized: the scratch convnet squashes them (Keras' target_size); a pretrained
+    base gets them as it was trained (`backbone.resize`, see `smallvision.data.preprocess.backbone_resize`)."""
+    if technique["kind"] == "scratch":
+        return Resize(technique["image_size"])
+    return backbone_resize(backbone_cfg, technique["image_size"])
+
+
+def spec_resize(spec: dict) -> Resize:
+    """How the network of `spec` wants its photos resized (a checkpoint from before `resize` was recorded was
+    trained on squashed photos)."""
+    return Resize(**spec["resize"]) if "resize" in spec else Resize(spec["image_size"])
+
+
 def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
     """(N, classes) probabilities from a network's logits: sigmoid of the one logit (its class 1) for two
     classes, softmax over one logit per class otherwise."""
@@ -44,7 +59,12 @@ def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
 
 def make_spec(technique: dict, backbone_cfg: dict, classes: list[str], in_features: int | None = None) -> dict:
     """The spec of the network `technique` trains. `in_features` is the pooled feature size of the backbone."""
-    base = {"classes": list(classes), "num_outputs": num_outputs(len(classes)), "image_size": technique["image_size"]}
+    base = {
+        "classes": list(classes),
+        "num_outputs": num_outputs(len(classes)),
+        "image_size": technique["image_size"],
+        "resize": input_resize(technique, backbone_cfg).to_dict(),
+    }
     if technique["kind"] == "scratch":
         return {**base, "network": "scratch", "dropout": technique["dropout"], **IDENTITY_NORM}
     head = technique["head"]

@@ -19,12 +19,13 @@ from smallvision.data.images import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
     BadImageError,
+    Resize,
     is_image_name,
     load_resized,
 )
 from smallvision.errors import ConfigError, DataError
 from smallvision.files import atomic_write, special_file_kind
-from smallvision.networks import ImageClassifier, class_probabilities, load_checkpoint
+from smallvision.networks import ImageClassifier, class_probabilities, load_checkpoint, spec_resize
 
 
 @dataclass
@@ -96,21 +97,22 @@ def predict(
     net, spec = load_checkpoint(checkpoint, pretrained_base=False)
     classifier = ImageClassifier(net, spec["mean"], spec["std"]).eval()
     return predict_images(
-        classifier, spec["classes"], spec["image_size"], target, batch_size, progress, max_pixels, max_bytes
+        classifier, spec["classes"], spec_resize(spec), target, batch_size, progress, max_pixels, max_bytes
     )
 
 
 def predict_images(
     classifier: Callable[[torch.Tensor], torch.Tensor],
     classes: list[str],
-    size: int,
+    size: int | Resize,
     target: Path,
     batch_size: int = 32,
     progress: bool = True,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_bytes: float | None = DEFAULT_MAX_BYTES,
 ) -> list[Prediction]:
-    """Predict `target` with `classifier`: uint8 images (N, size, size, 3) in, logits out (an `ImageClassifier`, or
+    """Predict `target` with `classifier`: uint8 images (N, size, size, 3) in, logits out
+    (`size`: a `Resize`, as the network was trained; a plain size is squashed) (an `ImageClassifier`, or
     one loaded from MLflow)."""
     results: list[Prediction] = []
     pending: list[tuple[Path, np.ndarray]] = []

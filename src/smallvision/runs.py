@@ -182,44 +182,59 @@ def comparison_rows(models_dir: Path) -> list[dict]:
     return [metrics for _, metrics in finished_runs(models_dir)]
 
 
-def aggregate_seeds(rows: Iterable[Mapping], metric: str = "test_accuracy") -> list[dict]:
-    """Group metrics rows (metrics.json contents) by technique and summarise `metric` across their seeds
-    (a seed sweep, `python pipelines/train.py -m technique=baseline,augment seed=0,1,2`, gives one row per job).
+def aggregate_seeds(
+    rows: Iterable[Mapping],
+    metric: str = "test_accuracy",
+    by: Sequence[str] = ("technique",),
+    also: Sequence[str] = (),
+) -> list[dict]:
+    """Group metrics rows (metrics.json contents) by technique (or by the fields `by`, e.g. technique and backbone)
+    and summarise `metric` across their seeds (a seed sweep, `python pipelines/train.py -m
+    technique=baseline,augment seed=0,1,2`, gives one row per job).
 
-    Returns, in the study's order (then by name), one dict per technique:
-    {"technique", "n_seeds", "seeds", "<metric>_mean", "<metric>_std", "<metric>_min", "<metric>_max",
-    "<metric>_values"} (the values in the order of "seeds", for a chart that shows each seed).
+    Returns, sorted by the fields of `by` (techniques in the study's order), one dict per group:
+    {<each field of by>, "n_seeds", "seeds", "<metric>_mean", "<metric>_std", "<metric>_min", "<metric>_max",
+    "<metric>_values"} (the values in the order of "seeds", for a chart that shows each seed), and "<field>_mean"
+    for each field of `also` that every row of the group has (e.g. seconds_per_epoch).
     The std is the sample standard deviation (n - 1), 0.0 for a single seed. Raises DataError when a
-    row lacks the technique, seed or metric, or when a technique has two rows with the same seed (those
+    row lacks a field of `by`, the seed or metric, or when a group has two rows with the same seed (those
     rows differ in something else, e.g. a learning rate, and must not be averaged together).
     """
-    groups: dict[str, dict[int, float]] = {}
+    groups: dict[tuple, dict[int, Mapping]] = {}
     for row in rows:
-        missing = [k for k in ("technique", "seed", metric) if k not in row]
+        missing = [k for k in (*by, "seed", metric) if k not in row]
         if missing:
             raise DataError(f"a metrics row lacks {', '.join(missing)}: {dict(row)}; rerun its training job")
-        technique, seed, value = str(row["technique"]), int(row["seed"]), float(row[metric])
-        seen = groups.setdefault(technique, {})
+        group, seed = tuple(str(row[k]) for k in by), int(row["seed"])
+        seen = groups.setdefault(group, {})
         if seed in seen:
             raise DataError(
-                f"technique {technique!r} has two runs with seed {seed}: they differ in more than the "
-                "seed; aggregate each setting separately"
+                f"{', '.join(f'{k} {v!r}' for k, v in zip(by, group))} has two runs with seed {seed}: they differ "
+                "in more than the seed; aggregate each setting separately"
             )
-        seen[seed] = value
+        seen[seed] = row
     summary = []
-    for technique in sorted(groups, key=study_order):
-        values = [groups[technique][s] for s in sorted(groups[technique])]
+    # in the order of the fields of `by`: techniques in the study's order, other values by name
+    for group in sorted(groups, key=lambda g: [study_order(v) if k == "technique" else (0, v) for k, v in zip(by, g)]):
+        runs = [groups[group][s] for s in sorted(groups[group])]
+        values = [float(r[metric]) for r in runs]
         std = statistics.stdev(values) if len(values) > 1 else 0.0
+        extra = {
+            f"{k}_mean": statistics.fmean(float(r[k]) for r in runs)
+            for k in also
+            if all(is_number(r.get(k)) for r in runs)
+        }
         summary.append(
             {
-                "technique": technique,
+                **dict(zip(by, group)),
                 "n_seeds": len(values),
-                "seeds": sorted(groups[technique]),
+                "seeds": sorted(groups[group]),
                 f"{metric}_mean": statistics.fmean(values),
                 f"{metric}_std": std,
                 f"{metric}_min": min(values),
                 f"{metric}_max": max(values),
                 f"{metric}_values": values,
+                **extra,
             }
         )
     return summary

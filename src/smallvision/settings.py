@@ -11,8 +11,9 @@ import torch
 from smallvision.checks import check_settings, one_of
 from smallvision.data.augmentation import AffineConfig
 from smallvision.errors import ConfigError
+from smallvision.models.backbones import BATCHNORM_MODES
 from smallvision.models.convnet import DENSE_UNITS, FILTERS, MIN_IMAGE_SIZE, flatten_size
-from smallvision.modules.classifier import OPTIMIZERS
+from smallvision.modules.optim import OPTIMIZERS, SCHEDULES
 
 TECHNIQUE_KINDS = ("scratch", "feature_extract", "fine_tune")
 FEATURE_MODES = ("cached", "augmented")
@@ -47,7 +48,7 @@ def technique(cfg: Mapping[str, Any]) -> dict:
             f"{key}.image_size={tech['image_size']} is too small for the small convnet: "
             f"it needs at least {MIN_IMAGE_SIZE} px (4 x conv3x3 + pool2)"
         )
-    one_of(tech["optimizer"]["name"], f"{key}.optimizer.name", OPTIMIZERS)
+    _optimisation(tech, key)
     if tech["kind"] == "feature_extract":
         one_of(tech["mode"], f"{key}.mode", FEATURE_MODES)
     if tech["kind"] != "scratch":
@@ -97,3 +98,14 @@ def _check_memory(tech: Mapping[str, Any], key: str, accelerator: str) -> None:
         f"{key}={size} needs at least {need / _GB:,.1f} GB to train ({what}), more than this machine's "
         f"{memory[0] / _GB:,.1f} GB of {memory[1]} allows: use at most {low} px"
     )
+
+
+def _optimisation(tech: Mapping[str, Any], key: str) -> None:
+    """The optimiser, learning-rate schedule and fine-tuning choices (their numbers: smallvision.checks.NUMBERS)."""
+    one_of(tech["optimizer"]["name"], f"{key}.optimizer.name", OPTIMIZERS)
+    one_of(tech["lr_schedule"]["name"], f"{key}.lr_schedule.name", SCHEDULES)
+    warmup = tech["lr_schedule"]["warmup_epochs"]
+    if warmup >= tech["epochs"]:
+        raise ConfigError(f"{key}.lr_schedule.warmup_epochs={warmup!r} must be below the epochs ({tech['epochs']})")
+    if tech["kind"] == "fine_tune":
+        one_of(tech["batchnorm"], f"{key}.batchnorm", BATCHNORM_MODES)

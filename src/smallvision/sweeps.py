@@ -1,5 +1,6 @@
 """A Hydra sweep's folder (multirun/<date>/<time>/ with one folder per job): which keys it varies, the
-comparison of its jobs across seeds, and the feature-extract head its fine-tune jobs start from."""
+comparison of its jobs across seeds (a seed sweep) or per backbone (a sweep that also varies `backbone`), and the
+feature-extract head its fine-tune jobs start from."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from smallvision import evidence
 from smallvision.errors import ConfigError, DataError
-from smallvision.runs import CHECKPOINT, METRICS, comparison_rows, read_metrics
+from smallvision.runs import CHECKPOINT, METRICS, aggregate_seeds, comparison_rows, read_metrics
 
 SEED_SWEEP_KEYS = frozenset({"seed", "technique"})
+BACKBONE_SWEEP = ["backbone"]  # what a backbone sweep varies besides the seed and the technique
 
 
 def multirun_config(sweep_dir: Path) -> DictConfig | None:
@@ -40,12 +42,17 @@ def _varies_more_than_the_seed(sweep_dir: Path) -> list[str]:
 
 def sweep_comparison(sweep_dir: Path) -> list[dict]:
     """A sweep's jobs for its MLflow parent: mean and spread per technique across seeds with the mean step from
-    the technique before it (`evidence.seed_comparison`), or, when the jobs of a technique differ in more than the
-    seed (e.g. a learning-rate sweep) or come from different presets or manifests, every job's row."""
+    the technique before it (`evidence.seed_comparison`; a backbone sweep: per technique and backbone, named
+    "<technique>/<backbone>"), or, when the jobs of a technique differ in more than the seed (e.g. a learning-rate
+    sweep) or come from different presets or manifests, every job's row."""
     rows = comparison_rows(sweep_dir)
-    if _varies_more_than_the_seed(sweep_dir):  # known from the first job on, so no job logs a mean
+    others = _varies_more_than_the_seed(sweep_dir)
+    if others and others != BACKBONE_SWEEP:  # known from the first job on, so no job logs a mean
         return rows
     try:
+        if others == BACKBONE_SWEEP:
+            summary = aggregate_seeds(rows, by=("technique", "backbone"))
+            return [{**row, "technique": f"{row['technique']}/{row['backbone']}"} for row in summary]
         return evidence.seed_comparison(evidence.runs_in(sweep_dir))[0]
     except DataError:
         return rows
@@ -84,11 +91,33 @@ def write_seed_comparison(sweep_dir: Path, visualize: dict) -> list[Path]:
     )
 
 
-def seed_comparison_so_far(sweep_dir: Path, visualize: dict) -> list[Path]:
-    """The seed comparison after a sweep job (covering every job finished so far; after the last job, the sweep);
-    none when the jobs differ in more than the seed (the parent run then lists every job)."""
+def write_backbone_comparison(sweep_dir: Path, visualize: dict) -> list[Path]:
+    """backbone_comparison.{json,md,png} in `sweep_dir` from its finished jobs: per backbone and technique the test
+    accuracy over the seeds with its interval, seconds per epoch and parameters. Raises DataError when the sweep
+    does not vary the backbone (and nothing else besides the seed and the technique), or has no finished job."""
+    from smallvision.visualize.backbone_comparison import write_backbone_comparison as write
+
+    if _varies_more_than_the_seed(sweep_dir) != BACKBONE_SWEEP:
+        raise DataError(
+            f"the sweep in {sweep_dir} is not a backbone sweep: it varies {sorted(swept_keys(sweep_dir) or [])}, "
+            "a backbone sweep varies backbone (and the seed and technique) only"
+        )
+    return write(comparison_rows(sweep_dir), Path(sweep_dir), dpi=int(visualize["dpi"]))
+
+
+def write_sweep_comparison(sweep_dir: Path, visualize: dict) -> list[Path]:
+    """The comparison a sweep's jobs allow: per backbone for a backbone sweep, else across seeds."""
+    if _varies_more_than_the_seed(sweep_dir) == BACKBONE_SWEEP:
+        return write_backbone_comparison(sweep_dir, visualize)
+    return write_seed_comparison(sweep_dir, visualize)
+
+
+def comparison_so_far(sweep_dir: Path, visualize: dict) -> list[Path]:
+    """The sweep's comparison after a job (covering every job finished so far; after the last job, the sweep):
+    across seeds, or per backbone; none when the jobs differ in something else too (the parent run then lists
+    every job)."""
     try:
-        return write_seed_comparison(sweep_dir, visualize)
+        return write_sweep_comparison(sweep_dir, visualize)
     except DataError:
         return []
 
@@ -105,14 +134,16 @@ def sweep_visualize_config(sweep_dir: Path) -> dict | None:
     return OmegaConf.to_container(cfg.visualize, resolve=True)  # type: ignore[return-value]
 
 
-def sweep_head(sweep_dir: Path, seed: int) -> Path | None:
-    """The feature-extract checkpoint of this sweep's job with the same seed (what its fine-tune jobs start from),
-    None when the sweep has no such job. Raises ConfigError when several jobs qualify (the sweep varies another
-    key of feature-extract, so which head to start from is ambiguous)."""
+def sweep_head(sweep_dir: Path, seed: int, backbone: str | None = None) -> Path | None:
+    """The feature-extract checkpoint of this sweep's job with the same seed (and backbone, when given: what a
+    backbone sweep's fine-tune jobs start from), None when the sweep has no such job. Raises ConfigError when
+    several jobs qualify (the sweep varies another key of feature-extract, so which head to start from is
+    ambiguous)."""
     jobs = []
     for path in sorted(Path(sweep_dir).glob(f"*/{METRICS}")):
         job = read_metrics(path.parent)
-        if job.get("technique") == "feature_extract" and job.get("seed") == seed:
+        same = job.get("seed") == seed and (backbone is None or job.get("backbone") == backbone)
+        if job.get("technique") == "feature_extract" and same:
             jobs.append(path.parent)
     if len(jobs) > 1:
         raise ConfigError(

@@ -4,7 +4,7 @@ inputs it trains on (one row per manifest record) and the modules that stay froz
 - scratch: the small convnet on decoded images (baseline, augment);
 - feature_extract, cached mode: a dense head on features the frozen base computed once (and cached);
 - transfer: a pretrained base with a dense head on images, the base frozen (feature_extract, augmented mode)
-  or its top blocks trainable, starting from feature-extract's head (fine_tune).
+  or its top blocks (or all of it) trainable, starting from feature-extract's head (fine_tune).
 """
 
 from __future__ import annotations
@@ -46,34 +46,47 @@ class Inputs:
 @dataclass
 class Setup:
     """What training needs besides the data split: the network and its spec, its inputs (decoded images or
-    cached features, one row per manifest record), how images become network input (None: features), and the
-    modules kept frozen (eval mode, no gradients)."""
+    cached features, one row per manifest record), how images become network input (None: features), the
+    modules kept frozen (eval mode, no gradients) and the parameters of the network as it predicts (base + head,
+    also when only the head trains on cached features)."""
 
     net: nn.Module
     spec: dict
     array: np.ndarray
     image_input: ImageInput | None
     frozen: list[nn.Module]
+    parameters: int
+
+
+def parameter_count(*modules: nn.Module) -> int:
+    return sum(p.numel() for m in modules for p in m.parameters())
 
 
 def scratch(inp: Inputs) -> Setup:
     spec = networks.make_spec(inp.technique, inp.backbone, inp.classes)
     image_input = ImageInput(tuple(spec["mean"]), tuple(spec["std"]), inp.augmentation, inp.channels_last)
-    return Setup(networks.build_net(spec), spec, inp.images, image_input, [])
+    net = networks.build_net(spec)
+    return Setup(net, spec, inp.images, image_input, [], parameter_count(net))
 
 
 def cached_head(inp: Inputs) -> Setup:
-    """The head alone, on features the frozen base computes once per manifest, size and precision (then cached)."""
+    """The head alone, on features the frozen base computes once per manifest, size and precision (then cached).
+
+    With `tta` or `cached_flips` the features of the horizontally flipped images are cached too, and each row holds
+    both views, (N, 2, D): test-time augmentation averages them, `cached_flips` trains on either at random."""
     bb, tech = inp.backbone, inp.technique
     pool = tech["head"]["pool"]
     base = backbones.create_backbone(bb)
     spec = networks.make_spec(tech, bb, inp.classes, backbones.feature_dim(base, tech["image_size"], pool))
-    key = features_key(bb, tech["image_size"], pool, inp.manifest_digest, str(inp.trainer.precision))
-    extractor = FeatureExtractor(base, pool, bb["mean"], bb["std"], inp.channels_last)
-    features = cached_features(
-        inp.trainer, extractor, inp.images, features_path(inp.features_dir, bb["name"], key), tech["extract_batch_size"]
-    )
-    return Setup(networks.build_head(spec), spec, features, None, [])
+    views = []
+    for flip in (False, True) if tech["tta"] or tech["cached_flips"] else (False,):
+        key = features_key(bb, networks.spec_resize(spec), pool, inp.manifest_digest, str(inp.trainer.precision), flip)
+        extractor = FeatureExtractor(base, pool, bb["mean"], bb["std"], inp.channels_last, flip)
+        path = features_path(inp.features_dir, bb["name"], key)
+        views.append(cached_features(inp.trainer, extractor, inp.images, path, tech["extract_batch_size"]))
+    features = views[0] if len(views) == 1 else np.stack(views, axis=1)
+    head = networks.build_head(spec)
+    return Setup(head, spec, features, None, [], parameter_count(base) + parameter_count(head))
 
 
 def transfer(inp: Inputs) -> Setup:
@@ -83,13 +96,13 @@ def transfer(inp: Inputs) -> Setup:
     base = backbones.create_backbone(bb)
     spec = networks.make_spec(tech, bb, inp.classes, backbones.feature_dim(base, tech["image_size"], pool))
     net = TransferNet(base, networks.build_head(spec), pool)
-    unfreeze = 0
+    unfreeze, batchnorm = 0, "frozen"
     if tech["kind"] == "fine_tune":
-        unfreeze = tech["unfreeze_blocks"]
+        unfreeze, batchnorm = tech["unfreeze_blocks"], tech["batchnorm"]
         net.head.load_state_dict(trained_head(inp.head_checkpoint, spec))
-    frozen = backbones.freeze_base(net.base, unfreeze)
+    frozen = backbones.freeze_base(net.base, unfreeze, batchnorm)
     image_input = ImageInput(tuple(bb["mean"]), tuple(bb["std"]), inp.augmentation, inp.channels_last)
-    return Setup(net, spec, inp.images, image_input, frozen)
+    return Setup(net, spec, inp.images, image_input, frozen, parameter_count(net))
 
 
 def builder(technique: dict) -> Callable[[Inputs], Setup]:

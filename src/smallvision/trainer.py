@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import EarlyStopping
 
 from smallvision.errors import ConfigError
 
@@ -77,3 +78,11 @@ def _trainer(trainer_cfg: dict, epochs: int, out: Path, logger, callbacks) -> L.
         use_distributed_sampler=False,  # our samplers keep evaluation exact (see smallvision/shards.py)
         enable_model_summary=False,
     )
+
+
+def early_stopping(patience: int | None) -> list[EarlyStopping]:
+    """Stop once the validation loss has not improved for `patience` epochs (a technique's
+    early_stopping_patience); none when it is null, so every epoch runs (the book)."""
+    if patience is None:
+        return []
+    return [EarlyStopping(monitor="val_loss", mode="min", patience=patience, check_finite=True)]

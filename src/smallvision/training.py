@@ -18,10 +18,10 @@ from smallvision.data.datamodule import ArrayDataModule, SplitArrays
 from smallvision.data.manifest import MANIFEST, SPLITS, load_manifest, manifest_digest
 from smallvision.errors import DataError
 from smallvision.modules.classifier import ClassifierModule
-from smallvision.networks import is_cached, network_name
+from smallvision.networks import input_resize, is_cached, network_name
 from smallvision.runs import CHECKPOINT, METRICS, write_outputs
 from smallvision.stats import wilson_interval
-from smallvision.trainer import expected_notices_hidden, make_trainer
+from smallvision.trainer import early_stopping, expected_notices_hidden, make_trainer
 
 
 @dataclass
@@ -32,6 +32,18 @@ class Paths:
     out: Path  # this technique's output folder
     models: Path  # where the other techniques' folders are
     head_checkpoint: Path | None = None  # the checkpoint fine-tune starts from; None: models/feature_extract/best.ckpt
+
+    @classmethod
+    def of(cls, paths_cfg: dict, root: Path, out: Path, head_checkpoint: Path | None = None) -> Paths:
+        """The project's folders (cfg.paths, relative to `root`) with the job's output folder `out`."""
+        return cls(
+            prepared=root / paths_cfg["prepared"],
+            cache=root / paths_cfg["cache"],
+            features=root / paths_cfg["features"],
+            out=out,
+            models=root / paths_cfg["models"],
+            head_checkpoint=head_checkpoint,
+        )
 
 
 def augmentation(cfg: dict) -> AffineConfig | None:
@@ -53,6 +65,74 @@ def _labels_and_rows(records, classes) -> tuple[np.ndarray, dict[str, np.ndarray
     return labels, rows
 
 
+@dataclass
+class Job:
+    """What a technique trains on: the manifest, the network's setup, the LightningModule and the data."""
+
+    records: list
+    classes: list[str]
+    digest: str  # the manifest's
+    rows: dict[str, np.ndarray]
+    setup: techniques.Setup
+    module: ClassifierModule
+    data: ArrayDataModule
+
+
+def prepare(cfg: dict, tech: dict, paths: Paths, trainer: L.Trainer, progress: bool) -> Job:
+    """The data and the module of technique `tech` (checked), built to train with `trainer` (which also runs the
+    feature extraction of cached mode); shared by training and the learning-rate finder."""
+    seed, tcfg = int(cfg["seed"]), cfg["trainer"]
+    records, classes = load_manifest(paths.prepared)
+    labels, rows = _labels_and_rows(records, classes)
+    digest = manifest_digest(paths.prepared / MANIFEST)
+    images = image_array(
+        [r.file for r in records],
+        input_resize(tech, cfg["backbone"]),  # squashed for the scratch convnet, as the base was trained otherwise
+        paths.cache,
+        digest,
+        cfg["data"]["workers"],
+        progress,
+        cfg["data"]["max_image_pixels"],
+        cfg["data"]["max_image_bytes"],
+    )
+    setup = techniques.builder(tech)(
+        techniques.Inputs(
+            technique=tech,
+            backbone=cfg["backbone"],
+            classes=classes,
+            images=images,
+            augmentation=augmentation(cfg),
+            channels_last=bool(tcfg["channels_last"]),
+            trainer=trainer,
+            features_dir=paths.features,
+            manifest_digest=digest,
+            head_checkpoint=paths.head_checkpoint or paths.models / "feature_extract" / CHECKPOINT,
+        )
+    )
+    if tcfg["compile"]:
+        setup.net.compile()  # in place (state_dict keys unchanged, so checkpoints still load); compiles on step 1
+    module = ClassifierModule(
+        setup.net,
+        len(classes),
+        tech["optimizer"],
+        setup.image_input,
+        frozen=setup.frozen,
+        seed=seed,
+        spec=setup.spec,
+        schedule=tech["lr_schedule"],
+        tta=tech["tta"],
+        feature_flips=is_cached(tech) and tech["cached_flips"],
+    )
+    data = ArrayDataModule(
+        SplitArrays(setup.array, labels, rows, classes),
+        tech["batch_size"],
+        seed,
+        eval_batch_size=tech["eval_batch_size"],
+        num_workers=tcfg["num_workers"],
+    )
+    return Job(records, classes, digest, rows, setup, module, data)
+
+
 def train_technique(cfg: dict, paths: Paths, logger=None, progress: bool = True, commit: str | None = None) -> dict:
     """Train and test the technique `cfg["technique"]`; return its metrics (rank 0 writes the outputs), with where
     they came from (`smallvision.provenance`; `commit`: the git commit of the code that ran)."""
@@ -60,10 +140,6 @@ def train_technique(cfg: dict, paths: Paths, logger=None, progress: bool = True,
     name, kind, seed = cfg["technique"], tech["kind"], int(cfg["seed"])
     started = time.time()
     L.seed_everything(seed, workers=True, verbose=False)
-    records, classes = load_manifest(paths.prepared)
-    labels, rows = _labels_and_rows(records, classes)
-    digest = manifest_digest(paths.prepared / MANIFEST)
-    tcfg = cfg["trainer"]
     # metrics.json means "this folder holds a finished run": drop an earlier run's before best.ckpt is overwritten,
     # so a run killed half-way (outside DVC, which removes its outs itself) never looks finished
     (paths.out / METRICS).unlink(missing_ok=True)
@@ -77,51 +153,14 @@ def train_technique(cfg: dict, paths: Paths, logger=None, progress: bool = True,
         save_weights_only=True,
         enable_version_counter=False,
     )
-    trainer = make_trainer(tcfg, tech["epochs"], paths.out, logger or False, [checkpoint])
-    images = image_array(
-        [r.file for r in records],
-        tech["image_size"],
-        paths.cache,
-        digest,
-        cfg["data"]["workers"],
-        progress,
-        cfg["data"]["max_image_pixels"],
-        cfg["data"]["max_image_bytes"],
-    )
+    callbacks = [checkpoint, *early_stopping(tech["early_stopping_patience"])]
+    trainer = make_trainer(cfg["trainer"], tech["epochs"], paths.out, logger or False, callbacks)
     with expected_notices_hidden():
-        setup = techniques.builder(tech)(
-            techniques.Inputs(
-                technique=tech,
-                backbone=cfg["backbone"],
-                classes=classes,
-                images=images,
-                augmentation=augmentation(cfg),
-                channels_last=bool(tcfg["channels_last"]),
-                trainer=trainer,
-                features_dir=paths.features,
-                manifest_digest=digest,
-                head_checkpoint=paths.head_checkpoint or paths.models / "feature_extract" / CHECKPOINT,
-            )
-        )
-        if tcfg["compile"]:
-            setup.net.compile()  # in place (state_dict keys unchanged, so checkpoints still load); compiles on step 1
-        module = ClassifierModule(
-            setup.net,
-            len(classes),
-            tech["optimizer"],
-            setup.image_input,
-            frozen=setup.frozen,
-            seed=seed,
-            spec=setup.spec,
-        )
-        data = ArrayDataModule(
-            SplitArrays(setup.array, labels, rows, classes),
-            tech["batch_size"],
-            seed,
-            eval_batch_size=tech["eval_batch_size"],
-            num_workers=tcfg["num_workers"],
-        )
+        job = prepare(cfg, tech, paths, trainer, progress)
+        module, data, records, classes, rows = job.module, job.data, job.records, job.classes, job.rows
+        fit_started = time.time()
         trainer.fit(module, datamodule=data)
+        fit_time = time.time() - fit_started
         if not checkpoint.best_model_path:
             raise DataError("training produced no checkpoint (no validation epoch ran)")
         trainer.test(module, datamodule=data, ckpt_path=checkpoint.best_model_path, verbose=False)
@@ -146,8 +185,37 @@ def train_technique(cfg: dict, paths: Paths, logger=None, progress: bool = True,
         "seed": seed,
         "train_images": len(rows["train"]),
         "wall_time_s": round(time.time() - started, 1),
-        **provenance.fields(cfg, digest, commit),
+        **provenance.fields(cfg, job.digest, commit),
+        **_effort(module, job.setup, fit_time),
+        **_tta_metrics(results),
     }
     if trainer.is_global_zero:
         write_outputs(paths.out, metrics, module.history, results["samples"], records, rows["test"], classes)
     return metrics
+
+
+def _effort(module: ClassifierModule, setup: techniques.Setup, fit_time: float) -> dict:
+    """Epochs trained (fewer than `epochs` when stopped early), seconds per epoch (training and validation) and the
+    network's parameters (base + head, also when only the head trained on cached features) and trainable ones."""
+    epochs_run = len(module.history)
+    return {
+        "epochs_run": epochs_run,
+        "seconds_per_epoch": round(fit_time / max(1, epochs_run), 2),
+        "parameters": setup.parameters,
+        "trainable_parameters": sum(p.numel() for p in setup.net.parameters() if p.requires_grad),
+    }
+
+
+def _tta_metrics(results: dict) -> dict:
+    """The test metrics with test-time augmentation (image and flip averaged), beside the plain ones."""
+    if "tta" not in results:
+        return {}
+    tta = results["tta"]
+    low, high = wilson_interval(tta["correct"], tta["n"])
+    return {
+        "test_accuracy_tta": tta["acc"],
+        "test_loss_tta": tta["loss"],
+        "test_correct_tta": tta["correct"],
+        "ci95_low_tta": low,
+        "ci95_high_tta": high,
+    }

@@ -1,8 +1,9 @@
 """Decode once: every image of the manifest, resized, in one uint8 array on disk (memory-mapped when read).
 
-The array is keyed by the manifest's content and the image size, so it is rebuilt exactly when either changes.
-Rows follow the manifest's order, so row i is record i. Before a build, the disk must have room for the whole
-array; a build that fails removes its temporary file, and one killed outright has its file removed by the next.
+The array is keyed by the manifest's content and the resize geometry (size, squash or crop, crop fraction,
+interpolation), so it is rebuilt exactly when either changes. Rows follow the manifest's order, so row i is
+record i. Before a build, the disk must have room for the whole array; a build that fails removes its temporary
+file, and one killed outright has its file removed by the next.
 """
 
 from __future__ import annotations
@@ -16,21 +17,21 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from smallvision.data.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, load_resized
+from smallvision.data.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Resize, as_resize, load_resized
 from smallvision.errors import DataError
 from smallvision.files import atomic_write
 
 _HEADER = 4096  # bytes: room for the .npy header
 
 
-def _load(args: tuple[str, int, int | None, float | None]) -> np.ndarray:
-    path, size, max_pixels, max_bytes = args
-    return load_resized(Path(path), size, max_pixels, max_bytes)
+def _load(args: tuple[str, Resize, int | None, float | None]) -> np.ndarray:
+    path, resize, max_pixels, max_bytes = args
+    return load_resized(Path(path), resize, max_pixels, max_bytes)
 
 
 def image_array(
     files: list[Path],
-    size: int,
+    size: int | Resize,
     cache_dir: Path,
     key: str,
     workers: int | None = None,
@@ -40,16 +41,18 @@ def image_array(
 ) -> np.ndarray:
     """The (N, size, size, 3) uint8 array of `files`, built once in `cache_dir` and memory-mapped afterwards.
 
+    `size` is a `Resize` (a plain size: the book's squash, bilinear).
     `key` identifies the file list (the manifest digest); `max_pixels` and `max_bytes` are data.max_image_pixels
     and data.max_image_bytes, the limits the split stage accepted these files under. The array is written
     atomically (`files.atomic_write`), so an interrupted build never leaves a file that looks complete.
     """
-    target = Path(cache_dir) / f"images-{key[:16]}-{size}px.npy"
+    resize = as_resize(size)
+    target = Path(cache_dir) / f"images-{key[:16]}-{resize.tag}.npy"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         _remove_orphans(target)
-        _check_room(target.parent, len(files), size)
-        atomic_write(target, lambda tmp: _decode_into(tmp, files, size, workers, progress, max_pixels, max_bytes))
+        _check_room(target.parent, len(files), resize.size)
+        atomic_write(target, lambda tmp: _decode_into(tmp, files, resize, workers, progress, max_pixels, max_bytes))
     return np.load(target, mmap_mode="r")
 
 
@@ -83,16 +86,17 @@ def _running(pid: int) -> bool:
 def _decode_into(
     path: Path,
     files: list[Path],
-    size: int,
+    resize: Resize,
     workers: int | None,
     progress: bool,
     max_pixels: int | None,
     max_bytes: float | None,
 ) -> None:
+    size = resize.size
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(len(files), size, size, 3))
     workers = workers or os.cpu_count() or 1
-    jobs = [(str(f), size, max_pixels, max_bytes) for f in files]
-    bar = tqdm(total=len(files), desc=f"decoding images at {size}px (once)", disable=not progress, unit="img")
+    jobs = [(str(f), resize, max_pixels, max_bytes) for f in files]
+    bar = tqdm(total=len(files), desc=f"decoding images at {resize.tag} (once)", disable=not progress, unit="img")
     if workers > 1 and len(files) > 64:
         with ProcessPoolExecutor(workers) as pool:
             for i, img in enumerate(pool.map(_load, jobs, chunksize=32)):

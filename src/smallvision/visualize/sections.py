@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from smallvision.data.augmentation import AffineConfig
+from smallvision.data.images import Resize
 from smallvision.data.manifest import Record
 from smallvision.data.preprocess import network_input
-from smallvision.networks import load_checkpoint
+from smallvision.networks import load_checkpoint, spec_resize
 from smallvision.runs import CHECKPOINT, HISTORY, PREDICTIONS, PredictionRow, read_history, read_predictions
 from smallvision.visualize import activations, augmentation_preview, comparison, curves, filters, gradcam, mistakes
 from smallvision.visualize.layers import activation_layers, cam_layer, filter_layers
@@ -63,11 +64,11 @@ class Report:
 
     visualize: Mapping[str, Any]
     augmentation: Mapping[str, Any]
-    image_sizes: Mapping[str, int]  # technique -> its training image size
+    image_sizes: Mapping[str, Resize]  # technique -> how its photos are resized for training (size, squash or crop)
     folder: Path
     records: list[Record]
     classes: list[str]
-    load: Callable[[Path, int], np.ndarray]  # an image file at a size, as training decoded it
+    load: Callable[[Path, int | Resize], np.ndarray]  # an image file at a size or geometry, as training decoded it
     trained: list[Technique]
     nets: Nets
     notes: list[str]  # techniques skipped (not trained), for the comparison section
@@ -184,7 +185,7 @@ def gradcam_section(r: Report) -> Section:
         net, spec = r.nets.get(t)
         flat = [row for group in chosen.values() for row in group]
         records = [r.record(row.path) for row in flat]
-        images = np.stack([r.load(rec.file, spec["image_size"]) for rec in records]) if flat else np.zeros((0,))
+        images = np.stack([r.load(rec.file, spec_resize(spec)) for rec in records]) if flat else np.zeros((0,))
         layer_name, layer = cam_layer(net)
         explained = gradcam.explain(
             net,
@@ -228,7 +229,7 @@ def activations_section(r: Report) -> Section:
     record = pick(r.split("test"), v["test_image"], "test_image")
     for name in r.chosen(v["activations"]["techniques"], sec, "activations"):
         net, spec = r.nets.get(r.technique(name))
-        image = r.load(record.file, spec["image_size"])
+        image = r.load(record.file, spec_resize(spec))
         acts = activations.layer_activations(
             net, r.nets.inputs(image[None], spec), activation_layers(net), v["activations"]["max_channels"]
         )
@@ -298,15 +299,17 @@ def augmentation_section(r: Report) -> Section:
         "`augmentation` config group).",
     )
     record = pick(r.split("train"), a["image"], "augmentation_preview.image")
-    size = int(r.image_sizes[a["technique"]])
+    resize = r.image_sizes[a["technique"]]
     aug_cfg = AffineConfig.from_mapping(r.augmentation)
-    image = r.load(record.file, size)
+    image = r.load(record.file, resize)
     copies = augmentation_preview.augmented_copies(image, aug_cfg, int(a["count"]), int(a["seed"]))
     path = r.save(
         augmentation_preview.augmentation_figure(image, copies, aug_cfg, int(a["columns"]), record.path),
         "augmentation_preview.png",
     )
-    sec.figures.append(FigureEntry(path, f"{record.path} at {size} px and {len(copies)} augmentations."))
+    sec.figures.append(
+        FigureEntry(path, f"{record.path} at {resize.size} px ({resize.mode}) and {len(copies)} augmentations.")
+    )
     return sec
 
 

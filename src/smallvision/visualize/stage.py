@@ -20,8 +20,10 @@ import torch
 from smallvision import evidence, provenance
 from smallvision.data.images import load_resized
 from smallvision.data.manifest import MANIFEST, load_manifest, manifest_digest
+from smallvision.networks import input_resize
 from smallvision.runs import CHECKPOINT, METRICS
 from smallvision.visualize import comparison, sections, sections_learned
+from smallvision.visualize.lr_finder import lr_find_section
 from smallvision.visualize.report import write_index
 from smallvision.visualize.settings import validate
 
@@ -42,6 +44,7 @@ OWN_PATTERNS = (
     "pairs_*.png",
     "patches_*.png",
     "kernels_*.png",
+    "lr_find_*.png",
     INDEX,
 )
 # the page's sections after the comparison, in order; one whose cfg.visualize.<name>.enabled is false is left out
@@ -57,6 +60,7 @@ SECTIONS = {
     "kernels": sections_learned.kernels_section,
     "augmentation": sections.augmentation_section,
     "mistakes": sections.mistakes_section,
+    "lr_find": lr_find_section,
 }
 
 
@@ -120,7 +124,7 @@ def run_visualize(cfg: Mapping[str, Any], root: Path) -> Outcome:
     report = sections.Report(
         visualize=v,
         augmentation=cfg["augmentation"],
-        image_sizes={name: tech["image_size"] for name, tech in cfg["techniques"].items()},
+        image_sizes={name: input_resize(tech, cfg["backbone"]) for name, tech in cfg["techniques"].items()},
         folder=reports,
         records=records,
         classes=classes,

@@ -1,0 +1,37 @@
+"""Find a learning rate for a technique (Lightning's range test) and draw its curve:
+
+python pipelines/lr_find.py technique=fine_tune
+python pipelines/lr_find.py technique=feature_extract lr_find.max_lr=0.1
+-> models/<technique>/lr_find.json and lr_find.png (the report's "Learning-rate finder" section shows them)
+"""
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from smallvision.entrypoints import friendly_errors, to_dict
+from smallvision.lr_find import find_lr
+from smallvision.training import Paths
+from smallvision.visualize.lr_finder import LR_FIND_PNG
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@friendly_errors
+def main(cfg: DictConfig) -> None:
+    c, root = to_dict(cfg), Path.cwd()
+    out = root / c["paths"]["models"] / c["technique"]
+    result = find_lr(c, Paths.of(c["paths"], root, out), progress=c["trainer"]["progress"])
+    rate = (
+        "none (too few points: raise lr_find.num_training)"
+        if result["suggestion"] is None
+        else f"{result['suggestion']:.3g}"
+    )
+    print(
+        f"{c['technique']}: suggested learning rate {rate} (configured {result['configured_lr']:g}, "
+        f"{result['optimizer']}) -> {out / LR_FIND_PNG}"
+    )
+
+
+if __name__ == "__main__":
+    main()

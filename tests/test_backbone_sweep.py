@@ -1,0 +1,112 @@
+"""A backbone sweep (`-m technique=feature_extract,fine_tune backbone=efficientnet_lite0,efficientnet_lite1,
+efficientnet_lite2 seed=0,1,2`): each fine-tune job starts from its own backbone's head with the same seed, and the
+sweep writes a comparison per backbone (accuracy with its interval, time per epoch, parameters)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+import pytest
+import yaml
+from helpers.project import ROOT, run
+from helpers.study import make_dataset
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+from smallvision import sweeps
+from smallvision.stats import wilson_interval
+from smallvision.visualize.backbone_comparison import backbone_figure, backbone_table
+
+LITES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+SWEEP = "technique=feature_extract,fine_tune", "backbone=" + ",".join(LITES), "seed=0,1"
+PARAMETERS = {"efficientnet_lite0": 3.7e6, "efficientnet_lite1": 4.5e6, "efficientnet_lite2": 5.2e6}
+
+
+def _job(technique: str, backbone: str, seed: int) -> dict:
+    """A metrics.json as training writes it, with made-up numbers that differ per backbone, technique and seed."""
+    k = LITES.index(backbone)
+    accuracy = 0.97 + 0.005 * k + (0.004 if technique == "fine_tune" else 0.0) + 0.001 * seed
+    return {
+        "technique": technique,
+        "backbone": backbone,
+        "seed": seed,
+        "test_accuracy": accuracy,
+        "test_images": 996,
+        "seconds_per_epoch": (30.0 if technique == "fine_tune" else 1.0) * (1 + k),
+        "epochs_run": 10,
+        "parameters": PARAMETERS[backbone],
+        "trainable_parameters": 0.3e6 if technique == "feature_extract" else 1.3e6,
+    }
+
+
+def _sweep(tmp_path):
+    sweep = tmp_path / "multirun" / "2026-12-06" / "08-00-00"
+    jobs = [(t, b, s) for t in ("feature_extract", "fine_tune") for b in LITES for s in (0, 1)]
+    for number, job in enumerate(jobs):
+        (sweep / str(number)).mkdir(parents=True)
+        (sweep / str(number) / "metrics.json").write_text(json.dumps(_job(*job)))
+    overrides = {"hydra": {"overrides": {"task": [*SWEEP, "data=synthetic"]}}, "visualize": {"dpi": 30}}
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump(overrides))
+    return sweep
+
+
+def test_a_backbone_sweep_is_compared_per_backbone_and_technique(tmp_path):
+    table = backbone_table([_job(t, b, s) for t in ("feature_extract", "fine_tune") for b in LITES for s in (0, 1)])
+    assert [(r["backbone"], r["technique"]) for r in table] == [
+        (b, t) for b in LITES for t in ("feature_extract", "fine_tune")
+    ]
+    row = table[3]  # efficientnet_lite1, fine_tune
+    assert row["n_seeds"] == 2 and row["seeds"] == [0, 1]
+    assert row["test_accuracy_mean"] == pytest.approx(0.9795)
+    assert row["test_accuracy_values"] == pytest.approx([0.979, 0.980])
+    assert (row["ci95_low"], row["ci95_high"]) == pytest.approx(wilson_interval(round(0.9795 * 996), 996))
+    assert row["seconds_per_epoch_mean"] == 60.0 and row["parameters_mean"] == 4.5e6
+    fig = backbone_figure(table)
+    FigureCanvasAgg(fig).draw()
+    accuracy, seconds, parameters = fig.axes
+    assert [t.get_text() for t in accuracy.get_xticklabels()] == list(LITES)
+    assert sorted(round(b.get_height(), 4) for b in seconds.patches) == [1.0, 2.0, 3.0, 30.0, 60.0, 90.0]
+    assert len(parameters.patches) == 2 * 2 * 3  # all and trained, per technique and backbone
+
+
+def test_the_sweep_writes_its_backbone_comparison_and_each_fine_tune_finds_its_own_head(tmp_path, capsys):
+    sweep = _sweep(tmp_path)
+    assert sweeps.swept_keys(sweep) == {"technique", "backbone", "seed"}
+    written = sweeps.comparison_so_far(sweep, {"dpi": 30})
+    assert [p.name for p in written] == [
+        "backbone_comparison.json",
+        "backbone_comparison.md",
+        "backbone_comparison.png",
+    ]
+    markdown = (sweep / "backbone_comparison.md").read_text()
+    low, high = wilson_interval(981, 996)  # the mean, 98.45 %, of 996 test images
+    interval = f"{100 * low:.2f} % – {100 * high:.2f} %"
+    lite2 = f"| efficientnet_lite2 | fine_tune | 2 (0, 1) | 98.45 % | {interval} | 98.40 % – 98.50 % | 90.0 | 10 |"
+    assert f"{lite2} 5.20 M | 1.30 M |" in markdown
+    assert not (sweep / "seed_comparison.json").exists()  # the seeds of different backbones are not averaged together
+    parent = sweeps.sweep_comparison(sweep)  # what the sweep's MLflow run gets: one row per technique and backbone
+    assert [r["technique"] for r in parent][:3] == [f"feature_extract/{b}" for b in LITES]
+    # the fine-tune job of lite1 with seed 1 starts from the feature-extract job of lite1 with seed 1 (job 3)
+    assert sweeps.sweep_head(sweep, 1, "efficientnet_lite1") == sweep / "3" / "best.ckpt"
+
+    spec = importlib.util.spec_from_file_location("compare_seeds", ROOT / "pipelines" / "compare_seeds.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (sweep / "backbone_comparison.md").unlink()
+    module.main([str(sweep)])  # the same files, redrawn from the folder
+    assert "backbone_comparison.md" in capsys.readouterr().out and (sweep / "backbone_comparison.md").is_file()
+
+
+@pytest.mark.slow  # ~2-4 min: 12 jobs, each building a pretrained EfficientNet-Lite
+def test_backbone_multirun_end_to_end(tmp_path):
+    project = make_dataset(tmp_path, per_class=12)
+    quick = ["data=synthetic", "trainer.progress=false", "logger.enabled=false", "experiment=smoke"]
+    run([sys.executable, str(ROOT / "pipelines" / "train.py"), "-m", *SWEEP, *quick], project, timeout=1800)
+    (sweep,) = [p.parent for p in (project / "multirun").rglob("multirun.yaml")]
+    saved = json.loads((sweep / "backbone_comparison.json").read_text())["rows"]
+    assert [(r["backbone"], r["technique"], r["n_seeds"]) for r in saved] == [
+        (b, t, 2) for b in LITES for t in ("feature_extract", "fine_tune")
+    ]
+    parameters = {r["backbone"]: r["parameters_mean"] for r in saved if r["technique"] == "fine_tune"}
+    assert parameters["efficientnet_lite0"] < parameters["efficientnet_lite1"] < parameters["efficientnet_lite2"]

@@ -1,0 +1,145 @@
+"""Resize geometry on non-square photos: `crop` (as a pretrained backbone was trained: shorter side, centre crop)
+keeps the aspect and drops the edges; `squash` (Keras' target_size, the scratch convnet) keeps everything and
+distorts it. The setting travels into the image cache, the feature cache key, the checkpoint spec and predict.
+
+The images are generated here, 500 x 375 like a typical photo (the dev archive's are all 200 x 200 and cannot show
+what a resize does), with planted markers: a red square in the centre, blue bars along the two far edges.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from helpers.study import config
+from PIL import Image
+
+from smallvision import networks
+from smallvision.data.cache import image_array
+from smallvision.data.images import Resize, load_resized
+from smallvision.data.preprocess import backbone_resize, network_input
+from smallvision.errors import ConfigError
+from smallvision.features import features_key
+from smallvision.models import backbones
+from smallvision.predict import predict, probabilities
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "backbone"
+RED, BLUE = (220, 20, 20), (20, 20, 220)
+MARKER = 100  # px side of the red square
+BAR = 40  # px width of each blue edge bar
+
+
+def photo(path: Path, width: int = 500, height: int = 375) -> Path:
+    """A grey photo with a centred red square and blue bars along the two ends of its longer side."""
+    a = np.full((height, width, 3), 128, np.uint8)
+    cy, cx = height // 2, width // 2
+    a[cy - MARKER // 2 : cy + MARKER // 2, cx - MARKER // 2 : cx + MARKER // 2] = RED
+    if width >= height:
+        a[:, :BAR], a[:, -BAR:] = BLUE, BLUE
+    else:
+        a[:BAR], a[-BAR:] = BLUE, BLUE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(a).save(path)  # PNG: no compression artefacts on the markers
+    return path
+
+
+def mask(a: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    return np.abs(a.astype(int) - colour).max(axis=2) < 60
+
+
+def box(m: np.ndarray) -> tuple[int, int, float, float]:
+    """Height, width and centre (row, column) of the pixels in a mask."""
+    rows, cols = np.nonzero(m)
+    return np.ptp(rows) + 1, np.ptp(cols) + 1, (rows.min() + rows.max()) / 2, (cols.min() + cols.max()) / 2
+
+
+@pytest.mark.parametrize("size", [(500, 375), (375, 500)], ids=["landscape", "portrait"])
+def test_crop_keeps_the_aspect_and_the_centre_and_drops_the_edges(tmp_path, size):
+    path = photo(tmp_path / "photo.png", *size)
+    crop = load_resized(path, Resize(224, "crop", 0.875, "bicubic"))
+    assert crop.shape == (224, 224, 3) and crop.dtype == np.uint8
+    height, width, row, col = box(mask(crop, RED))
+    # shorter side 375 -> floor(224 / 0.875) = 256 px, so the 100 px square becomes ~68 px, square and centred
+    assert abs(height - width) <= 1 and abs(height - MARKER * 256 / 375) <= 2
+    assert abs(row - 111.5) <= 1 and abs(col - 111.5) <= 1
+    assert not mask(crop, BLUE).any()  # the far ends of the longer side are cut off
+
+    squash = load_resized(path, Resize(224))  # what the scratch convnet gets (and a plain size means)
+    assert np.array_equal(squash, load_resized(path, 224))
+    height, width, row, col = box(mask(squash, RED))
+    long_px, short_px = max(size), min(size)
+    along_long, along_short = (width, height) if size[0] > size[1] else (height, width)
+    assert abs(along_long - MARKER * 224 / long_px) <= 2 and abs(along_short - MARKER * 224 / short_px) <= 2
+    assert mask(squash, BLUE).sum() >= 2 * 224 * (BAR * 224 // long_px - 2)  # both edge bars are kept
+
+
+def test_crop_is_exactly_timms_evaluation_transform(tmp_path):
+    from timm.data import create_transform, resolve_data_config
+
+    pretrained = backbones.create_backbone(
+        {**yaml.safe_load((CONF / "efficientnet_lite1.yaml").read_text()), "weights": {"source": "none"}},
+        allow_random=True,
+    )
+    timm_transform = create_transform(**resolve_data_config({}, model=pretrained))  # resize, crop, to [0,1], normalise
+    cfg = yaml.safe_load((CONF / "efficientnet_lite1.yaml").read_text())
+    resize = backbone_resize(cfg, 240)
+    assert resize == Resize(240, "crop", 0.882, "bicubic")  # timm's pretrained config of tf_efficientnet_lite1
+    for size in ((500, 375), (375, 500), (333, 333)):
+        image = Image.open(photo(tmp_path / f"{size}.png", *size)).convert("RGB")
+        ours = network_input(resize(image)[None], cfg["mean"], cfg["std"])
+        torch.testing.assert_close(ours[0], timm_transform(image), rtol=0, atol=1e-6)
+
+
+def test_backbone_resize_reads_the_config_then_timm():
+    cfg = yaml.safe_load((CONF / "efficientnet_lite0.yaml").read_text())
+    assert backbone_resize(cfg, 224) == Resize(224, "crop", 0.875, "bicubic")
+    assert backbone_resize({**cfg, "crop_pct": 0.95, "interpolation": "bilinear"}, 160) == Resize(
+        160, "crop", 0.95, "bilinear"
+    )
+    assert backbone_resize({**cfg, "resize": "squash"}, 224).mode == "squash"
+    with pytest.raises(ConfigError, match="backbone.resize='stretch'"):
+        backbone_resize({**cfg, "resize": "stretch"}, 224)
+    with pytest.raises(ConfigError, match="backbone.crop_pct=1.5"):
+        backbone_resize({**cfg, "crop_pct": 1.5}, 224)
+
+
+def test_each_geometry_has_its_own_image_cache_and_feature_key(tmp_path):
+    files = [photo(tmp_path / "raw" / f"{i}.png") for i in range(2)]
+    crop, squash = Resize(64, "crop", 0.875, "bicubic"), Resize(64)
+    a = image_array(files, crop, tmp_path / "cache", "manifest", workers=1, progress=False)
+    b = image_array(files, squash, tmp_path / "cache", "manifest", workers=1, progress=False)
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2 and not np.array_equal(a, b)
+    assert np.array_equal(a[0], load_resized(files[0], crop))
+    bb = config()["backbone"]
+    assert features_key(bb, crop, "avg", "m", "32-true") != features_key(bb, squash, "avg", "m", "32-true")
+
+
+def test_the_checkpoint_spec_carries_the_geometry_and_predict_uses_it(tmp_path):
+    cfg = config("backbone.image_size=64")
+    tech = cfg["techniques"]["fine_tune"]
+    spec = networks.make_spec(tech, cfg["backbone"], ["circle", "square"], in_features=1280)
+    assert spec["resize"] == {"size": 64, "mode": "crop", "crop_pct": 0.875, "interpolation": "bicubic"}
+    scratch = networks.make_spec(cfg["techniques"]["baseline"], cfg["backbone"], ["circle", "square"])
+    assert networks.spec_resize(scratch) == Resize(64, "squash", 1.0, "bilinear")
+    legacy = {k: v for k, v in spec.items() if k != "resize"}  # a checkpoint from before: it was trained squashed
+    assert networks.spec_resize(legacy) == Resize(64)
+
+    torch.manual_seed(0)
+    net = networks.build_net(spec, pretrained=False).eval()
+    ckpt = tmp_path / "best.ckpt"
+    torch.save(
+        {"hyper_parameters": {"spec": spec}, "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, ckpt
+    )
+    image = photo(tmp_path / "in" / "photo.png")
+    [result] = predict(ckpt, image, progress=False)
+    by_geometry = {
+        mode: probabilities(
+            net, network_input(load_resized(image, Resize(64, mode, 0.875, "bicubic"))[None], spec["mean"], spec["std"])
+        )[0]
+        for mode in ("crop", "squash")
+    }
+    assert result.probability == pytest.approx(float(by_geometry["crop"].max()), abs=1e-6)
+    assert not torch.allclose(by_geometry["crop"], by_geometry["squash"])  # the geometry matters to this net
