@@ -10,6 +10,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from smallvision import settings
+from smallvision.checks import check_settings
 from smallvision.entrypoints import friendly_errors, to_dict
 from smallvision.lr_find import find_lr
 from smallvision.training import Paths
@@ -20,6 +22,8 @@ from smallvision.visualize.lr_finder import LR_FIND_PNG
 @friendly_errors
 def main(cfg: DictConfig) -> None:
     c, root = to_dict(cfg), Path.cwd()
+    settings.technique(c)  # a wrong technique's one-line error first
+    check_settings(c, "lr_find")
     out = root / c["paths"]["models"] / c["technique"]
     result = find_lr(c, Paths.of(c["paths"], root, out), progress=c["trainer"]["progress"])
     rate = (

@@ -29,6 +29,7 @@ from smallvision.errors import ConfigError
 CONF = ROOT / "conf"
 # settings that are null by default and hold something other than a number
 NOT_NUMBERS = {
+    "backbone.interpolation",  # a name, or null: timm's pretrained config
     "backbone.weights.file",
     "backbone.weights.package",
     "backbone.weights.url",
@@ -167,6 +168,7 @@ STAGE_RUNS = {
     "log_metrics": [([], None)],
     "compare_seeds": [([], None)],
     "export": [([], None)],
+    "lr_find": [(["technique=fine_tune"], None)],
 }
 
 

@@ -5,6 +5,7 @@ on a random-weight base), and preprocessing.json alone is enough to feed them.""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from helpers.study import config, save_checkpoint
 from PIL import Image
 
 from smallvision import networks
-from smallvision.data.images import load_resized
+from smallvision.data.images import Resize, load_resized
 from smallvision.data.preprocess import network_input
 from smallvision.data.synthetic import generate
 from smallvision.errors import ConfigError
@@ -123,17 +124,30 @@ def test_exported_files_match_pytorch(exported, photos, technique):
 
 
 def test_preprocessing_json_is_enough_to_feed_the_network(exported, photos):
-    """What a user without this project does: PIL and numpy, from preprocessing.json alone."""
-    out, _, _ = exported["fine_tune"]
-    pre = json.loads((out / PREPROCESSING_FILE).read_text())["preprocessing"]
-    assert pre["resize"]["mode"] == "squash" and pre["resize"]["interpolation"] == "bilinear"
-    assert pre["mean"] == [0.5, 0.5, 0.5] and pre["std"] == [0.5, 0.5, 0.5]  # EfficientNet-Lite0's, not ImageNet's
-
-    size = pre["image_size"]
-    pixels = [np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR), np.float32) for p in photos]
-    by_hand = ((np.stack(pixels) / 255 - np.array(pre["mean"])) / np.array(pre["std"])).transpose(0, 3, 1, 2)
-    ours = network_input(np.stack([load_resized(p, size) for p in photos]), pre["mean"], pre["std"]).numpy()
-    np.testing.assert_allclose(by_hand, ours, rtol=0, atol=1e-5)
+    """What a user without this project does (README "Export"): PIL and numpy, from preprocessing.json alone; the
+    pretrained base's photos are cropped as it was trained (the photos are wider than tall), the scratch convnet's
+    squashed."""
+    for technique, mode in (("fine_tune", "crop"), ("baseline", "squash")):
+        out, _, _ = exported[technique]
+        pre = json.loads((out / PREPROCESSING_FILE).read_text())["preprocessing"]
+        r, size = pre["resize"], pre["image_size"]
+        assert r["mode"] == mode and r["size"] == size
+        if technique == "fine_tune":  # EfficientNet-Lite0's, not ImageNet's
+            assert pre["mean"] == [0.5, 0.5, 0.5] and pre["std"] == [0.5, 0.5, 0.5]
+        pixels = []
+        for photo in photos:  # the README's example, line by line
+            image, resample = Image.open(photo).convert("RGB"), getattr(Image.Resampling, r["interpolation"].upper())
+            if r["mode"] == "crop":
+                short, (w, h) = math.floor(size / r["crop_pct"]), image.size
+                image = image.resize((short, int(short * h / w)) if w <= h else (int(short * w / h), short), resample)
+                left, top = round((image.width - size) / 2), round((image.height - size) / 2)
+                image = image.crop((left, top, left + size, top + size))
+            else:
+                image = image.resize((size, size), resample)
+            pixels.append(np.asarray(image, np.float32))
+        by_hand = ((np.stack(pixels) / 255 - np.array(pre["mean"])) / np.array(pre["std"])).transpose(0, 3, 1, 2)
+        ours = network_input(np.stack([load_resized(p, Resize(**r)) for p in photos]), pre["mean"], pre["std"])
+        np.testing.assert_allclose(by_hand, ours.numpy(), rtol=0, atol=1e-5)
 
 
 def test_bad_settings_are_config_errors(exported, photos, tmp_path):

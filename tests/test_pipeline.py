@@ -163,6 +163,7 @@ def test_mlflow_holds_one_study_with_a_child_per_technique(project):
             "history.csv",
             "confusion.json",
             "test_predictions.csv",
+            "config",  # config/train.yaml, what the stage read
             "figures",  # the report's figures of this technique
         }
         figures = {a.path for a in client.list_artifacts(child.info.run_id, "figures")}
@@ -210,7 +211,7 @@ def test_mlflow_holds_each_runs_data_config_and_network_and_the_champion(project
             assert torch.allclose(logged(images), ImageClassifier(net, spec["mean"], spec["std"]).eval()(images))
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     visualize = yaml.safe_load(Path(client.download_artifacts(parent.info.run_id, "config/visualize.yaml")).read_text())
-    assert visualize == {"visualize": params["visualize"], "augmentation": params["augmentation"]}
+    assert visualize == {k: params[k] for k in ("visualize", "augmentation", "study", "seed")}
     champion = client.get_model_version_by_alias("smallvision-classifier", "champion")
     best = max(children.values(), key=lambda r: (r.data.metrics["best_val_accuracy"], -r.info.start_time))
     assert champion.run_id == best.info.run_id  # chosen on validation accuracy

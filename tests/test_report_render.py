@@ -53,6 +53,7 @@ SECTIONS = [
     "kernels",
     "augmentation",
     "mistakes",
+    "lr_find",
 ]
 
 

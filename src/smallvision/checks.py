@@ -169,7 +169,11 @@ NUMBERS: dict[str, Check] = {
     "backbone.mean": _numbers(3, _real(0, 1)),
     "backbone.std": _numbers(3, _real(0, 1, low_open=True)),
     "backbone.weights.hub_timeout_s": _SECONDS,
-    "backbone.unfreeze_blocks": _whole(0, 1000),
+    "backbone.unfreeze_blocks": _blocks,
+    "backbone.crop_pct": _optional(
+        _real(0, 1, low_open=True, why="the centre crop's share of the resized shorter side"),
+        "timm's pretrained config",
+    ),
     "augmentation.rotation_range": _real(0, 180, why="degrees"),
     "augmentation.width_shift_range": _real(0, 1, why="of the width"),
     "augmentation.height_shift_range": _real(0, 1, why="of the height"),
@@ -230,6 +234,9 @@ NUMBERS: dict[str, Check] = {
     "visualize.patches.images": _optional(_whole(1, _BIG), "the whole validation split"),
     "visualize.patches.batch_size": _whole(1, 4096),
     "visualize.kernels.columns": _COLUMNS,
+    "lr_find.min_lr": _real(0, 10, low_open=True, why="below lr_find.max_lr"),
+    "lr_find.max_lr": _real(0, 10, low_open=True),
+    "lr_find.num_training": _whole(12, _BIG, "the suggestion skips the first 10 points and needs 2 more"),
     "export.opset": _whole(18, 100, "PyTorch's torch.export-based exporter writes opset 18 and newer"),
     "export.check_images": _whole(2, 10_000, "the parity check's batch"),
     "export.tolerance": _real(0, 1, low_open=True, why="the largest difference from PyTorch's outputs"),
@@ -280,6 +287,16 @@ STAGES: dict[str, tuple[str, ...]] = {
     "log_metrics": ("logger",),
     "compare_seeds": ("visualize.dpi", "visualize.reference"),
     "export": ("export",),
+    "lr_find": (
+        "seed",
+        "data.workers",
+        *_IMAGE_LIMITS,
+        "backbone",
+        "augmentation",
+        "trainer",
+        "techniques.{technique}",
+        "lr_find",
+    ),
 }
 
 

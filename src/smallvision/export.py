@@ -28,7 +28,7 @@ from smallvision.data.manifest import Record
 from smallvision.data.preprocess import network_input
 from smallvision.errors import DataError
 from smallvision.files import staging_dir
-from smallvision.networks import class_probabilities, load_checkpoint
+from smallvision.networks import class_probabilities, load_checkpoint, spec_resize
 
 ONNX_FILE = "model.onnx"
 TORCHSCRIPT_FILE = "model.torchscript.pt"
@@ -60,8 +60,8 @@ def export_checkpoint(
     opset, tolerance = whole_number(opset, "export.opset", minimum=18), positive_number(tolerance, "export.tolerance")
     net, spec = load_checkpoint(Path(checkpoint))
     model = WithProbabilities(net).eval()
-    size = spec["image_size"]
-    x = network_input(np.stack([load_resized(p, size) for p in images]), spec["mean"], spec["std"])
+    resize = spec_resize(spec)  # as the network was trained
+    x = network_input(np.stack([load_resized(p, resize) for p in images]), spec["mean"], spec["std"])
     with torch.no_grad():
         expected = [t.numpy() for t in model(x)]
     with staging_dir(Path(out_dir)) as tmp:

@@ -13,7 +13,6 @@ import lightning as L
 from lightning.pytorch.tuner import Tuner
 
 from smallvision import settings
-from smallvision.checks import positive_number, whole_number
 from smallvision.errors import ConfigError
 from smallvision.trainer import expected_notices_hidden, make_trainer
 from smallvision.training import Paths, prepare
@@ -24,10 +23,9 @@ def find_lr(cfg: dict, paths: Paths, progress: bool = True) -> dict:
     """Run the range test for cfg["technique"] with cfg["lr_find"]; write lr_find.{json,png} into `paths.out`."""
     tech = settings.technique(cfg)
     opts = cfg["lr_find"]
-    low, high = positive_number(opts["min_lr"], "lr_find.min_lr"), positive_number(opts["max_lr"], "lr_find.max_lr")
+    low, high, steps = opts["min_lr"], opts["max_lr"], opts["num_training"]  # bounds: checks.NUMBERS
     if low >= high:
         raise ConfigError(f"lr_find.min_lr={low:g} must be below lr_find.max_lr={high:g}")
-    steps = whole_number(opts["num_training"], "lr_find.num_training", minimum=12)  # the suggestion skips 10 + 1
     L.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
     trainer = make_trainer(cfg["trainer"], steps, paths.out, False, [])  # epochs enough for `steps` batches
     paths.out.mkdir(parents=True, exist_ok=True)  # Lightning saves its restore point there

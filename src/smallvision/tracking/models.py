@@ -29,22 +29,27 @@ if TYPE_CHECKING:  # torch and the networks are imported where a model is logged
     import numpy as np
     import torch
 
+    from smallvision.data.images import Resize
+
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 METADATA_KEY = "smallvision"
 SELECTION_METRIC = "best_val_accuracy"  # the champion is chosen on validation, never on test
 OUTPUT_TAG = "smallvision.output_dir"  # the folder a run's files are in: a rerun into it replaces the older run
-RESIZE = "bilinear to image_size x image_size, aspect ratio not kept"
 
 
 def preprocessing(spec: dict, technique: str) -> dict[str, Any]:
-    """What a user of the logged model needs to feed it (stored as the model's metadata)."""
+    """What a user of the logged model needs to feed it (stored as the model's metadata); `resize` is
+    `smallvision.data.images.Resize` as a dict (squash: the whole photo, aspect not kept; crop: the shorter side to
+    size / crop_pct, then the centre square)."""
+    from smallvision.networks import spec_resize
+
     return {
         "technique": technique,
         "classes": list(spec["classes"]),
         "image_size": int(spec["image_size"]),
-        "resize": RESIZE,
+        "resize": spec_resize(spec).to_dict(),
         "mean": list(spec["mean"]),
         "std": list(spec["std"]),
         "input": "uint8 RGB images (N, image_size, image_size, 3); the mean/std normalisation is inside the model",
@@ -52,7 +57,7 @@ def preprocessing(spec: dict, technique: str) -> dict[str, Any]:
     }
 
 
-def example_images(prepared: Path, size: int, max_pixels: int | None, count: int = 2) -> np.ndarray:
+def example_images(prepared: Path, size: int | Resize, max_pixels: int | None, count: int = 2) -> np.ndarray:
     """`count` training images, one per class, as the model's input example (a batch of 2 or more keeps the
     exported batch dimension dynamic)."""
     import numpy as np
@@ -103,11 +108,11 @@ def _log_network(
     import torch
     from mlflow.models import infer_signature
 
-    from smallvision.networks import ImageClassifier, load_checkpoint
+    from smallvision.networks import ImageClassifier, load_checkpoint, spec_resize
 
     net, spec = load_checkpoint(checkpoint, pretrained_base=False)
     model = ImageClassifier(net, spec["mean"], spec["std"]).eval()
-    examples = example_images(prepared, spec["image_size"], max_pixels)
+    examples = example_images(prepared, spec_resize(spec), max_pixels)
     with torch.no_grad():
         signature = infer_signature(examples, model(torch.from_numpy(examples)).numpy())
     # the logged model goes to the run's experiment only when created there first (else: the active experiment)

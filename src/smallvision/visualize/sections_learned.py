@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from smallvision.models import backbones
-from smallvision.networks import build_net
+from smallvision.networks import build_net, spec_resize
 from smallvision.runs import CONFUSION, PREDICTIONS, read_confusion, read_metrics, read_predictions
 from smallvision.visualize import activations, confusion, finetuning, gradcam, kernels, pairs, patches
 from smallvision.visualize.layers import cam_layer, chosen_layers, depth_layers
@@ -43,7 +43,7 @@ def patches_section(r: Report) -> Section:
         size = int(spec["image_size"])
         option = "scratch_layers" if spec["network"] == "scratch" else "transfer_layers"
         layers = chosen_layers(net, p[option], f"visualize.patches.{option}")
-        images = np.stack([r.load(rec.file, size) for rec in val])
+        images = np.stack([r.load(rec.file, spec_resize(spec)) for rec in val])  # as the network was trained
         step = int(p["batch_size"])
         batches = (r.nets.inputs(images[i : i + step], spec) for i in range(0, len(images), step))
         geometry = layer_geometry(net, layers, size)
@@ -142,7 +142,7 @@ def pairs_section(r: Report) -> Section:
     record = pick(r.split("test"), v["test_image"], "test_image")
     for name in r.chosen(v["pairs"]["techniques"], sec, "pairs"):
         net, spec = r.nets.get(r.technique(name))
-        image = r.load(record.file, spec["image_size"])
+        image = r.load(record.file, spec_resize(spec))
         layers = depth_layers(net)
         maps = activations.capture(net, r.nets.inputs(image[None], spec), layers)
         features = [maps[n][0].float().cpu().numpy() for n, _ in layers]
@@ -187,7 +187,7 @@ def finetuning_section(r: Report) -> Section:
     for n in (before, after):
         net, spec = r.nets.get(trained[n])
         records = [r.record(b.path) for _, b in chosen]
-        images = np.stack([r.load(rec.file, spec["image_size"]) for rec in records])
+        images = np.stack([r.load(rec.file, spec_resize(spec)) for rec in records])
         explained[n] = gradcam.explain(
             net,
             cam_layer(net)[1],
