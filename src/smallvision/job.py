@@ -28,12 +28,12 @@ def run_training(
 
     tech = settings.technique(cfg)
     root = Path(root)
-    p = cfg["paths"]
-    out = Path(job_dir) if sweep_dir else root / p["models"] / cfg["technique"]
+    folders = cfg["paths"]
+    out = Path(job_dir) if sweep_dir else root / folders["models"] / cfg["technique"]
     head = None
     if sweep_dir and tech["kind"] == "fine_tune":
         head = sweeps.sweep_head(out.parent, int(cfg["seed"]), network_name(tech, cfg["backbone"]))
-    paths = Paths.of(p, root, out, head)
+    paths = Paths.of(folders, root, out, head)
     manifest = paths.prepared / MANIFEST
     if not manifest.exists():
         raise DataError(f"{manifest} not found: run the download and split stages first (dvc repro split)")
