@@ -81,7 +81,8 @@ def run_training(
             f"{cfg['technique']}: test accuracy {metrics['test_accuracy']:.4f} "
             f"(95% CI {metrics['ci95_low']:.4f}-{metrics['ci95_high']:.4f}, {metrics['test_images']} images){tta} -> {out}"
         )
-        if champion := tracking.update_champion(tracker, log_cfg["registered_model"]):
+        # the champion is the study's: a sweep's jobs are experiments beside it and leave the registry alone
+        if not sweep_dir and (champion := tracking.update_champion(tracker, log_cfg["registered_model"])):
             print(champion)
         if hint := tracker.dashboard_hint(log_cfg["ui_url"]):
             print(hint)
