@@ -64,7 +64,13 @@ def run_training(
         tracker.log_artifacts(run_id, [out / name for name in RESULT_FILES])
         if log_cfg["log_models"]:
             tracking.log_network(
-                tracker, run_id, out / CHECKPOINT, cfg["technique"], paths.prepared, cfg["data"]["max_image_pixels"]
+                tracker,
+                run_id,
+                out / CHECKPOINT,
+                cfg["technique"],
+                paths.prepared,
+                cfg["data"]["max_image_pixels"],
+                cfg["data"]["max_image_bytes"],
             )
     if is_zero:
         if sweep_dir:

@@ -70,7 +70,7 @@ def patches_section(report: Report) -> Section:
 
 
 def kernels_section(report: Report) -> Section:
-    k = report.visualize["kernels"]
+    opts = report.visualize["kernels"]
     sec = Section(
         "kernels",
         "First-layer kernels",
@@ -81,7 +81,7 @@ def kernels_section(report: Report) -> Section:
         "architecture.",
     )
     references: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # a backbone's pretrained and random first conv
-    for name in report.chosen(k["techniques"], sec, "kernels"):
+    for name in report.chosen(opts["techniques"], sec, "kernels"):
         t = report.technique(name)
         net, spec = report.nets.get(t)
         layer, conv = kernels.first_conv(net)
@@ -108,7 +108,7 @@ def kernels_section(report: Report) -> Section:
                 ]
             sets.append(kernels.KernelSet(f"{base} random initialisation (seed {seed})", random))
         path = report.save(
-            kernels.kernels_figure(sets, f"First-layer kernels of {name} ({layer})", int(k["columns"])),
+            kernels.kernels_figure(sets, f"First-layer kernels of {name} ({layer})", int(opts["columns"])),
             f"kernels_{name}.png",
             name,
         )
@@ -146,7 +146,7 @@ def pairs_section(report: Report) -> Section:
         layers = depth_layers(net)
         maps = activations.capture(net, report.nets.inputs(image[None], spec), layers)
         features = [maps[n][0].float().cpu().numpy() for n, _ in layers]
-        channels = [pairs.strongest_channel(filter_opts) for filter_opts in features]
+        channels = [pairs.strongest_channel(feature) for feature in features]
         found = target_patterns(net, spec, [(n, m, c) for (n, m), c in zip(layers, channels)], filter_opts)
         shown = [pairs.Pair(p.layer, p, feature[p.index]) for p, feature in zip(found, features)]
         fig = pairs.pairs_figure(
