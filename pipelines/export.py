@@ -34,6 +34,8 @@ def main(cfg: DictConfig) -> None:
         technique=technique,
         opset=settings["opset"],
         tolerance=settings["tolerance"],
+        max_pixels=c["data"]["max_image_pixels"],
+        max_bytes=c["data"]["max_image_bytes"],
     )
     worst = ", ".join(f"{runtime} {d:.1g}" for runtime, d in done["parity"]["max_abs_difference"].items())
     print(

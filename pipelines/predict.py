@@ -10,9 +10,9 @@ import hydra
 from omegaconf import DictConfig
 
 from smallvision.checks import check_settings, one_of
-from smallvision.data.images import Resize
 from smallvision.entrypoints import bound_mlflow_requests, friendly_errors, to_dict
 from smallvision.errors import ConfigError
+from smallvision.networks import spec_resize
 from smallvision.predict import check_output, predict, predict_images, write_csv
 from smallvision.runs import CHECKPOINT
 
@@ -41,8 +41,7 @@ def main(cfg: DictConfig) -> None:
         bound_mlflow_requests(to_dict(cfg.logger))
         uri = tracking.resolve_tracking_uri(cfg.logger.tracking_uri, Path.cwd())
         classifier, meta = tracking.load_classifier(str(cfg.predict.model), uri)
-        resize = Resize(**meta["resize"]) if isinstance(meta.get("resize"), dict) else meta["image_size"]
-        results = predict_images(classifier, meta["classes"], resize, **options)
+        results = predict_images(classifier, meta["classes"], spec_resize(meta), **options)
         used = f"{cfg.predict.model} ({meta['technique']})"
     else:
         results = predict(Path(cfg.paths.models) / cfg.technique / CHECKPOINT, **options)

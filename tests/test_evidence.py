@@ -311,8 +311,8 @@ def test_a_direct_run_of_another_preset_stays_off_the_study_run(tmp_path, monkey
     client = MlflowClient(f"sqlite:///{tmp_path.as_posix()}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("smallvision").experiment_id])
     parents = {r.info.run_name: r.data.metrics for r in runs if "mlflow.parentRunId" not in r.data.tags}
-    assert {key.split(".")[0] for key in parents["study default (synthetic)"]} == {"augment"}
-    assert {key.split(".")[0] for key in parents["study smoke (synthetic)"]} == {"baseline"}
+    assert {key.split(".")[0] for key in parents["study default (synthetic, seed 42)"]} == {"augment"}
+    assert {key.split(".")[0] for key in parents["study smoke (synthetic, seed 42)"]} == {"baseline"}
     assert "baseline: left out of this study's comparison, trained with preset smoke" in caplog.text
 
 

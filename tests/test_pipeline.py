@@ -141,12 +141,13 @@ def test_mlflow_holds_one_study_with_a_child_per_technique(project):
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1
-    # the study run's key, by hand: <study>/<dataset>/<manifest digest, 12 hex digits> (log_metrics.py finds it so)
+    # the study run's key, by hand: <study>/<dataset>/seed <seed>/<manifest digest, 12 hex digits> (log_metrics.py
+    # finds it so)
     digest = manifest_digest(project / "data/prepared/manifest.csv")
-    assert parents[0].data.tags[STUDY_KEY_TAG] == f"smoke/synthetic/{digest[:12]}"
+    assert parents[0].data.tags[STUDY_KEY_TAG] == f"smoke/synthetic/seed 42/{digest[:12]}"
     assert sorted(r.data.tags["technique"] for r in children) == sorted(TECHNIQUES)
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
-    assert parents[0].info.run_name == "study smoke (synthetic)"
+    assert parents[0].info.run_name == "study smoke (synthetic, seed 42)"
     for child in children:
         technique = child.data.tags["technique"]
         epochs = json.loads((project / "models" / technique / "metrics.json").read_text())["epochs"]

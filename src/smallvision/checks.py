@@ -282,11 +282,11 @@ STAGES: dict[str, tuple[str, ...]] = {
         "visualize.dpi",  # a sweep draws its seed comparison
         "visualize.reference",
     ),
-    "predict": ("predict", "trainer.progress", *_IMAGE_LIMITS),
-    "visualize": ("visualize", "logger", "augmentation", "techniques.*.image_size", *_IMAGE_LIMITS),
-    "log_metrics": ("logger",),
+    "predict": ("predict", "trainer.progress", "logger", *_IMAGE_LIMITS),  # logger: predict.model=models:/...
+    "visualize": ("visualize", "logger", "augmentation", "backbone", "seed", "techniques.*.image_size", *_IMAGE_LIMITS),
+    "log_metrics": ("logger", "seed", *_IMAGE_LIMITS),
     "compare_seeds": ("visualize.dpi", "visualize.reference"),
-    "export": ("export",),
+    "export": ("export", *_IMAGE_LIMITS),
     "lr_find": (
         "seed",
         "data.workers",

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from smallvision.checks import positive_number, whole_number
-from smallvision.data.images import load_resized
+from smallvision.data.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, load_resized
 from smallvision.data.manifest import Record
 from smallvision.data.preprocess import network_input
 from smallvision.errors import DataError
@@ -34,8 +34,6 @@ ONNX_FILE = "model.onnx"
 TORCHSCRIPT_FILE = "model.torchscript.pt"
 PREPROCESSING_FILE = "preprocessing.json"
 INPUT, OUTPUTS = "image", ("logits", "probabilities")
-# How smallvision.data.images.load_resized sizes every image for every network (a spec may name its own `resize`).
-SQUASH = {"mode": "squash", "interpolation": "bilinear", "note": "the whole image to size x size, aspect not kept"}
 
 
 class WithProbabilities(nn.Module):
@@ -51,17 +49,26 @@ class WithProbabilities(nn.Module):
 
 
 def export_checkpoint(
-    checkpoint: Path, out_dir: Path, images: Sequence[Path], *, technique: str, opset: int, tolerance: float
+    checkpoint: Path,
+    out_dir: Path,
+    images: Sequence[Path],
+    *,
+    technique: str,
+    opset: int,
+    tolerance: float,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_bytes: float | None = DEFAULT_MAX_BYTES,
 ) -> dict:
     """Write `out_dir`/{model.onnx, model.torchscript.pt, preprocessing.json} for the network in `checkpoint`
     (a cached-features head comes back on its pretrained base); `images` (two or more files) are the parity check's
-    inputs. Returns what preprocessing.json holds."""
+    inputs, read under data.max_image_pixels and data.max_image_bytes. Returns what preprocessing.json holds."""
     # 18: the oldest opset PyTorch's torch.export-based exporter writes
     opset, tolerance = whole_number(opset, "export.opset", minimum=18), positive_number(tolerance, "export.tolerance")
     net, spec = load_checkpoint(Path(checkpoint))
     model = WithProbabilities(net).eval()
     resize = spec_resize(spec)  # as the network was trained
-    x = network_input(np.stack([load_resized(p, resize) for p in images]), spec["mean"], spec["std"])
+    pixels = np.stack([load_resized(p, resize, max_pixels, max_bytes) for p in images])
+    x = network_input(pixels, spec["mean"], spec["std"])
     with torch.no_grad():
         expected = [t.numpy() for t in model(x)]
     with staging_dir(Path(out_dir)) as tmp:
@@ -174,7 +181,7 @@ def _description(spec: dict, technique: str, checkpoint: Path, opset: int, parit
         ),
         "preprocessing": {
             "image_size": size,
-            "resize": spec.get("resize", SQUASH),
+            "resize": spec_resize(spec).to_dict(),
             "decode": "RGB, EXIF orientation applied, transparency composited on white",
             "mean": list(spec["mean"]),
             "std": list(spec["std"]),

@@ -28,12 +28,12 @@ def run_training(
 
     tech = settings.technique(cfg)
     root = Path(root)
-    p = cfg["paths"]
-    out = Path(job_dir) if sweep_dir else root / p["models"] / cfg["technique"]
+    folders = cfg["paths"]
+    out = Path(job_dir) if sweep_dir else root / folders["models"] / cfg["technique"]
     head = None
     if sweep_dir and tech["kind"] == "fine_tune":
         head = sweeps.sweep_head(out.parent, int(cfg["seed"]), network_name(tech, cfg["backbone"]))
-    paths = Paths.of(p, root, out, head)
+    paths = Paths.of(folders, root, out, head)
     manifest = paths.prepared / MANIFEST
     if not manifest.exists():
         raise DataError(f"{manifest} not found: run the download and split stages first (dvc repro split)")
@@ -64,7 +64,13 @@ def run_training(
         tracker.log_artifacts(run_id, [out / name for name in RESULT_FILES])
         if log_cfg["log_models"]:
             tracking.log_network(
-                tracker, run_id, out / CHECKPOINT, cfg["technique"], paths.prepared, cfg["data"]["max_image_pixels"]
+                tracker,
+                run_id,
+                out / CHECKPOINT,
+                cfg["technique"],
+                paths.prepared,
+                cfg["data"]["max_image_pixels"],
+                cfg["data"]["max_image_bytes"],
             )
     if is_zero:
         if sweep_dir:
@@ -81,7 +87,8 @@ def run_training(
             f"{cfg['technique']}: test accuracy {metrics['test_accuracy']:.4f} "
             f"(95% CI {metrics['ci95_low']:.4f}-{metrics['ci95_high']:.4f}, {metrics['test_images']} images){tta} -> {out}"
         )
-        if champion := tracking.update_champion(tracker, log_cfg["registered_model"]):
+        # the champion is the study's: a sweep's jobs are experiments beside it and leave the registry alone
+        if not sweep_dir and (champion := tracking.update_champion(tracker, log_cfg["registered_model"])):
             print(champion)
         if hint := tracker.dashboard_hint(log_cfg["ui_url"]):
             print(hint)

@@ -26,7 +26,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from smallvision.checks import NUMBERS, REST
-from smallvision.data.discovery import Dropped, discover
+from smallvision.data.discovery import Discovery, Dropped, discover
 from smallvision.data.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, BadImageError, decode_rgb, read_checked
 from smallvision.data.manifest import MANIFEST, REPORT, SPLITS, write_manifest
 from smallvision.errors import ConfigError, DataError
@@ -226,12 +226,7 @@ def prepare_split(
 ) -> Report:
     """Validate, de-duplicate and split the images under `raw_dir`; write manifest and report to `out_dir`."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    raw, out = raw_dir.resolve(), out_dir.resolve()
-    if raw == out or raw in out.parents or out in raw.parents:  # the prepared folder is replaced wholesale
-        raise ConfigError(
-            f"paths.prepared ({out_dir}) and paths.raw ({raw_dir}) overlap: writing the manifest would replace the "
-            "images; give them separate folders"
-        )
+    _check_folders(raw_dir, out_dir)
     amounts = split_amounts(split)
     for key, value in (("seed", seed), ("data.max_image_pixels", max_pixels), ("data.max_image_bytes", max_bytes)):
         NUMBERS[key](value, key)
@@ -250,23 +245,7 @@ def prepare_split(
         progress=progress,
         max_bytes=max_bytes,
     )
-    dropped = list(found.dropped)
-    first_by_hash: dict[str, str] = {}
-    kept: dict[str, list[tuple[str, str]]] = {label: [] for label in found.classes}
-    given_split: dict[str, str | None] = {}
-    drops: dict[str, Counter] = {label: Counter() for label in found.classes}
-    for candidate, (digest, reason) in sorted(zip(found.candidates, results), key=lambda pair: pair[0].path):
-        if reason is not None:
-            dropped.append(Dropped(candidate.path, reason))
-            drops[candidate.label][reason] += 1
-        elif digest in first_by_hash:
-            dropped.append(Dropped(candidate.path, f"duplicate of {first_by_hash[digest]}"))
-            drops[candidate.label]["duplicate"] += 1
-        else:
-            first_by_hash[digest] = candidate.path
-            kept[candidate.label].append((candidate.path, digest))
-            given_split[candidate.path] = candidate.split
-
+    kept, given_split, drops, dropped = _keep_valid(found, results)
     if found.folders:  # a pre-split layout: the folders decide, and validation comes out of train/ when not given
         assignment = {path: split for path, split in given_split.items()}
         if "val" not in found.folders:
@@ -305,6 +284,39 @@ def prepare_split(
         write_manifest(tmp / MANIFEST, rows)
         (tmp / REPORT).write_text(json.dumps(report.as_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return report
+
+
+def _check_folders(raw_dir: Path, out_dir: Path) -> None:
+    raw, out = raw_dir.resolve(), out_dir.resolve()
+    if raw == out or raw in out.parents or out in raw.parents:  # the prepared folder is replaced wholesale
+        raise ConfigError(
+            f"paths.prepared ({out_dir}) and paths.raw ({raw_dir}) overlap: writing the manifest would replace the "
+            "images; give them separate folders"
+        )
+
+
+def _keep_valid(
+    found: Discovery, results: Sequence[tuple[str | None, str | None]]
+) -> tuple[dict[str, list[tuple[str, str]]], dict[str, str | None], dict[str, Counter], list[Dropped]]:
+    """The valid, first-seen images per class as (path, digest), each one's given split folder, the reasons
+    dropped per class, and every dropped file (discovery's too) with its reason."""
+    dropped = list(found.dropped)
+    first_by_hash: dict[str, str] = {}
+    kept: dict[str, list[tuple[str, str]]] = {label: [] for label in found.classes}
+    given_split: dict[str, str | None] = {}
+    drops: dict[str, Counter] = {label: Counter() for label in found.classes}
+    for candidate, (digest, reason) in sorted(zip(found.candidates, results), key=lambda pair: pair[0].path):
+        if reason is not None:
+            dropped.append(Dropped(candidate.path, reason))
+            drops[candidate.label][reason] += 1
+        elif digest in first_by_hash:
+            dropped.append(Dropped(candidate.path, f"duplicate of {first_by_hash[digest]}"))
+            drops[candidate.label]["duplicate"] += 1
+        else:
+            first_by_hash[digest] = candidate.path
+            kept[candidate.label].append((candidate.path, digest))
+            given_split[candidate.path] = candidate.split
+    return kept, given_split, drops, dropped
 
 
 def _check_presplit(

@@ -67,19 +67,19 @@ def lr_find_figure(result: dict) -> Figure:
     return fig
 
 
-def lr_find_section(r) -> Section:
-    """The finder's curve of each trained technique that has one (r: the `visualize.sections.Report`)."""
+def lr_find_section(report) -> Section:
+    """The finder's curve of each trained technique that has one (`report`: the `visualize.sections.Report`)."""
     sec = Section(
         "lr_find",
         "Learning-rate finder",
         "Training loss while the learning rate grows exponentially batch after batch (Lightning's range test, "
         "`python pipelines/lr_find.py technique=<t>`); the suggested rate is where the loss falls fastest.",
     )
-    for t in r.trained:
+    for t in report.trained:
         result = read_lr_find(t.folder)
         if result is None:
             continue
-        path = r.save(lr_find_figure(result), f"lr_find_{t.name}.png", t.name)
+        path = report.save(lr_find_figure(result), f"lr_find_{t.name}.png", t.name)
         suggestion = "none" if result["suggestion"] is None else f"{result['suggestion']:.2g}"
         sec.figures.append(
             FigureEntry(path, f"{t.name}: suggested {suggestion}, configured {result.get('configured_lr', 'unknown')}.")

@@ -109,24 +109,25 @@ class Report:
         return [t for t in wanted if t in names]
 
 
-def comparison_section(r: Report, rows: list[dict], excluded: Mapping[str, str] | None = None) -> Section:
+def comparison_section(report: Report, rows: list[dict], excluded: Mapping[str, str] | None = None) -> Section:
     """`rows`: the study's techniques, each with its step against the one before it (`evidence.study_comparison`);
     `excluded`: the runs left out of it (technique -> why)."""
-    v = r.visualize
-    r.rows = rows
-    table = comparison.comparison_table(rows, v["reference"])
+    options = report.visualize
+    report.rows = rows
+    table = comparison.comparison_table(rows, options["reference"])
     sec = Section(
         "comparison",
         "Comparison",
-        f"Test accuracy of each technique with its 95 % interval; red marks: {v['reference_label']}. Between "
+        f"Test accuracy of each technique with its 95 % interval; red marks: {options['reference_label']}. Between "
         "consecutive techniques: the paired step on the same test images, with McNemar's exact p-value.",
     )
     if table:
-        json_path, md_path = comparison.write_comparison(table, v["reference_label"], r.folder, excluded)
-        fig = r.save(
-            comparison.comparison_figure(table, v["reference_label"], chance=1 / len(r.classes)), "comparison.png"
+        json_path, md_path = comparison.write_comparison(table, options["reference_label"], report.folder, excluded)
+        fig = report.save(
+            comparison.comparison_figure(table, options["reference_label"], chance=1 / len(report.classes)),
+            "comparison.png",
         )
-        r.study_files += [md_path, json_path]
+        report.study_files += [md_path, json_path]
         sec.figures.append(
             FigureEntry(
                 fig,
@@ -135,43 +136,45 @@ def comparison_section(r: Report, rows: list[dict], excluded: Mapping[str, str] 
                 "difference on the same test images and McNemar's exact p-value.",
             )
         )
-        sec.html = _comparison_html(table, v["reference_label"])
-    sec.notes += r.notes
+        sec.html = _comparison_html(table, options["reference_label"])
+    sec.notes += report.notes
     return sec
 
 
-def curves_section(r: Report) -> Section:
+def curves_section(report: Report) -> Section:
     sec = Section(
         "curves",
         "Training curves",
         "Training vs validation accuracy and loss per epoch: where they part, the net overfits.",
     )
-    for t in r.trained:
+    for t in report.trained:
         if t.missing(HISTORY):
             sec.notes.append(f"{t.name}: no {HISTORY}")
             continue
         fig = curves.curves_figure(
-            curves.history_columns(read_history(t.file(HISTORY))), t.name, float(r.visualize["curves"]["smoothing"])
+            curves.history_columns(read_history(t.file(HISTORY))),
+            t.name,
+            float(report.visualize["curves"]["smoothing"]),
         )
-        path = r.save(fig, f"curves_{t.name}.png", t.name)
+        path = report.save(fig, f"curves_{t.name}.png", t.name)
         sec.figures.append(FigureEntry(path, f"{t.name}: accuracy and loss per epoch."))
     return sec
 
 
-def gradcam_section(r: Report) -> Section:
+def gradcam_section(report: Report) -> Section:
     sec = Section(
         "gradcam",
         "Class activation heatmaps (Grad-CAM)",
         "Where each network looks: Grad-CAM of the predicted class on its last conv feature map, for "
         "correctly and wrongly classified test images (most confident first). Red titles: wrong predictions.",
     )
-    per_group = int(r.visualize["gradcam"]["per_group"])
-    for t in r.trained:
+    per_group = int(report.visualize["gradcam"]["per_group"])
+    for t in report.trained:
         if t.missing(PREDICTIONS):
             sec.notes.append(f"{t.name}: no {PREDICTIONS}")
             continue
         rows = read_predictions(t.file(PREDICTIONS))
-        unknown = [row.path for row in rows if r.record(row.path) is None]
+        unknown = [row.path for row in rows if report.record(row.path) is None]
         if unknown:
             sec.notes.append(
                 f"{t.name}: {len(unknown)} test predictions name images not in the manifest "
@@ -179,19 +182,19 @@ def gradcam_section(r: Report) -> Section:
             )
             continue
         chosen = {
-            "correct": _balanced([row for row in rows if row.correct], per_group, r.classes),
+            "correct": _balanced([row for row in rows if row.correct], per_group, report.classes),
             "wrong": mistakes.most_confident_mistakes(rows, per_group),
         }
-        net, spec = r.nets.get(t)
+        net, spec = report.nets.get(t)
         flat = [row for group in chosen.values() for row in group]
-        records = [r.record(row.path) for row in flat]
-        images = np.stack([r.load(rec.file, spec_resize(spec)) for rec in records]) if flat else np.zeros((0,))
+        records = [report.record(row.path) for row in flat]
+        images = np.stack([report.load(rec.file, spec_resize(spec)) for rec in records]) if flat else np.zeros((0,))
         layer_name, layer = cam_layer(net)
         explained = gradcam.explain(
             net,
             layer,
             images,
-            r.nets.inputs(images, spec) if flat else None,
+            report.nets.inputs(images, spec) if flat else None,
             [rec.target for rec in records],
             [row.path for row in flat],
         )
@@ -204,9 +207,9 @@ def gradcam_section(r: Report) -> Section:
             spec["classes"],
             f"Grad-CAM, {t.name} (layer {layer_name})",
             per_group,
-            float(r.visualize["gradcam"]["image_weight"]),
+            float(report.visualize["gradcam"]["image_weight"]),
         )
-        path = r.save(fig, f"gradcam_{t.name}.png", t.name)
+        path = report.save(fig, f"gradcam_{t.name}.png", t.name)
         sec.figures.append(
             FigureEntry(
                 path,
@@ -217,8 +220,8 @@ def gradcam_section(r: Report) -> Section:
     return sec
 
 
-def activations_section(r: Report) -> Section:
-    v = r.visualize
+def activations_section(report: Report) -> Section:
+    options = report.visualize
     sec = Section(
         "activations",
         "Intermediate activations",
@@ -226,48 +229,48 @@ def activations_section(r: Report) -> Section:
         "stage of the pretrained base, for one test image. Each channel is standardised for display; grey "
         "tiles: channels that stay constant (blank) on this image.",
     )
-    record = pick(r.split("test"), v["test_image"], "test_image")
-    for name in r.chosen(v["activations"]["techniques"], sec, "activations"):
-        net, spec = r.nets.get(r.technique(name))
-        image = r.load(record.file, spec_resize(spec))
+    record = pick(report.split("test"), options["test_image"], "test_image")
+    for name in report.chosen(options["activations"]["techniques"], sec, "activations"):
+        net, spec = report.nets.get(report.technique(name))
+        image = report.load(record.file, spec_resize(spec))
         acts = activations.layer_activations(
-            net, r.nets.inputs(image[None], spec), activation_layers(net), v["activations"]["max_channels"]
+            net, report.nets.inputs(image[None], spec), activation_layers(net), options["activations"]["max_channels"]
         )
         fig = activations.activation_figure(
             image,
             acts,
             f"Activations of {name} for test image {record.path} ({record.label})",
-            int(v["activations"]["columns"]),
+            int(options["activations"]["columns"]),
         )
-        path = r.save(fig, f"activations_{name}.png", name)
+        path = report.save(fig, f"activations_{name}.png", name)
         sec.figures.append(FigureEntry(path, f"{name}: layers {', '.join(a.name for a in acts)}."))
     return sec
 
 
-def filters_section(r: Report) -> Section:
-    f = r.visualize["filters"]
+def filters_section(report: Report) -> Section:
+    opts = report.visualize["filters"]
     sec = Section(
         "filters",
         "Filter patterns",
-        f"The input that maximises each filter's mean activation: {f['steps']} steps of normalised gradient "
-        f"ascent (step {f['step_size']} grey levels) from a grey image with noise. Panel titles: mean "
+        f"The input that maximises each filter's mean activation: {opts['steps']} steps of normalised gradient "
+        f"ascent (step {opts['step_size']} grey levels) from a grey image with noise. Panel titles: mean "
         "activation before -> after.",
     )
-    for name in r.chosen(f["techniques"], sec, "filters"):
-        net, spec = r.nets.get(r.technique(name))
+    for name in report.chosen(opts["techniques"], sec, "filters"):
+        net, spec = report.nets.get(report.technique(name))
         option = "scratch_layers" if spec["network"] == "scratch" else "transfer_layers"
-        size = int(f["image_size"] or spec["image_size"])
+        size = int(opts["image_size"] or spec["image_size"])
         patterns = {}
-        for layer_name, module in filter_layers(net, f[option], f"visualize.filters.{option}"):
-            indices = filters.pick_filters(filters.layer_channels(net, module, size), int(f["per_layer"]))
-            patterns[layer_name] = target_patterns(net, spec, [(layer_name, module, i) for i in indices], f)
-        path = r.save(
-            filters.filters_figure(patterns, f"Filter patterns of {name}", int(f["columns"])),
+        for layer_name, module in filter_layers(net, opts[option], f"visualize.filters.{option}"):
+            indices = filters.pick_filters(filters.layer_channels(net, module, size), int(opts["per_layer"]))
+            patterns[layer_name] = target_patterns(net, spec, [(layer_name, module, i) for i in indices], opts)
+        path = report.save(
+            filters.filters_figure(patterns, f"Filter patterns of {name}", int(opts["columns"])),
             f"filters_{name}.png",
             name,
         )
         sec.figures.append(
-            FigureEntry(path, f"{name}: {int(f['per_layer'])} filters of each of {', '.join(patterns)}.")
+            FigureEntry(path, f"{name}: {int(opts['per_layer'])} filters of each of {', '.join(patterns)}.")
         )
     return sec
 
@@ -290,21 +293,21 @@ def target_patterns(
     )
 
 
-def augmentation_section(r: Report) -> Section:
-    a = r.visualize["augmentation_preview"]
+def augmentation_section(report: Report) -> Section:
+    opts = report.visualize["augmentation_preview"]
     sec = Section(
         "augmentation",
         "Augmentation preview",
         "One training image and random augmentations of it, drawn as training draws them (the "
         "`augmentation` config group).",
     )
-    record = pick(r.split("train"), a["image"], "augmentation_preview.image")
-    resize = r.image_sizes[a["technique"]]
-    aug_cfg = AffineConfig.from_mapping(r.augmentation)
-    image = r.load(record.file, resize)
-    copies = augmentation_preview.augmented_copies(image, aug_cfg, int(a["count"]), int(a["seed"]))
-    path = r.save(
-        augmentation_preview.augmentation_figure(image, copies, aug_cfg, int(a["columns"]), record.path),
+    record = pick(report.split("train"), opts["image"], "augmentation_preview.image")
+    resize = report.image_sizes[opts["technique"]]
+    aug_cfg = AffineConfig.from_mapping(report.augmentation)
+    image = report.load(record.file, resize)
+    copies = augmentation_preview.augmented_copies(image, aug_cfg, int(opts["count"]), int(opts["seed"]))
+    path = report.save(
+        augmentation_preview.augmentation_figure(image, copies, aug_cfg, int(opts["columns"]), record.path),
         "augmentation_preview.png",
     )
     sec.figures.append(
@@ -313,37 +316,37 @@ def augmentation_section(r: Report) -> Section:
     return sec
 
 
-def mistakes_section(r: Report) -> Section:
-    m = r.visualize["mistakes"]
+def mistakes_section(report: Report) -> Section:
+    opts = report.visualize["mistakes"]
     sec = Section(
         "mistakes",
         "Mistakes",
         "The test images a technique gets wrong, the most confident mistakes first: true class -> predicted "
         "class and its probability.",
     )
-    owner = _mistakes_technique(m["technique"], r.rows, {t.name for t in r.trained})
-    t = next((x for x in r.trained if x.name == owner), None)
+    owner = _mistakes_technique(opts["technique"], report.rows, {t.name for t in report.trained})
+    t = next((x for x in report.trained if x.name == owner), None)
     if t is None:
-        sec.notes.append(f"no mistakes gallery: {m['technique']!r} has not been trained")
+        sec.notes.append(f"no mistakes gallery: {opts['technique']!r} has not been trained")
     elif t.missing(PREDICTIONS):
         sec.notes.append(f"no mistakes gallery: {t.name} has no {PREDICTIONS}")
     else:
         rows = read_predictions(t.file(PREDICTIONS))
         wrong = [
             row
-            for row in mistakes.most_confident_mistakes(rows, int(m["max_images"]))
-            if r.record(row.path) is not None
+            for row in mistakes.most_confident_mistakes(rows, int(opts["max_images"]))
+            if report.record(row.path) is not None
         ]
-        images = [r.load(r.record(row.path).file, int(m["image_size"])) for row in wrong]
+        images = [report.load(report.record(row.path).file, int(opts["image_size"])) for row in wrong]
         fig = mistakes.mistakes_figure(
-            images, wrong, t.name, sum(not row.correct for row in rows), len(rows), int(m["columns"])
+            images, wrong, t.name, sum(not row.correct for row in rows), len(rows), int(opts["columns"])
         )
-        path = r.save(fig, f"mistakes_{t.name}.png", t.name)
+        path = report.save(fig, f"mistakes_{t.name}.png", t.name)
         sec.figures.append(
             FigureEntry(
                 path,
                 f"{t.name}"
-                + (" (the best technique)" if m["technique"] == "best" else "")
+                + (" (the best technique)" if opts["technique"] == "best" else "")
                 + ": its wrong test predictions.",
             )
         )

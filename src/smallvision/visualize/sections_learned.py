@@ -20,9 +20,9 @@ from smallvision.visualize.sections import Report, target_patterns
 from smallvision.visualize.settings import pick
 
 
-def patches_section(r: Report) -> Section:
-    p = r.visualize["patches"]
-    top, count = int(p["top"]), int(p["channels"])
+def patches_section(report: Report) -> Section:
+    opts = report.visualize["patches"]
+    top, count = int(opts["top"]), int(opts["channels"])
     sec = Section(
         "patches",
         "Top-activating patches",
@@ -35,19 +35,19 @@ def patches_section(r: Report) -> Section:
         "receptive fields come from layer arithmetic for the small convnet and from the gradient of one map "
         "position in a linearised copy of the pretrained base (visualize/receptive.py).",
     )
-    val = r.split("val")
-    if p["images"] is not None and int(p["images"]) < len(val):  # spread over the split (it is sorted by class)
-        val = [val[i] for i in np.linspace(0, len(val) - 1, int(p["images"])).round().astype(int)]
-    for name in r.chosen(p["techniques"], sec, "patches"):
-        net, spec = r.nets.get(r.technique(name))
+    val = report.split("val")
+    if opts["images"] is not None and int(opts["images"]) < len(val):  # spread over the split (it is sorted by class)
+        val = [val[i] for i in np.linspace(0, len(val) - 1, int(opts["images"])).round().astype(int)]
+    for name in report.chosen(opts["techniques"], sec, "patches"):
+        net, spec = report.nets.get(report.technique(name))
         size = int(spec["image_size"])
         option = "scratch_layers" if spec["network"] == "scratch" else "transfer_layers"
-        layers = chosen_layers(net, p[option], f"visualize.patches.{option}")
-        images = np.stack([r.load(rec.file, spec_resize(spec)) for rec in val])  # as the network was trained
-        step = int(p["batch_size"])
-        batches = (r.nets.inputs(images[i : i + step], spec) for i in range(0, len(images), step))
+        layers = chosen_layers(net, opts[option], f"visualize.patches.{option}")
+        images = np.stack([report.load(rec.file, spec_resize(spec)) for rec in val])  # as the network was trained
+        step = int(opts["batch_size"])
+        batches = (report.nets.inputs(images[i : i + step], spec) for i in range(0, len(images), step))
         geometry = layer_geometry(net, layers, size)
-        regions = {n: (g.interior(size), g.interior(size)) for n, g in geometry.items()} if p["interior"] else None
+        regions = {n: (g.interior(size), g.interior(size)) for n, g in geometry.items()} if opts["interior"] else None
         tops = patches.top_activations(net, layers, batches, top, regions)
         shown = [
             patches.layer_patches(
@@ -56,9 +56,9 @@ def patches_section(r: Report) -> Section:
             for n, _ in layers
         ]
         fig = patches.patches_figure(
-            shown, f"Top-activating patches of {name} ({len(val)} validation images)", size, int(p["columns"])
+            shown, f"Top-activating patches of {name} ({len(val)} validation images)", size, int(opts["columns"])
         )
-        path = r.save(fig, f"patches_{name}.png", name)
+        path = report.save(fig, f"patches_{name}.png", name)
         sec.figures.append(
             FigureEntry(
                 path,
@@ -69,8 +69,8 @@ def patches_section(r: Report) -> Section:
     return sec
 
 
-def kernels_section(r: Report) -> Section:
-    k = r.visualize["kernels"]
+def kernels_section(report: Report) -> Section:
+    opts = report.visualize["kernels"]
     sec = Section(
         "kernels",
         "First-layer kernels",
@@ -81,9 +81,9 @@ def kernels_section(r: Report) -> Section:
         "architecture.",
     )
     references: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # a backbone's pretrained and random first conv
-    for name in r.chosen(k["techniques"], sec, "kernels"):
-        t = r.technique(name)
-        net, spec = r.nets.get(t)
+    for name in report.chosen(opts["techniques"], sec, "kernels"):
+        t = report.technique(name)
+        net, spec = report.nets.get(t)
         layer, conv = kernels.first_conv(net)
         seed = int(read_metrics(t.folder).get("seed", 0))
         trained = conv.weight.detach().cpu()
@@ -107,8 +107,8 @@ def kernels_section(r: Report) -> Section:
                     kernels.KernelSet(f"{base} ImageNet-pretrained", pretrained),
                 ]
             sets.append(kernels.KernelSet(f"{base} random initialisation (seed {seed})", random))
-        path = r.save(
-            kernels.kernels_figure(sets, f"First-layer kernels of {name} ({layer})", int(k["columns"])),
+        path = report.save(
+            kernels.kernels_figure(sets, f"First-layer kernels of {name} ({layer})", int(opts["columns"])),
             f"kernels_{name}.png",
             name,
         )
@@ -130,8 +130,8 @@ def _pretrained_and_random(backbone: dict, seed: int) -> tuple[torch.Tensor, tor
     return pretrained, kernels.first_conv(random)[1].weight.detach()
 
 
-def pairs_section(r: Report) -> Section:
-    v, f = r.visualize, r.visualize["filters"]
+def pairs_section(report: Report) -> Section:
+    options, filter_opts = report.visualize, report.visualize["filters"]
     sec = Section(
         "pairs",
         "Filters and their features, going deeper",
@@ -139,30 +139,30 @@ def pairs_section(r: Report) -> Section:
         "ascent, as in the filter patterns) beside the feature map it produces on the image, and that map over "
         "the image. Each layer's channel is the one with the highest mean activation on this image.",
     )
-    record = pick(r.split("test"), v["test_image"], "test_image")
-    for name in r.chosen(v["pairs"]["techniques"], sec, "pairs"):
-        net, spec = r.nets.get(r.technique(name))
-        image = r.load(record.file, spec_resize(spec))
+    record = pick(report.split("test"), options["test_image"], "test_image")
+    for name in report.chosen(options["pairs"]["techniques"], sec, "pairs"):
+        net, spec = report.nets.get(report.technique(name))
+        image = report.load(record.file, spec_resize(spec))
         layers = depth_layers(net)
-        maps = activations.capture(net, r.nets.inputs(image[None], spec), layers)
+        maps = activations.capture(net, report.nets.inputs(image[None], spec), layers)
         features = [maps[n][0].float().cpu().numpy() for n, _ in layers]
-        channels = [pairs.strongest_channel(f) for f in features]
-        found = target_patterns(net, spec, [(n, m, c) for (n, m), c in zip(layers, channels)], f)
+        channels = [pairs.strongest_channel(feature) for feature in features]
+        found = target_patterns(net, spec, [(n, m, c) for (n, m), c in zip(layers, channels)], filter_opts)
         shown = [pairs.Pair(p.layer, p, feature[p.index]) for p, feature in zip(found, features)]
         fig = pairs.pairs_figure(
             image,
             shown,
             f"Filters and features of {name} on test image {record.path} ({record.label})",
-            float(v["gradcam"]["image_weight"]),
+            float(options["gradcam"]["image_weight"]),
         )
-        path = r.save(fig, f"pairs_{name}.png", name)
+        path = report.save(fig, f"pairs_{name}.png", name)
         sec.figures.append(FigureEntry(path, f"{name}: layers {', '.join(p.layer for p in shown)}, first to last."))
     return sec
 
 
-def finetuning_section(r: Report) -> Section:
-    c = r.visualize["finetuning"]
-    before, after = c["before"], c["after"]
+def finetuning_section(report: Report) -> Section:
+    opts = report.visualize["finetuning"]
+    before, after = opts["before"], opts["after"]
     sec = Section(
         "finetuning",
         "What fine-tuning changed",
@@ -171,7 +171,7 @@ def finetuning_section(r: Report) -> Section:
         "Predictions are recomputed here in float32, so a probability can differ from the training run's "
         "(bf16) in the last digits.",
     )
-    trained = {t.name: t for t in r.trained}
+    trained = {t.name: t for t in report.trained}
     lacking = [n for n in (before, after) if n not in trained or trained[n].missing(PREDICTIONS)]
     if lacking:
         sec.notes.append(f"not shown: {', '.join(lacking)} not trained (or without {PREDICTIONS})")
@@ -179,27 +179,30 @@ def finetuning_section(r: Report) -> Section:
     rows = {n: read_predictions(trained[n].file(PREDICTIONS)) for n in (before, after)}
     every = finetuning.paired_images(rows[before], rows[after], len(rows[after]))
     differ = sum(a.predicted != b.predicted for a, b in every)
-    chosen = [pair for pair in every if r.record(pair[1].path) is not None][: int(c["images"])]
+    chosen = [pair for pair in every if report.record(pair[1].path) is not None][: int(opts["images"])]
     if not chosen:
         sec.notes.append(f"not shown: {before} and {after} have no test image in common with the manifest")
         return sec
     explained = {}
     for n in (before, after):
-        net, spec = r.nets.get(trained[n])
-        records = [r.record(b.path) for _, b in chosen]
-        images = np.stack([r.load(rec.file, spec_resize(spec)) for rec in records])
+        net, spec = report.nets.get(trained[n])
+        records = [report.record(b.path) for _, b in chosen]
+        images = np.stack([report.load(rec.file, spec_resize(spec)) for rec in records])
         explained[n] = gradcam.explain(
             net,
             cam_layer(net)[1],
             images,
-            r.nets.inputs(images, spec),
+            report.nets.inputs(images, spec),
             [rec.target for rec in records],
             [rec.path for rec in records],
         )
     fig = finetuning.finetuning_figure(
-        (before, explained[before]), (after, explained[after]), r.classes, float(r.visualize["gradcam"]["image_weight"])
+        (before, explained[before]),
+        (after, explained[after]),
+        report.classes,
+        float(report.visualize["gradcam"]["image_weight"]),
     )
-    path = r.save(fig, "finetuning.png", after)
+    path = report.save(fig, "finetuning.png", after)
     sec.figures.append(
         FigureEntry(
             path,
@@ -210,18 +213,18 @@ def finetuning_section(r: Report) -> Section:
     return sec
 
 
-def confusion_section(r: Report) -> Section:
+def confusion_section(report: Report) -> Section:
     sec = Section(
         "confusion",
         "Confusion matrices",
         "Per technique, its test predictions by true class (rows) and predicted class (columns): counts, and "
         "the share of each true class.",
     )
-    for t in r.trained:
+    for t in report.trained:
         if t.missing(CONFUSION):
             sec.notes.append(f"{t.name}: no {CONFUSION}")
             continue
-        path = r.save(
+        path = report.save(
             confusion.confusion_figure(read_confusion(t.file(CONFUSION)), t.name), f"confusion_{t.name}.png", t.name
         )
         sec.figures.append(FigureEntry(path, f"{t.name}: test confusion matrix, counts and rates."))

@@ -94,8 +94,8 @@ def _timed(out: Outcome, step: str, draw, *args):
 def run_visualize(cfg: Mapping[str, Any], root: Path) -> Outcome:
     """Write every figure, comparison.{png,md,json} and index.html into cfg.paths.reports (relative to `root`)."""
     started = time.perf_counter()
-    v = cfg["visualize"]
-    validate(v, list(cfg["techniques"]))
+    options = cfg["visualize"]
+    validate(options, list(cfg["techniques"]))
     root = Path(root)
     reports, models = root / cfg["paths"]["reports"], root / cfg["paths"]["models"]
     records, classes = load_manifest(root / cfg["paths"]["prepared"])
@@ -103,11 +103,11 @@ def run_visualize(cfg: Mapping[str, Any], root: Path) -> Outcome:
     for pattern in OWN_PATTERNS:
         for old in reports.glob(pattern):
             old.unlink()
-    if v["threads"]:
-        torch.set_num_threads(int(v["threads"]))
+    if options["threads"]:
+        torch.set_num_threads(int(options["threads"]))
     out = Outcome(reports)
     trained = []
-    for t in (sections.Technique(name, models / name) for name in v["techniques"]):
+    for t in (sections.Technique(name, models / name) for name in options["techniques"]):
         lacking = t.missing(CHECKPOINT, METRICS)
         if lacking:
             out.notes.append(
@@ -122,7 +122,7 @@ def run_visualize(cfg: Mapping[str, Any], root: Path) -> Outcome:
     trained = [t for t in trained if t.name not in study.excluded]
     out.notes += study.messages()
     report = sections.Report(
-        visualize=v,
+        visualize=options,
         augmentation=cfg["augmentation"],
         image_sizes={name: input_resize(tech, cfg["backbone"]) for name, tech in cfg["techniques"].items()},
         folder=reports,
@@ -132,11 +132,11 @@ def run_visualize(cfg: Mapping[str, Any], root: Path) -> Outcome:
             load_resized, max_pixels=cfg["data"]["max_image_pixels"], max_bytes=cfg["data"]["max_image_bytes"]
         ),
         trained=trained,
-        nets=sections.Nets(_device(v["device"])),
+        nets=sections.Nets(_device(options["device"])),
         notes=out.notes,
     )
     page = [_timed(out, "comparison", sections.comparison_section, report, study.rows, study.excluded)]
-    page += [_timed(out, step, draw, report) for step, draw in SECTIONS.items() if enabled(v, step)]
+    page += [_timed(out, step, draw, report) for step, draw in SECTIONS.items() if enabled(options, step)]
     out.rows, out.per_technique, out.study_files = report.rows, report.per_technique, report.study_files
     out.metrics = comparison.write_comparison_metrics(out.rows, root / cfg["paths"]["comparison"])
     out.timings["total"] = time.perf_counter() - started
