@@ -15,7 +15,11 @@ from smallvision.entrypoints import friendly_errors, show_config, to_dict
 from smallvision.export import ONNX_FILE, PREPROCESSING_FILE, TORCHSCRIPT_FILE, export_checkpoint, parity_images
 from smallvision.runs import CHECKPOINT
 
-READS = ("export",)  # the config this stage reads (printed at its start)
+READS = (
+    "export",
+    "data.max_image_pixels",
+    "data.max_image_bytes",
+)  # the config this stage reads (printed at its start)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -47,16 +47,21 @@ def test_each_stage_shows_every_parameter_its_dvc_stage_depends_on(stage: str) -
 def test_shown_config_is_compact_and_the_part_the_stage_reads(capsys: pytest.CaptureFixture) -> None:
     cfg = config("technique=augment", "techniques.augment.epochs=3")
     part = show_config("train augment", cfg, sections_read(cfg))
-    assert list(part) == ["techniques", "augmentation", "trainer", "seed"]
+    assert list(part) == ["techniques", "augmentation", "trainer", "seed", "study"]
     assert list(part["techniques"]) == ["augment"] and part["techniques"]["augment"]["epochs"] == 3
     assert part["seed"] == cfg["seed"] and part["trainer"] == cfg["trainer"]
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "train augment: configuration read" and len(lines) <= 12  # a few lines per section
     assert lines[1].startswith("  techniques: {augment: {name: augment, kind: scratch,")
-    assert lines[-1] == f"  seed: {cfg['seed']}"
+    assert lines[-2:] == [f"  seed: {cfg['seed']}", f"  study: {cfg['study']}"]
     assert yaml.safe_load("\n".join(lines[1:])) == part  # what is printed is the config, as YAML
 
     baseline = show_config(
         "train baseline", cfg | {"technique": "baseline"}, sections_read(cfg | {"technique": "baseline"})
     )
-    assert list(baseline) == ["techniques", "trainer", "seed"]  # no augmentation, no backbone: it reads neither
+    assert list(baseline) == [
+        "techniques",
+        "trainer",
+        "seed",
+        "study",
+    ]  # no augmentation, no backbone: it reads neither

@@ -553,12 +553,12 @@ def test_the_log_later_command_logs_a_finished_technique_on_its_study_run(tmp_pa
     assert parent.data.tags[STUDY_KEY_TAG] == f"smoke/synthetic/seed 42/{manifest_digest(manifest)[:12]}"
     assert parent.info.run_name == "study smoke (synthetic, seed 42)"
 
+    failed = log_later(broken_sqlite_uris(tmp_path)["not_a_database"])
+    assert failed.returncode == 2 and "smallvision: error: MLflow tracking failed again" in failed.stderr
+
     # a run trained with another seed is not this study's: refused in one line, nothing logged
     (folder / "metrics.json").write_text(json.dumps({"technique": "baseline", "test_accuracy": 0.6, "seed": 7}))
     other = log_later(uri)
     assert other.returncode == 2, other.stderr[-3000:]
     assert "smallvision: error:" in other.stderr and "trained with seed 7, not this study's seed 42" in other.stderr
     assert len([r for r in runs_of(uri, "smallvision") if MLFLOW_PARENT_RUN_ID in r.data.tags]) == 1
-
-    failed = log_later(broken_sqlite_uris(tmp_path)["not_a_database"])
-    assert failed.returncode == 2 and "smallvision: error: MLflow tracking failed again" in failed.stderr
