@@ -26,7 +26,9 @@ from smallvision.errors import DataError
 from smallvision.files import special_file_kind
 
 CHUNK = 1 << 20
-DEFAULT_MAX_BYTES = 1.2e9  # data.max_download_bytes in conf/data/base.yaml: the 825 MB PetImages zip, with margin
+DEFAULT_MAX_DOWNLOAD_BYTES = (
+    1.2e9  # data.max_download_bytes in conf/data/base.yaml: the 825 MB PetImages zip, with margin
+)
 
 
 class _Interrupted(Exception):
@@ -42,7 +44,7 @@ def download(
     timeout_s: float = 10,
     retries: int = 3,
     progress: bool = True,
-    max_bytes: float = DEFAULT_MAX_BYTES,
+    max_bytes: float = DEFAULT_MAX_DOWNLOAD_BYTES,
 ) -> Path:
     """Download `url` into `download_dir` and return the complete, verified file.
 

@@ -52,7 +52,7 @@ def manifest_digest(manifest_file: Path) -> str:
     return hashlib.sha256(Path(manifest_file).read_bytes()).hexdigest()
 
 
-def split_sizes(manifest_file: Path) -> dict[str, int]:
+def manifest_split_counts(manifest_file: Path) -> dict[str, int]:
     """How many images each split holds, from the manifest alone (the images need not be there)."""
     with open(manifest_file, newline="", encoding="utf-8") as fh:
         splits = [row["split"] for row in csv.DictReader(fh)]

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from smallvision.checks import NUMBERS
 from smallvision.data.archives import extract_archive
-from smallvision.data.download import DEFAULT_MAX_BYTES, download, verify_file
+from smallvision.data.download import DEFAULT_MAX_DOWNLOAD_BYTES, download, verify_file
 from smallvision.data.skipped import Skipped, write_skipped
 from smallvision.errors import ConfigError, DataError
 from smallvision.files import special_file_kind, staging_dir
@@ -43,7 +43,7 @@ def fetch_source(
     size: int | None = None,
     connect_timeout_s: float = 10,
     max_extract_bytes: float = 4e9,
-    max_download_bytes: float = DEFAULT_MAX_BYTES,
+    max_download_bytes: float = DEFAULT_MAX_DOWNLOAD_BYTES,
     download_dir: Path | None = None,
     synthetic: dict | None = None,
     progress: bool = True,

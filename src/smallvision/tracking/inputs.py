@@ -11,7 +11,7 @@ from typing import Any
 from mlflow.entities import Dataset, DatasetInput, InputTag
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-from smallvision.data.manifest import split_sizes
+from smallvision.data.manifest import manifest_split_counts
 from smallvision.tracking.tracker import StudyTracker
 
 DATASET_CONTEXT = "training"
@@ -22,7 +22,7 @@ def manifest_dataset(manifest: Path, name: str, digest: str) -> Dataset:
     """The manifest as an MLflow dataset: `name` (the data source's), the first 12 hex digits of its content hash
     (as the runs' `manifest` tag) and its split sizes as the profile. MLflow keeps one dataset per name and digest
     in an experiment, so the digest must change whenever the profile does: the content hash does."""
-    sizes = split_sizes(manifest)
+    sizes = manifest_split_counts(manifest)
     return Dataset(
         name=name,
         digest=digest[:12],
