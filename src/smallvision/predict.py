@@ -111,9 +111,8 @@ def predict_images(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_bytes: float | None = DEFAULT_MAX_BYTES,
 ) -> list[Prediction]:
-    """Predict `target` with `classifier`: uint8 images (N, size, size, 3) in, logits out
-    (`size`: a `Resize`, as the network was trained; a plain size is squashed) (an `ImageClassifier`, or
-    one loaded from MLflow)."""
+    """Predict `target` with `classifier` (an `ImageClassifier`, or one loaded from MLflow): uint8 images
+    (N, size, size, 3) in, logits out. `size` is a `Resize`, as the network was trained (a plain size is squashed)."""
     results: list[Prediction] = []
     pending: list[tuple[Path, np.ndarray]] = []
 
