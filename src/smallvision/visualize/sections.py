@@ -263,7 +263,7 @@ def filters_section(report: Report) -> Section:
         patterns = {}
         for layer_name, module in filter_layers(net, opts[option], f"visualize.filters.{option}"):
             indices = filters.pick_filters(filters.layer_channels(net, module, size), int(opts["per_layer"]))
-            patterns[layer_name] = target_patterns(net, spec, [(layer_name, module, i) for i in indices], opts)
+            patterns[layer_name] = ascend(net, spec, [(layer_name, module, i) for i in indices], opts)
         path = report.save(
             filters.filters_figure(patterns, f"Filter patterns of {name}", int(opts["columns"])),
             f"filters_{name}.png",
@@ -275,21 +275,21 @@ def filters_section(report: Report) -> Section:
     return sec
 
 
-def target_patterns(
-    net: nn.Module, spec: dict, targets: list[tuple[str, nn.Module, int]], f: Mapping[str, Any]
+def ascend(
+    net: nn.Module, spec: dict, targets: list[tuple[str, nn.Module, int]], opts: Mapping[str, Any]
 ) -> list[filters.FilterPattern]:
-    """The patterns of the targets (layer name, module, filter), all in one batch, by gradient ascent with the
-    `visualize.filters` settings `f`."""
+    """`filters.target_patterns` of the targets (layer name, module, filter), all in one batch, with the
+    `visualize.filters` settings `opts` and the network's own input size and normalisation."""
     return filters.target_patterns(
         net,
         targets,
-        image_size=int(f["image_size"] or spec["image_size"]),
+        image_size=int(opts["image_size"] or spec["image_size"]),
         mean=spec["mean"],
         std=spec["std"],
-        steps=int(f["steps"]),
-        step_size=float(f["step_size"]),
-        noise=float(f["noise"]),
-        seed=int(f["seed"]),
+        steps=int(opts["steps"]),
+        step_size=float(opts["step_size"]),
+        noise=float(opts["noise"]),
+        seed=int(opts["seed"]),
     )
 
 

@@ -16,7 +16,7 @@ from smallvision.visualize import activations, confusion, finetuning, gradcam, k
 from smallvision.visualize.layers import cam_layer, chosen_layers, depth_layers
 from smallvision.visualize.receptive import layer_geometry
 from smallvision.visualize.report import FigureEntry, Section
-from smallvision.visualize.sections import Report, target_patterns
+from smallvision.visualize.sections import Report, ascend
 from smallvision.visualize.settings import pick
 
 
@@ -147,7 +147,7 @@ def pairs_section(report: Report) -> Section:
         maps = activations.capture(net, report.nets.inputs(image[None], spec), layers)
         features = [maps[n][0].float().cpu().numpy() for n, _ in layers]
         channels = [pairs.strongest_channel(feature) for feature in features]
-        found = target_patterns(net, spec, [(n, m, c) for (n, m), c in zip(layers, channels)], filter_opts)
+        found = ascend(net, spec, [(n, m, c) for (n, m), c in zip(layers, channels)], filter_opts)
         shown = [pairs.Pair(p.layer, p, feature[p.index]) for p, feature in zip(found, features)]
         fig = pairs.pairs_figure(
             image,
