@@ -106,7 +106,29 @@ def test_the_other_presets_are_what_the_readme_says():
     ]  # 96 px and 10/40 epochs for the scratch convnets, 160 px and 2 fine-tune epochs for the transfer stages
     smoke = _preset("smoke")
     assert smoke["data"]["name"] == "synthetic" and smoke["trainer"]["progress"] is False
-    for cfg in (vgg, quick, smoke):
+    playbook = _preset("playbook")
+    assert playbook["study"] == "playbook"
+    bb = playbook["backbone"]
+    assert (bb["name"], bb["image_size"], bb["resize"], bb["unfreeze_blocks"]) == (
+        "efficientnet_lite2",
+        260,
+        "crop",
+        "all",
+    )
+    assert [_settings(playbook, name)[:5] for name in TECHNIQUES] == [
+        _settings(quick, "baseline")[:5],
+        _settings(quick, "augment")[:5],  # the scratch convnets as quick
+        (260, 20, 20, "adamw", 1e-3),
+        (260, 20, 2, "adamw", 1e-4),
+    ]
+    fe, ft = playbook["techniques"]["feature_extract"], playbook["techniques"]["fine_tune"]
+    assert fe["cached_flips"] and fe["tta"] and ft["tta"] and ft["batchnorm"] == "frozen"
+    assert (ft["optimizer"]["layer_decay"], ft["optimizer"]["weight_decay"], ft["lr_schedule"]) == (
+        0.7,
+        0.01,
+        {"name": "cosine", "warmup_epochs": 1},
+    )
+    for cfg in (vgg, quick, smoke, playbook):
         for name in TECHNIQUES:
             validate({**cfg, "technique": name})
 
