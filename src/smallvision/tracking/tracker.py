@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from mlflow.entities import Metric, RunStatus
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH
 
+from smallvision.interrupts import ctrl_c_held_back
 from smallvision.provenance import git_commit
 from smallvision.runs import METRICS, comparison_metrics
 from smallvision.tracking.store import (
@@ -105,11 +106,12 @@ class StudyTracker:
     # -- failure handling ------------------------------------------------------------------
 
     def guarded(self, action: Callable[[], T]) -> T | None:
-        """Run one tracking action; on any store error warn once, switch tracking off, return None."""
+        """Run one tracking action; on any store error warn once, switch tracking off, return None. A Ctrl-C during
+        the action takes effect when it ends (`ctrl_c_held_back`: no store write is cut off half-way)."""
         if not self.enabled:
             return None
         try:
-            with _failure_reports_held_back():
+            with ctrl_c_held_back(), _failure_reports_held_back():
                 return action()
         except Exception as err:  # noqa: BLE001 -- any store/transport failure: tracking must never stop training
             self._disable(err)
