@@ -118,7 +118,7 @@ def test_the_other_presets_are_what_the_readme_says():
     assert [_settings(playbook, name)[:5] for name in TECHNIQUES] == [
         _settings(quick, "baseline")[:5],
         _settings(quick, "augment")[:5],  # the scratch convnets as quick
-        (260, 20, 20, "adamw", 1e-3),
+        (260, 20, 20, "adamw", 3e-4),
         (260, 20, 2, "adamw", 1e-4),
     ]
     fe, ft = playbook["techniques"]["feature_extract"], playbook["techniques"]["fine_tune"]
