@@ -9,9 +9,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from smallvision import settings
 from smallvision.distributed import is_rank_zero
-from smallvision.entrypoints import bound_mlflow_requests, friendly_errors, hydra_job, show_config, to_dict
+from smallvision.entrypoints import bound_mlflow_requests, friendly_errors, hydra_job, load_settings, show_config
 from smallvision.job import run_training
 from smallvision.settings import sections_read
 
@@ -19,12 +18,13 @@ from smallvision.settings import sections_read
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
-    c = to_dict(cfg)
-    settings.technique(c)  # before anything else: the one-line error of a bad value comes first
+    settings = load_settings(cfg, training=True)  # before anything else: the one-line error of a bad value first
     job = hydra_job()
-    shown = show_config(f"train {c['technique']}", c, sections_read(c), echo=is_rank_zero())
-    bound_mlflow_requests(c["logger"])
-    run_training(c, Path.cwd(), sweep_dir=job.sweep_dir, job_dir=job.output_dir, config_read=shown)
+    shown = show_config(
+        f"train {settings.technique}", settings.model_dump(), sections_read(settings), echo=is_rank_zero()
+    )
+    bound_mlflow_requests(settings.logger)
+    run_training(settings, Path.cwd(), sweep_dir=job.sweep_dir, job_dir=job.output_dir, config_read=shown)
 
 
 if __name__ == "__main__":

@@ -6,19 +6,24 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from smallvision import distributed, evidence, provenance, settings, sweeps
+from smallvision import distributed, evidence, provenance, sweeps
 from smallvision.data.manifest import MANIFEST, manifest_digest
 from smallvision.errors import DataError
 from smallvision.networks import network_name
 from smallvision.runs import CHECKPOINT, RESULT_FILES, numeric
+from smallvision.schema import Settings
 
 log = logging.getLogger(__name__)
 
 
 def run_training(
-    cfg: dict, root: Path, sweep_dir: str | None = None, job_dir: Path | None = None, config_read: dict | None = None
+    settings: Settings,
+    root: Path,
+    sweep_dir: str | None = None,
+    job_dir: Path | None = None,
+    config_read: dict | None = None,
 ) -> dict:
-    """Train cfg["technique"] into models/<technique>/ (in a sweep: `job_dir`, the job's folder) and track it:
+    """Train settings.technique into models/<technique>/ (in a sweep: `job_dir`, the job's folder) and track it:
     its metrics, files, data, network and `config_read` (the config it read) on its run, then the study's champion.
 
     In a sweep, fine-tune starts from the sweep's own feature-extract job with the same seed (run feature_extract
@@ -26,70 +31,63 @@ def run_training(
     from smallvision import tracking
     from smallvision.training import Paths, train_technique
 
-    tech = settings.technique(cfg)
+    tech, technique = settings.selected, settings.technique
     root = Path(root)
-    folders = cfg["paths"]
-    out = Path(job_dir) if sweep_dir else root / folders["models"] / cfg["technique"]
+    out = Path(job_dir) if sweep_dir else root / settings.paths.models / technique
     head = None
-    if sweep_dir and tech["kind"] == "fine_tune":
-        head = sweeps.sweep_head(out.parent, int(cfg["seed"]), network_name(tech, cfg["backbone"]))
-    paths = Paths.of(folders, root, out, head)
+    if sweep_dir and tech.kind == "fine_tune":
+        head = sweeps.sweep_head(out.parent, settings.seed, network_name(tech, settings.backbone))
+    paths = Paths.of(settings.paths, root, out, head)
     manifest = paths.prepared / MANIFEST
     if not manifest.exists():
         raise DataError(f"{manifest} not found: run the download and split stages first (dvc repro split)")
     digest = manifest_digest(manifest)
     is_zero = distributed.is_rank_zero()
-    tracker = tracking.study_tracker(cfg, root, digest, sweep_dir, enabled=is_zero)
+    tracker = tracking.study_tracker(settings, root, digest, sweep_dir, enabled=is_zero)
     tags = {
-        "technique": cfg["technique"],
-        "dataset": cfg["data"]["name"],
-        "seed": str(cfg["seed"]),
-        "backbone": network_name(tech, cfg["backbone"]),
+        "technique": technique,
+        "dataset": settings.data.name,
+        "seed": str(settings.seed),
+        "backbone": network_name(tech, settings.backbone),
         "git_commit": tracker.tags["git_commit"],
         "manifest": digest[:12],
         tracking.OUTPUT_TAG: str(out.resolve()),
     }
-    log_cfg = cfg["logger"]
+    log_cfg = settings.logger
     with (
-        tracker.technique_run(cfg["technique"], tracking.flatten(cfg), tags) as run_id,
+        tracker.technique_run(technique, tracking.flatten(settings.model_dump()), tags) as run_id,
         distributed.hydra_ddp_job(sweep_dir),
     ):
         tracking.log_config(tracker, run_id, config_read or {}, "train")
-        tracking.log_dataset(tracker, (run_id, tracker.parent_run_id), manifest, cfg["data"]["name"], digest)
+        tracking.log_dataset(tracker, (run_id, tracker.parent_run_id), manifest, settings.data.name, digest)
         logger = tracking.lightning_logger(tracker, run_id) or False
         metrics = train_technique(
-            cfg, paths, logger=logger, progress=cfg["trainer"]["progress"], commit=provenance.git_commit(root)
+            settings, paths, logger=logger, progress=settings.trainer.progress, commit=provenance.git_commit(root)
         )
         tracker.log_metrics(run_id, numeric(metrics))
         tracker.log_artifacts(run_id, [out / name for name in RESULT_FILES])
-        if log_cfg["log_models"]:
+        if log_cfg.log_models:
             tracking.log_network(
-                tracker,
-                run_id,
-                out / CHECKPOINT,
-                cfg["technique"],
-                paths.prepared,
-                cfg["data"]["max_image_pixels"],
-                cfg["data"]["max_image_bytes"],
+                tracker, run_id, out / CHECKPOINT, technique, paths.prepared, settings.data.image_limits
             )
     if is_zero:
         if sweep_dir:
             tracker.log_comparison(
-                sweeps.sweep_comparison(out.parent), sweeps.comparison_so_far(out.parent, cfg["visualize"])
+                sweeps.sweep_comparison(out.parent), sweeps.comparison_so_far(out.parent, settings.visualize)
             )
         else:  # the study's techniques only: a run of another preset, seed or manifest is left out
-            study = evidence.study_comparison(paths.models, provenance.identity(cfg, digest))
+            study = evidence.study_comparison(paths.models, provenance.identity(settings, digest))
             tracker.log_comparison(study.rows)
             for line in study.messages():
                 log.warning("%s", line)
         tta = f"; with flip TTA {metrics['test_accuracy_tta']:.4f}" if "test_accuracy_tta" in metrics else ""
         print(
-            f"{cfg['technique']}: test accuracy {metrics['test_accuracy']:.4f} "
+            f"{technique}: test accuracy {metrics['test_accuracy']:.4f} "
             f"(95% CI {metrics['ci95_low']:.4f}-{metrics['ci95_high']:.4f}, {metrics['test_images']} images){tta} -> {out}"
         )
         # the champion is the study's: a sweep's jobs are experiments beside it and leave the registry alone
-        if not sweep_dir and (champion := tracking.update_champion(tracker, log_cfg["registered_model"])):
+        if not sweep_dir and (champion := tracking.update_champion(tracker, log_cfg.registered_model)):
             print(champion)
-        if hint := tracker.dashboard_hint(log_cfg["ui_url"]):
+        if hint := tracker.dashboard_hint(log_cfg.ui_url):
             print(hint)
     return metrics

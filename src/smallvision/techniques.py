@@ -24,6 +24,7 @@ from smallvision.features import FeatureExtractor, cached_features, features_key
 from smallvision.models import backbones
 from smallvision.models.heads import TransferNet
 from smallvision.modules.classifier import ImageInput
+from smallvision.schema import Backbone, FeatureExtract, FineTune, Scratch
 
 
 @dataclass
@@ -31,8 +32,8 @@ class Inputs:
     """What a builder starts from: the technique's and backbone's config, the classes, the decoded images (one
     row per manifest record), how images are augmented, and where cached features and the head to fine-tune are."""
 
-    technique: dict
-    backbone: dict
+    technique: Scratch | FeatureExtract | FineTune
+    backbone: Backbone
     classes: list[str]
     images: np.ndarray
     augmentation: AffineConfig | None
@@ -75,15 +76,15 @@ def cached_head(inp: Inputs) -> Setup:
     With `tta` or `cached_flips` the features of the horizontally flipped images are cached too, and each row holds
     both views, (N, 2, D): test-time augmentation averages them, `cached_flips` trains on either at random."""
     bb, tech = inp.backbone, inp.technique
-    pool = tech["head"]["pool"]
-    base = backbones.create_backbone(bb)
-    spec = networks.make_spec(tech, bb, inp.classes, backbones.feature_dim(base, tech["image_size"], pool))
+    pool = tech.head.pool
+    base = backbones.create_backbone(bb.model_dump())  # the record a network's spec carries
+    spec = networks.make_spec(tech, bb, inp.classes, backbones.feature_dim(base, tech.image_size, pool))
     views = []
-    for flip in (False, True) if tech["tta"] or tech["cached_flips"] else (False,):
+    for flip in (False, True) if tech.tta or tech.cached_flips else (False,):
         key = features_key(bb, networks.spec_resize(spec), pool, inp.manifest_digest, str(inp.trainer.precision), flip)
-        extractor = FeatureExtractor(base, pool, bb["mean"], bb["std"], inp.channels_last, flip)
-        path = features_path(inp.features_dir, bb["name"], key)
-        views.append(cached_features(inp.trainer, extractor, inp.images, path, tech["extract_batch_size"]))
+        extractor = FeatureExtractor(base, pool, bb.mean, bb.std, inp.channels_last, flip)
+        path = features_path(inp.features_dir, bb.name, key)
+        views.append(cached_features(inp.trainer, extractor, inp.images, path, tech.extract_batch_size))
     features = views[0] if len(views) == 1 else np.stack(views, axis=1)
     head = networks.build_head(spec)
     return Setup(head, spec, features, None, [], parameter_count(base) + parameter_count(head))
@@ -92,24 +93,24 @@ def cached_head(inp: Inputs) -> Setup:
 def transfer(inp: Inputs) -> Setup:
     """Base + head on images; fine-tune starts from feature-extract's head and unfreezes the base's top blocks."""
     bb, tech = inp.backbone, inp.technique
-    pool = tech["head"]["pool"]
-    base = backbones.create_backbone(bb)
-    spec = networks.make_spec(tech, bb, inp.classes, backbones.feature_dim(base, tech["image_size"], pool))
+    pool = tech.head.pool
+    base = backbones.create_backbone(bb.model_dump())  # the record a network's spec carries
+    spec = networks.make_spec(tech, bb, inp.classes, backbones.feature_dim(base, tech.image_size, pool))
     net = TransferNet(base, networks.build_head(spec), pool)
     unfreeze, batchnorm = 0, "frozen"
-    if tech["kind"] == "fine_tune":
-        unfreeze, batchnorm = tech["unfreeze_blocks"], tech["batchnorm"]
+    if isinstance(tech, FineTune):
+        unfreeze, batchnorm = tech.unfreeze_blocks, tech.batchnorm
         net.head.load_state_dict(trained_head(inp.head_checkpoint, spec))
     frozen = backbones.freeze_base(net.base, unfreeze, batchnorm)
-    image_input = ImageInput(tuple(bb["mean"]), tuple(bb["std"]), inp.augmentation, inp.channels_last)
+    image_input = ImageInput(tuple(bb.mean), tuple(bb.std), inp.augmentation, inp.channels_last)
     return Setup(net, spec, inp.images, image_input, frozen, parameter_count(net))
 
 
-def builder(technique: dict) -> Callable[[Inputs], Setup]:
-    """The builder of a technique's kind (checked by `smallvision.settings`)."""
-    if technique["kind"] == "scratch":
+def builder(technique: Scratch | FeatureExtract | FineTune) -> Callable[[Inputs], Setup]:
+    """The builder of a technique's kind."""
+    if technique.kind == "scratch":
         return scratch
-    return cached_head if networks.is_cached(technique) else transfer
+    return cached_head if technique.cached else transfer
 
 
 def trained_head(checkpoint: Path, spec: dict) -> dict:

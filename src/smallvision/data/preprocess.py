@@ -7,7 +7,7 @@ report's figures all call it, so a network always sees its input the way it was 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import timm
@@ -16,19 +16,20 @@ from timm.data import resolve_data_config
 from torch import Tensor
 
 from smallvision.data.images import Resize
+from smallvision.schema import Backbone
 
 
-def backbone_resize(backbone_cfg: Mapping, image_size: int) -> Resize:
+def backbone_resize(backbone: Backbone, image_size: int) -> Resize:
     """How photos are resized for a pretrained backbone at `image_size`: `backbone.resize` (crop: as it was trained;
     squash: Keras' target_size), with `backbone.crop_pct` and `backbone.interpolation`, each taken from timm's
     pretrained config of `backbone.timm_name` when null (EfficientNet-Lite0: crop 0.875, bicubic)."""
-    pretrained = timm.models.get_pretrained_cfg(backbone_cfg["timm_name"])
+    pretrained = timm.models.get_pretrained_cfg(backbone.timm_name)
     timm_cfg = resolve_data_config({}, pretrained_cfg=pretrained.to_dict() if pretrained else {})
     return Resize(
         image_size,
-        backbone_cfg["resize"],
-        crop_pct=backbone_cfg["crop_pct"] or timm_cfg["crop_pct"],
-        interpolation=backbone_cfg["interpolation"] or timm_cfg["interpolation"],
+        backbone.resize,
+        crop_pct=backbone.crop_pct or timm_cfg["crop_pct"],
+        interpolation=backbone.interpolation or timm_cfg["interpolation"],
     )
 
 

@@ -63,7 +63,7 @@ class Report:
     figures per technique (for the MLflow child runs), study-level files and the comparison rows."""
 
     visualize: Mapping[str, Any]
-    augmentation: Mapping[str, Any]
+    augmentation: AffineConfig
     image_sizes: Mapping[str, Resize]  # technique -> how its photos are resized for training (size, squash or crop)
     folder: Path
     records: list[Record]
@@ -303,7 +303,7 @@ def augmentation_section(report: Report) -> Section:
     )
     record = pick(report.split("train"), opts["image"], "augmentation_preview.image")
     resize = report.image_sizes[opts["technique"]]
-    aug_cfg = AffineConfig.from_mapping(report.augmentation)
+    aug_cfg = report.augmentation
     image = report.load(record.file, resize)
     copies = augmentation_preview.augmented_copies(image, aug_cfg, int(opts["count"]), int(opts["seed"]))
     path = report.save(
