@@ -18,6 +18,7 @@ import torch
 import yaml
 from helpers.browser import CHROMIUM_FLAGS, OFFLINE, chromium
 from helpers.project import compose_params, copy_project, dvc_status, run, signal_group, start, wait_mid_training
+from helpers.study import LIMITS
 
 TECHNIQUES = ("baseline", "augment", "feature_extract", "fine_tune")
 HYDRA = ("--config-dir", ".", "--config-name", "params", "hydra.output_subdir=null", "hydra.run.dir=.")
@@ -231,7 +232,7 @@ def test_predict_with_the_champion_writes_what_its_checkpoint_does(project, monk
     client = MlflowClient(f"sqlite:///{project}/mlflow.db")
     champion = client.get_model_version_by_alias("smallvision-classifier", "champion")
     write_csv(
-        predict(Path("models") / champion.tags["technique"] / "best.ckpt", Path("data/raw"), progress=False),
+        predict(Path("models") / champion.tags["technique"] / "best.ckpt", Path("data/raw"), 32, False, LIMITS),
         Path("expected.csv"),
     )
     assert (project / "predictions.csv").read_text() == (project / "expected.csv").read_text()

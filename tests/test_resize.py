@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers.study import config
+from helpers.study import LIMITS, config
 from PIL import Image
 
 from smallvision import networks
@@ -25,6 +25,7 @@ from smallvision.errors import ConfigError
 from smallvision.features import features_key
 from smallvision.models import backbones
 from smallvision.predict import predict, probabilities
+from smallvision.schema import Backbone, validate
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "backbone"
 RED, BLUE = (220, 20, 20), (20, 20, 220)
@@ -59,7 +60,7 @@ def box(m: np.ndarray) -> tuple[int, int, float, float]:
 @pytest.mark.parametrize("size", [(500, 375), (375, 500)], ids=["landscape", "portrait"])
 def test_crop_keeps_the_aspect_and_the_centre_and_drops_the_edges(tmp_path, size):
     path = photo(tmp_path / "photo.png", *size)
-    crop = load_resized(path, Resize(224, "crop", 0.875, "bicubic"))
+    crop = load_resized(path, Resize(224, "crop", 0.875, "bicubic"), LIMITS)
     assert crop.shape == (224, 224, 3) and crop.dtype == np.uint8
     height, width, row, col = box(mask(crop, RED))
     # shorter side 375 -> floor(224 / 0.875) = 256 px, so the 100 px square becomes ~68 px, square and centred
@@ -67,8 +68,8 @@ def test_crop_keeps_the_aspect_and_the_centre_and_drops_the_edges(tmp_path, size
     assert abs(row - 111.5) <= 1 and abs(col - 111.5) <= 1
     assert not mask(crop, BLUE).any()  # the far ends of the longer side are cut off
 
-    squash = load_resized(path, Resize(224))  # what the scratch convnet gets (and a plain size means)
-    assert np.array_equal(squash, load_resized(path, 224))
+    squash = load_resized(path, Resize(224), LIMITS)  # what the scratch convnet gets (and a plain size means)
+    assert np.array_equal(squash, load_resized(path, 224, LIMITS))
     height, width, row, col = box(mask(squash, RED))
     long_px, short_px = max(size), min(size)
     along_long, along_short = (width, height) if size[0] > size[1] else (height, width)
@@ -85,7 +86,7 @@ def test_crop_is_exactly_timms_evaluation_transform(tmp_path):
     )
     timm_transform = create_transform(**resolve_data_config({}, model=pretrained))  # resize, crop, to [0,1], normalise
     cfg = yaml.safe_load((CONF / "efficientnet_lite1.yaml").read_text())
-    resize = backbone_resize(cfg, 240)
+    resize = backbone_resize(Backbone.model_validate(cfg), 240)
     assert resize == Resize(240, "crop", 0.882, "bicubic")  # timm's pretrained config of tf_efficientnet_lite1
     for size in ((500, 375), (375, 500), (333, 333)):
         image = Image.open(photo(tmp_path / f"{size}.png", *size)).convert("RGB")
@@ -95,34 +96,38 @@ def test_crop_is_exactly_timms_evaluation_transform(tmp_path):
 
 def test_backbone_resize_reads_the_config_then_timm():
     cfg = yaml.safe_load((CONF / "efficientnet_lite0.yaml").read_text())
-    assert backbone_resize(cfg, 224) == Resize(224, "crop", 0.875, "bicubic")
-    assert backbone_resize({**cfg, "crop_pct": 0.95, "interpolation": "bilinear"}, 160) == Resize(
+
+    def backbone(**changes) -> Backbone:
+        return validate(Backbone, {**cfg, **changes}, "backbone")
+
+    assert backbone_resize(backbone(), 224) == Resize(224, "crop", 0.875, "bicubic")
+    assert backbone_resize(backbone(crop_pct=0.95, interpolation="bilinear"), 160) == Resize(
         160, "crop", 0.95, "bilinear"
     )
-    assert backbone_resize({**cfg, "resize": "squash"}, 224).mode == "squash"
+    assert backbone_resize(backbone(resize="squash"), 224).mode == "squash"
     with pytest.raises(ConfigError, match="backbone.resize='stretch'"):
-        backbone_resize({**cfg, "resize": "stretch"}, 224)
+        backbone(resize="stretch")
     with pytest.raises(ConfigError, match="backbone.crop_pct=1.5"):
-        backbone_resize({**cfg, "crop_pct": 1.5}, 224)
+        backbone(crop_pct=1.5)
 
 
 def test_each_geometry_has_its_own_image_cache_and_feature_key(tmp_path):
     files = [photo(tmp_path / "raw" / f"{i}.png") for i in range(2)]
     crop, squash = Resize(64, "crop", 0.875, "bicubic"), Resize(64)
-    a = image_array(files, crop, tmp_path / "cache", "manifest", workers=1, progress=False)
-    b = image_array(files, squash, tmp_path / "cache", "manifest", workers=1, progress=False)
+    a = image_array(files, crop, tmp_path / "cache", "manifest", 1, False, LIMITS)
+    b = image_array(files, squash, tmp_path / "cache", "manifest", 1, False, LIMITS)
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 2 and not np.array_equal(a, b)
-    assert np.array_equal(a[0], load_resized(files[0], crop))
-    bb = config()["backbone"]
+    assert np.array_equal(a[0], load_resized(files[0], crop, LIMITS))
+    bb = config().backbone
     assert features_key(bb, crop, "avg", "m", "32-true") != features_key(bb, squash, "avg", "m", "32-true")
 
 
 def test_the_checkpoint_spec_carries_the_geometry_and_predict_uses_it(tmp_path):
     cfg = config("backbone.image_size=64")
-    tech = cfg["techniques"]["fine_tune"]
-    spec = networks.make_spec(tech, cfg["backbone"], ["circle", "square"], in_features=1280)
+    tech = cfg.techniques["fine_tune"]
+    spec = networks.make_spec(tech, cfg.backbone, ["circle", "square"], in_features=1280)
     assert spec["resize"] == {"size": 64, "mode": "crop", "crop_pct": 0.875, "interpolation": "bicubic"}
-    scratch = networks.make_spec(cfg["techniques"]["baseline"], cfg["backbone"], ["circle", "square"])
+    scratch = networks.make_spec(cfg.techniques["baseline"], cfg.backbone, ["circle", "square"])
     assert networks.spec_resize(scratch) == Resize(64, "squash", 1.0, "bilinear")
     legacy = {k: v for k, v in spec.items() if k != "resize"}  # a checkpoint from before: it was trained squashed
     assert networks.spec_resize(legacy) == Resize(64)
@@ -134,10 +139,13 @@ def test_the_checkpoint_spec_carries_the_geometry_and_predict_uses_it(tmp_path):
         {"hyper_parameters": {"spec": spec}, "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, ckpt
     )
     image = photo(tmp_path / "in" / "photo.png")
-    [result] = predict(ckpt, image, progress=False)
+    [result] = predict(ckpt, image, 32, False, LIMITS)
     by_geometry = {
         mode: probabilities(
-            net, network_input(load_resized(image, Resize(64, mode, 0.875, "bicubic"))[None], spec["mean"], spec["std"])
+            net,
+            network_input(
+                load_resized(image, Resize(64, mode, 0.875, "bicubic"), LIMITS)[None], spec["mean"], spec["std"]
+            ),
         )[0]
         for mode in ("crop", "squash")
     }

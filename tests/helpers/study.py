@@ -21,7 +21,7 @@ from smallvision.data.manifest import Record, load_manifest
 from smallvision.data.split import prepare_split
 from smallvision.data.synthetic import generate
 from smallvision.entrypoints import load_settings
-from smallvision.schema import Settings, Split
+from smallvision.schema import FeatureExtract, FineTune, Scratch, Settings, Split
 from smallvision.training import Paths
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +34,11 @@ def config(*overrides: str) -> Settings:
     the network to learn), as the typed settings an entry script builds."""
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         return load_settings(compose("config", overrides=["experiment=smoke", "logger.enabled=false", *overrides]))
+
+
+def technique(name: str = "baseline", **changes) -> Scratch | FeatureExtract | FineTune:
+    """A technique's settings (the smoke preset's) with `changes`, e.g. technique(image_size=48)."""
+    return config().techniques[name].model_copy(update=changes)
 
 
 def make_dataset(root: Path, per_class: int = 100, classes=("circle", "square"), seed: int = 0) -> Path:
