@@ -27,6 +27,7 @@ from smallvision.data.cache import image_array
 from smallvision.data.manifest import load_manifest, manifest_digest
 from smallvision.features import FeatureExtractor, cached_features
 from smallvision.models import backbones
+from smallvision.schema import Backbone, Settings
 from smallvision.trainer import resolve_precision
 
 from common import dev_split, imagefolder, project_config, save
@@ -44,29 +45,29 @@ def base_model(bb: dict) -> tuple[torch.nn.Module, str]:
         ), "random"
 
 
-def ours(base, bb: dict, cfg: dict, images: np.ndarray, batch: int) -> float:
-    trainer_cfg = cfg["trainer"]
+def ours(base, bb: Backbone, cfg: Settings, images: np.ndarray, batch: int) -> float:
+    trainer_cfg = cfg.trainer
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        precision=resolve_precision(trainer_cfg["precision"], "cpu"),
+        precision=resolve_precision(str(trainer_cfg.precision), "cpu"),
     )
-    extractor = FeatureExtractor(base, bb["head_pool"], bb["mean"], bb["std"], trainer_cfg["channels_last"])
+    extractor = FeatureExtractor(base, bb.head_pool, bb.mean, bb.std, trainer_cfg.channels_last)
     cached_features(trainer, extractor, images[:batch], Path(tempfile.mktemp(suffix=".npy")), batch)  # warm-up
     t = time.perf_counter()
     cached_features(trainer, extractor, images, Path(tempfile.mktemp(suffix=".npy")), batch)
     return len(images) / (time.perf_counter() - t)
 
 
-def reference(base, bb: dict, folder: Path) -> tuple[float, int]:
-    size = bb["image_size"]
+def reference(base, bb: Backbone, folder: Path) -> tuple[float, int]:
+    size = bb.image_size
     dataset = datasets.ImageFolder(
         str(folder),
         transform=transforms.Compose(
-            [transforms.Resize((size, size)), transforms.ToTensor(), transforms.Normalize(bb["mean"], bb["std"])]
+            [transforms.Resize((size, size)), transforms.ToTensor(), transforms.Normalize(bb.mean, bb.std)]
         ),
     )
     loader = DataLoader(dataset, batch_size=REFERENCE_BATCH, num_workers=2)
@@ -74,7 +75,7 @@ def reference(base, bb: dict, folder: Path) -> tuple[float, int]:
     seen, started = 0, None
     with torch.no_grad():
         for x, _ in loader:
-            backbones.pool_features(backbones.extract_features(base, x), bb["head_pool"])
+            backbones.pool_features(backbones.extract_features(base, x), bb.head_pool)
             if started is None:  # the first batch warms up (workers start, kernels pick algorithms)
                 started = time.perf_counter()
             else:
@@ -95,16 +96,22 @@ def main() -> None:
     results = {}
     for name in args.backbone or BACKBONES:
         cfg = project_config(f"backbone={name}")
-        bb = cfg["backbone"]
-        base, weights = base_model(bb)
+        bb = cfg.backbone
+        base, weights = base_model(bb.model_dump())
         images = image_array(
-            [r.file for r in records], bb["image_size"], args.workdir / "cache", digest, progress=False
+            [r.file for r in records],
+            bb.image_size,
+            args.workdir / "cache",
+            digest,
+            cfg.data.workers,
+            False,
+            cfg.data.image_limits,
         )[subset[REFERENCE_BATCH:]]
-        batch = cfg["techniques"]["feature_extract"]["extract_batch_size"]
+        batch = cfg.techniques["feature_extract"].extract_batch_size
         ref, _ = reference(base, bb, imagefolder(records, subset, args.workdir / f"imagefolder-first-{len(subset)}"))
         mine = ours(base, bb, cfg, np.ascontiguousarray(images), batch)
         print(
-            f"{name:20s} {bb['image_size']} px ({weights} weights): ours {mine:6.1f} img/s (batch {batch}), "
+            f"{name:20s} {bb.image_size} px ({weights} weights): ours {mine:6.1f} img/s (batch {batch}), "
             f"reference {ref:6.1f} img/s (batch {REFERENCE_BATCH}): {mine / ref:.2f}x",
             flush=True,
         )

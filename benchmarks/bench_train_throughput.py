@@ -38,6 +38,7 @@ from smallvision.data.datamodule import ArrayDataModule, SplitArrays
 from smallvision.data.manifest import load_manifest, manifest_digest
 from smallvision.modules.classifier import ClassifierModule, ImageInput
 from smallvision.modules.optim import make_optimizer
+from smallvision.schema import Settings
 from smallvision.trainer import resolve_precision
 
 from common import DEV_ARCHIVE, dev_split, imagefolder, project_config, save
@@ -68,7 +69,7 @@ def images_per_s(times: list[float], warmup: int, batch: int) -> float:
 
 
 def ours(
-    cfg: dict,
+    cfg: Settings,
     images: np.ndarray,
     labels: np.ndarray,
     rows: dict,
@@ -80,15 +81,15 @@ def ours(
     compile: bool = False,
     device: str = "cpu",
 ) -> float:
-    tech = cfg["techniques"]["augment"]
-    spec = networks.make_spec(tech, cfg["backbone"], classes)
-    augmentation = AffineConfig.from_mapping(cfg["augmentation"])
+    tech = cfg.techniques["augment"]
+    spec = networks.make_spec(tech, cfg.backbone, classes)
+    augmentation = AffineConfig.of(cfg.augmentation)
     image_input = ImageInput(tuple(spec["mean"]), tuple(spec["std"]), augmentation, channels_last)
     net = networks.build_net(spec)
     if compile:  # as training.py does for trainer.compile=true; the warm-up batches absorb the compile
         net.compile()
-    module = ClassifierModule(net, len(classes), tech["optimizer"], image_input, seed=0, spec=spec)
-    data = ArrayDataModule(SplitArrays(images, labels, rows, classes), tech["batch_size"], seed=0)
+    module = ClassifierModule(net, len(classes), tech.optimizer, image_input, seed=0, spec=spec)
+    data = ArrayDataModule(SplitArrays(images, labels, rows, classes), tech.batch_size, seed=0)
     clock = StepClock(device)
     trainer = L.Trainer(
         accelerator="gpu" if device == "cuda" else "cpu",
@@ -104,12 +105,12 @@ def ours(
         callbacks=[clock],
     )
     trainer.fit(module, datamodule=data)
-    return images_per_s(clock.times, warmup, tech["batch_size"])
+    return images_per_s(clock.times, warmup, tech.batch_size)
 
 
-def reference_transforms(cfg: dict, size: int, mean, std) -> transforms.Compose:
+def reference_transforms(cfg: Settings, size: int, mean, std) -> transforms.Compose:
     """The book's ImageDataGenerator as torchvision's per-image transforms (isotropic zoom, shear in degrees)."""
-    aug = cfg["augmentation"]
+    aug = cfg.augmentation.model_dump()
     return transforms.Compose(
         [
             transforms.Resize((size, size)),
@@ -126,12 +127,12 @@ def reference_transforms(cfg: dict, size: int, mean, std) -> transforms.Compose:
     )
 
 
-def reference(cfg: dict, folder: Path, warmup: int, steps: int, device: str = "cpu") -> float:
-    tech = cfg["techniques"]["augment"]
+def reference(cfg: Settings, folder: Path, warmup: int, steps: int, device: str = "cpu") -> float:
+    tech = cfg.techniques["augment"]
     classes = sorted(p.name for p in folder.iterdir())
-    spec = networks.make_spec(tech, cfg["backbone"], classes)
+    spec = networks.make_spec(tech, cfg.backbone, classes)
     dataset = datasets.ImageFolder(
-        str(folder), transform=reference_transforms(cfg, tech["image_size"], spec["mean"], spec["std"])
+        str(folder), transform=reference_transforms(cfg, tech.image_size, spec["mean"], spec["std"])
     )
     loader = DataLoader(dataset, batch_size=tech["batch_size"], shuffle=True, num_workers=2, drop_last=True)
     net = networks.build_net(spec).to(device)
@@ -147,14 +148,14 @@ def reference(cfg: dict, folder: Path, warmup: int, steps: int, device: str = "c
         times.append(now(device))
         if i == warmup + steps:
             break
-    return images_per_s(times, warmup, tech["batch_size"])
+    return images_per_s(times, warmup, tech.batch_size)
 
 
-def step_flops(cfg: dict, classes: list[str]) -> float:
+def step_flops(cfg: Settings, classes: list[str]) -> float:
     """FLOPs of one training step (forward + backward) of the network at the configured batch and image size."""
-    tech = cfg["techniques"]["augment"]
-    net = networks.build_net(networks.make_spec(tech, cfg["backbone"], classes))
-    x = torch.randn(tech["batch_size"], 3, tech["image_size"], tech["image_size"])
+    tech = cfg.techniques["augment"]
+    net = networks.build_net(networks.make_spec(tech, cfg.backbone, classes))
+    x = torch.randn(tech.batch_size, 3, tech.image_size, tech.image_size)
     with FlopCounterMode(display=False) as counter:
         net(x).sum().backward()
     return float(counter.get_total_flops())
@@ -200,18 +201,20 @@ def main() -> None:
         args.image_size,
         args.workdir / "cache",
         manifest_digest(prepared / "manifest.csv"),
-        progress=False,
+        cfg.data.workers,
+        False,
+        cfg.data.image_limits,
     )
     cache_s = time.perf_counter() - t
 
-    default_precision = resolve_precision(cfg["trainer"]["precision"], "gpu" if args.device == "cuda" else "cpu")
+    default_precision = resolve_precision(str(cfg.trainer.precision), "gpu" if args.device == "cuda" else "cpu")
     folder = imagefolder(records, rows["train"], args.workdir / "imagefolder-train")
     runs = {
         "reference (ImageFolder + PIL + torchvision transforms, 2 workers, fp32 NCHW)": reference(
             cfg, folder, args.warmup, args.steps, args.device
         )
     }
-    variants = [(default_precision, cfg["trainer"]["channels_last"], False)]
+    variants = [(default_precision, cfg.trainer.channels_last, False)]
     if not args.skip_variants:
         variants += [
             (p, cl, False) for p in ("32-true", "bf16-mixed") for cl in (False, True) if (p, cl, False) != variants[0]
@@ -229,7 +232,7 @@ def main() -> None:
 
     ref_name, ours_name = next(iter(runs)), list(runs)[1]
     flops = step_flops(cfg, classes)
-    batch = cfg["techniques"]["augment"]["batch_size"]
+    batch = cfg.techniques["augment"].batch_size
     achieved = flops * runs[ours_name] / batch
     peaks = {
         "bf16": matmul_peak(torch.bfloat16, device=args.device),

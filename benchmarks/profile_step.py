@@ -33,11 +33,11 @@ def milliseconds(fn, repeats: int = 10) -> float:
 
 def main() -> None:
     cfg = project_config("technique=augment", f"techniques.augment.image_size={SIZE}")
-    tech = cfg["techniques"]["augment"]
-    spec = networks.make_spec(tech, cfg["backbone"], ["a", "b"])
+    tech = cfg.techniques["augment"]
+    spec = networks.make_spec(tech, cfg.backbone, ["a", "b"])
     net = networks.build_net(spec).to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(net.parameters(), tech["optimizer"])
-    augmentation = AffineConfig.from_mapping(cfg["augmentation"])
+    optimizer = make_optimizer(net.parameters(), tech.optimizer)
+    augmentation = AffineConfig.of(cfg.augmentation)
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (BATCH, SIZE, SIZE, 3), dtype=torch.uint8)
     labels = torch.randint(0, 2, (BATCH,)).float()

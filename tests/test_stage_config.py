@@ -36,29 +36,28 @@ def holds(part: dict, key: str) -> bool:
 def test_each_stage_shows_every_parameter_its_dvc_stage_depends_on(stage: str) -> None:
     cfg, cmd = config(), STAGES[stage]["cmd"]
     if technique := re.search(r"technique=(\w+)", cmd):  # a training stage
-        keys = sections_read({**cfg, "technique": technique.group(1)})
+        keys = sections_read(cfg.model_copy(update={"technique": technique.group(1)}))
     else:
         keys = entry_script_reads(re.search(r"pipelines/(\w+)\.py", cmd).group(1))
-    part = show_config(stage, cfg, keys, echo=False)
+    part = show_config(stage, cfg.model_dump(), keys, echo=False)
     missing = [key for key in STAGES[stage].get("params", []) if not holds(part, key)]
     assert not missing, f"{stage} depends on {missing} but does not show them"
 
 
 def test_shown_config_is_compact_and_the_part_the_stage_reads(capsys: pytest.CaptureFixture) -> None:
     cfg = config("technique=augment", "techniques.augment.epochs=3")
-    part = show_config("train augment", cfg, sections_read(cfg))
+    part = show_config("train augment", cfg.model_dump(), sections_read(cfg))
     assert list(part) == ["techniques", "augmentation", "trainer", "seed", "study"]
     assert list(part["techniques"]) == ["augment"] and part["techniques"]["augment"]["epochs"] == 3
-    assert part["seed"] == cfg["seed"] and part["trainer"] == cfg["trainer"]
+    assert part["seed"] == cfg.seed and part["trainer"] == cfg.trainer.model_dump()
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "train augment: configuration read" and len(lines) <= 12  # a few lines per section
     assert lines[1].startswith("  techniques: {augment: {name: augment, kind: scratch,")
-    assert lines[-2:] == [f"  seed: {cfg['seed']}", f"  study: {cfg['study']}"]
+    assert lines[-2:] == [f"  seed: {cfg.seed}", f"  study: {cfg.study}"]
     assert yaml.safe_load("\n".join(lines[1:])) == part  # what is printed is the config, as YAML
 
-    baseline = show_config(
-        "train baseline", cfg | {"technique": "baseline"}, sections_read(cfg | {"technique": "baseline"})
-    )
+    baseline_settings = cfg.model_copy(update={"technique": "baseline"})
+    baseline = show_config("train baseline", baseline_settings.model_dump(), sections_read(baseline_settings))
     assert list(baseline) == [
         "techniques",
         "trainer",

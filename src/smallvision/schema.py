@@ -206,11 +206,8 @@ class Split(Section):
 
 
 class Data(Section):
-    name: str
-    source: str
     sha256: Annotated[
-        Annotated[str, Field(pattern=r"^\s*[0-9a-fA-F]{64}\s*$")] | None,
-        *_explained("must be 64 hex digits, or null"),
+        Annotated[str, Field(pattern=r"^\s*[0-9a-fA-F]{64}\s*$")] | None, *_explained("must be 64 hex digits, or null")
     ]
     size: optional(whole(1, MAX_BYTES, "bytes"), "not checked")
     connect_timeout_s: SECONDS
@@ -224,6 +221,8 @@ class Data(Section):
         whole(1, PILLOW_MAX_PIXELS, "Pillow refuses larger images anyway"), "only Pillow's own limit"
     )
     max_image_bytes: optional(BYTES, "no limit")
+    name: str
+    source: str
     split: Split
 
     @model_validator(mode="after")
@@ -347,18 +346,8 @@ class Head(Section):
 
 
 class Technique(Section):
-    """What every kind of technique sets."""
-
-    name: str
-    image_size: IMAGE_SIZE
-    augment: FLAG
-    batch_size: COUNT
-    eval_batch_size: COUNT
-    epochs: COUNT
-    optimizer: Optimizer
-    lr_schedule: LrSchedule
-    early_stopping_patience: optional(COUNT, "no early stopping")
-    tta: FLAG
+    """What every kind of technique shares: its rules and properties (each kind lists its fields in conf/'s order,
+    so the resolved config keeps its order)."""
 
     @model_validator(mode="after")
     def _warmup(self) -> "Technique":
@@ -377,8 +366,18 @@ class Technique(Section):
 class Scratch(Technique):
     """The small convnet trained from scratch (baseline, augment)."""
 
+    name: str
     kind: Literal["scratch"]
+    image_size: IMAGE_SIZE
     dropout: real(0, 1, high_open=True)
+    augment: FLAG
+    batch_size: COUNT
+    eval_batch_size: COUNT
+    epochs: COUNT
+    optimizer: Optimizer
+    lr_schedule: LrSchedule
+    early_stopping_patience: optional(COUNT, "no early stopping")
+    tta: FLAG
 
     @model_validator(mode="after")
     def _fits(self) -> "Scratch":
@@ -394,11 +393,21 @@ class Scratch(Technique):
 class FeatureExtract(Technique):
     """A dense head on a frozen pretrained base."""
 
+    name: str
     kind: Literal["feature_extract"]
+    image_size: IMAGE_SIZE
     mode: choice("cached", "augmented")
+    augment: FLAG
     cached_flips: FLAG
     head: Head
+    batch_size: COUNT
     extract_batch_size: COUNT
+    eval_batch_size: COUNT
+    epochs: COUNT
+    optimizer: Optimizer
+    lr_schedule: LrSchedule
+    early_stopping_patience: optional(COUNT, "no early stopping")
+    tta: FLAG
 
     @property
     def cached(self) -> bool:
@@ -408,10 +417,20 @@ class FeatureExtract(Technique):
 class FineTune(Technique):
     """A pretrained base with its top blocks trainable, starting from feature-extract's head."""
 
+    name: str
     kind: Literal["fine_tune"]
+    image_size: IMAGE_SIZE
     unfreeze_blocks: BLOCKS
     batchnorm: choice("frozen", "update")
+    augment: FLAG
     head: Head
+    batch_size: COUNT
+    eval_batch_size: COUNT
+    epochs: COUNT
+    optimizer: Optimizer
+    lr_schedule: LrSchedule
+    early_stopping_patience: optional(COUNT, "no early stopping")
+    tta: FLAG
 
 
 TechniqueSettings = Annotated[Scratch | FeatureExtract | FineTune, Field(discriminator="kind")]
