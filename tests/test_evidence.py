@@ -273,7 +273,9 @@ def test_seed_aggregate_on_fake_per_seed_outputs(tmp_path):
     assert augment["step_p_value_max"] == pytest.approx(max(augment["step_p_values"]))
 
     # the sweep's files, its report page and its MLflow rows carry the same
-    visualize = {"reference": {"baseline": 0.71}, "reference_label": "the book", "dpi": 30}
+    visualize = config("visualize.dpi=30").visualize.model_copy(
+        update={"reference": {"baseline": 0.71}, "reference_label": "the book"}
+    )
     paths = sweeps.write_seed_comparison(sweep, visualize)
     md = paths[1].read_text()
     assert "| baseline → augment | 3 | +8.0 pts |" in md

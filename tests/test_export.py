@@ -45,7 +45,9 @@ def write_checkpoint(path: Path, technique: str, *overrides: str) -> tuple[torch
     # trained network's, or a 1e-4 tolerance would compare nothing
     size = spec["image_size"]
     probe = network_input(np.random.default_rng(0).integers(0, 256, (8, size, size, 3), np.uint8), [0.5] * 3, [0.5] * 3)
-    whole = net if spec["network"] != "head" else TransferNet(backbones.create_backbone(bb.model_dump()), net, spec["pool"])
+    whole = (
+        net if spec["network"] != "head" else TransferNet(backbones.create_backbone(bb.model_dump()), net, spec["pool"])
+    )
     with torch.no_grad():
         spread = whole(probe).std()
         last = [m for m in net.modules() if isinstance(m, torch.nn.Linear)][-1]

@@ -356,15 +356,16 @@ def test_confusion_figure_shows_counts_and_rates_per_true_class():
 
 
 def test_each_new_section_has_a_switch_and_its_settings_are_checked():
-    v = config().visualize.model_dump()
+    settings = config().visualize
+    v = settings.model_dump()
 
-    def validate(visualize: dict) -> None:
-        schema.validate(schema.Visualize, visualize, "visualize")
+    def validate(visualize: dict) -> schema.Visualize:
+        return schema.validate(schema.Visualize, visualize, "visualize")
 
     validate(v)
     for section in ("confusion", "finetuning", "pairs", "patches", "kernels"):
-        assert section in SECTIONS and enabled(v, section)
-        assert not enabled({**v, section: {**v[section], "enabled": False}}, section)
+        assert section in SECTIONS and enabled(settings, section)
+        assert not enabled(validate({**v, section: {**v[section], "enabled": False}}), section)
         with pytest.raises(ConfigError, match=rf"visualize\.{section}\.enabled='no' must be true or false"):
             validate({**v, section: {**v[section], "enabled": "no"}})
     with pytest.raises(ConfigError, match=r"visualize\.patches\.interior=1 must be true or false"):

@@ -10,10 +10,8 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -23,7 +21,7 @@ from smallvision.data.images import load_resized
 from smallvision.data.manifest import MANIFEST, load_manifest, manifest_digest
 from smallvision.networks import input_resize
 from smallvision.runs import CHECKPOINT, METRICS
-from smallvision.schema import Settings
+from smallvision.schema import Settings, Visualize
 from smallvision.visualize import comparison, sections, sections_learned
 from smallvision.visualize.lr_finder import lr_find_section
 from smallvision.visualize.report import write_index
@@ -124,9 +122,8 @@ def run_visualize(settings: Settings, root: Path) -> Outcome:
     study = evidence.study_comparison(models, provenance.identity(settings, digest), {t.name for t in trained})
     trained = [t for t in trained if t.name not in study.excluded]
     out.notes += study.messages()
-    options = visualize.model_dump()  # the figure sections still read plain containers
     report = sections.Report(
-        visualize=options,
+        visualize=visualize,
         augmentation=AffineConfig.of(settings.augmentation),
         image_sizes={name: input_resize(tech, settings.backbone) for name, tech in settings.techniques.items()},
         folder=reports,
@@ -138,7 +135,7 @@ def run_visualize(settings: Settings, root: Path) -> Outcome:
         notes=out.notes,
     )
     page = [_timed(out, "comparison", sections.comparison_section, report, study.rows, study.excluded)]
-    page += [_timed(out, step, draw, report) for step, draw in SECTIONS.items() if enabled(options, step)]
+    page += [_timed(out, step, draw, report) for step, draw in SECTIONS.items() if enabled(visualize, step)]
     out.rows, out.per_technique, out.study_files = report.rows, report.per_technique, report.study_files
     out.metrics = comparison.write_comparison_metrics(out.rows, root / folders.comparison)
     out.timings["total"] = time.perf_counter() - started
@@ -157,9 +154,9 @@ def run_visualize(settings: Settings, root: Path) -> Outcome:
     return out
 
 
-def enabled(v: Mapping[str, Any], step: str) -> bool:
+def enabled(visualize: Visualize, step: str) -> bool:
     """Whether a section is drawn: its switch `visualize.<step>.enabled`, where it has one."""
-    return bool(v.get(step, {}).get("enabled", True)) if isinstance(v.get(step), Mapping) else True
+    return getattr(getattr(visualize, step, None), "enabled", True)
 
 
 def timing_summary(out: Outcome) -> str:
