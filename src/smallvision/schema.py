@@ -229,6 +229,8 @@ class Data(Section):
     def _classes(self) -> "Data":
         if self.classes is not None and len(set(self.classes)) != len(self.classes):
             raise refuse("classes", self.classes, "lists a class twice")
+        if self.source.strip() == "synthetic" and self.synthetic is None:
+            raise refuse_line("synthetic", "is not set: data.source=synthetic needs it (data=synthetic sets both)")
         return self
 
     @property

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from smallvision.data.archives import extract_archive
 from smallvision.data.download import download, verify_file
 from smallvision.data.skipped import Skipped, write_skipped
-from smallvision.errors import ConfigError, DataError
+from smallvision.errors import DataError
 from smallvision.files import special_file_kind, staging_dir
 from smallvision.schema import Synthetic
 
@@ -58,8 +58,8 @@ def fetch_source(
     raw_dir = Path(raw_dir)
     source = str(source).strip()
     if source == "synthetic":
-        if synthetic is None:
-            raise ConfigError("data.source=synthetic needs data.synthetic (e.g. data=synthetic)")
+        if synthetic is None:  # the schema refuses data.source=synthetic without data.synthetic
+            raise ValueError("source 'synthetic' needs the synthetic settings")
         _generate_synthetic(raw_dir, synthetic)
         return raw_dir
 
