@@ -14,7 +14,7 @@ missing key is an error.
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WrapValidator, model_validator
 from pydantic_core import PydanticCustomError
@@ -30,6 +30,7 @@ PILLOW_MAX_PIXELS = 2 * 89_478_485  # Pillow refuses larger images while opening
 REST = "rest"  # data.split.test=rest: every valid image train and val leave over
 _BIG = 1_000_000  # a generous ceiling for counts (batch sizes, epochs, units)
 _ERROR = "setting"  # the type of the errors this module raises
+M = TypeVar("M", bound=BaseModel)
 
 
 # --------------------------------------------------------------------------- the rule of each kind of setting
@@ -641,7 +642,7 @@ class Settings(Section):
 # --------------------------------------------------------------------------- validation and its one-line errors
 
 
-def validate(model: type[BaseModel], plain: Mapping[str, Any], prefix: str = "") -> Any:
+def validate(model: type[M], plain: Mapping[str, Any], prefix: str = "") -> M:
     """`plain` (resolved containers) as `model`; the first mistake is a ConfigError naming its dotted key."""
     try:
         return model.model_validate(plain)
