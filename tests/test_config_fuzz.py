@@ -4,7 +4,7 @@ exit status 2 and one `smallvision: error:` line naming the key, before any work
 The types and bounds live in one schema, `smallvision.schema.Settings`, which every entry script validates whole
 before any work. The first tests fail on a key of a composed config that the schema lacks, on a numeric setting
 without bounds and on a true/false one that is not strict, so a new setting cannot go unchecked. The stages run in
-this process (helpers.entry: each script's own `@friendly_errors` main on a composed config), which keeps ~1,500
+this process (helpers.entry: each script's own `@friendly_errors` main on a composed config), which keeps ~2,500
 runs well under a minute; test_bad_config.py runs a few of them as real processes.
 """
 
