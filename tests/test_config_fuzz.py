@@ -5,7 +5,7 @@ The types and bounds live in one schema, `smallvision.schema.Settings`, which ev
 before any work. The first tests fail on a key of a composed config that the schema lacks, on a numeric setting
 without bounds and on a true/false one that is not strict, so a new setting cannot go unchecked. The stages run in
 this process (helpers.entry: each script's own `@friendly_errors` main on a composed config), which keeps ~2,500
-runs well under a minute; test_bad_config.py runs a few of them as real processes.
+runs to about a minute; test_bad_config.py runs a few of them as real processes.
 """
 
 from __future__ import annotations
