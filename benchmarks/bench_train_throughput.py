@@ -97,7 +97,8 @@ def ours(
         net.compile()
     module = ClassifierModule(net, len(classes), tech["optimizer"], image_input, seed=0, spec=spec)
     data = ArrayDataModule(SplitArrays(images, labels, rows, classes), tech["batch_size"], seed=0)
-    clock = StepClock(Progress(f"ours ({precision})", warmup + steps + 1), device)
+    layout = "channels_last" if channels_last else "NCHW"
+    clock = StepClock(Progress(f"ours ({precision}, {layout})", warmup + steps + 1), device)
     trainer = L.Trainer(
         accelerator="gpu" if device == "cuda" else "cpu",
         devices=1,
