@@ -187,7 +187,7 @@ def test_a_sweep_that_varies_more_than_the_seed_is_not_averaged(tmp_path, capsys
     )
     assert sweeps.swept_keys(sweep) == {"techniques.baseline.optimizer.lr", "seed"}
     assert len(sweeps.sweep_comparison(sweep)) == 4  # the parent lists every job, from the first job on
-    assert sweeps.comparison_so_far(sweep, {"reference_label": "book", "reference": BOOK}) == []
+    assert sweeps.comparison_files(sweep, {"reference_label": "book", "reference": BOOK}) == []
     assert not (sweep / "seed_comparison.json").exists()
     with pytest.raises(SystemExit):
         _compare_seeds(str(sweep))
