@@ -508,3 +508,5 @@ def test_a_sweeps_fine_tune_job_starts_from_its_own_feature_extract_job_not_the_
     assert not same(head.start, trained_head(sweep / "0"))
     assert not same(head.start, trained_head(root / "models" / "feature_extract"))
     assert json.loads((sweep / "2" / "metrics.json").read_text())["technique"] == "fine_tune"
+    # a job trains and tracks itself only: the sweep's comparison is drawn when the sweep ends (sweep_callback)
+    assert not list(sweep.glob("*_comparison.*"))
