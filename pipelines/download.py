@@ -31,7 +31,7 @@ def main(cfg: DictConfig) -> None:
         raise ConfigError(
             f"data.source is not set (data={data.name}); give a folder or archive: data.source=/path/to/images"
         )
-    show_config("download", to_dict(cfg), stages.stage("download").reads(to_dict(cfg)))
+    show_config("download", to_dict(cfg), stages.reads("download", to_dict(cfg)))
     source = str(data.source)
     if source != "synthetic" and not urlparse(source).scheme[1:]:  # a local path (or C:\... on Windows)
         source = to_absolute_path(source)

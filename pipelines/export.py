@@ -22,7 +22,7 @@ from smallvision.runs import CHECKPOINT
 def main(cfg: DictConfig) -> None:
     c = to_dict(cfg)
     check_settings(c, "export")
-    show_config("export", c, stages.stage("export").reads(c))
+    show_config("export", c, stages.reads("export", c))
     settings, out = c["export"], Path(c["paths"]["export"])
     technique = one_of(settings["technique"], "export.technique", list(c["techniques"]))
     records, _ = load_manifest(Path(c["paths"]["prepared"]))

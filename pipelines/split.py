@@ -23,7 +23,7 @@ _SHOW_DROPPED = 20  # longer lists: see the report file
 @friendly_errors
 def main(cfg: DictConfig) -> None:
     check_settings(to_dict(cfg), "split")
-    show_config("split", to_dict(cfg), stages.stage("split").reads(to_dict(cfg)))
+    show_config("split", to_dict(cfg), stages.reads("split", to_dict(cfg)))
     data = cfg.data
     prepared = Path(to_absolute_path(cfg.paths.prepared))
     report = prepare_split(

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 def main(cfg: DictConfig) -> None:
     c, root = to_dict(cfg), Path.cwd()
     check_settings(c, "visualize")
-    shown = show_config("visualize", c, stages.stage("visualize").reads(c))
+    shown = show_config("visualize", c, stages.reads("visualize", c))
     out = run_visualize(c, root)
     bound_mlflow_requests(c["logger"])
     tracker = tracking.study_tracker(c, root, manifest_digest(root / c["paths"]["prepared"] / MANIFEST))

@@ -30,7 +30,7 @@ def test_the_committed_dvc_yaml_is_what_the_stage_registry_generates():
 
 
 def test_the_import_walk_finds_nested_and_from_imports_and_skips_code_without_effect():
-    deps = stages.code_deps(ROOT, "pipelines/train.py", stages.stage("fine-tune").no_effect)
+    deps = stages.code_deps(ROOT, "pipelines/train.py", stages.stage("fine-tune", config()).no_effect)
     # job.py imports training inside run_training; training imports the datamodule at module level
     assert {
         "pipelines/train.py",
@@ -47,14 +47,14 @@ def test_the_import_walk_finds_nested_and_from_imports_and_skips_code_without_ef
 
 def test_a_training_stage_reads_what_its_technique_needs_and_every_key_exists():
     cfg = config()
-    reads = {s.name: s.reads(cfg) for s in stages.STAGES}
+    reads = {s.name: s.reads(cfg) for s in stages.registry(cfg["paths"])}
     assert reads["train-baseline"] == ["techniques.baseline", "trainer", "seed", "study"]
     assert reads["augment"] == ["techniques.augment", "augmentation", "trainer", "seed", "study"]
     assert reads["fine-tune"][:3] == ["techniques.fine_tune", "backbone", "augmentation"]
     assert stages.training_reads({**cfg, "technique": "fine_tune"}) == reads["fine-tune"]
     for name, keys in reads.items():  # a misspelt key would fail the stage at its start
         show_config(name, cfg, keys, echo=False)
-    assert set(stages.stage("download").reads(cfg)) > set(stages.stage("download").dvc_params(cfg))
+    assert set(stages.stage("download", cfg).reads(cfg)) > set(stages.stage("download", cfg).dvc_params(cfg))
 
 
 def test_shown_config_is_compact_and_the_part_the_stage_reads(capsys: pytest.CaptureFixture) -> None:

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from smallvision.data.manifest import MANIFEST, REPORT
+from smallvision.runs import CHECKPOINT, CONFUSION, HISTORY, METRICS, PREDICTIONS
+
 HYDRA_VARS = "--config-dir . --config-name params hydra.output_subdir=null hydra.run.dir=."
 STUDY_NOTE = "the preset's name: metrics.json records it and the comparison checks it"
 PACKAGE = "src/smallvision"
@@ -61,6 +64,11 @@ class Stage:
     notes: Mapping[str, str] = field(default_factory=dict)
 
     @property
+    def folder(self) -> str:
+        """A training stage's output folder (where its checkpoint is)."""
+        return str(Path(self.outs[0].path).parent)
+
+    @property
     def entry_script(self) -> str:
         return f"pipelines/{self.script}.py"
 
@@ -94,110 +102,123 @@ def training_reads(cfg: Mapping[str, Any]) -> list[str]:
     return [*keys, "trainer", "seed", "study"]
 
 
-MANIFEST = "data/prepared/manifest.csv"
-SPLIT_REPORT = "data/prepared/split_report.json"
-TECHNIQUES = ("baseline", "augment", "feature_extract", "fine_tune")  # the study's order
 _IMAGE_LIMITS = ("data.max_image_pixels", "data.max_image_bytes")
+TRAINING = {  # stage -> technique, in the study's order
+    "train-baseline": "baseline",
+    "augment": "augment",
+    "feature-extract": "feature_extract",
+    "fine-tune": "fine_tune",
+}
 
 
-def _training(name: str, technique: str, deps: Sequence[str] = (), outs: Sequence[Out] = (), **notes: str) -> Stage:
-    folder = f"models/{technique}"
+def registry(paths: Mapping[str, str]) -> tuple[Stage, ...]:
+    """The stages, in the order they run, their files where `paths` (cfg.paths) puts them."""
+    prepared, models = paths["prepared"], paths["models"]
+    manifest, split_report = f"{prepared}/{MANIFEST}", f"{prepared}/{REPORT}"
+    features_note = "the feature cache, keyed by backbone, weights, image size, pooling and manifest: kept between runs"
+    head = f"{models}/feature_extract/{CHECKPOINT}"
+    extra: dict[str, dict[str, Any]] = {
+        "feature-extract": {
+            "outs": [Out(paths["features"], cache=False, persist=True)],
+            "notes": {paths["features"]: features_note},
+        },
+        "fine-tune": {"deps": [head], "notes": {head: "the head it starts from"}},
+    }
+    training = tuple(
+        _training(name, technique, f"{models}/{technique}", (manifest, split_report), **extra.get(name, {}))
+        for name, technique in TRAINING.items()
+    )
+    exported = f"{models}/${{export.technique}}/{CHECKPOINT}"  # params.yaml's export.technique
+    return (
+        Stage(
+            "download",
+            "download",
+            params=("data.name", "data.source", "data.sha256", "data.synthetic"),
+            also_reads=(
+                "data.size",
+                "data.connect_timeout_s",
+                "data.download_retries",
+                "data.max_extract_bytes",
+                "data.max_download_bytes",
+            ),
+            outs=(Out(paths["raw"], cache=False),),
+        ),
+        Stage(
+            "split",
+            "split",
+            params=("data.split", "data.classes", *_IMAGE_LIMITS, "seed"),
+            also_reads=("data.workers",),
+            deps=(paths["raw"],),
+            outs=(Out(manifest),),
+            metrics=(Out(split_report, cache=False),),
+        ),
+        *training,
+        Stage(
+            "visualize",
+            "visualize",
+            params=("visualize", "augmentation", "study", "seed"),
+            deps=(manifest, split_report, *(f"{s.folder}/{name}" for s in training for name in TRAINING_FILES)),
+            outs=(Out(paths["reports"], cache=False),),
+            metrics=(Out(paths["comparison"], cache=False),),
+            notes={
+                "study": "the comparison keeps the runs of this preset, seed and manifest only",
+                "metrics": "the comparison with its paired tests: the numbers the study's MLflow run logs",
+            },
+        ),
+        Stage(
+            "export",
+            "export",
+            params=("export", *_IMAGE_LIMITS),
+            deps=(manifest, split_report, exported),
+            outs=(Out(paths["export"]),),
+            comment="one trained network (export.technique) as ONNX and TorchScript, with preprocessing.json beside "
+            "them",
+            notes={
+                manifest: "the parity check runs on test images",
+                exported: "params.yaml's export.technique",
+                "data.max_image_pixels": "the parity check reads test images under these limits",
+            },
+        ),
+    )
+
+
+TRAINING_FILES = (CHECKPOINT, METRICS, HISTORY, PREDICTIONS, CONFUSION)  # what visualize reads of each technique
+
+
+def _training(
+    name: str,
+    technique: str,
+    folder: str,
+    split: Sequence[str],
+    deps: Sequence[str] = (),
+    outs: Sequence[Out] = (),
+    notes: Mapping[str, str] | None = None,
+) -> Stage:
     return Stage(
         name,
         "train",
         technique=technique,
-        deps=(MANIFEST, SPLIT_REPORT, *deps),
-        outs=(Out(f"{folder}/best.ckpt"), Out(f"{folder}/confusion.json", cache=False), *outs),
-        metrics=(Out(f"{folder}/metrics.json", cache=False),),
-        plots=(Out(f"{folder}/history.csv", cache=False), Out(f"{folder}/test_predictions.csv", cache=False)),
+        deps=(*split, *deps),
+        outs=(Out(f"{folder}/{CHECKPOINT}"), Out(f"{folder}/{CONFUSION}", cache=False), *outs),
+        metrics=(Out(f"{folder}/{METRICS}", cache=False),),
+        plots=(Out(f"{folder}/{HISTORY}", cache=False), Out(f"{folder}/{PREDICTIONS}", cache=False)),
         no_effect={f"{PACKAGE}/evidence.py": "the paired tests the job logs on the study's MLflow run"},
-        notes={"study": STUDY_NOTE, **notes},
+        notes={"study": STUDY_NOTE, **(notes or {})},
     )
 
 
-TRAINING = (
-    _training("train-baseline", "baseline"),
-    _training("augment", "augment"),
-    _training(
-        "feature-extract",
-        "feature_extract",
-        outs=[Out("data/features", cache=False, persist=True)],
-        **{
-            "data/features": "the feature cache, keyed by backbone, weights, image size, pooling and manifest: kept "
-            "between runs"
-        },
-    ),
-    _training(
-        "fine-tune",
-        "fine_tune",
-        deps=["models/feature_extract/best.ckpt"],
-        **{"models/feature_extract/best.ckpt": "the head it starts from"},
-    ),
-)
-TRAINING_RESULTS = tuple(
-    f"models/{stage.technique}/{name}"
-    for stage in TRAINING
-    for name in ("best.ckpt", "metrics.json", "history.csv", "test_predictions.csv", "confusion.json")
-)
-
-STAGES: tuple[Stage, ...] = (
-    Stage(
-        "download",
-        "download",
-        params=("data.name", "data.source", "data.sha256", "data.synthetic"),
-        also_reads=(
-            "data.size",
-            "data.connect_timeout_s",
-            "data.download_retries",
-            "data.max_extract_bytes",
-            "data.max_download_bytes",
-        ),
-        outs=(Out("data/raw", cache=False),),
-    ),
-    Stage(
-        "split",
-        "split",
-        params=("data.split", "data.classes", *_IMAGE_LIMITS, "seed"),
-        also_reads=("data.workers",),
-        deps=("data/raw",),
-        outs=(Out(MANIFEST),),
-        metrics=(Out(SPLIT_REPORT, cache=False),),
-    ),
-    *TRAINING,
-    Stage(
-        "visualize",
-        "visualize",
-        params=("visualize", "augmentation", "study", "seed"),
-        deps=(MANIFEST, SPLIT_REPORT, *TRAINING_RESULTS),
-        outs=(Out("reports", cache=False),),
-        metrics=(Out("metrics/comparison.json", cache=False),),
-        notes={
-            "study": "the comparison keeps the runs of this preset, seed and manifest only",
-            "metrics": "the comparison with its paired tests: the numbers the study's MLflow run logs",
-        },
-    ),
-    Stage(
-        "export",
-        "export",
-        params=("export", *_IMAGE_LIMITS),
-        deps=(MANIFEST, SPLIT_REPORT, "models/${export.technique}/best.ckpt"),
-        outs=(Out("models/export"),),
-        comment="one trained network (export.technique) as ONNX and TorchScript, with preprocessing.json beside them",
-        notes={
-            MANIFEST: "the parity check runs on test images",
-            "models/${export.technique}/best.ckpt": "params.yaml's export.technique",
-            "data.max_image_pixels": "the parity check reads test images under these limits",
-        },
-    ),
-)
-
-
-def stage(name: str) -> Stage:
-    """The registry's stage `name` (KeyError naming the stages when there is none)."""
-    for candidate in STAGES:
+def stage(name: str, cfg: Mapping[str, Any]) -> Stage:
+    """The stage `name` of the project `cfg` configures (KeyError naming the stages when there is none)."""
+    stages = registry(cfg["paths"])
+    for candidate in stages:
         if candidate.name == name:
             return candidate
-    raise KeyError(f"no stage {name!r}; the stages: {', '.join(s.name for s in STAGES)}")
+    raise KeyError(f"no stage {name!r}; the stages: {', '.join(s.name for s in stages)}")
+
+
+def reads(name: str, cfg: Mapping[str, Any]) -> list[str]:
+    """What the entry script of stage `name` reads from `cfg`, printed at its start (`entrypoints.show_config`)."""
+    return stage(name, cfg).reads(cfg)
 
 
 # --------------------------------------------------------------------------------------------- code deps
@@ -304,7 +325,7 @@ def _stage_lines(spec: Stage, cfg: Mapping[str, Any], root: Path) -> list[str]:
     return lines
 
 
-def _plots() -> list[str]:
+def _plots(training: Sequence[Stage]) -> list[str]:
     """The top-level plots: the curves of every training stage, and each one's test confusion matrix."""
     lines = ["plots:"]
     for key, title, columns in (
@@ -312,26 +333,27 @@ def _plots() -> list[str]:
         ("loss", "Training and validation loss", "[train_loss, val_loss]"),
     ):
         lines += [f"  - {key}:", f"      title: {title}", "      x: epoch", "      y:"]
-        lines += [f"        models/{s.technique}/history.csv: {columns}" for s in TRAINING]
-    for s in TRAINING:
+        lines += [f"        {s.folder}/{HISTORY}: {columns}" for s in training]
+    for s in training:
         lines += [
             f"  - confusion_{s.technique}:",
             f"      title: Test confusion matrix ({s.technique})",
             "      template: confusion",
             "      x: actual",
             "      y:",
-            f"        models/{s.technique}/test_predictions.csv: predicted",
+            f"        {s.folder}/{PREDICTIONS}: predicted",
         ]
     return lines
 
 
 def dvc_yaml(cfg: Mapping[str, Any], root: Path) -> str:
-    """dvc.yaml for the project at `root` (its pipelines/ and src/), the training stages' params from `cfg`'s
-    technique settings (conf/ composed)."""
+    """dvc.yaml for the project at `root` (its pipelines/ and src/) from `cfg` (conf/ composed): the stages'
+    files where cfg.paths puts them, the training stages' params from their technique settings."""
+    stages = registry(cfg["paths"])
     lines = HEADER.splitlines() + ["vars:", f"  - hydra: {HYDRA_VARS}", "", "stages:"]
-    for number, spec in enumerate(STAGES):
+    for number, spec in enumerate(stages):
         lines += ([""] if number else []) + _stage_lines(spec, cfg, root)
-    return "\n".join([*lines, "", *_plots()]) + "\n"
+    return "\n".join([*lines, "", *_plots([s for s in stages if s.technique])]) + "\n"
 
 
 def composed_conf(conf: Path) -> dict:
