@@ -12,6 +12,7 @@ import hydra
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
+from smallvision import stages
 from smallvision.checks import check_settings
 from smallvision.data.skipped import SKIPPED, read_skipped
 from smallvision.data.sources import fetch_source
@@ -19,18 +20,6 @@ from smallvision.entrypoints import friendly_errors, show_config, to_dict
 from smallvision.errors import ConfigError
 
 _SHOW_SKIPPED = 20  # longer lists: see the file
-# the config this stage reads (printed at its start)
-READS = (
-    "data.name",
-    "data.source",
-    "data.sha256",
-    "data.size",
-    "data.synthetic",
-    "data.connect_timeout_s",
-    "data.download_retries",
-    "data.max_extract_bytes",
-    "data.max_download_bytes",
-)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -42,7 +31,7 @@ def main(cfg: DictConfig) -> None:
         raise ConfigError(
             f"data.source is not set (data={data.name}); give a folder or archive: data.source=/path/to/images"
         )
-    show_config("download", to_dict(cfg), READS)
+    show_config("download", to_dict(cfg), stages.reads("download", to_dict(cfg)))
     source = str(data.source)
     if source != "synthetic" and not urlparse(source).scheme[1:]:  # a local path (or C:\... on Windows)
         source = to_absolute_path(source)

@@ -9,17 +9,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from smallvision import stages
 from smallvision.checks import check_settings, one_of
 from smallvision.data.manifest import load_manifest
 from smallvision.entrypoints import friendly_errors, show_config, to_dict
 from smallvision.export import ONNX_FILE, PREPROCESSING_FILE, TORCHSCRIPT_FILE, export_checkpoint, parity_images
 from smallvision.runs import CHECKPOINT
-
-READS = (
-    "export",
-    "data.max_image_pixels",
-    "data.max_image_bytes",
-)  # the config this stage reads (printed at its start)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -27,7 +22,7 @@ READS = (
 def main(cfg: DictConfig) -> None:
     c = to_dict(cfg)
     check_settings(c, "export")
-    show_config("export", c, READS)
+    show_config("export", c, stages.reads("export", c))
     settings, out = c["export"], Path(c["paths"]["export"])
     technique = one_of(settings["technique"], "export.technique", list(c["techniques"]))
     records, _ = load_manifest(Path(c["paths"]["prepared"]))

@@ -1,5 +1,6 @@
 """Log a finished technique to MLflow from its files, after tracking failed while it trained (store locked or
-server unreachable: training went on and wrote models/<technique>/). Becomes a child run of the same study run.
+server unreachable: training went on and wrote models/<technique>/). Becomes a child run of the same study run,
+the run the training job would have made (`tracking.publish_folder`).
 
     python pipelines/log_metrics.py technique=fine_tune
     python pipelines/log_metrics.py technique=augment experiment=quick   # the overrides the training run had
@@ -10,12 +11,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from smallvision import evidence, provenance, tracking
+from smallvision import evidence, provenance, stages, tracking
 from smallvision.checks import check_settings, one_of
 from smallvision.data.manifest import MANIFEST, manifest_digest
-from smallvision.entrypoints import bound_mlflow_requests, friendly_errors, to_dict
+from smallvision.entrypoints import bound_mlflow_requests, friendly_errors, show_config, to_dict
 from smallvision.errors import ConfigError, DataError
-from smallvision.runs import CHECKPOINT, read_metrics
+from smallvision.runs import read_metrics
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -35,21 +36,8 @@ def main(cfg: DictConfig) -> None:
             "(e.g. experiment=..., seed=...)"
         )
     tracker = tracking.study_tracker(c, root, digest)
-
-    def data_and_network(run_id: str, folder: Path) -> None:  # what the training job logs besides its files
-        tracking.log_dataset(tracker, (run_id, tracker.parent_run_id), prepared / MANIFEST, c["data"]["name"], digest)
-        if c["logger"]["log_models"] and (folder / CHECKPOINT).exists():
-            tracking.log_network(
-                tracker,
-                run_id,
-                folder / CHECKPOINT,
-                c["technique"],
-                prepared,
-                c["data"]["max_image_pixels"],
-                c["data"]["max_image_bytes"],
-            )
-
-    tracking.log_from_metrics_files(tracker, [models / c["technique"]], tracking.flatten(c), also=data_and_network)
+    shown = show_config("train", c, stages.training_reads(c), echo=False)  # what the training job read
+    tracking.publish_folder(tracker, c, models / c["technique"], prepared, digest, shown)
     tracker.log_comparison(evidence.study_comparison(models, provenance.identity(c, digest)).rows)
     if not tracker.enabled:
         raise DataError("MLflow tracking failed again (see the warning above); nothing was logged")

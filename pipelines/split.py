@@ -10,21 +10,20 @@ import hydra
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
+from smallvision import stages
 from smallvision.checks import check_settings
 from smallvision.data.manifest import REPORT, SPLITS
 from smallvision.data.split import prepare_split
 from smallvision.entrypoints import friendly_errors, show_config, to_dict
 
 _SHOW_DROPPED = 20  # longer lists: see the report file
-# the config this stage reads (printed at its start)
-READS = ("data.split", "data.classes", "data.max_image_pixels", "data.max_image_bytes", "data.workers", "seed")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
     check_settings(to_dict(cfg), "split")
-    show_config("split", to_dict(cfg), READS)
+    show_config("split", to_dict(cfg), stages.reads("split", to_dict(cfg)))
     data = cfg.data
     prepared = Path(to_absolute_path(cfg.paths.prepared))
     report = prepare_split(

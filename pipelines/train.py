@@ -9,11 +9,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from smallvision import settings
+from smallvision import settings, stages
 from smallvision.distributed import is_rank_zero
 from smallvision.entrypoints import bound_mlflow_requests, friendly_errors, hydra_job, show_config, to_dict
 from smallvision.job import run_training
-from smallvision.settings import sections_read
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -22,7 +21,7 @@ def main(cfg: DictConfig) -> None:
     c = to_dict(cfg)
     settings.technique(c)  # before anything else: the one-line error of a bad value comes first
     job = hydra_job()
-    shown = show_config(f"train {c['technique']}", c, sections_read(c), echo=is_rank_zero())
+    shown = show_config(f"train {c['technique']}", c, stages.training_reads(c), echo=is_rank_zero())
     bound_mlflow_requests(c["logger"])
     run_training(c, Path.cwd(), sweep_dir=job.sweep_dir, job_dir=job.output_dir, config_read=shown)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from smallvision import tracking
+from smallvision import stages, tracking
 from smallvision.checks import check_settings
 from smallvision.data.manifest import MANIFEST, manifest_digest
 from smallvision.entrypoints import bound_mlflow_requests, friendly_errors, show_config, to_dict
@@ -18,15 +18,13 @@ from smallvision.visualize.stage import run_visualize, timing_summary
 
 log = logging.getLogger(__name__)
 
-READS = ("visualize", "augmentation", "study", "seed")  # the config this stage reads (printed at its start)
-
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
     c, root = to_dict(cfg), Path.cwd()
     check_settings(c, "visualize")
-    shown = show_config("visualize", c, READS)
+    shown = show_config("visualize", c, stages.reads("visualize", c))
     out = run_visualize(c, root)
     bound_mlflow_requests(c["logger"])
     tracker = tracking.study_tracker(c, root, manifest_digest(root / c["paths"]["prepared"] / MANIFEST))

@@ -274,7 +274,7 @@ def test_seed_aggregate_on_fake_per_seed_outputs(tmp_path):
 
     # the sweep's files, its report page and its MLflow rows carry the same
     visualize = {"reference": {"baseline": 0.71}, "reference_label": "the book", "dpi": 30}
-    paths = sweeps.write_seed_comparison(sweep, visualize)
+    paths = sweeps.write_sweep_comparison(sweep, visualize)
     md = paths[1].read_text()
     assert "| baseline → augment | 3 | +8.0 pts |" in md
     assert "| 1 | baseline → augment | +12 / −6 | +6.0 pts (" in md

@@ -187,7 +187,7 @@ def test_a_sweep_that_varies_more_than_the_seed_is_not_averaged(tmp_path, capsys
     )
     assert sweeps.swept_keys(sweep) == {"techniques.baseline.optimizer.lr", "seed"}
     assert len(sweeps.sweep_comparison(sweep)) == 4  # the parent lists every job, from the first job on
-    assert sweeps.comparison_so_far(sweep, {"reference_label": "book", "reference": BOOK}) == []
+    assert sweeps.comparison_files(sweep, {"reference_label": "book", "reference": BOOK}) == []
     assert not (sweep / "seed_comparison.json").exists()
     with pytest.raises(SystemExit):
         _compare_seeds(str(sweep))
@@ -508,3 +508,5 @@ def test_a_sweeps_fine_tune_job_starts_from_its_own_feature_extract_job_not_the_
     assert not same(head.start, trained_head(sweep / "0"))
     assert not same(head.start, trained_head(root / "models" / "feature_extract"))
     assert json.loads((sweep / "2" / "metrics.json").read_text())["technique"] == "fine_tune"
+    # a job trains and tracks itself only: the sweep's comparison is drawn when the sweep ends (sweep_callback)
+    assert not list(sweep.glob("*_comparison.*"))

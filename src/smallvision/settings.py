@@ -22,19 +22,6 @@ _FLOAT = 4  # bytes
 _GB = 1e9
 
 
-def sections_read(cfg: Mapping[str, Any]) -> list[str]:
-    """The config a training job of cfg["technique"] reads (its DVC stage's params): its technique, the backbone
-    for a pretrained one, the augmentation when it augments, the trainer, the seed and the study (the preset's
-    name, which metrics.json records and the comparison checks)."""
-    tech = technique(cfg)
-    keys = [f"techniques.{cfg['technique']}"]
-    if tech["kind"] != "scratch":
-        keys.append("backbone")
-    if tech["augment"]:
-        keys.append("augmentation")
-    return [*keys, "trainer", "seed", "study"]
-
-
 def technique(cfg: Mapping[str, Any]) -> dict:
     """Check the settings of the technique `cfg["technique"]` selects (and every numeric setting training reads,
     `smallvision.checks.STAGES["train"]`); return its config."""
