@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
+from helpers.entry import backbone_config
 from helpers.study import config
 from PIL import Image
 
@@ -26,7 +26,6 @@ from smallvision.features import features_key
 from smallvision.models import backbones
 from smallvision.predict import predict, probabilities
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "backbone"
 RED, BLUE = (220, 20, 20), (20, 20, 220)
 MARKER = 100  # px side of the red square
 BAR = 40  # px width of each blue edge bar
@@ -80,11 +79,11 @@ def test_crop_is_exactly_timms_evaluation_transform(tmp_path):
     from timm.data import create_transform, resolve_data_config
 
     pretrained = backbones.create_backbone(
-        {**yaml.safe_load((CONF / "efficientnet_lite1.yaml").read_text()), "weights": {"source": "none"}},
+        {**backbone_config("efficientnet_lite1"), "weights": {"source": "none"}},
         allow_random=True,
     )
     timm_transform = create_transform(**resolve_data_config({}, model=pretrained))  # resize, crop, to [0,1], normalise
-    cfg = yaml.safe_load((CONF / "efficientnet_lite1.yaml").read_text())
+    cfg = backbone_config("efficientnet_lite1")
     resize = backbone_resize(cfg, 240)
     assert resize == Resize(240, "crop", 0.882, "bicubic")  # timm's pretrained config of tf_efficientnet_lite1
     for size in ((500, 375), (375, 500), (333, 333)):
@@ -94,7 +93,7 @@ def test_crop_is_exactly_timms_evaluation_transform(tmp_path):
 
 
 def test_backbone_resize_reads_the_config_then_timm():
-    cfg = yaml.safe_load((CONF / "efficientnet_lite0.yaml").read_text())
+    cfg = backbone_config("efficientnet_lite0")
     assert backbone_resize(cfg, 224) == Resize(224, "crop", 0.875, "bicubic")
     assert backbone_resize({**cfg, "crop_pct": 0.95, "interpolation": "bilinear"}, 160) == Resize(
         160, "crop", 0.95, "bilinear"
