@@ -24,6 +24,7 @@ from hydra import compose, initialize_config_dir
 
 from smallvision import networks, predict, training
 from smallvision.data.images import Resize
+from smallvision.data.preprocess import backbone_normalisation
 from smallvision.entrypoints import to_dict
 from smallvision.errors import ConfigError, DataError, WeightsUnavailableError
 from smallvision.features import features_key
@@ -73,7 +74,8 @@ def test_the_default_preset_is_the_books_study_on_efficientnet_lite0():
         _settings(cfg, "fine_tune") == (224, 20, 100, "rmsprop", 1e-5, True) and t["fine_tune"]["unfreeze_blocks"] == 1
     )
     bb = cfg["backbone"]
-    assert (bb["name"], bb["image_size"], bb["mean"], bb["std"]) == ("efficientnet_lite0", 224, [0.5] * 3, [0.5] * 3)
+    assert (bb["name"], bb["image_size"], bb["mean"], bb["std"]) == ("efficientnet_lite0", 224, None, None)
+    assert backbone_normalisation(bb) == ([0.5] * 3, [0.5] * 3)  # null: timm's pretrained config
     assert bb["weights"]["source"] == "package"  # offline: the weights come with the install
     # trained on augmented images: augment and fine-tune; feature-extract only in its augmented mode
     assert [training.augmentation({**cfg, "technique": name}) is not None for name in TECHNIQUES] == [

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from smallvision.data.images import Resize
-from smallvision.data.preprocess import backbone_resize, normalise, to_pixels
+from smallvision.data.preprocess import backbone_normalisation, backbone_resize, normalise, to_pixels
 from smallvision.errors import DataError
 from smallvision.files import special_file_kind
 from smallvision.models import backbones
@@ -68,12 +68,13 @@ def make_spec(technique: dict, backbone_cfg: dict, classes: list[str], in_featur
     if technique["kind"] == "scratch":
         return {**base, "network": "scratch", "dropout": technique["dropout"], **IDENTITY_NORM}
     head = technique["head"]
+    mean, std = backbone_normalisation(backbone_cfg)
     return {
         **base,
         "network": "head" if is_cached(technique) else "transfer",
         "backbone": copy.deepcopy(backbone_cfg),
-        "mean": backbone_cfg["mean"],
-        "std": backbone_cfg["std"],
+        "mean": mean,  # resolved: what predict, export and a logged model normalise with
+        "std": std,
         "pool": head["pool"],
         "head": {"in_features": in_features, "units": head["units"], "dropout": head["dropout"]},
     }

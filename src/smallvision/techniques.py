@@ -81,7 +81,7 @@ def cached_head(inp: Inputs) -> Setup:
     views = []
     for flip in (False, True) if tech["tta"] or tech["cached_flips"] else (False,):
         key = features_key(bb, networks.spec_resize(spec), pool, inp.manifest_digest, str(inp.trainer.precision), flip)
-        extractor = FeatureExtractor(base, pool, bb["mean"], bb["std"], inp.channels_last, flip)
+        extractor = FeatureExtractor(base, pool, spec["mean"], spec["std"], inp.channels_last, flip)
         path = features_path(inp.features_dir, bb["name"], key)
         views.append(cached_features(inp.trainer, extractor, inp.images, path, tech["extract_batch_size"]))
     features = views[0] if len(views) == 1 else np.stack(views, axis=1)
@@ -101,7 +101,7 @@ def transfer(inp: Inputs) -> Setup:
         unfreeze, batchnorm = tech["unfreeze_blocks"], tech["batchnorm"]
         net.head.load_state_dict(trained_head(inp.head_checkpoint, spec))
     frozen = backbones.freeze_base(net.base, unfreeze, batchnorm)
-    image_input = ImageInput(tuple(bb["mean"]), tuple(bb["std"]), inp.augmentation, inp.channels_last)
+    image_input = ImageInput(tuple(spec["mean"]), tuple(spec["std"]), inp.augmentation, inp.channels_last)
     return Setup(net, spec, inp.images, image_input, frozen, parameter_count(net))
 
 
