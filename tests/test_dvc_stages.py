@@ -51,7 +51,7 @@ def code_files(script: Path) -> set[Path]:
     return {p for p in seen if p.name != "__init__.py"}
 
 
-STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+DVC_STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 # Code the stages import that cannot change their DVC outputs: listed as deps, an edit to it would rerun the
 # 100-minute training stages for nothing.
@@ -69,9 +69,9 @@ NO_EFFECT_ON_OUTPUTS = {
 OWN_CODE = {"download": {"src/smallvision/data/synthetic.py"}}  # never exempt
 
 
-@pytest.mark.parametrize("stage", sorted(STAGES))
+@pytest.mark.parametrize("stage", sorted(DVC_STAGES))
 def test_each_stage_depends_on_the_code_it_runs(stage):
-    spec = STAGES[stage]
+    spec = DVC_STAGES[stage]
     script = re.search(r"python (pipelines/\S+\.py)", spec["cmd"]).group(1)
     deps = [ROOT / (d if isinstance(d, str) else next(iter(d))) for d in spec["deps"]]
     exempt = [ROOT / name for name in set(NO_EFFECT_ON_OUTPUTS) - OWN_CODE.get(stage, set())]

@@ -13,7 +13,7 @@ from helpers.study import config
 from smallvision.entrypoints import show_config
 from smallvision.settings import sections_read
 
-STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+DVC_STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
 def entry_script_reads(script: str) -> tuple[str, ...]:
@@ -32,15 +32,15 @@ def holds(part: dict, key: str) -> bool:
     return True
 
 
-@pytest.mark.parametrize("stage", sorted(STAGES))
+@pytest.mark.parametrize("stage", sorted(DVC_STAGES))
 def test_each_stage_shows_every_parameter_its_dvc_stage_depends_on(stage: str) -> None:
-    cfg, cmd = config(), STAGES[stage]["cmd"]
+    cfg, cmd = config(), DVC_STAGES[stage]["cmd"]
     if technique := re.search(r"technique=(\w+)", cmd):  # a training stage
         keys = sections_read({**cfg, "technique": technique.group(1)})
     else:
         keys = entry_script_reads(re.search(r"pipelines/(\w+)\.py", cmd).group(1))
     part = show_config(stage, cfg, keys, echo=False)
-    missing = [key for key in STAGES[stage].get("params", []) if not holds(part, key)]
+    missing = [key for key in DVC_STAGES[stage].get("params", []) if not holds(part, key)]
     assert not missing, f"{stage} depends on {missing} but does not show them"
 
 

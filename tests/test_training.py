@@ -22,7 +22,7 @@ from helpers.study import (
 )
 from hydra import compose, initialize_config_dir
 
-from smallvision import networks, predict, training
+from smallvision import networks, predict, techniques, training
 from smallvision.data.images import Resize
 from smallvision.data.preprocess import backbone_normalisation
 from smallvision.entrypoints import to_dict
@@ -133,6 +133,29 @@ def test_the_other_presets_are_what_the_readme_says():
     for cfg in (vgg, quick, smoke, playbook):
         for name in TECHNIQUES:
             validate({**cfg, "technique": name})
+
+
+def test_each_technique_trains_one_network_built_by_the_builder_of_that_name():
+    """A technique's kind (how it trains) and its spec's network (what is built and saved) are two vocabularies;
+    networks.network_of maps one to the other and techniques has one builder per network, named after it."""
+    t = config()["techniques"]
+    networks_of = {name: networks.network_of(t[name]) for name in TECHNIQUES}
+    assert networks_of == {
+        "baseline": "scratch",
+        "augment": "scratch",
+        "feature_extract": "head",
+        "fine_tune": "transfer",
+    }
+    assert networks.network_of({**t["feature_extract"], "mode": "augmented"}) == "transfer"
+    assert {name: build.__name__ for name, build in techniques.BUILDERS.items()} == {
+        "scratch": "scratch",
+        "head": "head",
+        "transfer": "transfer",
+    }
+    bb = config()["backbone"]
+    for name in TECHNIQUES:
+        assert techniques.builder(t[name]) is techniques.BUILDERS[networks_of[name]]
+        assert networks.make_spec(t[name], bb, ["cat", "dog"], 8)["network"] == networks_of[name]
 
 
 def test_wilson_interval_known_values():

@@ -17,7 +17,6 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = ("download", "split", "train", "predict", "visualize", "log_metrics", "compare_seeds", "export")
 _PROGRESS = re.compile(r"\[\d\d:\d\d[<,\]]")  # a tqdm bar ("[00:01<00:02, ...]"): progress, not a message
 
 
