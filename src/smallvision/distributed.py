@@ -81,7 +81,7 @@ def config_flags(config_name: str, config_sources: Sequence[Mapping[str, str]]) 
         return source["path"] if source["schema"] == "file" else f"{source['schema']}://{source['path']}"
 
     flags = [f"--config-path={where(s)}" for s in config_sources if s["provider"] == "main"]
-    flags.append(f"--config-name={config_name}")
+    flags += [f"--config-name={config_name}"] if config_name else []
     return flags + [f"--config-dir={where(s)}" for s in config_sources if s["provider"] == "command-line"]
 
 
