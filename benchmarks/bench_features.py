@@ -27,6 +27,7 @@ from torchvision import datasets, transforms
 
 from smallvision.data.cache import image_array
 from smallvision.data.manifest import load_manifest, manifest_digest
+from smallvision.data.preprocess import backbone_normalisation
 from smallvision.features import FeatureExtractor, cached_features
 from smallvision.models import backbones
 
@@ -56,7 +57,7 @@ def ours(base, bb: dict, cfg: dict, images: np.ndarray, batch: int, precision: s
         enable_model_summary=False,
         precision=precision,
     )
-    extractor = FeatureExtractor(base, bb["head_pool"], bb["mean"], bb["std"], trainer_cfg["channels_last"])
+    extractor = FeatureExtractor(base, bb["head_pool"], *backbone_normalisation(bb), trainer_cfg["channels_last"])
     cached_features(trainer, extractor, images[:batch], Path(tempfile.mktemp(suffix=".npy")), batch)  # warm-up
     t = time.perf_counter()
     cached_features(trainer, extractor, images, Path(tempfile.mktemp(suffix=".npy")), batch)
@@ -68,7 +69,7 @@ def reference(base, bb: dict, folder: Path) -> tuple[float, int]:
     dataset = datasets.ImageFolder(
         str(folder),
         transform=transforms.Compose(
-            [transforms.Resize((size, size)), transforms.ToTensor(), transforms.Normalize(bb["mean"], bb["std"])]
+            [transforms.Resize((size, size)), transforms.ToTensor(), transforms.Normalize(*backbone_normalisation(bb))]
         ),
     )
     loader = DataLoader(dataset, batch_size=REFERENCE_BATCH, num_workers=2)

@@ -51,10 +51,12 @@ CASES_PER_KEY = 4  # random values per key and stage, on top of NEVER, "abc", -1
 
 
 def every_config() -> list[dict]:
-    """conf/ composed with each option of each config group (techniques are composed all at once anyway)."""
+    """conf/ composed with each option of each config group (techniques are composed all at once anyway); a file
+    whose name starts with _ is a base the options extend, not an option."""
     configs = [to_dict(compose_config())]
     for group in sorted(p for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra", "techniques")):
-        configs += [to_dict(compose_config(f"{group.name}={option.stem}")) for option in sorted(group.glob("*.yaml"))]
+        options = sorted(p.stem for p in group.glob("*.yaml") if not p.stem.startswith("_"))
+        configs += [to_dict(compose_config(f"{group.name}={option}")) for option in options]
     return configs
 
 

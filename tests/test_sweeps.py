@@ -198,18 +198,16 @@ def test_a_sweep_that_varies_more_than_the_seed_is_not_averaged(tmp_path, capsys
 
 
 def test_a_ddp_child_of_a_sweep_job_runs_that_job_only():
-    argv = [
-        "-m",
-        "--config-dir",
-        "conf",
-        "--config-name=config",
-        "technique=baseline,augment",
-        "seed=0,1,2",
-        "hydra.sweep.dir=multirun/s",
+    # HydraConfig's runtime.config_sources of `python pipelines/train.py -m --config-dir /p/more ...`
+    sources = [
+        {"path": "hydra.conf", "schema": "pkg", "provider": "hydra"},
+        {"path": "/p/conf", "schema": "file", "provider": "main"},
+        {"path": "/p/more", "schema": "file", "provider": "command-line"},
+        {"path": "", "schema": "structured", "provider": "schema"},
     ]
     command = distributed.child_command(
         ["python", "/p/pipelines/train.py"],
-        argv,
+        distributed.config_flags("config", sources),
         job_overrides=["technique=augment", "seed=1"],
         hydra_overrides=[
             "hydra.mode=MULTIRUN",
@@ -223,8 +221,9 @@ def test_a_ddp_child_of_a_sweep_job_runs_that_job_only():
     assert command == [
         "python",
         "/p/pipelines/train.py",
+        "--config-path=/p/conf",
         "--config-name=config",
-        "--config-dir=conf",
+        "--config-dir=/p/more",
         "technique=augment",
         "seed=1",
         "hydra.job.chdir=false",

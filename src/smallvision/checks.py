@@ -166,8 +166,8 @@ NUMBERS: dict[str, Check] = {
     ),
     "data.max_image_bytes": _optional(_BYTES, "no limit"),
     "backbone.image_size": _IMAGE_SIZE,
-    "backbone.mean": _numbers(3, _real(0, 1)),
-    "backbone.std": _numbers(3, _real(0, 1, low_open=True)),
+    "backbone.mean": _optional(_numbers(3, _real(0, 1)), "timm's pretrained config"),
+    "backbone.std": _optional(_numbers(3, _real(0, 1, low_open=True)), "timm's pretrained config"),
     "backbone.weights.hub_timeout_s": _SECONDS,
     "backbone.unfreeze_blocks": _blocks,
     "backbone.crop_pct": _optional(

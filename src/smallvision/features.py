@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from smallvision.data.datamodule import ArrayDataset
 from smallvision.data.images import Resize
-from smallvision.data.preprocess import network_input
+from smallvision.data.preprocess import backbone_normalisation, network_input
 from smallvision.errors import DataError
 from smallvision.files import atomic_write
 from smallvision.models.backbones import extract_features, pool_features
@@ -32,11 +32,12 @@ def features_key(
 ) -> str:
     """Identifies cached features: everything that changes them, down to the input normalisation, the resize
     geometry and the precision the base ran in."""
+    mean, std = backbone_normalisation(backbone_cfg)
     ident = {
         "timm_name": backbone_cfg["timm_name"],
         "weights": backbone_cfg.get("weights"),
-        "mean": list(backbone_cfg["mean"]),
-        "std": list(backbone_cfg["std"]),
+        "mean": mean,
+        "std": std,
         "resize": resize.to_dict(),
         "pool": pool,
         "manifest": manifest_digest,

@@ -27,7 +27,7 @@ from smallvision.files import special_file_kind
 
 CHUNK = 1 << 20
 DEFAULT_MAX_DOWNLOAD_BYTES = (
-    1.2e9  # data.max_download_bytes in conf/data/base.yaml: the 825 MB PetImages zip, with margin
+    1.2e9  # data.max_download_bytes in conf/data/_base.yaml: the 825 MB PetImages zip, with margin
 )
 
 

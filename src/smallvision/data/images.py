@@ -31,7 +31,7 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", 
 # Pillow's own decompression-bomb threshold (about 89 megapixels). Pillow additionally refuses
 # anything above twice its global limit while opening, whatever this parameter says.
 DEFAULT_MAX_PIXELS = 89_478_485
-DEFAULT_MAX_BYTES = 268_435_456  # data.max_image_bytes' default (conf/data/base.yaml): 256 MiB
+DEFAULT_MAX_BYTES = 268_435_456  # data.max_image_bytes' default (conf/data/_base.yaml): 256 MiB
 
 _BACKGROUND = (255, 255, 255)  # transparent pixels are composited on white, as a viewer shows them
 
