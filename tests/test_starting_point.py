@@ -23,6 +23,7 @@ from smallvision.runs import read_history, read_predictions
 from smallvision.tracking import StudyTracker, lightning_logger
 from smallvision.training import Paths, train_technique
 from smallvision.visualize import comparison, sections
+from smallvision.visualize.sections_learned import finetuning_section
 
 # a head that learned almost nothing (one epoch at a tiny rate): fine-tuning it at a normal rate clearly helps
 UNTRAINED_HEAD = ("techniques.feature_extract.epochs=1", "techniques.feature_extract.optimizer.lr=1e-7")
@@ -113,6 +114,15 @@ def test_fine_tuning_that_only_hurts_keeps_the_starting_weights(study, trained_h
     assert comparison.kept_start_notes(table) == [note]
     assert note in comparison.comparison_markdown(table, "Chollet").splitlines()
     assert f"<p>{html.escape(note)}</p>" in sections._comparison_html(table, "Chollet")  # the report's table
+    report = sections.Report(
+        visualize={"finetuning": {"before": "feature_extract", "after": "fine_tune", "images": 4}},
+        **{key: [] for key in ("augmentation", "image_sizes", "records", "classes", "trained", "notes")},
+        folder=study / "reports",
+        load=None,
+        nets=None,
+        rows=rows,
+    )
+    assert "fine_tune kept the weights it started from" in finetuning_section(report).notes[0]
     fig = comparison.comparison_figure(table, "Chollet", chance=0.5)
     steps = [t.get_text() for t in fig.axes[0].texts if t.get_gid() == "step"]
     assert steps == ["+0.0 pts\np = 1.000\nkept its start"]
