@@ -48,8 +48,9 @@ class Inputs:
 class Setup:
     """What training needs besides the data split: the network and its spec, its inputs (decoded images or
     cached features, one row per manifest record), how images become network input (None: features), the
-    modules kept frozen (eval mode, no gradients) and the parameters of the network as it predicts (base + head,
-    also when only the head trains on cached features)."""
+    modules kept frozen (eval mode, no gradients), the parameters of the network as it predicts (base + head,
+    also when only the head trains on cached features) and whether it starts from trained weights (fine-tune:
+    feature-extract's head), which training then keeps unless an epoch beats them (`smallvision.starting_point`)."""
 
     net: nn.Module
     spec: dict
@@ -57,6 +58,7 @@ class Setup:
     image_input: ImageInput | None
     frozen: list[nn.Module]
     parameters: int
+    trained_start: bool = False  # starts from trained weights (not only a pretrained base): its start is validated
 
 
 def parameter_count(*modules: nn.Module) -> int:
@@ -103,7 +105,7 @@ def transfer(inp: Inputs) -> Setup:
         net.head.load_state_dict(trained_head(inp.head_checkpoint, spec))
     frozen = backbones.freeze_base(net.base, unfreeze, batchnorm)
     image_input = ImageInput(tuple(spec["mean"]), tuple(spec["std"]), inp.augmentation, inp.channels_last)
-    return Setup(net, spec, inp.images, image_input, frozen, parameter_count(net))
+    return Setup(net, spec, inp.images, image_input, frozen, parameter_count(net), tech["kind"] == "fine_tune")
 
 
 BUILDERS: dict[str, Callable[[Inputs], Setup]] = {"scratch": scratch, "head": head, "transfer": transfer}
