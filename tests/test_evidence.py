@@ -295,7 +295,7 @@ def test_a_seed_whose_fine_tune_kept_its_start_says_why_its_step_is_zero(tmp_pat
         (0, 2, 5, None),
         (1, 0, 0, True),
     ]
-    md = sweeps.write_seed_comparison(sweep, {"reference": {}, "reference_label": "the book", "dpi": 30})[1]
+    md = sweeps.write_sweep_comparison(sweep, {"reference": {}, "reference_label": "the book", "dpi": 30})[1]
     assert "| 1 | feature_extract → fine_tune (kept its start) | +0 / −0 | +0.0 pts (" in md.read_text()
 
 

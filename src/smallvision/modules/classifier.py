@@ -208,10 +208,12 @@ class ClassifierModule(L.LightningModule):
         }
         self._stop_if_diverged(row, trained=bool(sums[2] > 0), validated=val["n"] > 0)
         self.history.append(row)
-        # identical on every rank after the gather, so no sync is needed; NaN (no training before fit) is not logged
+        # identical on every rank after the gather, so no sync is needed; NaN (no training before fit) is not logged.
+        # `epoch` is history.csv's number (0: the start), which the MLflow logger takes as the step
         self.log_dict(
             {k: v for k, v in row.items() if k != "epoch" and math.isfinite(v)}, prog_bar=True, sync_dist=False
         )
+        self.log("epoch", float(row["epoch"]), sync_dist=False)
 
     def _stop_if_diverged(self, row: dict, trained: bool, validated: bool) -> None:
         losses = {
