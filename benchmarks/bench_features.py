@@ -2,9 +2,11 @@
 
     python benchmarks/bench_features.py                       # efficientnet_lite0, resnet50, vgg16
     python benchmarks/bench_features.py --backbone vgg16 --images 256
+    python benchmarks/bench_features.py --assume-no-bf16     # as on a CPU without native bf16 (ours in fp32)
 
 Ours (what `feature-extract` runs to build its cache): the decode-once uint8 images, Lightning `predict`
-(inference mode) at the stage's extract batch size, channels_last, the precision `auto` picks. Reference:
+(inference mode) at the stage's extract batch size, channels_last, the precision `auto` picks for what the CPU
+offers (hardware.py: bf16 autocast only where bf16 is native). Reference:
 torchvision ImageFolder + PIL decoding + Resize/ToTensor/Normalize in a DataLoader with 2 workers, fp32, NCHW,
 `torch.no_grad`, the book's batch of 20. Both run the same base and pooling on the same images. Throughput does
 not depend on the weights' values, so backbones whose weights cannot be had offline run with random weights.
@@ -25,12 +27,13 @@ from torchvision import datasets, transforms
 
 from smallvision.data.cache import image_array
 from smallvision.data.manifest import load_manifest, manifest_digest
+from smallvision.data.preprocess import backbone_normalisation
 from smallvision.features import FeatureExtractor, cached_features
 from smallvision.models import backbones
 from smallvision.schema import Backbone, Settings
-from smallvision.trainer import resolve_precision
 
-from common import dev_split, imagefolder, project_config, save
+import hardware
+from common import dev_split, imagefolder, project_config, save, say
 
 BACKBONES = ("efficientnet_lite0", "resnet50", "vgg16")
 REFERENCE_BATCH = 20  # the book's feature-extraction batch
@@ -45,7 +48,7 @@ def base_model(bb: dict) -> tuple[torch.nn.Module, str]:
         ), "random"
 
 
-def ours(base, bb: Backbone, cfg: Settings, images: np.ndarray, batch: int) -> float:
+def ours(base, bb: Backbone, cfg: Settings, images: np.ndarray, batch: int, precision: str) -> float:
     trainer_cfg = cfg.trainer
     trainer = L.Trainer(
         accelerator="cpu",
@@ -53,9 +56,9 @@ def ours(base, bb: Backbone, cfg: Settings, images: np.ndarray, batch: int) -> f
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        precision=resolve_precision(str(trainer_cfg.precision), "cpu"),
+        precision=precision,
     )
-    extractor = FeatureExtractor(base, bb.head_pool, bb.mean, bb.std, trainer_cfg.channels_last)
+    extractor = FeatureExtractor(base, bb.head_pool, *backbone_normalisation(bb), trainer_cfg.channels_last)
     cached_features(trainer, extractor, images[:batch], Path(tempfile.mktemp(suffix=".npy")), batch)  # warm-up
     t = time.perf_counter()
     cached_features(trainer, extractor, images, Path(tempfile.mktemp(suffix=".npy")), batch)
@@ -67,7 +70,7 @@ def reference(base, bb: Backbone, folder: Path) -> tuple[float, int]:
     dataset = datasets.ImageFolder(
         str(folder),
         transform=transforms.Compose(
-            [transforms.Resize((size, size)), transforms.ToTensor(), transforms.Normalize(bb.mean, bb.std)]
+            [transforms.Resize((size, size)), transforms.ToTensor(), transforms.Normalize(*backbone_normalisation(bb))]
         ),
     )
     loader = DataLoader(dataset, batch_size=REFERENCE_BATCH, num_workers=2)
@@ -88,7 +91,10 @@ def main() -> None:
     parser.add_argument("--backbone", action="append", choices=BACKBONES, help="default: all three")
     parser.add_argument("--images", type=int, default=320, help="images timed per pipeline")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "smallvision-bench-data")
+    hardware.add_argument(parser)
     args = parser.parse_args()
+    cpu = hardware.detect(args.assume_no_bf16)
+    say(cpu.describe())
     _, prepared = dev_split(args.workdir)
     records, _ = load_manifest(prepared)
     subset = np.arange(min(args.images + REFERENCE_BATCH, len(records)))  # + one warm-up batch for the reference
@@ -108,22 +114,24 @@ def main() -> None:
             cfg.data.image_limits,
         )[subset[REFERENCE_BATCH:]]
         batch = cfg.techniques["feature_extract"].extract_batch_size
+        precision = hardware.trained_precision(cfg.trainer.precision, "cpu", cpu)
         ref, _ = reference(base, bb, imagefolder(records, subset, args.workdir / f"imagefolder-first-{len(subset)}"))
-        mine = ours(base, bb, cfg, np.ascontiguousarray(images), batch)
-        print(
-            f"{name:20s} {bb.image_size} px ({weights} weights): ours {mine:6.1f} img/s (batch {batch}), "
-            f"reference {ref:6.1f} img/s (batch {REFERENCE_BATCH}): {mine / ref:.2f}x",
-            flush=True,
+        say(f"{name:20s} reference {ref:6.1f} img/s (fp32, batch {REFERENCE_BATCH})")
+        mine = ours(base, bb, cfg, np.ascontiguousarray(images), batch, precision)
+        say(
+            f"{name:20s} {bb.image_size} px ({weights} weights): ours {mine:6.1f} img/s ({precision}, "
+            f"batch {batch}): {mine / ref:.2f}x the reference"
         )
         results[name] = {
-            "image_size": bb["image_size"],
+            "image_size": bb.image_size,
             "weights": weights,
             "ours_images_per_s": round(mine, 2),
             "reference_images_per_s": round(ref, 2),
             "ratio": round(mine / ref, 2),
             "batch": batch,
+            "precision": precision,
         }
-    save("features", {"images": len(subset) - REFERENCE_BATCH, "backbones": results})
+    save("features", {"images": len(subset) - REFERENCE_BATCH, "backbones": results}, cpu)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from PIL import Image
 from smallvision.data.split import available_cores, prepare_split
 from smallvision.schema import Split
 
-from common import project_config, save
+from common import project_config, save, say
 
 TARGET_S = 120
 WIDTH, HEIGHT = 500, 375
@@ -71,22 +71,20 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "smallvision-bench-split")
     args = parser.parse_args()
     raw = args.workdir / f"raw-{args.per_class}"
+    say(f"generating {2 * args.per_class} JPEGs of {WIDTH}x{HEIGHT} in {raw} (those already there are kept)")
     t = time.perf_counter()
     mean_bytes = generate(raw, args.per_class)
-    print(
+    say(
         f"{2 * args.per_class} JPEGs of {WIDTH}x{HEIGHT} (mean {mean_bytes / 1024:.0f} KiB) ready in "
-        f"{time.perf_counter() - t:.0f} s",
-        flush=True,
+        f"{time.perf_counter() - t:.0f} s"
     )
-    cores = available_cores()
+    cores, n = available_cores(), 2 * args.per_class
+    say(f"split on {cores} cores, as the stage runs it:")
     ours = timed_split(raw, args.workdir / "prepared-parallel", None, args.per_class)
+    say(f"split of {n} images: {ours:.1f} s on {cores} cores ({n / ours:.0f} img/s; target <= {TARGET_S} s)")
+    say("the reference, the same validation on one process:")
     one = timed_split(raw, args.workdir / "prepared-serial", 1, args.per_class)
-    n = 2 * args.per_class
-    print(
-        f"split of {n} images: {ours:.1f} s on {cores} cores ({n / ours:.0f} img/s; target <= {TARGET_S} s); "
-        f"one process: {one:.1f} s; {one / ours:.2f}x",
-        flush=True,
-    )
+    say(f"one process: {one:.1f} s; the stage is {one / ours:.2f}x faster")
     save(
         "split",
         {

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from common import dev_workspace, run_measured, save
+from common import dev_workspace, run_measured, save, say
 
 DVC = [sys.executable, "-m", "dvc"]
 TARGETS = {"quick": 15 * 60, "playbook": 45 * 60}  # seconds, from the performance issue and issue 14
@@ -57,6 +57,7 @@ def run_study(project: Path, start_at: str | None = None) -> list[dict]:
     rows = []
     names = stage_names(project)
     for stage in names[names.index(start_at) :] if start_at else names:
+        say(f"{stage}: running")  # a stage can run for an hour: its figures print when it ends
         m = run_measured([*DVC, "repro", "--single-item", stage], project)
         print(
             f"{stage:16s} {m.wall_s:8.1f} s   peak RSS {m.peak_rss_mb:7.0f} MB (tree {m.peak_tree_rss_mb:.0f} MB)",
@@ -121,6 +122,10 @@ def main() -> None:
         "stages before it finished there): the workspace first gets this checkout's code and config",
     )
     args = parser.parse_args()
+    import hardware  # here: gpu_check imports this module before it has imported torch
+
+    # The stages pick their own precision (`trainer.precision`) from what this CPU offers; it is recorded here.
+    say(hardware.detect().describe())
     project = args.workdir or Path(f"/tmp/smallvision-bench-{args.experiment}")
     result: dict = {"experiment": args.experiment, "workdir": str(project), "overrides": args.override}
     if not args.reruns_only:

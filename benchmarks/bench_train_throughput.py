@@ -3,6 +3,7 @@
     python benchmarks/bench_train_throughput.py                 # the default study's augment stage: 150 px, batch 32
     python benchmarks/bench_train_throughput.py --image-size 96  # the quick preset's
     python benchmarks/bench_train_throughput.py --device cuda   # on the GPU (what trainer=gpu trains on)
+    python benchmarks/bench_train_throughput.py --assume-no-bf16  # as on a CPU without native bf16
 
 Ours (what `pipelines/train.py technique=augment` runs): the decode-once uint8 cache, a DataLoader without
 workers, the batched Keras affine on the training device, channels_last, the precision `auto` picks, inside a
@@ -11,8 +12,11 @@ RandomAffine, RandomHorizontalFlip, ToTensor, Normalize) in a DataLoader with 2 
 PyTorch loop. Same network, optimiser, batch size and images (the dev archive's training split).
 
 Also: the training step's achieved FLOP/s (counted by torch's FlopCounterMode) as a fraction of this machine's
-measured matmul peak in bf16 and in fp32, and the step time of the other precision/layout choices, which is how
-the `trainer.precision: auto` and `channels_last: true` defaults were chosen.
+measured matmul peak in the precision that trained (bf16 where `trainer.precision: auto` picks bf16 autocast, fp32
+where the CPU has no native bf16), and the step time of the other precision/layout choices, which is how the
+`trainer.precision: auto` and `channels_last: true` defaults were chosen. Where bf16 is not native (hardware.py),
+the bf16 peak is measured on small matrices and marked emulated, and the bf16 variants are skipped, saying why.
+Every figure is printed as soon as it is measured.
 """
 
 from __future__ import annotations
@@ -39,11 +43,14 @@ from smallvision.data.manifest import load_manifest, manifest_digest
 from smallvision.modules.classifier import ClassifierModule, ImageInput
 from smallvision.modules.optim import make_optimizer
 from smallvision.schema import Settings
-from smallvision.trainer import resolve_precision
 
-from common import DEV_ARCHIVE, dev_split, imagefolder, project_config, save
+import hardware
+from common import DEV_ARCHIVE, Progress, dev_split, imagefolder, project_config, save, say
+from hardware import Cpu
 
 TARGET_RATIO, TARGET_PEAK_FRACTION = 3.0, 0.40
+FULL_PEAK = ((1024, 2048, 4096), 5)  # matrix sizes, repeats
+EMULATED_PEAK = ((256, 512), 2)  # a second or so where bf16 is emulated (4096 took minutes on a 2-core AVX2 CPU)
 
 
 def now(device: str) -> float:
@@ -54,14 +61,15 @@ def now(device: str) -> float:
 
 
 class StepClock(L.Callback):
-    """Wall-clock time at the end of every training batch."""
+    """Wall-clock time at the end of every training batch, with a progress line every 10."""
 
-    def __init__(self, device: str = "cpu") -> None:
+    def __init__(self, progress: Progress, device: str = "cpu") -> None:
         self.times: list[float] = []
-        self.device = device
+        self.progress, self.device = progress, device
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.times.append(now(self.device))
+        self.progress.step()
 
 
 def images_per_s(times: list[float], warmup: int, batch: int) -> float:
@@ -90,7 +98,8 @@ def ours(
         net.compile()
     module = ClassifierModule(net, len(classes), tech.optimizer, image_input, seed=0, spec=spec)
     data = ArrayDataModule(SplitArrays(images, labels, rows, classes), tech.batch_size, seed=0)
-    clock = StepClock(device)
+    layout = "channels_last" if channels_last else "NCHW"
+    clock = StepClock(Progress(f"ours ({precision}, {layout})", warmup + steps + 1), device)
     trainer = L.Trainer(
         accelerator="gpu" if device == "cuda" else "cpu",
         devices=1,
@@ -134,11 +143,11 @@ def reference(cfg: Settings, folder: Path, warmup: int, steps: int, device: str 
     dataset = datasets.ImageFolder(
         str(folder), transform=reference_transforms(cfg, tech.image_size, spec["mean"], spec["std"])
     )
-    loader = DataLoader(dataset, batch_size=tech["batch_size"], shuffle=True, num_workers=2, drop_last=True)
+    loader = DataLoader(dataset, batch_size=tech.batch_size, shuffle=True, num_workers=2, drop_last=True)
     net = networks.build_net(spec).to(device)
     net.train()
-    optimizer = make_optimizer(net.parameters(), tech["optimizer"])
-    times = []
+    optimizer = make_optimizer(net.parameters(), tech.optimizer)
+    times, progress = [], Progress("reference", warmup + steps + 1)
     for i, (x, y) in enumerate(loader):
         x, y = x.to(device), y.to(device)
         optimizer.zero_grad()
@@ -146,6 +155,7 @@ def reference(cfg: Settings, folder: Path, warmup: int, steps: int, device: str 
         loss.backward()
         optimizer.step()
         times.append(now(device))
+        progress.step()
         if i == warmup + steps:
             break
     return images_per_s(times, warmup, tech.batch_size)
@@ -161,7 +171,7 @@ def step_flops(cfg: Settings, classes: list[str]) -> float:
     return float(counter.get_total_flops())
 
 
-def matmul_peak(dtype: torch.dtype, sizes=(1024, 2048, 4096), repeats: int = 5, device: str = "cpu") -> float:
+def matmul_peak(dtype: torch.dtype, sizes=FULL_PEAK[0], repeats: int = FULL_PEAK[1], device: str = "cpu") -> float:
     """FLOP/s of square matmuls in `dtype` (on a CPU, all threads): the best over sizes and repeats."""
     best = 0.0
     for n in sizes:
@@ -174,6 +184,55 @@ def matmul_peak(dtype: torch.dtype, sizes=(1024, 2048, 4096), repeats: int = 5, 
     return best
 
 
+def peak_plan(trained: str, device: str, cpu: Cpu) -> dict[str, tuple[torch.dtype, tuple[int, ...], int, bool]]:
+    """The matmul peaks to measure, name -> (dtype, sizes, repeats, emulated): fp32, bf16 (on small matrices, marked
+    emulated, where bf16 is not native), and fp16 where that is what trained (a GPU without bf16)."""
+    bf16_full = hardware.bf16_full_size(device, cpu)
+    plan = {
+        "fp32": (torch.float32, *FULL_PEAK, False),
+        "bf16": (torch.bfloat16, *(FULL_PEAK if bf16_full else EMULATED_PEAK), not bf16_full),
+    }
+    if hardware.PEAK_OF_PRECISION.get(trained) == "fp16":
+        plan["fp16"] = (torch.float16, *FULL_PEAK, False)
+    return plan
+
+
+def measure_peaks(plan: dict, device: str) -> dict[str, float]:
+    """Each planned matmul peak in FLOP/s, printed as it is measured."""
+    peaks = {}
+    for name, (dtype, sizes, repeats, emulated) in plan.items():
+        peaks[name] = matmul_peak(dtype, sizes, repeats, device)
+        note = ", EMULATED: not native on this CPU, so no peak to compare with" if emulated else ""
+        say(f"{name} matmul peak: {peaks[name] / 1e9:.1f} GFLOP/s (sizes {', '.join(map(str, sizes))}{note})")
+    return peaks
+
+
+def peak_of(trained: str) -> str:
+    """The matmul peak a step trained in `trained` (a Lightning precision) is compared with."""
+    return hardware.PEAK_OF_PRECISION.get(trained, "fp32")
+
+
+def variant_plan(default: tuple, device: str, cpu: Cpu, skip: bool, compile: bool) -> tuple[list, list[str]]:
+    """The (precision, channels_last, compiled) runs after the default one, and why any were left out."""
+    variants, skipped = [], []
+    if not skip:
+        for precision in ("32-true", "bf16-mixed"):
+            for channels_last in (False, True):
+                if (precision, channels_last) == tuple(default[:2]):
+                    continue
+                if precision == "bf16-mixed" and not hardware.bf16_full_size(device, cpu):
+                    skipped.append(f"{precision} {'channels_last' if channels_last else 'NCHW'}: bf16 is emulated here")
+                else:
+                    variants.append((precision, channels_last, False))
+    if compile:
+        variants.append((*default[:2], True))
+    return variants, skipped
+
+
+def run_name(precision: str, channels_last: bool, compiled: bool) -> str:
+    return f"ours ({precision}, {'channels_last' if channels_last else 'NCHW'}{', compiled' if compiled else ''})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image-size", type=int, default=150)
@@ -184,17 +243,26 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also the default settings with torch.compile")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where both pipelines train")
     parser.add_argument("--dev-archive", type=Path, default=DEV_ARCHIVE, help=f"default: {DEV_ARCHIVE}")
+    hardware.add_argument(parser)
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: PyTorch sees no CUDA GPU here")
     torch.manual_seed(0)
+    cpu = hardware.detect(args.assume_no_bf16)
     cfg = project_config("technique=augment", f"techniques.augment.image_size={args.image_size}")
+    default = (
+        hardware.trained_precision(cfg.trainer.precision, args.device, cpu),
+        cfg.trainer.channels_last,
+    )
+    batch = cfg.techniques["augment"].batch_size
+    say(cpu.describe())
+    say(f"augment stage on {args.device}, {args.image_size} px, batch {batch}: trains in {default[0]}")
+
     _, prepared = dev_split(args.workdir, args.dev_archive)
     records, classes = load_manifest(prepared)
     index = {c: i for i, c in enumerate(classes)}
     labels = np.array([index[r.label] for r in records])
     rows = {s: np.array([i for i, r in enumerate(records) if r.split == s]) for s in ("train", "val", "test")}
-
     t = time.perf_counter()
     images = image_array(
         [r.file for r in records],
@@ -206,50 +274,54 @@ def main() -> None:
         cfg.data.image_limits,
     )
     cache_s = time.perf_counter() - t
+    say(f"decode-once cache of {len(records)} images ready in {cache_s:.1f} s (built once per manifest and size)")
+    flops = step_flops(cfg, classes)
+    say(f"training step: {flops / 1e9:.2f} GFLOP per batch ({len(rows['train'])} training images)")
 
-    default_precision = resolve_precision(str(cfg.trainer.precision), "gpu" if args.device == "cuda" else "cpu")
     folder = imagefolder(records, rows["train"], args.workdir / "imagefolder-train")
-    runs = {
-        "reference (ImageFolder + PIL + torchvision transforms, 2 workers, fp32 NCHW)": reference(
-            cfg, folder, args.warmup, args.steps, args.device
-        )
-    }
-    variants = [(default_precision, cfg.trainer.channels_last, False)]
-    if not args.skip_variants:
-        variants += [
-            (p, cl, False) for p in ("32-true", "bf16-mixed") for cl in (False, True) if (p, cl, False) != variants[0]
-        ]
-    if args.compile:
-        variants.append((*variants[0][:2], True))
-    for precision, channels_last, compiled in variants:
+    ref_name = "reference (ImageFolder + PIL + torchvision transforms, 2 workers, fp32 NCHW)"
+    runs = {ref_name: reference(cfg, folder, args.warmup, args.steps, args.device)}
+    say(f"{ref_name}: {runs[ref_name]:.1f} img/s")
+
+    def run(precision: str, channels_last: bool, compiled: bool) -> str:
         steps = args.steps
-        if args.device == "cpu" and precision == "bf16-mixed" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            steps = max(3, args.steps // 5)  # emulated bf16 is slow: fewer steps say enough
-        name = f"ours ({precision}, {'channels_last' if channels_last else 'NCHW'}{', compiled' if compiled else ''})"
+        if precision == "bf16-mixed" and not hardware.bf16_full_size(args.device, cpu):
+            steps = max(3, args.steps // 5)  # only where the config asks for bf16 itself: emulated, so fewer steps
+            say(f"  bf16 is emulated on this CPU: {steps} timed batches")
+        name = run_name(precision, channels_last, compiled)
         runs[name] = ours(
             cfg, images, labels, rows, classes, precision, channels_last, args.warmup, steps, compiled, args.device
         )
+        say(
+            f"{name}: {runs[name]:.1f} img/s = {runs[name] / runs[ref_name]:.2f}x the reference, "
+            f"{flops * runs[name] / batch / 1e9:.1f} GFLOP/s"
+        )
+        return name
 
-    ref_name, ours_name = next(iter(runs)), list(runs)[1]
-    flops = step_flops(cfg, classes)
-    batch = cfg.techniques["augment"].batch_size
-    achieved = flops * runs[ours_name] / batch
-    peaks = {
-        "bf16": matmul_peak(torch.bfloat16, device=args.device),
-        "fp32": matmul_peak(torch.float32, device=args.device),
-    }
-    print(f"augment stage on {args.device}, {args.image_size} px, batch {batch}, {len(rows['train'])} training images")
-    print(f"decode-once cache of {len(records)} images built in {cache_s:.1f} s (once per manifest and size)")
-    for name, rate in runs.items():
-        print(f"  {name:70s} {rate:7.1f} img/s   {rate / runs[ref_name]:5.2f}x the reference")
+    ours_name = run(*default, False)
     ratio = runs[ours_name] / runs[ref_name]
-    print(f"default ({ours_name}) vs reference: {ratio:.2f}x (target >= {TARGET_RATIO}x)")
-    print(
-        f"training step: {flops / 1e9:.2f} GFLOP per batch; achieved {achieved / 1e9:.1f} GFLOP/s = "
-        f"{achieved / peaks['bf16']:.0%} of the measured bf16 matmul peak ({peaks['bf16'] / 1e9:.1f} GFLOP/s), "
-        f"{achieved / peaks['fp32']:.0%} of the fp32 peak ({peaks['fp32'] / 1e9:.1f} GFLOP/s) "
-        f"(target >= {TARGET_PEAK_FRACTION:.0%} of the bf16 peak)"
+    achieved = flops * runs[ours_name] / batch
+    say(f"default ({ours_name}) vs reference: {ratio:.2f}x (target >= {TARGET_RATIO}x)")
+
+    plan = peak_plan(default[0], args.device, cpu)
+    peaks = measure_peaks(plan, args.device)
+    against = peak_of(default[0])
+    fraction = achieved / peaks[against]
+    others = [f"{achieved / p:.0%} of the {k} peak" for k, p in peaks.items() if k != against and not plan[k][3]]
+    say(
+        f"achieved {achieved / 1e9:.1f} GFLOP/s = {fraction:.0%} of the measured {against} matmul peak, the precision "
+        f"that trained (target >= {TARGET_PEAK_FRACTION:.0%})" + "".join(f"; {o}" for o in others)
     )
+
+    variants, skipped = variant_plan(default, args.device, cpu, args.skip_variants, args.compile)
+    for reason in skipped:
+        say(f"skipped {reason}")
+    for variant in variants:
+        run(*variant)
+
+    say(f"summary, {args.device}, {args.image_size} px, batch {batch}:")
+    for name, rate in runs.items():
+        say(f"  {name:70s} {rate:7.1f} img/s   {rate / runs[ref_name]:5.2f}x the reference")
     save(
         "train-throughput",
         {
@@ -258,15 +330,21 @@ def main() -> None:
             "batch_size": batch,
             "warmup_batches": args.warmup,
             "timed_batches": args.steps,
+            "trained_precision": default[0],
             "images_per_s": {k: round(v, 2) for k, v in runs.items()},
+            "skipped": skipped,
             "ratio_vs_reference": round(ratio, 2),
             "cache_build_s": round(cache_s, 1),
             "step_gflop": round(flops / 1e9, 3),
             "achieved_gflops": round(achieved / 1e9, 2),
             "matmul_peak_gflops": {k: round(v / 1e9, 1) for k, v in peaks.items()},
-            "fraction_of_bf16_peak": round(achieved / peaks["bf16"], 3),
-            "fraction_of_fp32_peak": round(achieved / peaks["fp32"], 3),
+            "matmul_peak_sizes": {k: list(v[1]) for k, v in plan.items()},
+            "matmul_peak_emulated": [k for k, v in plan.items() if v[3]],
+            "peak_precision": against,
+            "fraction_of_trained_peak": round(fraction, 3),
+            **{f"fraction_of_{k}_peak": round(achieved / p, 3) for k, p in peaks.items() if not plan[k][3]},
         },
+        cpu,
     )
 
 

@@ -1,7 +1,8 @@
 """Shared pieces of the benchmarks: the machine, a timer that measures peak memory, the dev-archive workspace.
 
 Benchmarks run on demand (never in the test suite) and each prints its figure next to a reference measured
-in the same run on the same machine. Results are appended to benchmarks/results/<name>.json.
+in the same run on the same machine, as soon as it is measured (a stopped run still shows what it measured).
+Results, with the machine and what its CPU offers (hardware.py), are appended to benchmarks/results/<name>.json.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # hardware imports torch and Lightning: only the functions that need it import it
     from smallvision.schema import Settings
+
+    from hardware import Cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -30,9 +33,31 @@ DEV_ARCHIVE = ROOT.parent / "shared" / "data" / "dogs-vs-cats-dev.zip"
 DEV_SPLIT = ("data.split.train=1000", "data.split.val=500", "data.split.test=498")
 
 
-def machine() -> dict:
-    """What the figures depend on: CPU, cores, torch, native bf16, and the load average when they were saved."""
+def say(*parts: object) -> None:
+    """Print now: a figure shows as soon as it is measured, even when the output goes to a pipe or a file."""
+    print(*parts, flush=True)
+
+
+class Progress:
+    """A line every `every` of `total` steps of a long phase, with the seconds since it began."""
+
+    def __init__(self, label: str, total: int, every: int = 10) -> None:
+        self.label, self.total, self.every, self.done = label, total, every, 0
+        self.started = time.perf_counter()
+        say(f"  {label}: {total} steps")
+
+    def step(self) -> None:
+        self.done += 1
+        if self.done % self.every == 0 or self.done == self.total:
+            say(f"    {self.label}: {self.done}/{self.total} in {time.perf_counter() - self.started:.0f} s")
+
+
+def machine(offers: Cpu | None = None) -> dict:
+    """What the figures depend on: CPU, what it offers (`offers`, default: detected), cores, torch, and the load
+    average when they were saved."""
     import torch
+
+    from hardware import detect
 
     cpu = next(
         (
@@ -48,7 +73,7 @@ def machine() -> dict:
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "cpu_native_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        "cpu_offers": (offers or detect()).record(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
@@ -176,12 +201,12 @@ def imagefolder(records, indices, folder: Path) -> Path:
     return folder
 
 
-def save(name: str, result: dict) -> Path:
-    """Append one run's result to benchmarks/results/<name>.json (a list, newest last) and print it."""
+def save(name: str, result: dict, cpu: Cpu | None = None) -> Path:
+    """Append one run's result to benchmarks/results/<name>.json (a list, newest last) and print where."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     runs = json.loads(path.read_text()) if path.exists() else []
-    runs.append({"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), **result})
+    runs.append({"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(cpu), **result})
     path.write_text(json.dumps(runs, indent=2) + "\n")
-    print(f"saved to {path.relative_to(ROOT)}")
+    say(f"saved to {path.relative_to(ROOT)}")
     return path

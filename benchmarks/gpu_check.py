@@ -107,8 +107,9 @@ def throughput(table: Table, archive: Path) -> None:
     rates = ", ".join(f"{name.split(' (')[0]} {rate:.0f} img/s" for name, rate in result["images_per_s"].items())
     table.add(
         "training throughput on the GPU (augment, 150 px, batch 32)",
-        f"{rates}: {result['ratio_vs_reference']}x the reference; {result['fraction_of_bf16_peak']:.0%} of the bf16 "
-        f"matmul peak ({result['matmul_peak_gflops']['bf16'] / 1000:.0f} TFLOP/s)",
+        f"{rates}: {result['ratio_vs_reference']}x the reference; {result['fraction_of_trained_peak']:.0%} of the "
+        f"{result['peak_precision']} matmul peak ({result['matmul_peak_gflops'][result['peak_precision']] / 1000:.0f} "
+        "TFLOP/s), the precision that trained",
         m.wall_s,
     )
 

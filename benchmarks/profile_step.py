@@ -1,15 +1,19 @@
-"""Where benchmark 1's time goes: the augment stage's input pipeline and bf16 training step, by operator.
+"""Where benchmark 1's time goes: the augment stage's input pipeline and training step, by operator.
 
     python benchmarks/profile_step.py
+    python benchmarks/profile_step.py --assume-no-bf16  # as on a CPU without native bf16 (fp32)
 
 Times, on random images, one batch's input pipeline (uint8 -> float, batched Keras affine, normalise,
-channels_last) and one training step (bf16 autocast, channels_last, RMSprop) of the book's small convnet at
+channels_last) and one training step (in the precision `trainer.precision: auto` picks for what the CPU offers:
+bf16 autocast where bf16 is native, fp32 elsewhere; channels_last, RMSprop) of the book's small convnet at
 150 px, batch 32, and prints the step's operators by self CPU time.
 """
 
 from __future__ import annotations
 
+import argparse
 import time
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +22,8 @@ from smallvision import networks
 from smallvision.data.augmentation import AffineConfig, random_affine
 from smallvision.modules.optim import make_optimizer
 
-from common import project_config
+import hardware
+from common import project_config, say
 
 BATCH, SIZE = 32, 150
 
@@ -32,7 +37,14 @@ def milliseconds(fn, repeats: int = 10) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    hardware.add_argument(parser)
+    args = parser.parse_args()
+    cpu = hardware.detect(args.assume_no_bf16)
     cfg = project_config("technique=augment", f"techniques.augment.image_size={SIZE}")
+    precision = hardware.trained_precision(cfg.trainer.precision, "cpu", cpu)
+    say(f"{cpu.describe()}: the step trains in {precision}")
+    bf16 = precision.startswith("bf16")
     tech = cfg.techniques["augment"]
     spec = networks.make_spec(tech, cfg.backbone, ["a", "b"])
     net = networks.build_net(spec).to(memory_format=torch.channels_last)
@@ -50,17 +62,17 @@ def main() -> None:
 
     def step() -> None:
         optimizer.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
             logits = net(x)
         F.binary_cross_entropy_with_logits(logits.float().squeeze(1), labels).backward()
         optimizer.step()
 
-    print(f"input pipeline: {milliseconds(prepare):.1f} ms per batch of {BATCH}")
-    print(f"training step (bf16 autocast, channels_last): {milliseconds(step):.1f} ms per batch")
+    say(f"input pipeline: {milliseconds(prepare):.1f} ms per batch of {BATCH}")
+    say(f"training step ({'bf16 autocast' if bf16 else 'fp32'}, channels_last): {milliseconds(step):.1f} ms per batch")
     with torch.profiler.profile() as prof:
         for _ in range(5):
             step()
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
+    say(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
 
 
 if __name__ == "__main__":

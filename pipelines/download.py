@@ -12,24 +12,13 @@ import hydra
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
+from smallvision import stages
 from smallvision.data.skipped import SKIPPED, read_skipped
 from smallvision.data.sources import fetch_source
 from smallvision.entrypoints import friendly_errors, load_settings, show_config
 from smallvision.errors import ConfigError
 
 _SHOW_SKIPPED = 20  # longer lists: see the file
-# the config this stage reads (printed at its start)
-READS = (
-    "data.name",
-    "data.source",
-    "data.sha256",
-    "data.size",
-    "data.synthetic",
-    "data.connect_timeout_s",
-    "data.download_retries",
-    "data.max_extract_bytes",
-    "data.max_download_bytes",
-)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -41,7 +30,8 @@ def main(cfg: DictConfig) -> None:
         )
     settings = load_settings(cfg)
     data = settings.data
-    show_config("download", settings.model_dump(), READS)
+    plain = settings.model_dump()
+    show_config("download", plain, stages.reads("download", plain))
     source = data.source
     if source != "synthetic" and not urlparse(source).scheme[1:]:  # a local path (or C:\... on Windows)
         source = to_absolute_path(source)

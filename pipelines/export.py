@@ -9,23 +9,19 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from smallvision import stages
 from smallvision.data.manifest import load_manifest
 from smallvision.entrypoints import friendly_errors, load_settings, show_config
 from smallvision.export import ONNX_FILE, PREPROCESSING_FILE, TORCHSCRIPT_FILE, export_checkpoint, parity_images
 from smallvision.runs import CHECKPOINT
-
-READS = (
-    "export",
-    "data.max_image_pixels",
-    "data.max_image_bytes",
-)  # the config this stage reads (printed at its start)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
     settings = load_settings(cfg)
-    show_config("export", settings.model_dump(), READS)
+    plain = settings.model_dump()
+    show_config("export", plain, stages.reads("export", plain))
     opts, out, technique = settings.export, Path(settings.paths.export), settings.export.technique
     records, _ = load_manifest(Path(settings.paths.prepared))
     done = export_checkpoint(

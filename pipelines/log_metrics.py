@@ -1,5 +1,6 @@
 """Log a finished technique to MLflow from its files, after tracking failed while it trained (store locked or
-server unreachable: training went on and wrote models/<technique>/). Becomes a child run of the same study run.
+server unreachable: training went on and wrote models/<technique>/). Becomes a child run of the same study run,
+the run the training job would have made (`tracking.publish_folder`).
 
     python pipelines/log_metrics.py technique=fine_tune
     python pipelines/log_metrics.py technique=augment experiment=quick   # the overrides the training run had
@@ -10,18 +11,18 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from smallvision import evidence, provenance, tracking
+from smallvision import evidence, provenance, stages, tracking
 from smallvision.data.manifest import MANIFEST, manifest_digest
-from smallvision.entrypoints import bound_mlflow_requests, friendly_errors, load_settings
+from smallvision.entrypoints import bound_mlflow_requests, friendly_errors, load_settings, show_config
 from smallvision.errors import ConfigError, DataError
-from smallvision.runs import CHECKPOINT, read_metrics
+from smallvision.runs import read_metrics
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
     settings, root = load_settings(cfg), Path.cwd()
-    technique, data = settings.technique, settings.data
+    technique = settings.technique
     bound_mlflow_requests(settings.logger)
     models, prepared = root / settings.paths.models, root / settings.paths.prepared
     digest = manifest_digest(prepared / MANIFEST)
@@ -33,14 +34,9 @@ def main(cfg: DictConfig) -> None:
             "(e.g. experiment=..., seed=...)"
         )
     tracker = tracking.study_tracker(settings, root, digest)
-
-    def data_and_network(run_id: str, folder: Path) -> None:  # what the training job logs besides its files
-        tracking.log_dataset(tracker, (run_id, tracker.parent_run_id), prepared / MANIFEST, data.name, digest)
-        if settings.logger.log_models and (folder / CHECKPOINT).exists():
-            tracking.log_network(tracker, run_id, folder / CHECKPOINT, technique, prepared, data.image_limits)
-
-    params = tracking.flatten(settings.model_dump())
-    tracking.log_from_metrics_files(tracker, [models / technique], params, also=data_and_network)
+    plain = settings.model_dump()
+    shown = show_config("train", plain, stages.training_reads(plain), echo=False)  # what the training job read
+    tracking.publish_folder(tracker, settings, models / technique, prepared, digest, shown)
     tracker.log_comparison(evidence.study_comparison(models, provenance.identity(settings, digest)).rows)
     if not tracker.enabled:
         raise DataError("MLflow tracking failed again (see the warning above); nothing was logged")

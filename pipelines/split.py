@@ -10,20 +10,20 @@ import hydra
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
+from smallvision import stages
 from smallvision.data.manifest import REPORT, SPLITS
 from smallvision.data.split import prepare_split
 from smallvision.entrypoints import friendly_errors, load_settings, show_config
 
 _SHOW_DROPPED = 20  # longer lists: see the report file
-# the config this stage reads (printed at its start)
-READS = ("data.split", "data.classes", "data.max_image_pixels", "data.max_image_bytes", "data.workers", "seed")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
     settings = load_settings(cfg)
-    show_config("split", settings.model_dump(), READS)
+    plain = settings.model_dump()
+    show_config("split", plain, stages.reads("split", plain))
     data = settings.data
     prepared = Path(to_absolute_path(settings.paths.prepared))
     report = prepare_split(

@@ -9,10 +9,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from smallvision import stages
 from smallvision.distributed import is_rank_zero
 from smallvision.entrypoints import bound_mlflow_requests, friendly_errors, hydra_job, load_settings, show_config
 from smallvision.job import run_training
-from smallvision.settings import sections_read
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -20,9 +20,8 @@ from smallvision.settings import sections_read
 def main(cfg: DictConfig) -> None:
     settings = load_settings(cfg, training=True)  # before anything else: the one-line error of a bad value first
     job = hydra_job()
-    shown = show_config(
-        f"train {settings.technique}", settings.model_dump(), sections_read(settings), echo=is_rank_zero()
-    )
+    plain = settings.model_dump()
+    shown = show_config(f"train {settings.technique}", plain, stages.training_reads(plain), echo=is_rank_zero())
     bound_mlflow_requests(settings.logger)
     run_training(settings, Path.cwd(), sweep_dir=job.sweep_dir, job_dir=job.output_dir, config_read=shown)
 

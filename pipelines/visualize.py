@@ -10,21 +10,20 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from smallvision import tracking
+from smallvision import stages, tracking
 from smallvision.data.manifest import MANIFEST, manifest_digest
 from smallvision.entrypoints import bound_mlflow_requests, friendly_errors, load_settings, show_config
 from smallvision.visualize.stage import run_visualize, timing_summary
 
 log = logging.getLogger(__name__)
 
-READS = ("visualize", "augmentation", "study", "seed")  # the config this stage reads (printed at its start)
-
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
     settings, root = load_settings(cfg), Path.cwd()
-    shown = show_config("visualize", settings.model_dump(), READS)
+    plain = settings.model_dump()
+    shown = show_config("visualize", plain, stages.reads("visualize", plain))
     out = run_visualize(settings, root)
     bound_mlflow_requests(settings.logger)
     tracker = tracking.study_tracker(settings, root, manifest_digest(root / settings.paths.prepared / MANIFEST))

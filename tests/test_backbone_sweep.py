@@ -74,7 +74,7 @@ def test_a_backbone_sweep_is_compared_per_backbone_and_technique(tmp_path):
 def test_the_sweep_writes_its_backbone_comparison_and_each_fine_tune_finds_its_own_head(tmp_path, capsys):
     sweep = _sweep(tmp_path)
     assert sweeps.swept_keys(sweep) == {"technique", "backbone", "seed"}
-    written = sweeps.comparison_so_far(sweep, config("visualize.dpi=30").visualize)
+    written = sweeps.comparison_files(sweep, config("visualize.dpi=30").visualize)
     assert [p.name for p in written] == [
         "backbone_comparison.json",
         "backbone_comparison.md",

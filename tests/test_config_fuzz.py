@@ -36,11 +36,11 @@ CASES_PER_KEY = 4  # random values per key, on top of NEVER, "abc", -1, 0 and 1.
 
 
 def every_config() -> list[dict]:
-    """conf/ composed with each option of each config group (techniques are composed all at once anyway; a group's
-    base.yaml is what its options extend, not an option)."""
+    """conf/ composed with each option of each config group (techniques are composed all at once anyway); a file
+    whose name starts with _ is a base the options extend, not an option."""
     configs = [to_dict(compose_config())]
     for group in sorted(p for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra", "techniques")):
-        options = sorted(p.stem for p in group.glob("*.yaml") if p.stem != "base")
+        options = sorted(p.stem for p in group.glob("*.yaml") if not p.stem.startswith("_"))
         configs += [to_dict(compose_config(f"{group.name}={option}")) for option in options]
     return configs
 

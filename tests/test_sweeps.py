@@ -193,7 +193,7 @@ def test_a_sweep_that_varies_more_than_the_seed_is_not_averaged(tmp_path, capsys
     assert sweeps.swept_keys(sweep) == {"techniques.baseline.optimizer.lr", "seed"}
     assert len(sweeps.sweep_comparison(sweep)) == 4  # the parent lists every job, from the first job on
     assert (
-        sweeps.comparison_so_far(
+        sweeps.comparison_files(
             sweep, config().visualize.model_copy(update={"reference_label": "book", "reference": BOOK})
         )
         == []
@@ -208,18 +208,16 @@ def test_a_sweep_that_varies_more_than_the_seed_is_not_averaged(tmp_path, capsys
 
 
 def test_a_ddp_child_of_a_sweep_job_runs_that_job_only():
-    argv = [
-        "-m",
-        "--config-dir",
-        "conf",
-        "--config-name=config",
-        "technique=baseline,augment",
-        "seed=0,1,2",
-        "hydra.sweep.dir=multirun/s",
+    # HydraConfig's runtime.config_sources of `python pipelines/train.py -m --config-dir /p/more ...`
+    sources = [
+        {"path": "hydra.conf", "schema": "pkg", "provider": "hydra"},
+        {"path": "/p/conf", "schema": "file", "provider": "main"},
+        {"path": "/p/more", "schema": "file", "provider": "command-line"},
+        {"path": "", "schema": "structured", "provider": "schema"},
     ]
     command = distributed.child_command(
         ["python", "/p/pipelines/train.py"],
-        argv,
+        distributed.config_flags("config", sources),
         job_overrides=["technique=augment", "seed=1"],
         hydra_overrides=[
             "hydra.mode=MULTIRUN",
@@ -233,8 +231,9 @@ def test_a_ddp_child_of_a_sweep_job_runs_that_job_only():
     assert command == [
         "python",
         "/p/pipelines/train.py",
+        "--config-path=/p/conf",
         "--config-name=config",
-        "--config-dir=conf",
+        "--config-dir=/p/more",
         "technique=augment",
         "seed=1",
         "hydra.job.chdir=false",
@@ -518,3 +517,5 @@ def test_a_sweeps_fine_tune_job_starts_from_its_own_feature_extract_job_not_the_
     assert not same(head.start, trained_head(sweep / "0"))
     assert not same(head.start, trained_head(root / "models" / "feature_extract"))
     assert json.loads((sweep / "2" / "metrics.json").read_text())["technique"] == "fine_tune"
+    # a job trains and tracks itself only: the sweep's comparison is drawn when the sweep ends (sweep_callback)
+    assert not list(sweep.glob("*_comparison.*"))

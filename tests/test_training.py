@@ -22,8 +22,9 @@ from helpers.study import (
 )
 from hydra import compose, initialize_config_dir
 
-from smallvision import networks, predict, training
+from smallvision import networks, predict, techniques, training
 from smallvision.data.images import Resize
+from smallvision.data.preprocess import backbone_normalisation
 from smallvision.entrypoints import load_settings
 from smallvision.errors import ConfigError, DataError, WeightsUnavailableError
 from smallvision.features import features_key
@@ -77,7 +78,8 @@ def test_the_default_preset_is_the_books_study_on_efficientnet_lite0():
     assert t["fine_tune"].head.model_dump() == {"units": 256, "dropout": 0.5, "pool": "avg"}
     assert _settings(cfg, "fine_tune") == (224, 20, 100, "rmsprop", 1e-5, True) and t["fine_tune"].unfreeze_blocks == 1
     bb = cfg.backbone
-    assert (bb.name, bb.image_size, bb.mean, bb.std) == ("efficientnet_lite0", 224, [0.5] * 3, [0.5] * 3)
+    assert (bb.name, bb.image_size, bb.mean, bb.std) == ("efficientnet_lite0", 224, None, None)
+    assert backbone_normalisation(bb) == ([0.5] * 3, [0.5] * 3)  # null: timm's pretrained config
     assert bb.weights.source == "package"  # offline: the weights come with the install
     # trained on augmented images: augment and fine-tune; feature-extract only in its augmented mode
     picked = [cfg.model_copy(update={"technique": name}) for name in TECHNIQUES]
@@ -133,6 +135,29 @@ def test_the_other_presets_are_what_the_readme_says():
     for cfg in (vgg, quick, smoke, playbook):
         for name in TECHNIQUES:
             validate(cfg, name)
+
+
+def test_each_technique_trains_one_network_built_by_the_builder_of_that_name():
+    """A technique's kind (how it trains) and its spec's network (what is built and saved) are two vocabularies;
+    networks.network_of maps one to the other and techniques has one builder per network, named after it."""
+    t = config().techniques
+    networks_of = {name: networks.network_of(t[name]) for name in TECHNIQUES}
+    assert networks_of == {
+        "baseline": "scratch",
+        "augment": "scratch",
+        "feature_extract": "head",
+        "fine_tune": "transfer",
+    }
+    assert networks.network_of(t["feature_extract"].model_copy(update={"mode": "augmented"})) == "transfer"
+    assert {name: build.__name__ for name, build in techniques.BUILDERS.items()} == {
+        "scratch": "scratch",
+        "head": "head",
+        "transfer": "transfer",
+    }
+    bb = config().backbone
+    for name in TECHNIQUES:
+        assert techniques.builder(t[name]) is techniques.BUILDERS[networks_of[name]]
+        assert networks.make_spec(t[name], bb, ["cat", "dog"], 8)["network"] == networks_of[name]
 
 
 def test_wilson_interval_known_values():
@@ -253,16 +278,18 @@ def test_feature_extract_augmented_mode_augments_and_leaves_the_base_bit_for_bit
     assert changed == []
 
 
-def test_fine_tune_changes_only_the_unfrozen_top(study):
+def test_fine_tune_changes_only_the_unfrozen_top(study, monkeypatch):
     if not (study / "models/feature_extract/best.ckpt").exists():
         train_technique(config("technique=feature_extract"), paths(study, "feature_extract"), progress=False)
     cfg = config("technique=fine_tune")
+    trained = Weights("base")  # the weights training left (best.ckpt may keep the start: tests/test_starting_point.py)
+    add_callbacks(monkeypatch, trained)
     metrics = train_technique(cfg, paths(study, "fine_tune"), progress=False)
     assert metrics["best_val_accuracy"] >= 0.75
     base = backbones.create_backbone(cfg.backbone.model_dump())
     top = {id(p) for m in backbones.top_blocks(base, 1) for p in m.parameters()}
     top_names = {n for n, p in base.named_parameters() if id(p) in top}
-    before, after = _pretrained_base(cfg), _trained_base(study / "models/fine_tune/best.ckpt")
+    before, after = _pretrained_base(cfg), trained.end
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed, "fine-tune changed nothing"
     assert changed <= top_names  # frozen weights and every BN statistic unchanged

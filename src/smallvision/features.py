@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from smallvision.data.datamodule import ArrayDataset
 from smallvision.data.images import Resize
-from smallvision.data.preprocess import network_input
+from smallvision.data.preprocess import backbone_normalisation, network_input
 from smallvision.errors import DataError
 from smallvision.files import atomic_write
 from smallvision.models.backbones import extract_features, pool_features
@@ -33,11 +33,12 @@ def features_key(
 ) -> str:
     """Identifies cached features: everything that changes them, down to the input normalisation, the resize
     geometry and the precision the base ran in."""
+    mean, std = backbone_normalisation(backbone)
     ident = {
         "timm_name": backbone.timm_name,
         "weights": backbone.weights.model_dump(),
-        "mean": list(backbone.mean),
-        "std": list(backbone.std),
+        "mean": mean,
+        "std": std,
         "resize": resize.to_dict(),
         "pool": pool,
         "manifest": manifest_digest,

@@ -10,7 +10,6 @@ from smallvision import distributed, evidence, provenance, sweeps
 from smallvision.data.manifest import MANIFEST, manifest_digest
 from smallvision.errors import DataError
 from smallvision.networks import network_name
-from smallvision.runs import CHECKPOINT, RESULT_FILES, numeric
 from smallvision.schema import Settings
 
 log = logging.getLogger(__name__)
@@ -24,7 +23,8 @@ def run_training(
     config_read: dict | None = None,
 ) -> dict:
     """Train settings.technique into models/<technique>/ (in a sweep: `job_dir`, the job's folder) and track it:
-    its metrics, files, data, network and `config_read` (the config it read) on its run, then the study's champion.
+    its run (`tracking.technique_run`, `tracking.log_results`: the same run `pipelines/log_metrics.py` makes from
+    the folder) with `config_read` (the config it read), then the study's comparison and champion.
 
     In a sweep, fine-tune starts from the sweep's own feature-extract job with the same seed (run feature_extract
     first: `-m technique=feature_extract,fine_tune seed=0,1,2`), else from models/feature_extract/."""
@@ -44,38 +44,20 @@ def run_training(
     digest = manifest_digest(manifest)
     is_zero = distributed.is_rank_zero()
     tracker = tracking.study_tracker(settings, root, digest, sweep_dir, enabled=is_zero)
-    tags = {
-        "technique": technique,
-        "dataset": settings.data.name,
-        "seed": str(settings.seed),
-        "backbone": network_name(tech, settings.backbone),
-        "git_commit": tracker.tags["git_commit"],
-        "manifest": digest[:12],
-        tracking.OUTPUT_TAG: str(out.resolve()),
-    }
-    log_cfg = settings.logger
     with (
-        tracker.technique_run(technique, tracking.flatten(settings.model_dump()), tags) as run_id,
+        tracking.technique_run(tracker, settings, out, paths.prepared, digest, config_read or {}) as run_id,
         distributed.hydra_ddp_job(sweep_dir),
     ):
-        tracking.log_config(tracker, run_id, config_read or {}, "train")
-        tracking.log_dataset(tracker, (run_id, tracker.parent_run_id), manifest, settings.data.name, digest)
         logger = tracking.lightning_logger(tracker, run_id) or False
         metrics = train_technique(
             settings, paths, logger=logger, progress=settings.trainer.progress, commit=provenance.git_commit(root)
         )
-        tracker.log_metrics(run_id, numeric(metrics))
-        tracker.log_artifacts(run_id, [out / name for name in RESULT_FILES])
-        if log_cfg.log_models:
-            tracking.log_network(
-                tracker, run_id, out / CHECKPOINT, technique, paths.prepared, settings.data.image_limits
-            )
+        tracking.log_results(tracker, run_id, settings, out, paths.prepared)
+    log_cfg = settings.logger
     if is_zero:
-        if sweep_dir:
-            tracker.log_comparison(
-                sweeps.sweep_comparison(out.parent), sweeps.comparison_so_far(out.parent, settings.visualize)
-            )
-        else:  # the study's techniques only: a run of another preset, seed or manifest is left out
+        # the study's comparison, of its techniques only (a run of another preset, seed or manifest is left out);
+        # a sweep's is drawn when the sweep ends (smallvision.sweep_callback)
+        if not sweep_dir:
             study = evidence.study_comparison(paths.models, provenance.identity(settings, digest))
             tracker.log_comparison(study.rows)
             for line in study.messages():

@@ -1,9 +1,18 @@
 """The networks the study trains, described by a `spec`, and how a checkpoint is rebuilt into one.
 
 A `spec` is a plain dict that fully describes a network; checkpoints carry it, so `predict`, `visualize`
-and `fine-tune` rebuild networks without the config that trained them. Its `network` says which:
-`scratch` (the small convnet), `head` (a dense head trained on cached features of a pretrained base) or
-`transfer` (a pretrained base with a dense head, trained end to end or with parts frozen).
+and `fine-tune` rebuild networks without the config that trained them.
+
+Two vocabularies, for two different things:
+
+- a technique's `kind` (`techniques.<name>.kind` in conf/) says how it trains: `scratch` (baseline, augment: a
+  convnet from random weights), `feature_extract` (a head on a frozen pretrained base) or `fine_tune` (the base's
+  top blocks trained too, from feature-extract's head);
+- a spec's `network` says what is built and saved: `scratch` (the small convnet), `head` (a dense head alone,
+  trained on cached features of a pretrained base) or `transfer` (a pretrained base with a dense head).
+
+`network_of` maps the first to the second: scratch -> scratch, feature_extract -> head (mode cached) or transfer
+(mode augmented), fine_tune -> transfer. `smallvision.techniques` has one builder per network, named after it.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ import torch
 from torch import nn
 
 from smallvision.data.images import Resize
-from smallvision.data.preprocess import backbone_resize, normalise, to_pixels
+from smallvision.data.preprocess import backbone_normalisation, backbone_resize, normalise, to_pixels
 from smallvision.errors import DataError
 from smallvision.files import special_file_kind
 from smallvision.models import backbones
@@ -34,6 +43,13 @@ def num_outputs(num_classes: int) -> int:
     if num_classes < 2:
         raise DataError(f"need at least 2 classes, found {num_classes}")
     return 1 if num_classes == 2 else num_classes
+
+
+def network_of(technique: Technique) -> str:
+    """The network a technique trains (`scratch`, `head` or `transfer`) for its `kind` (see the module docstring)."""
+    if technique.kind == "scratch":
+        return "scratch"
+    return "head" if technique.cached else "transfer"
 
 
 def input_resize(technique: Technique, backbone: Backbone) -> Resize:
@@ -69,15 +85,17 @@ def make_spec(technique: Technique, backbone: Backbone, classes: list[str], in_f
         "image_size": technique.image_size,
         "resize": input_resize(technique, backbone).to_dict(),
     }
+    network = network_of(technique)
     if isinstance(technique, Scratch):
-        return {**base, "network": "scratch", "dropout": technique.dropout, **IDENTITY_NORM}
+        return {**base, "network": network, "dropout": technique.dropout, **IDENTITY_NORM}
     head = technique.head
+    mean, std = backbone_normalisation(backbone)
     return {
         **base,
-        "network": "head" if technique.cached else "transfer",
+        "network": network,
         "backbone": backbone.model_dump(),
-        "mean": backbone.mean,
-        "std": backbone.std,
+        "mean": mean,  # resolved: what predict, export and a logged model normalise with
+        "std": std,
         "pool": head.pool,
         "head": {"in_features": in_features, "units": head.units, "dropout": head.dropout},
     }

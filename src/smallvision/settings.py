@@ -1,5 +1,5 @@
-"""What a training job's configuration reads and whether it fits this machine: the sections it depends on and the
-memory check run once when its settings are loaded (the values and their rules: `smallvision.schema`)."""
+"""Whether a training job's configuration fits this machine: the memory check run once when its settings are loaded
+(the values and their rules: `smallvision.schema`; the sections a job reads: `smallvision.stages.training_reads`)."""
 
 from __future__ import annotations
 
@@ -12,23 +12,10 @@ from smallvision.errors import ConfigError
 from smallvision.models.convnet import DENSE_UNITS, FILTERS, flatten_size
 
 if TYPE_CHECKING:
-    from smallvision.schema import FeatureExtract, FineTune, Scratch, Settings
+    from smallvision.schema import FeatureExtract, FineTune, Scratch
 
 _FLOAT = 4  # bytes
 _GB = 1e9
-
-
-def sections_read(settings: Settings) -> list[str]:
-    """The config a training job of settings.technique reads (its DVC stage's params): its technique, the backbone
-    for a pretrained one, the augmentation when it augments, the trainer, the seed and the study (the preset's
-    name, which metrics.json records and the comparison checks)."""
-    tech = settings.selected
-    keys = [f"techniques.{settings.technique}"]
-    if tech.kind != "scratch":
-        keys.append("backbone")
-    if tech.augment:
-        keys.append("augmentation")
-    return [*keys, "trainer", "seed", "study"]
 
 
 def training_memory(tech: Scratch | FeatureExtract | FineTune, size: int) -> tuple[int, str]:

@@ -59,7 +59,7 @@ def sweep_comparison(sweep_dir: Path) -> list[dict]:
         return rows
 
 
-def write_seed_comparison(sweep_dir: Path, visualize: Visualize) -> list[Path]:
+def _write_seed_sweep(sweep_dir: Path, visualize: Visualize) -> list[Path]:
     """seed_comparison.{json,md,png,html} in `sweep_dir` from its finished jobs: mean, std, min and max of the test
     accuracy across seeds per technique, each seed as a dot, each seed's paired test of each technique against the
     one before it and the mean step over seeds; `visualize` is the visualize settings (the book's reference, its label,
@@ -92,7 +92,7 @@ def write_seed_comparison(sweep_dir: Path, visualize: Visualize) -> list[Path]:
     )
 
 
-def write_backbone_comparison(sweep_dir: Path, visualize: Visualize) -> list[Path]:
+def _write_backbone_sweep(sweep_dir: Path, visualize: Visualize) -> list[Path]:
     """backbone_comparison.{json,md,png} in `sweep_dir` from its finished jobs: per backbone and technique the test
     accuracy over the seeds with its interval, seconds per epoch and parameters. Raises DataError when the sweep
     does not vary the backbone (and nothing else besides the seed and the technique), or has no finished job."""
@@ -107,16 +107,17 @@ def write_backbone_comparison(sweep_dir: Path, visualize: Visualize) -> list[Pat
 
 
 def write_sweep_comparison(sweep_dir: Path, visualize: Visualize) -> list[Path]:
-    """The comparison a sweep's jobs allow: per backbone for a backbone sweep, else across seeds."""
+    """The comparison a sweep's finished jobs allow, as files in `sweep_dir`: per backbone for a backbone sweep
+    (backbone_comparison.*), else across seeds (seed_comparison.*). The figures and tables themselves are
+    smallvision.visualize's (`seed_comparison`, `backbone_comparison`)."""
     if _varies_more_than_the_seed(sweep_dir) == BACKBONE_SWEEP:
-        return write_backbone_comparison(sweep_dir, visualize)
-    return write_seed_comparison(sweep_dir, visualize)
+        return _write_backbone_sweep(sweep_dir, visualize)
+    return _write_seed_sweep(sweep_dir, visualize)
 
 
-def comparison_so_far(sweep_dir: Path, visualize: Visualize) -> list[Path]:
-    """The sweep's comparison after a job (covering every job finished so far; after the last job, the sweep):
-    across seeds, or per backbone; none when the jobs differ in something else too (the parent run then lists
-    every job)."""
+def comparison_files(sweep_dir: Path, visualize: Visualize) -> list[Path]:
+    """`write_sweep_comparison`, or none when the jobs differ in something else too (the sweep's run then lists
+    every job) or none finished."""
     try:
         return write_sweep_comparison(sweep_dir, visualize)
     except DataError:

@@ -36,16 +36,19 @@ def expected_notices_hidden() -> Iterator[None]:
         yield
 
 
-def resolve_precision(precision: str, accelerator: str) -> str:
+def resolve_precision(precision: str, accelerator: str, cpu_native_bf16: bool | None = None) -> str:
     """`auto`: bf16 autocast where the hardware runs it natively, else fp32.
 
     On a CPU without AVX512-BF16/AMX, bf16 autocast is emulated and measured ~7x slower than fp32 (benchmarks/).
+    `cpu_native_bf16` replaces the CPU's own answer (benchmarks reproduce a CPU without native bf16 with it).
     """
     if precision != "auto":
         return precision
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
         return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
-    return "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
+    if cpu_native_bf16 is None:  # torch has no public API for this
+        cpu_native_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return "bf16-mixed" if cpu_native_bf16 else "32-true"
 
 
 def make_trainer(trainer_cfg: Trainer, epochs: int, out: Path, logger, callbacks) -> L.Trainer:

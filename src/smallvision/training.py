@@ -3,6 +3,7 @@ one evaluation on test, and the outputs DVC and MLflow read (`smallvision.runs`)
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,11 @@ from smallvision.modules.classifier import ClassifierModule
 from smallvision.networks import input_resize, network_name
 from smallvision.runs import CHECKPOINT, METRICS, write_outputs
 from smallvision.schema import FeatureExtract, Folders, Settings
+from smallvision.starting_point import StartingPoint, best_row, trained_rows
 from smallvision.stats import wilson_interval
 from smallvision.trainer import early_stopping, expected_notices_hidden, make_trainer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -155,11 +159,14 @@ def train_technique(
         save_weights_only=True,
         enable_version_counter=False,
     )
-    callbacks = [checkpoint, *early_stopping(tech.early_stopping_patience)]
+    start = StartingPoint(checkpoint)
+    callbacks = [checkpoint, start, *early_stopping(tech.early_stopping_patience)]
     trainer = make_trainer(settings.trainer, tech.epochs, paths.out, logger or False, callbacks)
     with expected_notices_hidden():
         job = prepare(settings, paths, trainer, progress)
         module, data, records, classes, rows = job.module, job.data, job.records, job.classes, job.rows
+        if job.setup.trained_start:
+            start.validate(trainer, module, data)  # epoch 0: the weights to beat
         fit_started = time.time()
         trainer.fit(module, datamodule=data)
         fit_time = time.time() - fit_started
@@ -168,7 +175,7 @@ def train_technique(
         trainer.test(module, datamodule=data, ckpt_path=checkpoint.best_model_path, verbose=False)
 
     results = module.test_results
-    best_epoch = int(np.argmax([h["val_acc"] for h in module.history])) + 1
+    best = best_row(module.history)
     low, high = wilson_interval(results["correct"], results["n"])
     metrics = {
         "technique": name,
@@ -180,8 +187,9 @@ def train_technique(
         "test_correct": results["correct"],
         "ci95_low": low,
         "ci95_high": high,
-        "best_epoch": best_epoch,
-        "best_val_accuracy": module.history[best_epoch - 1]["val_acc"],
+        "best_epoch": int(best["epoch"]),
+        "best_val_accuracy": best["val_acc"],
+        **start.metrics(module.history),
         "epochs": tech.epochs,
         "image_size": tech.image_size,
         "seed": seed,
@@ -192,6 +200,8 @@ def train_technique(
         **_tta_metrics(results),
     }
     if trainer.is_global_zero:
+        if note := start.note(name, module.history):
+            log.info("%s", note)
         write_outputs(paths.out, metrics, module.history, results["samples"], records, rows["test"], classes)
     return metrics
 
@@ -199,7 +209,7 @@ def train_technique(
 def _effort(module: ClassifierModule, setup: techniques.Setup, fit_time: float) -> dict:
     """Epochs trained (fewer than `epochs` when stopped early), seconds per epoch (training and validation) and the
     network's parameters (base + head, also when only the head trained on cached features) and trainable ones."""
-    epochs_run = len(module.history)
+    epochs_run = len(trained_rows(module.history))
     return {
         "epochs_run": epochs_run,
         "seconds_per_epoch": round(fit_time / max(1, epochs_run), 2),

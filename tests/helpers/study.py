@@ -26,7 +26,7 @@ from smallvision.training import Paths
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = str(ROOT / "conf")
-LIMITS = ImageLimits(89_478_485, 268_435_456)  # conf/data/base.yaml's data.max_image_pixels and max_image_bytes
+LIMITS = ImageLimits(89_478_485, 268_435_456)  # conf/data/_base.yaml's data.max_image_pixels and max_image_bytes
 
 
 def config(*overrides: str) -> Settings:

@@ -36,7 +36,7 @@ _SHORTAGE_FIX = "Lower data.split.* or use fractions (e.g. data.split.train=0.6 
 
 
 @dataclass
-class Report:
+class SplitReport:
     layout: str
     raw_dir: str  # relative to the prepared folder
     seed: int
@@ -199,7 +199,7 @@ def prepare_split(
     workers: int | None,
     limits: ImageLimits,
     progress: bool = True,
-) -> Report:
+) -> SplitReport:
     """Validate, de-duplicate and split the images under `raw_dir` (`classes`: the classes expected, None: the
     folders found; `workers`: processes, None: every core); write manifest and report to `out_dir`."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
@@ -239,7 +239,7 @@ def prepare_split(
     counts = {name: {label: 0 for label in found.classes} for name in SPLITS}
     for _, label, name, _ in rows:
         counts[name][label] += 1
-    report = Report(
+    report = SplitReport(
         layout=found.layout,
         raw_dir=Path(os.path.relpath(os.path.abspath(raw_dir), os.path.abspath(out_dir))).as_posix(),
         seed=int(seed),

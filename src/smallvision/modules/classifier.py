@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
 from smallvision.data.augmentation import AffineConfig, random_affine
@@ -136,7 +137,8 @@ class ClassifierModule(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y, _ = batch
         loss, pred, _ = self._losses(self(x), y)
-        self._train_sums += torch.stack(
+        # not in place: after a validation before fit (inference mode) the sums are an inference tensor
+        self._train_sums = self._train_sums + torch.stack(
             [loss.detach().sum().cpu(), (pred == y).sum().cpu().float(), torch.tensor(float(len(y)))]
         )
         mean_loss = loss.mean()
@@ -200,7 +202,7 @@ class ClassifierModule(L.LightningModule):
             (float(sums[0] / sums[2]), float(sums[1] / sums[2])) if sums[2] > 0 else (float("nan"),) * 2
         )
         row = {
-            "epoch": self.current_epoch + 1,
+            "epoch": self.current_epoch + int(self.trainer.state.fn == TrainerFn.FITTING),  # before fit: 0
             "train_loss": train_loss,
             "train_acc": train_acc,
             "val_loss": val["loss"],
@@ -208,8 +210,12 @@ class ClassifierModule(L.LightningModule):
         }
         self._stop_if_diverged(row, trained=bool(sums[2] > 0), validated=val["n"] > 0)
         self.history.append(row)
-        # identical on every rank after the gather, so no sync is needed
-        self.log_dict({k: v for k, v in row.items() if k != "epoch"}, prog_bar=True, sync_dist=False)
+        # identical on every rank after the gather, so no sync is needed; NaN (no training before fit) is not logged.
+        # `epoch` is history.csv's number (0: the start), which the MLflow logger takes as the step
+        self.log_dict(
+            {k: v for k, v in row.items() if k != "epoch" and math.isfinite(v)}, prog_bar=True, sync_dist=False
+        )
+        self.log("epoch", float(row["epoch"]), sync_dist=False)
 
     def _stop_if_diverged(self, row: dict, trained: bool, validated: bool) -> None:
         losses = {

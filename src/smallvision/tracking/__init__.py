@@ -9,7 +9,6 @@ import os
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from smallvision.provenance import git_commit
-from smallvision.tracking.from_files import log_from_metrics_files
 from smallvision.tracking.inputs import log_config, log_dataset
 from smallvision.tracking.lightning_logger import lightning_logger
 from smallvision.tracking.models import (
@@ -19,6 +18,7 @@ from smallvision.tracking.models import (
     log_network,
     update_champion,
 )
+from smallvision.tracking.publish import log_results, publish_folder, technique_run
 from smallvision.tracking.store import flatten, resolve_tracking_uri
 from smallvision.tracking.study_runs import ROLE_TAG, STUDY_ID_TAG, STUDY_KEY_TAG
 from smallvision.tracking.tracker import COMPARISON_FILE, StudyTracker, study_tracker
@@ -37,9 +37,11 @@ __all__ = [
     "load_classifier",
     "log_config",
     "log_dataset",
-    "log_from_metrics_files",
     "log_network",
+    "log_results",
+    "publish_folder",
     "resolve_tracking_uri",
     "study_tracker",
+    "technique_run",
     "update_champion",
 ]

@@ -12,10 +12,10 @@ def lightning_logger(tracker: StudyTracker, run_id: str | None, **kwargs: Any) -
     """A Lightning `MLFlowLogger` that logs per-epoch metrics into the child run `run_id`, or None
     when there is no run (pass `logger=... or False` to the Trainer, since None means Lightning's default logger).
 
-    Unlike the plain logger it leaves the run's status to `technique_run` (the plain one marks the run
-    FINISHED after `fit`, before `test` has run), does not log the module's hparams (the config is
-    already the run's params), and routes store errors to the tracker's single warning instead of
-    crashing the training loop. `kwargs` go to MLFlowLogger (e.g. prefix).
+    Unlike the plain logger it logs each epoch's metrics at the epoch as the step (as the log-later path does),
+    leaves the run's status to `technique_run` (the plain one marks the run FINISHED after `fit`, before `test`
+    has run), does not log the module's hparams (the config is already the run's params), and routes store errors
+    to the tracker's single warning instead of crashing the training loop. `kwargs` go to MLFlowLogger (e.g. prefix).
     """
     if run_id is None or not tracker.enabled:
         return None
@@ -36,6 +36,12 @@ def _child_run_logger_class() -> type:
             value differs from a logged param would make MLflow reject the batch."""
 
         def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+            """Logged at the epoch as the step, as history.csv numbers it (0: the starting weights, validated before
+            training; then 1, 2, ...): the module logs that number as `epoch`, which Lightning keeps in place of its
+            own 0-based one. The log-later path gives history.csv's rows the same steps."""
+            if "epoch" in metrics:
+                step = int(metrics["epoch"])
+                metrics = {key: value for key, value in metrics.items() if key != "epoch"}
             self._tracker.guarded(lambda: MLFlowLogger.log_metrics(self, metrics, step))
 
         def after_save_checkpoint(self, checkpoint_callback: Any) -> None:

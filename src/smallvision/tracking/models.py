@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.store.tracking import SEARCH_MAX_RESULTS_DEFAULT
-from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+from mlflow.tracking._tracking_service.utils import (
+    _use_tracking_uri,  # private: MLflow has no public scoped tracking URI (log_model and models:/ URIs use the global)
+)
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from smallvision.errors import ConfigError

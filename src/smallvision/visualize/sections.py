@@ -376,6 +376,8 @@ def _comparison_html(table: list[dict], reference_label: str) -> str:
     headers = [h.format(reference=reference_label) for h in comparison.HEADERS]
     return (
         table_html(headers, [comparison.table_cells(r) for r in table], numeric=comparison.NUMERIC_CELLS)
-        + f"<p>{html.escape(comparison.TESTS_NOTE)}</p><p>Where each row came from:</p>"
+        + f"<p>{html.escape(comparison.TESTS_NOTE)}</p>"
+        + "".join(f"<p>{html.escape(note)}</p>" for note in comparison.kept_start_notes(table))
+        + "<p>Where each row came from:</p>"
         + table_html(list(comparison.PROVENANCE_HEADERS), [comparison.provenance_cells(r) for r in table])
     )

@@ -171,6 +171,10 @@ def finetuning_section(report: Report) -> Section:
         "Predictions are recomputed here in float32, so a probability can differ from the training run's "
         "(bf16) in the last digits.",
     )
+    if any(row.get("technique") == after and row.get("kept_start") is True for row in report.rows):
+        sec.notes.append(
+            f"{after} kept the weights it started from: no training epoch beat them on validation (kept_start)"
+        )
     trained = {t.name: t for t in report.trained}
     lacking = [n for n in (before, after) if n not in trained or trained[n].missing(PREDICTIONS)]
     if lacking:

@@ -1,0 +1,369 @@
+"""The study's DVC stages, in one registry: each stage's entry script and command, the config it reads, its data
+inputs and its outputs. dvc.yaml is generated from it (`python -m smallvision.stages > dvc.yaml`, run from the
+project root; a test checks the committed file is what this writes), and each entry script prints the config its
+stage reads from it.
+
+A stage's `params` are the settings that change its outputs (DVC reruns it when one changes); `also_reads` the
+ones it reads that cannot (time limits, worker counts): printed at its start, not DVC params. A training stage
+reads its technique's settings, the backbone for a pretrained kind and the augmentation when it augments
+(`training_reads`). The code a stage depends on is its entry script and every smallvision module it imports,
+found by walking the imports (`code_deps`), less the modules that cannot change its outputs (`NO_EFFECT_ON_OUTPUTS`).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from smallvision.data.manifest import MANIFEST, REPORT
+from smallvision.runs import CHECKPOINT, CONFUSION, HISTORY, METRICS, PREDICTIONS
+
+HYDRA_VARS = "--config-dir . --config-name params hydra.output_subdir=null hydra.run.dir=."
+STUDY_NOTE = "the preset's name: metrics.json records it and the comparison checks it"
+PACKAGE = "src/smallvision"
+
+# Code the stages import that cannot change their DVC outputs: listed as deps, an edit to it would rerun the
+# 100-minute training stages for nothing. The import walk does not follow their own imports either.
+NO_EFFECT_ON_OUTPUTS = {
+    f"{PACKAGE}/stages.py": "what a stage reads: it reaches DVC as dvc.yaml's params, which are generated from it",
+    f"{PACKAGE}/tracking": "MLflow logging only",
+    f"{PACKAGE}/sweeps.py": "a Hydra sweep's folder: the head its fine-tune jobs start from",
+}
+
+
+@dataclass(frozen=True)
+class Out:
+    """One output of a stage: DVC caches it unless `cache` is False; `persist` keeps it between runs."""
+
+    path: str
+    cache: bool = True
+    persist: bool = False
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One DVC stage. `script` is pipelines/<script>.py; `technique` is set for the training stages, whose params
+    come from that technique's settings. `no_effect` is code it imports that cannot change its outputs, besides
+    `NO_EFFECT_ON_OUTPUTS`. `comment` and `notes` are the comments dvc.yaml shows: on the stage, and on a section
+    (deps, params, outs, metrics, plots) or an item by its text."""
+
+    name: str
+    script: str
+    params: tuple[str, ...] = ()
+    also_reads: tuple[str, ...] = ()
+    deps: tuple[str, ...] = ()
+    outs: tuple[Out, ...] = ()
+    metrics: tuple[Out, ...] = ()
+    plots: tuple[Out, ...] = ()
+    technique: str | None = None
+    comment: str | None = None
+    no_effect: Mapping[str, str] = field(default_factory=dict)
+    notes: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def folder(self) -> str:
+        """A training stage's output folder (where its checkpoint is)."""
+        return str(Path(self.outs[0].path).parent)
+
+    @property
+    def entry_script(self) -> str:
+        return f"pipelines/{self.script}.py"
+
+    @property
+    def cmd(self) -> str:
+        extra = f" technique={self.technique}" if self.technique else ""
+        return f"python {self.entry_script} ${{hydra}}{extra}"
+
+    def dvc_params(self, cfg: Mapping[str, Any]) -> list[str]:
+        """The settings whose change reruns this stage (for a training stage, from `cfg`'s technique settings)."""
+        if self.technique:
+            return training_reads({**cfg, "technique": self.technique})
+        return list(self.params)
+
+    def reads(self, cfg: Mapping[str, Any]) -> list[str]:
+        """Everything this stage's entry script reads from the config: what it prints at its start."""
+        return [*self.dvc_params(cfg), *self.also_reads]
+
+
+def training_reads(cfg: Mapping[str, Any]) -> list[str]:
+    """The config a training job of cfg["technique"] reads (its DVC stage's params): its technique, the backbone
+    for a pretrained one, the augmentation when it augments, the trainer, the seed and the study (the preset's
+    name, which metrics.json records and the comparison checks)."""
+    name = cfg["technique"]
+    tech = cfg["techniques"][name]
+    keys = [f"techniques.{name}"]
+    if tech["kind"] != "scratch":
+        keys.append("backbone")
+    if tech["augment"]:
+        keys.append("augmentation")
+    return [*keys, "trainer", "seed", "study"]
+
+
+_IMAGE_LIMITS = ("data.max_image_pixels", "data.max_image_bytes")
+TRAINING = {  # stage -> technique, in the study's order
+    "train-baseline": "baseline",
+    "augment": "augment",
+    "feature-extract": "feature_extract",
+    "fine-tune": "fine_tune",
+}
+
+
+def registry(paths: Mapping[str, str]) -> tuple[Stage, ...]:
+    """The stages, in the order they run, their files where `paths` (cfg.paths) puts them."""
+    prepared, models = paths["prepared"], paths["models"]
+    manifest, split_report = f"{prepared}/{MANIFEST}", f"{prepared}/{REPORT}"
+    features_note = "the feature cache, keyed by backbone, weights, image size, pooling and manifest: kept between runs"
+    head = f"{models}/feature_extract/{CHECKPOINT}"
+    extra: dict[str, dict[str, Any]] = {
+        "feature-extract": {
+            "outs": [Out(paths["features"], cache=False, persist=True)],
+            "notes": {paths["features"]: features_note},
+        },
+        "fine-tune": {"deps": [head], "notes": {head: "the head it starts from"}},
+    }
+    training = tuple(
+        _training(name, technique, f"{models}/{technique}", (manifest, split_report), **extra.get(name, {}))
+        for name, technique in TRAINING.items()
+    )
+    exported = f"{models}/${{export.technique}}/{CHECKPOINT}"  # params.yaml's export.technique
+    return (
+        Stage(
+            "download",
+            "download",
+            params=("data.name", "data.source", "data.sha256", "data.synthetic"),
+            also_reads=(
+                "data.size",
+                "data.connect_timeout_s",
+                "data.download_retries",
+                "data.max_extract_bytes",
+                "data.max_download_bytes",
+            ),
+            outs=(Out(paths["raw"], cache=False),),
+        ),
+        Stage(
+            "split",
+            "split",
+            params=("data.split", "data.classes", *_IMAGE_LIMITS, "seed"),
+            also_reads=("data.workers",),
+            deps=(paths["raw"],),
+            outs=(Out(manifest),),
+            metrics=(Out(split_report, cache=False),),
+        ),
+        *training,
+        Stage(
+            "visualize",
+            "visualize",
+            params=("visualize", "augmentation", "study", "seed"),
+            deps=(manifest, split_report, *(f"{s.folder}/{name}" for s in training for name in TRAINING_FILES)),
+            outs=(Out(paths["reports"], cache=False),),
+            metrics=(Out(paths["comparison"], cache=False),),
+            notes={
+                "study": "the comparison keeps the runs of this preset, seed and manifest only",
+                "metrics": "the comparison with its paired tests: the numbers the study's MLflow run logs",
+            },
+        ),
+        Stage(
+            "export",
+            "export",
+            params=("export", *_IMAGE_LIMITS),
+            deps=(manifest, split_report, exported),
+            outs=(Out(paths["export"]),),
+            comment="one trained network (export.technique) as ONNX and TorchScript, with preprocessing.json beside "
+            "them",
+            notes={
+                manifest: "the parity check runs on test images",
+                exported: "params.yaml's export.technique",
+                "data.max_image_pixels": "the parity check reads test images under these limits",
+            },
+        ),
+    )
+
+
+TRAINING_FILES = (CHECKPOINT, METRICS, HISTORY, PREDICTIONS, CONFUSION)  # what visualize reads of each technique
+
+
+def _training(
+    name: str,
+    technique: str,
+    folder: str,
+    split: Sequence[str],
+    deps: Sequence[str] = (),
+    outs: Sequence[Out] = (),
+    notes: Mapping[str, str] | None = None,
+) -> Stage:
+    return Stage(
+        name,
+        "train",
+        technique=technique,
+        deps=(*split, *deps),
+        outs=(Out(f"{folder}/{CHECKPOINT}"), Out(f"{folder}/{CONFUSION}", cache=False), *outs),
+        metrics=(Out(f"{folder}/{METRICS}", cache=False),),
+        plots=(Out(f"{folder}/{HISTORY}", cache=False), Out(f"{folder}/{PREDICTIONS}", cache=False)),
+        no_effect={f"{PACKAGE}/evidence.py": "the paired tests the job logs on the study's MLflow run"},
+        notes={"study": STUDY_NOTE, **(notes or {})},
+    )
+
+
+def stage(name: str, cfg: Mapping[str, Any]) -> Stage:
+    """The stage `name` of the project `cfg` configures (KeyError naming the stages when there is none)."""
+    stages = registry(cfg["paths"])
+    for candidate in stages:
+        if candidate.name == name:
+            return candidate
+    raise KeyError(f"no stage {name!r}; the stages: {', '.join(s.name for s in stages)}")
+
+
+def reads(name: str, cfg: Mapping[str, Any]) -> list[str]:
+    """What the entry script of stage `name` reads from `cfg`, printed at its start (`entrypoints.show_config`)."""
+    return stage(name, cfg).reads(cfg)
+
+
+# --------------------------------------------------------------------------------------------- code deps
+
+
+def _module_file(src: Path, module: str) -> Path | None:
+    base = src / Path(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def smallvision_imports(path: Path, src: Path) -> set[Path]:
+    """The smallvision source files `path` imports, at any depth of its code (imports inside functions too)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "smallvision"}
+        elif (
+            isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "smallvision"
+        ):
+            found.add(node.module or "")
+            # `from smallvision.data import split` imports the module smallvision.data.split
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+    return {f for m in found if (f := _module_file(src, m))}
+
+
+WHOLE_FOLDER = 0.75  # a subpackage listed as one dep when a stage runs at least this share of its modules
+
+
+def code_deps(root: Path, script: str, no_effect: Iterable[str] = ()) -> list[str]:
+    """The entry script `script` (relative to `root`) and every smallvision source file it runs, transitively,
+    less `NO_EFFECT_ON_OUTPUTS` and `no_effect` (whose imports are not followed); package __init__ files, which
+    hold only docstrings, are left out. A subpackage the stage runs most of (`WHOLE_FOLDER`) is listed as the
+    folder: a shorter list, at the cost of a rerun when one of its few other modules changes."""
+    src = root / "src"
+    exempt = [root / name for name in (*NO_EFFECT_ON_OUTPUTS, *no_effect)]
+    seen: set[Path] = set()
+    todo = [root / script]
+    while todo:
+        path = todo.pop()
+        if path in seen or any(path == e or e in path.parents for e in exempt):
+            continue
+        seen.add(path)
+        todo += smallvision_imports(path, src)
+    files = {p for p in seen if p.name != "__init__.py"}
+    folders = set()
+    for folder in {p.parent for p in files if p.parent != src / "smallvision" and p.parent.is_relative_to(src)}:
+        modules = {f for f in folder.rglob("*.py") if f.name != "__init__.py"}
+        if len(modules & files) >= WHOLE_FOLDER * len(modules):
+            folders.add(folder)
+    folders = {f for f in folders if not any(o in f.parents for o in folders)}
+    kept = {p for p in files if not any(f in p.parents for f in folders)} | folders
+    entry = root / script
+    return [script, *sorted(str(p.relative_to(root)) for p in kept - {entry})]
+
+
+# --------------------------------------------------------------------------------------------- dvc.yaml
+
+HEADER = """\
+# The study as DVC stages. Parameters come from params.yaml, which `dvc exp run` composes from conf/
+# (Hydra composition, see .dvc/config), so `dvc exp run -S techniques.augment.epochs=50` and
+# `python pipelines/train.py techniques.augment.epochs=50` change the same value.
+# Each stage lists only the parameters it reads and the code it runs (its entry script and the smallvision modules
+# it imports), so editing one technique, or one module, reruns only what it feeds.
+# Generated from src/smallvision/stages.py: edit that, then `python -m smallvision.stages > dvc.yaml`.
+"""
+
+
+def _line(indent: int, text: str, note: str | None) -> str:
+    return " " * indent + text + (f"  # {note}" if note else "")
+
+
+def _outs(items: Iterable[Out], notes: Mapping[str, str]) -> list[str]:
+    lines = []
+    for out in items:
+        if out.cache and not out.persist:
+            lines.append(_line(6, f"- {out.path}", notes.get(out.path)))
+            continue
+        if out.path in notes:
+            lines.append(_line(6, f"# {notes[out.path]}", None))
+        lines.append(_line(6, f"- {out.path}:", None))
+        if out.persist:
+            lines.append(_line(10, "persist: true", None))
+        if not out.cache:
+            lines.append(_line(10, "cache: false", None))
+    return lines
+
+
+def _stage_lines(spec: Stage, cfg: Mapping[str, Any], root: Path) -> list[str]:
+    notes = spec.notes
+    lines = [_line(2, f"{spec.name}:", spec.comment), _line(4, f"cmd: {spec.cmd}", None)]
+    lines.append(_line(4, "deps:", notes.get("deps")))
+    code = code_deps(root, spec.entry_script, spec.no_effect)
+    lines += [_line(6, f"- {dep}", notes.get(dep)) for dep in [*code, *spec.deps]]
+    lines.append(_line(4, "params:", notes.get("params")))
+    lines += [_line(6, f"- {key}", notes.get(key)) for key in spec.dvc_params(cfg)]
+    for section in ("outs", "metrics", "plots"):
+        items = getattr(spec, section)
+        if items:
+            lines.append(_line(4, f"{section}:", notes.get(section)))
+            lines += _outs(items, notes)
+    return lines
+
+
+def _plots(training: Sequence[Stage]) -> list[str]:
+    """The top-level plots: the curves of every training stage, and each one's test confusion matrix."""
+    lines = ["plots:"]
+    for key, title, columns in (
+        ("accuracy", "Training and validation accuracy", "[train_acc, val_acc]"),
+        ("loss", "Training and validation loss", "[train_loss, val_loss]"),
+    ):
+        lines += [f"  - {key}:", f"      title: {title}", "      x: epoch", "      y:"]
+        lines += [f"        {s.folder}/{HISTORY}: {columns}" for s in training]
+    for s in training:
+        lines += [
+            f"  - confusion_{s.technique}:",
+            f"      title: Test confusion matrix ({s.technique})",
+            "      template: confusion",
+            "      x: actual",
+            "      y:",
+            f"        {s.folder}/{PREDICTIONS}: predicted",
+        ]
+    return lines
+
+
+def dvc_yaml(cfg: Mapping[str, Any], root: Path) -> str:
+    """dvc.yaml for the project at `root` (its pipelines/ and src/) from `cfg` (conf/ composed): the stages'
+    files where cfg.paths puts them, the training stages' params from their technique settings."""
+    stages = registry(cfg["paths"])
+    lines = HEADER.splitlines() + ["vars:", f"  - hydra: {HYDRA_VARS}", "", "stages:"]
+    for number, spec in enumerate(stages):
+        lines += ([""] if number else []) + _stage_lines(spec, cfg, root)
+    return "\n".join([*lines, "", *_plots([s for s in stages if s.technique])]) + "\n"
+
+
+def composed_conf(conf: Path) -> dict:
+    """conf/ composed as `dvc exp run` composes it (no overrides)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(conf.resolve()), version_base="1.3"):
+        return OmegaConf.to_container(compose("config"), resolve=False)  # type: ignore[return-value]
+
+
+if __name__ == "__main__":  # python -m smallvision.stages > dvc.yaml, from the project root
+    print(dvc_yaml(composed_conf(Path("conf")), Path.cwd()), end="")
