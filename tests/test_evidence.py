@@ -273,7 +273,9 @@ def test_seed_aggregate_on_fake_per_seed_outputs(tmp_path):
     assert augment["step_p_value_max"] == pytest.approx(max(augment["step_p_values"]))
 
     # the sweep's files, its report page and its MLflow rows carry the same
-    visualize = {"reference": {"baseline": 0.71}, "reference_label": "the book", "dpi": 30}
+    visualize = config("visualize.dpi=30").visualize.model_copy(
+        update={"reference": {"baseline": 0.71}, "reference_label": "the book"}
+    )
     paths = sweeps.write_sweep_comparison(sweep, visualize)
     md = paths[1].read_text()
     assert "| baseline → augment | 3 | +8.0 pts |" in md
@@ -295,7 +297,8 @@ def test_a_seed_whose_fine_tune_kept_its_start_says_why_its_step_is_zero(tmp_pat
         (0, 2, 5, None),
         (1, 0, 0, True),
     ]
-    md = sweeps.write_sweep_comparison(sweep, {"reference": {}, "reference_label": "the book", "dpi": 30})[1]
+    visualize = config("visualize.dpi=30").visualize.model_copy(update={"reference": {}, "reference_label": "the book"})
+    md = sweeps.write_sweep_comparison(sweep, visualize)[1]
     assert "| 1 | feature_extract → fine_tune (kept its start) | +0 / −0 | +0.0 pts (" in md.read_text()
 
 

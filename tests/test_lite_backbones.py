@@ -23,6 +23,7 @@ from smallvision.data.preprocess import backbone_resize, network_input
 from smallvision.errors import ConfigError
 from smallvision.models import backbones as B
 from smallvision.models import weights as W
+from smallvision.schema import Backbone
 
 ROOT = Path(__file__).resolve().parents[1]
 LITES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
@@ -104,7 +105,9 @@ def test_real_photos_get_the_right_imagenet_classes(name):
     cfg = lite_cfg(name)
     backbone = B.create_backbone(cfg)
     source = W.read_state_dict(backbone.weights_info["path"])
-    resize = backbone_resize(cfg, cfg["image_size"])  # as the backbone was trained: resize, centre crop, bicubic
+    resize = backbone_resize(
+        Backbone.model_validate(cfg), cfg["image_size"]
+    )  # as the backbone was trained: resize, centre crop, bicubic
     cats, dogs = _photos(archive, "Cat", 10), _photos(archive, "Dog", 10)
     x = network_input(np.stack([resize(im) for im in cats + dogs]), cfg["mean"], cfg["std"])
     with torch.no_grad():

@@ -115,7 +115,11 @@ def test_fine_tuning_that_only_hurts_keeps_the_starting_weights(study, trained_h
     assert note in comparison.comparison_markdown(table, "Chollet").splitlines()
     assert f"<p>{html.escape(note)}</p>" in sections._comparison_html(table, "Chollet")  # the report's table
     report = sections.Report(
-        visualize={"finetuning": {"before": "feature_extract", "after": "fine_tune", "images": 4}},
+        visualize=config(
+            "visualize.finetuning.before=feature_extract",
+            "visualize.finetuning.after=fine_tune",
+            "visualize.finetuning.images=4",
+        ).visualize,
         **{key: [] for key in ("augmentation", "image_sizes", "records", "classes", "trained", "notes")},
         folder=study / "reports",
         load=None,

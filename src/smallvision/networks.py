@@ -31,6 +31,9 @@ from smallvision.files import special_file_kind
 from smallvision.models import backbones
 from smallvision.models.convnet import SmallConvNet
 from smallvision.models.heads import DenseHead, TransferNet
+from smallvision.schema import Backbone, FeatureExtract, FineTune, Scratch
+
+Technique = Scratch | FeatureExtract | FineTune
 
 IDENTITY_NORM = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}  # Keras rescale=1/255 only
 
@@ -42,19 +45,19 @@ def num_outputs(num_classes: int) -> int:
     return 1 if num_classes == 2 else num_classes
 
 
-def network_of(technique: dict) -> str:
+def network_of(technique: Technique) -> str:
     """The network a technique trains (`scratch`, `head` or `transfer`) for its `kind` (see the module docstring)."""
-    if technique["kind"] == "scratch":
+    if technique.kind == "scratch":
         return "scratch"
-    return "head" if is_cached(technique) else "transfer"
+    return "head" if technique.cached else "transfer"
 
 
-def input_resize(technique: dict, backbone_cfg: dict) -> Resize:
+def input_resize(technique: Technique, backbone: Backbone) -> Resize:
     """How a technique's photos are resized: the scratch convnet squashes them (Keras' target_size); a pretrained
     base gets them as it was trained (`backbone.resize`, see `smallvision.data.preprocess.backbone_resize`)."""
-    if technique["kind"] == "scratch":
-        return Resize(technique["image_size"])
-    return backbone_resize(backbone_cfg, technique["image_size"])
+    if technique.kind == "scratch":
+        return Resize(technique.image_size)
+    return backbone_resize(backbone, technique.image_size)
 
 
 def spec_resize(spec: dict) -> Resize:
@@ -73,38 +76,34 @@ def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
     return logits.softmax(1)
 
 
-def make_spec(technique: dict, backbone_cfg: dict, classes: list[str], in_features: int | None = None) -> dict:
-    """The spec of the network `technique` trains. `in_features` is the pooled feature size of the backbone."""
+def make_spec(technique: Technique, backbone: Backbone, classes: list[str], in_features: int | None = None) -> dict:
+    """The spec of the network `technique` trains (plain types: checkpoints carry it). `in_features` is the pooled
+    feature size of the backbone."""
     base = {
         "classes": list(classes),
         "num_outputs": num_outputs(len(classes)),
-        "image_size": technique["image_size"],
-        "resize": input_resize(technique, backbone_cfg).to_dict(),
+        "image_size": technique.image_size,
+        "resize": input_resize(technique, backbone).to_dict(),
     }
     network = network_of(technique)
-    if network == "scratch":
-        return {**base, "network": network, "dropout": technique["dropout"], **IDENTITY_NORM}
-    head = technique["head"]
-    mean, std = backbone_normalisation(backbone_cfg)
+    if isinstance(technique, Scratch):
+        return {**base, "network": network, "dropout": technique.dropout, **IDENTITY_NORM}
+    head = technique.head
+    mean, std = backbone_normalisation(backbone)
     return {
         **base,
         "network": network,
-        "backbone": copy.deepcopy(backbone_cfg),
+        "backbone": backbone.model_dump(),
         "mean": mean,  # resolved: what predict, export and a logged model normalise with
         "std": std,
-        "pool": head["pool"],
-        "head": {"in_features": in_features, "units": head["units"], "dropout": head["dropout"]},
+        "pool": head.pool,
+        "head": {"in_features": in_features, "units": head.units, "dropout": head.dropout},
     }
 
 
-def network_name(technique: dict, backbone_cfg: dict) -> str:
+def network_name(technique: Technique, backbone: Backbone) -> str:
     """What a technique's metrics and runs call its network: the backbone's name, or small_convnet."""
-    return "small_convnet" if technique["kind"] == "scratch" else backbone_cfg["name"]
-
-
-def is_cached(technique: dict) -> bool:
-    """Feature extraction in cached mode: the base runs once over every image and the head trains on its features."""
-    return technique["kind"] == "feature_extract" and technique["mode"] == "cached"
+    return "small_convnet" if technique.kind == "scratch" else backbone.name
 
 
 def build_head(spec: dict) -> DenseHead:

@@ -25,6 +25,7 @@ from smallvision.features import FeatureExtractor, cached_features, features_key
 from smallvision.models import backbones
 from smallvision.models.heads import TransferNet
 from smallvision.modules.classifier import ImageInput
+from smallvision.schema import Backbone, FeatureExtract, FineTune, Scratch
 
 
 @dataclass
@@ -32,8 +33,8 @@ class Inputs:
     """What a builder starts from: the technique's and backbone's config, the classes, the decoded images (one
     row per manifest record), how images are augmented, and where cached features and the head to fine-tune are."""
 
-    technique: dict
-    backbone: dict
+    technique: Scratch | FeatureExtract | FineTune
+    backbone: Backbone
     classes: list[str]
     images: np.ndarray
     augmentation: AffineConfig | None
@@ -78,15 +79,15 @@ def head(inp: Inputs) -> Setup:
     With `tta` or `cached_flips` the features of the horizontally flipped images are cached too, and each row holds
     both views, (N, 2, D): test-time augmentation averages them, `cached_flips` trains on either at random."""
     bb, tech = inp.backbone, inp.technique
-    pool = tech["head"]["pool"]
-    base = backbones.create_backbone(bb)
-    spec = networks.make_spec(tech, bb, inp.classes, backbones.feature_dim(base, tech["image_size"], pool))
+    pool = tech.head.pool
+    base = backbones.create_backbone(bb.model_dump())  # the record a network's spec carries
+    spec = networks.make_spec(tech, bb, inp.classes, backbones.feature_dim(base, tech.image_size, pool))
     views = []
-    for flip in (False, True) if tech["tta"] or tech["cached_flips"] else (False,):
+    for flip in (False, True) if tech.tta or tech.cached_flips else (False,):
         key = features_key(bb, networks.spec_resize(spec), pool, inp.manifest_digest, str(inp.trainer.precision), flip)
         extractor = FeatureExtractor(base, pool, spec["mean"], spec["std"], inp.channels_last, flip)
-        path = features_path(inp.features_dir, bb["name"], key)
-        views.append(cached_features(inp.trainer, extractor, inp.images, path, tech["extract_batch_size"]))
+        path = features_path(inp.features_dir, bb.name, key)
+        views.append(cached_features(inp.trainer, extractor, inp.images, path, tech.extract_batch_size))
     features = views[0] if len(views) == 1 else np.stack(views, axis=1)
     dense = networks.build_head(spec)
     return Setup(dense, spec, features, None, [], parameter_count(base) + parameter_count(dense))
@@ -95,24 +96,24 @@ def head(inp: Inputs) -> Setup:
 def transfer(inp: Inputs) -> Setup:
     """Base + head on images; fine-tune starts from feature-extract's head and unfreezes the base's top blocks."""
     bb, tech = inp.backbone, inp.technique
-    pool = tech["head"]["pool"]
-    base = backbones.create_backbone(bb)
-    spec = networks.make_spec(tech, bb, inp.classes, backbones.feature_dim(base, tech["image_size"], pool))
+    pool = tech.head.pool
+    base = backbones.create_backbone(bb.model_dump())  # the record a network's spec carries
+    spec = networks.make_spec(tech, bb, inp.classes, backbones.feature_dim(base, tech.image_size, pool))
     net = TransferNet(base, networks.build_head(spec), pool)
     unfreeze, batchnorm = 0, "frozen"
-    if tech["kind"] == "fine_tune":
-        unfreeze, batchnorm = tech["unfreeze_blocks"], tech["batchnorm"]
+    if isinstance(tech, FineTune):
+        unfreeze, batchnorm = tech.unfreeze_blocks, tech.batchnorm
         net.head.load_state_dict(trained_head(inp.head_checkpoint, spec))
     frozen = backbones.freeze_base(net.base, unfreeze, batchnorm)
     image_input = ImageInput(tuple(spec["mean"]), tuple(spec["std"]), inp.augmentation, inp.channels_last)
-    return Setup(net, spec, inp.images, image_input, frozen, parameter_count(net), tech["kind"] == "fine_tune")
+    return Setup(net, spec, inp.images, image_input, frozen, parameter_count(net), isinstance(tech, FineTune))
 
 
 BUILDERS: dict[str, Callable[[Inputs], Setup]] = {"scratch": scratch, "head": head, "transfer": transfer}
 
 
-def builder(technique: dict) -> Callable[[Inputs], Setup]:
-    """The builder of the network a technique trains (its kind is checked by `smallvision.settings`)."""
+def builder(technique: Scratch | FeatureExtract | FineTune) -> Callable[[Inputs], Setup]:
+    """The builder of the network a technique trains."""
     return BUILDERS[networks.network_of(technique)]
 
 

@@ -8,7 +8,7 @@ report's figures all call it, so a network always sees its input the way it was 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import timm
@@ -17,6 +17,7 @@ from timm.data import resolve_data_config
 from torch import Tensor
 
 from smallvision.data.images import Resize
+from smallvision.schema import Backbone
 
 
 def timm_data_config(timm_name: str) -> dict:
@@ -26,28 +27,28 @@ def timm_data_config(timm_name: str) -> dict:
     return resolve_data_config({}, pretrained_cfg=pretrained.to_dict() if pretrained else {})
 
 
-def backbone_normalisation(backbone_cfg: Mapping) -> tuple[list[float], list[float]]:
+def backbone_normalisation(backbone: Backbone) -> tuple[list[float], list[float]]:
     """The per-channel mean and std (0-1 scale) a pretrained backbone's input is normalised with: `backbone.mean` and
     `backbone.std`, each taken from timm's pretrained config of `backbone.timm_name` when null (EfficientNet-Lite:
     0.5 and 0.5; VGG16 and ResNet-50: ImageNet's 0.485/0.456/0.406 and 0.229/0.224/0.225)."""
-    mean, std = backbone_cfg["mean"], backbone_cfg["std"]
+    mean, std = backbone.mean, backbone.std
     if mean is None or std is None:
-        timm_cfg = timm_data_config(backbone_cfg["timm_name"])
+        timm_cfg = timm_data_config(backbone.timm_name)
         mean = timm_cfg["mean"] if mean is None else mean
         std = timm_cfg["std"] if std is None else std
     return [float(v) for v in mean], [float(v) for v in std]
 
 
-def backbone_resize(backbone_cfg: Mapping, image_size: int) -> Resize:
+def backbone_resize(backbone: Backbone, image_size: int) -> Resize:
     """How photos are resized for a pretrained backbone at `image_size`: `backbone.resize` (crop: as it was trained;
     squash: Keras' target_size), with `backbone.crop_pct` and `backbone.interpolation`, each taken from timm's
     pretrained config of `backbone.timm_name` when null (EfficientNet-Lite0: crop 0.875, bicubic)."""
-    timm_cfg = timm_data_config(backbone_cfg["timm_name"])
+    timm_cfg = timm_data_config(backbone.timm_name)
     return Resize(
         image_size,
-        backbone_cfg["resize"],
-        crop_pct=backbone_cfg["crop_pct"] or timm_cfg["crop_pct"],
-        interpolation=backbone_cfg["interpolation"] or timm_cfg["interpolation"],
+        backbone.resize,
+        crop_pct=backbone.crop_pct or timm_cfg["crop_pct"],
+        interpolation=backbone.interpolation or timm_cfg["interpolation"],
     )
 
 

@@ -28,6 +28,7 @@ from smallvision.data.preprocess import normalise, to_pixels
 from smallvision.errors import DivergedError
 from smallvision.modules.optim import lr_scheduler, make_optimizer, param_groups
 from smallvision.networks import class_probabilities
+from smallvision.schema import LrSchedule, Optimizer
 from smallvision.shards import gather_shards
 
 
@@ -46,22 +47,23 @@ class ClassifierModule(L.LightningModule):
         self,
         net: nn.Module,
         num_classes: int,
-        optimizer: dict,
+        optimizer: Optimizer,
         image_input: ImageInput | None,
         frozen: list[nn.Module] = (),
         seed: int = 0,
         spec: dict | None = None,
-        schedule: dict | None = None,
+        schedule: LrSchedule | None = None,
         tta: bool = False,
         feature_flips: bool = False,
     ) -> None:
         super().__init__()
         # `spec` (plain types) says how to rebuild `net`; it is what checkpoints carry besides weights
-        self.save_hyperparameters({"spec": spec or {}, "optimizer": optimizer, "num_classes": num_classes})
+        hyper = {"spec": spec or {}, "optimizer": optimizer.model_dump(), "num_classes": num_classes}
+        self.save_hyperparameters(hyper)
         self.net = net
         self.num_classes = num_classes
         self.optimizer_cfg = optimizer
-        self.schedule = schedule or {"name": "constant", "warmup_epochs": 0}
+        self.schedule = schedule  # None: one constant rate
         self.tta = tta
         self.feature_flips = feature_flips  # cached features of (image, flip): train on either, at random
         self.image_input = image_input
@@ -224,7 +226,7 @@ class ClassifierModule(L.LightningModule):
         if bad:
             raise DivergedError(
                 f"training diverged in epoch {row['epoch']}: the {' and the '.join(bad)}; stopped, and no "
-                f"metrics.json was written. Lower the learning rate (optimizer.lr={self.optimizer_cfg['lr']:g})"
+                f"metrics.json was written. Lower the learning rate (optimizer.lr={self.optimizer_cfg.lr:g})"
             )
 
     def on_test_epoch_end(self) -> None:
