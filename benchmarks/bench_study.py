@@ -1,8 +1,8 @@
 """Benchmarks 2, 4 and 5: the whole study on the dev archive, stage by stage, then DVC's no-op and one-change reruns.
 
-    python benchmarks/bench_study.py --experiment quick            # ~15-30 min on a 2-core CPU
-    python benchmarks/bench_study.py --experiment quick --reruns-only  # only 4, on the workspace of an earlier run
-    python benchmarks/bench_study.py --experiment default --no-reruns  # 2 and 5 for the book's epochs (~2 h)
+    python benchmarks/bench_study.py --preset quick            # ~15-30 min on a 2-core CPU
+    python benchmarks/bench_study.py --preset quick --reruns-only  # only 4, on the workspace of an earlier run
+    python benchmarks/bench_study.py --preset default --no-reruns  # 2 and 5 for the book's epochs (~2 h)
 
 Each stage runs as `dvc repro --single-item <stage>` in a fresh copy of the project (so nothing is cached),
 timed, with its peak memory. Then: `dvc repro` with nothing changed (the no-op, against `dvc status` as the
@@ -69,7 +69,7 @@ def run_study(project: Path, start_at: str | None = None) -> list[dict]:
     return rows
 
 
-def reruns(project: Path, experiment: str, lr_overrides: list[str]) -> dict:
+def reruns(project: Path, preset: str, lr_overrides: list[str]) -> dict:
     status = [run_measured([*DVC, "status"], project) for _ in range(3)]
     noop = [run_measured([*DVC, "repro"], project) for _ in range(3)]
     if any(ran_stages(m.output) for m in noop):
@@ -81,7 +81,7 @@ def reruns(project: Path, experiment: str, lr_overrides: list[str]) -> dict:
         flush=True,
     )
 
-    dev_workspace(project, f"experiment={experiment}", *lr_overrides)
+    dev_workspace(project, f"preset={preset}", *lr_overrides)
     changed = run_measured([*DVC, "repro"], project)
     stages = ran_stages(changed.output)
     print(
@@ -105,8 +105,8 @@ def reruns(project: Path, experiment: str, lr_overrides: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--experiment", default="quick")
-    parser.add_argument("--workdir", type=Path, default=None, help="default: /tmp/smallvision-bench-<experiment>")
+    parser.add_argument("--preset", default="quick")
+    parser.add_argument("--workdir", type=Path, default=None, help="default: /tmp/smallvision-bench-<preset>")
     parser.add_argument("--reruns-only", action="store_true", help="skip the study; the workspace must hold one")
     parser.add_argument(
         "--no-reruns",
@@ -126,20 +126,20 @@ def main() -> None:
 
     # The stages pick their own precision (`trainer.precision`) from what this CPU offers; it is recorded here.
     say(hardware.detect().describe())
-    project = args.workdir or Path(f"/tmp/smallvision-bench-{args.experiment}")
-    result: dict = {"experiment": args.experiment, "workdir": str(project), "overrides": args.override}
+    project = args.workdir or Path(f"/tmp/smallvision-bench-{args.preset}")
+    result: dict = {"preset": args.preset, "workdir": str(project), "overrides": args.override}
     if not args.reruns_only:
         has_run = (project / "dvc.lock").exists()
         if has_run and not args.start_at:
             sys.exit(f"{project} already holds a run: remove it, or pass --reruns-only or --start-at")
         if args.start_at and not has_run:
             sys.exit(f"{project} holds no run to resume")
-        dev_workspace(project, f"experiment={args.experiment}", *args.override, refresh_code=bool(args.start_at))
+        dev_workspace(project, f"preset={args.preset}", *args.override, refresh_code=bool(args.start_at))
         stages = run_study(project, args.start_at)
         result["started_at"] = args.start_at
         total = round(sum(s["wall_s"] for s in stages), 1)
         peak = max(s["peak_rss_mb"] for s in stages)
-        target = TARGETS.get(args.experiment)
+        target = TARGETS.get(args.preset)
         what = f"stages from {args.start_at} on" if args.start_at else "whole study"
         print(
             f"{what}: {total:.0f} s = {total / 60:.1f} min"
@@ -152,8 +152,8 @@ def main() -> None:
         )  # before the one-change rerun replaces fine-tune's
     if not args.no_reruns:
         lr = [*args.override, f"techniques.fine_tune.optimizer.lr={args.new_lr}"]
-        result["reruns"] = reruns(project, args.experiment, lr)
-    save(f"study-{args.experiment}", result)
+        result["reruns"] = reruns(project, args.preset, lr)
+    save(f"study-{args.preset}", result)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def smoke_project(workdir: Path, *overrides: str) -> Path:
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     copy_project(workdir)
-    compose_params(workdir, "experiment=smoke", *overrides)
+    compose_params(workdir, "preset=smoke", *overrides)
     return workdir
 
 
@@ -81,7 +81,7 @@ def smoke_study(table: Table, workdir: Path) -> None:
 def quick_study(table: Table, workdir: Path, archive: Path) -> None:
     project = workdir / "quick"
     shutil.rmtree(project, ignore_errors=True)
-    dev_workspace(project, "experiment=quick", "trainer=gpu", source=archive)
+    dev_workspace(project, "preset=quick", "trainer=gpu", source=archive)
     total = 0.0
     for stage in stage_names(project):
         m = run_measured([*DVC, "repro", "--single-item", stage], project)

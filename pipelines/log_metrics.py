@@ -3,7 +3,7 @@ server unreachable: training went on and wrote models/<technique>/). Becomes a c
 the run the training job would have made (`tracking.publish_folder`).
 
     python pipelines/log_metrics.py technique=fine_tune
-    python pipelines/log_metrics.py technique=augment experiment=quick   # the overrides the training run had
+    python pipelines/log_metrics.py technique=augment preset=quick   # the overrides the training run had
 """
 
 from pathlib import Path
@@ -31,7 +31,7 @@ def main(cfg: DictConfig) -> None:
     if other:  # it would sit under this study's run as one of its techniques
         raise ConfigError(
             f"{models / technique} was {other}: log it with the overrides it was trained with "
-            "(e.g. experiment=..., seed=...)"
+            "(e.g. preset=..., seed=...)"
         )
     tracker = tracking.study_tracker(settings, root, digest)
     plain = settings.model_dump()

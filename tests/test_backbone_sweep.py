@@ -102,7 +102,7 @@ def test_the_sweep_writes_its_backbone_comparison_and_each_fine_tune_finds_its_o
 @pytest.mark.slow  # ~2-4 min: 12 jobs, each building a pretrained EfficientNet-Lite
 def test_backbone_multirun_end_to_end(tmp_path):
     project = make_dataset(tmp_path, per_class=12)
-    quick = ["data=synthetic", "trainer.progress=false", "logger.enabled=false", "experiment=smoke"]
+    quick = ["data=synthetic", "trainer.progress=false", "logger.enabled=false", "preset=smoke"]
     run([sys.executable, str(ROOT / "pipelines" / "train.py"), "-m", *SWEEP, *quick], project, timeout=1800)
     (sweep,) = [p.parent for p in (project / "multirun").rglob("multirun.yaml")]
     saved = json.loads((sweep / "backbone_comparison.json").read_text())["rows"]

@@ -48,8 +48,8 @@ def test_the_import_walk_finds_nested_and_from_imports_and_skips_code_without_ef
 def test_a_training_stage_reads_what_its_technique_needs_and_every_key_exists():
     cfg = config().model_dump()  # the stages read the settings as entry scripts print them
     reads = {s.name: s.reads(cfg) for s in stages.registry(cfg["paths"])}
-    assert reads["train-baseline"] == ["techniques.baseline", "trainer", "seed", "study"]
-    assert reads["augment"] == ["techniques.augment", "augmentation", "trainer", "seed", "study"]
+    assert reads["train-baseline"] == ["techniques.baseline", "trainer", "seed", "preset"]
+    assert reads["augment"] == ["techniques.augment", "augmentation", "trainer", "seed", "preset"]
     assert reads["fine-tune"][:3] == ["techniques.fine_tune", "backbone", "augmentation"]
     assert stages.training_reads({**cfg, "technique": "fine_tune"}) == reads["fine-tune"]
     for name, keys in reads.items():  # a misspelt key would fail the stage at its start
@@ -60,13 +60,13 @@ def test_a_training_stage_reads_what_its_technique_needs_and_every_key_exists():
 def test_shown_config_is_compact_and_the_part_the_stage_reads(capsys: pytest.CaptureFixture) -> None:
     cfg = config("technique=augment", "techniques.augment.epochs=3").model_dump()
     part = show_config("train augment", cfg, stages.training_reads(cfg))
-    assert list(part) == ["techniques", "augmentation", "trainer", "seed", "study"]
+    assert list(part) == ["techniques", "augmentation", "trainer", "seed", "preset"]
     assert list(part["techniques"]) == ["augment"] and part["techniques"]["augment"]["epochs"] == 3
     assert part["seed"] == cfg["seed"] and part["trainer"] == cfg["trainer"]
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "train augment: configuration read" and len(lines) <= 12  # a few lines per section
     assert lines[1].startswith("  techniques: {augment: {name: augment, kind: scratch,")
-    assert lines[-2:] == [f"  seed: {cfg['seed']}", f"  study: {cfg['study']}"]
+    assert lines[-2:] == [f"  seed: {cfg['seed']}", f"  preset: {cfg['preset']}"]
     assert yaml.safe_load("\n".join(lines[1:])) == part  # what is printed is the config, as YAML
 
 

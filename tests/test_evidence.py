@@ -43,7 +43,7 @@ def fake_run(folder: Path, technique: str, correct: list[bool], order: int = 0, 
         "technique": technique,
         "test_accuracy": sum(correct) / len(correct),
         "test_images": len(correct),
-        "study": "quick",
+        "preset": "quick",
         "seed": 42,
         "manifest": MANIFEST,
         **metrics,
@@ -109,8 +109,8 @@ def test_provenance_fields_name_the_preset_seed_data_commit_and_config():
     cfg = config("technique=baseline")
     saved = provenance.fields(cfg, "ab" * 32, "c0ffee")
     assert set(saved) == set(provenance.FIELDS)
-    assert {k: saved[k] for k in ("study", "seed", "dataset", "data_source", "manifest", "git_commit")} == {
-        "study": "smoke",
+    assert {k: saved[k] for k in ("preset", "seed", "dataset", "data_source", "manifest", "git_commit")} == {
+        "preset": "smoke",
         "seed": 42,
         "dataset": "synthetic",
         "data_source": "synthetic",
@@ -119,7 +119,7 @@ def test_provenance_fields_name_the_preset_seed_data_commit_and_config():
     }
     same_study = provenance.config_hash(config("technique=augment"))  # the four stages of a study share it
     assert saved["config_hash"] == same_study != provenance.config_hash(config("techniques.augment.epochs=9"))
-    assert provenance.mismatch({"study": "smoke", "seed": 7}, provenance.identity(cfg, "ab" * 32)) == (
+    assert provenance.mismatch({"preset": "smoke", "seed": 7}, provenance.identity(cfg, "ab" * 32)) == (
         "trained with seed 7, not this study's seed 42"
     )
 
@@ -130,10 +130,10 @@ def test_study_comparison_pairs_by_path_and_leaves_out_another_preset(tmp_path):
     fake_run(models / "baseline", "baseline", base)
     fake_run(models / "augment", "augment", aug, order=1)  # rows in another order: paired by path
     _, fe = table(both=70, only_first=10, only_second=8, neither=12)
-    fake_run(models / "feature_extract", "feature_extract", fe, study="default")  # the direct run
+    fake_run(models / "feature_extract", "feature_extract", fe, preset="default")  # the direct run
     fake_run(models / "fine_tune", "fine_tune", fe, manifest="ffffffffffff")
 
-    study = evidence.study_comparison(models, {"study": "quick", "seed": 42, "manifest": MANIFEST})
+    study = evidence.study_comparison(models, {"preset": "quick", "seed": 42, "manifest": MANIFEST})
     assert [row["technique"] for row in study.rows] == ["baseline", "augment"]
     assert "step_from" not in study.rows[0]
     augment = study.rows[1]
@@ -165,13 +165,13 @@ def test_runs_tested_on_different_images_are_never_paired(tmp_path):
 
 
 def test_unrecorded_provenance_is_kept_with_a_note(tmp_path):
-    fake_run(tmp_path / "models" / "baseline", "baseline", [True, False], study=None)
+    fake_run(tmp_path / "models" / "baseline", "baseline", [True, False], preset=None)
     metrics = tmp_path / "models" / "baseline" / "metrics.json"
-    metrics.write_text(json.dumps({k: v for k, v in json.loads(metrics.read_text()).items() if k != "study"}))
-    study = evidence.study_comparison(tmp_path / "models", {"study": "quick", "seed": 42, "manifest": MANIFEST})
+    metrics.write_text(json.dumps({k: v for k, v in json.loads(metrics.read_text()).items() if k != "preset"}))
+    study = evidence.study_comparison(tmp_path / "models", {"preset": "quick", "seed": 42, "manifest": MANIFEST})
     assert len(study.rows) == 1 and not study.excluded
     (note,) = study.notes
-    assert note.startswith("baseline: its metrics.json records no study (trained before provenance was recorded)")
+    assert note.startswith("baseline: its metrics.json records no preset (trained before provenance was recorded)")
 
 
 def _compare(*argv: str) -> None:
@@ -327,7 +327,7 @@ def test_a_direct_run_of_another_preset_stays_off_the_study_run(tmp_path, monkey
     project = make_dataset(tmp_path, per_class=12)
     fast = ("logger.enabled=true", "techniques.baseline.epochs=1", "techniques.augment.epochs=1")
     run_training(config("technique=baseline", *fast), project)  # the smoke study
-    run_training(config("technique=augment", "study=default", *fast), project)  # a direct run, another preset
+    run_training(config("technique=augment", "preset=default", *fast), project)  # a direct run, another preset
     client = MlflowClient(f"sqlite:///{tmp_path.as_posix()}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("smallvision").experiment_id])
     parents = {r.info.run_name: r.data.metrics for r in runs if "mlflow.parentRunId" not in r.data.tags}
@@ -346,7 +346,7 @@ def test_the_seed_study_command_writes_the_aggregate_with_its_paired_tests(tmp_p
 
     project = make_dataset(tmp_path, per_class=12)
     sweep = tmp_path / "multirun" / "seeds"
-    command = [sys.executable, str(ROOT / "pipelines" / "train.py"), "-m", "experiment=smoke"]
+    command = [sys.executable, str(ROOT / "pipelines" / "train.py"), "-m", "preset=smoke"]
     command += ["technique=baseline,augment,feature_extract,fine_tune", "seed=0,1", f"hydra.sweep.dir={sweep}"]
     run(command, project)
     saved = json.loads((sweep / "seed_comparison.json").read_text())

@@ -168,7 +168,7 @@ def test_what_a_stage_downloads_or_allocates_is_capped(tmp_path, monkeypatch, ca
     make_dataset(tmp_path, per_class=8)
     before = files_under(tmp_path)
     if case == "image_size":
-        outcome = run_stage("train", capsys, "experiment=smoke", "logger.enabled=false", *overrides)
+        outcome = run_stage("train", capsys, "preset=smoke", "logger.enabled=false", *overrides)
     else:  # the disk has 1000 bytes free; the training job as the entry script runs it (its Hydra parts aside)
         from smallvision import training
         from smallvision.data import cache

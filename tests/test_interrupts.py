@@ -41,7 +41,7 @@ HYDRA = ["--config-dir", ".", "--config-name", "params", "hydra.output_subdir=nu
 # epochs of ~1-2 s on 2 CPU cores (100 training images at 96 px), so a kill after the first checkpoint lands
 # mid-training with several epochs still to go
 LONG_EPOCHS = [
-    "experiment=smoke",
+    "preset=smoke",
     "logger.enabled=false",
     "data.synthetic.per_class=100",
     "techniques.baseline.image_size=96",

@@ -27,7 +27,7 @@ HYDRA = ("--config-dir", ".", "--config-name", "params", "hydra.output_subdir=nu
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     project = copy_project(tmp_path_factory.mktemp("project"))
-    compose_params(project, "experiment=smoke")
+    compose_params(project, "preset=smoke")
     (project / "repro.log").write_text(run([sys.executable, "-m", "dvc", "repro"], project).stdout)
     return project
 
@@ -53,8 +53,8 @@ def test_dvc_repro_runs_the_whole_study(project):
         # `dvc metrics show` prints each technique's numbers
         assert shown[f"models/{technique}/metrics.json"]["data"]["test_accuracy"] == metrics["test_accuracy"]
         # where the numbers came from (no commit yet in this fresh repository)
-        assert {k: metrics[k] for k in ("study", "seed", "dataset", "data_source", "git_commit")} == {
-            "study": "smoke",
+        assert {k: metrics[k] for k in ("preset", "seed", "dataset", "data_source", "git_commit")} == {
+            "preset": "smoke",
             "seed": 42,
             "dataset": "synthetic",
             "data_source": "synthetic",
@@ -215,7 +215,7 @@ def test_mlflow_holds_each_runs_data_config_and_network_and_the_champion(project
             assert torch.allclose(logged(images), ImageClassifier(net, spec["mean"], spec["std"]).eval()(images))
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     visualize = yaml.safe_load(Path(client.download_artifacts(parent.info.run_id, "config/visualize.yaml")).read_text())
-    assert visualize == {k: params[k] for k in ("visualize", "augmentation", "study", "seed")}
+    assert visualize == {k: params[k] for k in ("visualize", "augmentation", "preset", "seed")}
     champion = client.get_model_version_by_alias("smallvision-classifier", "champion")
     best = max(children.values(), key=lambda r: (r.data.metrics["best_val_accuracy"], -r.info.start_time))
     assert champion.run_id == best.info.run_id  # chosen on validation accuracy
@@ -312,7 +312,7 @@ def test_a_dvc_queue_runs_a_parameter_grid_and_exp_show_lists_the_test_accuracie
     subprocess.run(["git", "commit", "-qm", "the study"], cwd=project, check=True, env={**os.environ, **IDENTITY})
     workspace_metrics = (project / "models/baseline/metrics.json").read_text()
     dvc = [sys.executable, "-m", "dvc"]
-    grid = ["-S", "experiment=smoke", "-S", "logger.enabled=false", "-S", "techniques.baseline.optimizer.lr=1e-3,2e-3"]
+    grid = ["-S", "preset=smoke", "-S", "logger.enabled=false", "-S", "techniques.baseline.optimizer.lr=1e-3,2e-3"]
     run([*dvc, "exp", "run", "train-baseline", "--queue", *grid], project, **IDENTITY)
     assert run([*dvc, "queue", "status"], project).stdout.count("Queued") == 2
     run([*dvc, "exp", "run", "--run-all"], project, **IDENTITY)

@@ -215,7 +215,7 @@ def test_under_ddp_the_start_is_validated_exactly_and_kept(tmp_path):
     root = make_dataset(tmp_path, per_class=12, classes=("circle", "square", "triangle"))
     common = [
         "data=synthetic",
-        "experiment=smoke",
+        "preset=smoke",
         "logger.enabled=false",
         "trainer.precision=32-true",
         WRECKING_LR,

@@ -389,7 +389,7 @@ def test_multirun_with_ddp_runs_each_job_once_on_two_processes(tmp_path):
 def test_dvc_queue_runs_a_parameter_grid_and_exp_show_lists_test_accuracy(tmp_path):
     project = copy_project(tmp_path / "project")
     # the smoke preset (generated data, tiny epochs), written into params.yaml as `dvc exp run -S` does
-    compose_params(project, "experiment=smoke", "logger.enabled=false")
+    compose_params(project, "preset=smoke", "logger.enabled=false")
     subprocess.run(["git", "add", "-A"], cwd=project, check=True)
     subprocess.run(
         ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "project"],
@@ -412,7 +412,7 @@ def test_dvc_queue_runs_a_parameter_grid_and_exp_show_lists_test_accuracy(tmp_pa
             "train-baseline",
             "--queue",
             "-S",
-            "experiment=smoke",
+            "preset=smoke",
             "-S",
             "logger.enabled=false",
             "-S",

@@ -164,7 +164,7 @@ def test_the_dvc_metrics_file_and_the_study_run_carry_the_same_numbers(
     from smallvision.visualize.comparison import write_comparison_metrics
 
     rows = [
-        {"technique": "baseline", "test_accuracy": 0.65, "seed": 42, "study": "quick"},
+        {"technique": "baseline", "test_accuracy": 0.65, "seed": 42, "preset": "quick"},
         {"technique": "augment", "test_accuracy": 0.75, "step_from": "baseline", "step_p_value": 0.041, "step_lost": 5},
     ]
     saved = json.loads(write_comparison_metrics(rows, tmp_path / "metrics" / "comparison.json").read_text())
@@ -587,7 +587,7 @@ def test_the_log_later_command_logs_a_finished_technique_on_its_study_run(tmp_pa
                 sys.executable,
                 str(ROOT / "pipelines" / "log_metrics.py"),
                 "technique=baseline",
-                "experiment=smoke",
+                "preset=smoke",
                 f"logger.tracking_uri={uri}",
                 "hydra.run.dir=.",
                 "hydra.output_subdir=null",

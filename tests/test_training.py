@@ -49,7 +49,7 @@ def test_small_convnet_matches_the_book():
 
 def _preset(name: str) -> Settings:
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return load_settings(compose("config", overrides=[f"experiment={name}"]))
+        return load_settings(compose("config", overrides=[f"preset={name}"]))
 
 
 def validate(settings: Settings, technique: str) -> None:
@@ -111,7 +111,7 @@ def test_the_other_presets_are_what_the_readme_says():
     smoke = _preset("smoke")
     assert smoke.data.name == "synthetic" and smoke.trainer.progress is False
     playbook = _preset("playbook")
-    assert playbook.study == "playbook"
+    assert playbook.preset == "playbook"
     bb = playbook.backbone
     assert (bb.name, bb.image_size, bb.resize, bb.unfreeze_blocks) == (
         "efficientnet_lite2",

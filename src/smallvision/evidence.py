@@ -179,11 +179,11 @@ def _one_study(runs: Sequence[Run]) -> None:
     unseeded = [run.label for run in runs if "seed" not in run.metrics]
     if unseeded:
         raise DataError(f"{unseeded[0]} records no seed: rerun its training job")
-    for key in ("study", "manifest"):
+    for key in ("preset", "manifest"):
         values = {str(run.metrics[key]) for run in runs if key in run.metrics}
         if len(values) > 1:
             raise DataError(
-                f"the jobs were trained with different {provenance.WORDS[key]}s ({', '.join(sorted(values))}):"
+                f"the jobs were trained with different {key}s ({', '.join(sorted(values))}):"
                 " their seeds are not one study and are not averaged; run one sweep per setting"
             )
 
@@ -275,5 +275,5 @@ def compare_lines(report: Mapping[str, Any]) -> list[str]:
     ]
     for key in report["provenance_differs"]:
         values = [report["provenance"][side][key] for side in ("first", "second")]
-        lines.append(f"  note: the two differ in {provenance.WORDS[key]}: {values[0]} and {values[1]}")
+        lines.append(f"  note: the two differ in {key}: {values[0]} and {values[1]}")
     return lines

@@ -1,6 +1,6 @@
 """Where a technique's numbers came from, and which runs make one study.
 
-Training writes `fields(...)` into metrics.json: the preset (`study`), the seed, the data source and the hash of
+Training writes `fields(...)` into metrics.json: the preset, the seed, the data source and the hash of
 the manifest it trained and tested on, the git commit, a hash of the config and the time it finished. A
 comparison (the report, the study's MLflow run) keeps only runs of one study: the same preset, seed and manifest
 (`identity`); `mismatch` says why another run does not belong.
@@ -20,10 +20,9 @@ if TYPE_CHECKING:
     from smallvision.schema import Settings
 
 # the metrics.json keys that say where a run came from ("technique" is there too, from training)
-FIELDS = ("study", "seed", "dataset", "data_source", "manifest", "git_commit", "config_hash", "trained_at")
+FIELDS = ("preset", "seed", "dataset", "data_source", "manifest", "git_commit", "config_hash", "trained_at")
 # what two runs must share to be compared in one study
-IDENTITY = ("study", "seed", "manifest")
-WORDS = {"study": "preset", "seed": "seed", "manifest": "manifest"}  # what each identity key is called
+IDENTITY = ("preset", "seed", "manifest")
 
 
 def git_commit(root: Path) -> str | None:
@@ -45,7 +44,7 @@ def config_hash(cfg: Settings) -> str:
 
 def identity(cfg: Settings, manifest_digest: str) -> dict[str, Any]:
     """What makes a run part of the study `cfg` describes: its preset, its seed and its manifest (12 hex digits)."""
-    return {"study": cfg.study, "seed": cfg.seed, "manifest": manifest_digest[:12]}
+    return {"preset": cfg.preset, "seed": cfg.seed, "manifest": manifest_digest[:12]}
 
 
 def fields(cfg: Settings, manifest_digest: str, commit: str | None) -> dict[str, Any]:
@@ -71,6 +70,6 @@ def mismatch(row: Mapping[str, Any], expected: Mapping[str, Any]) -> str | None:
     differ = [key for key in IDENTITY if key in row and key in expected and row[key] != expected[key]]
     if not differ:
         return None
-    theirs = ", ".join(f"{WORDS[key]} {row[key]}" for key in differ)
-    ours = ", ".join(f"{WORDS[key]} {expected[key]}" for key in differ)
+    theirs = ", ".join(f"{key} {row[key]}" for key in differ)
+    ours = ", ".join(f"{key} {expected[key]}" for key in differ)
     return f"trained with {theirs}, not this study's {ours}"

@@ -614,7 +614,7 @@ class Settings(Section):
     techniques: dict[str, TechniqueSettings]
     technique: str
     seed: SEED
-    study: str
+    preset: str
     paths: Folders
     lr_find: LrFind
     predict: Predict

@@ -25,7 +25,7 @@ from smallvision.data.manifest import MANIFEST, REPORT
 from smallvision.runs import CHECKPOINT, CONFUSION, HISTORY, METRICS, PREDICTIONS
 
 HYDRA_VARS = "--config-dir . --config-name params hydra.output_subdir=null hydra.run.dir=."
-STUDY_NOTE = "the preset's name: metrics.json records it and the comparison checks it"
+PRESET_NOTE = "the preset's name: metrics.json records it and the comparison checks it"
 PACKAGE = "src/smallvision"
 
 # Code the stages import that cannot change their DVC outputs: listed as deps, an edit to it would rerun the
@@ -102,7 +102,7 @@ def training_reads(cfg: Mapping[str, Any]) -> list[str]:
         keys.append("backbone")
     if tech["augment"]:
         keys.append("augmentation")
-    return [*keys, "trainer", "seed", "study"]
+    return [*keys, "trainer", "seed", "preset"]
 
 
 _IMAGE_LIMITS = ("data.max_image_pixels", "data.max_image_bytes")
@@ -159,12 +159,12 @@ def registry(paths: Mapping[str, str]) -> tuple[Stage, ...]:
         Stage(
             "visualize",
             "visualize",
-            params=("visualize", "augmentation", "study", "seed"),
+            params=("visualize", "augmentation", "preset", "seed"),
             deps=(manifest, split_report, *(f"{s.folder}/{name}" for s in training for name in TRAINING_FILES)),
             outs=(Out(paths["reports"], cache=False),),
             metrics=(Out(paths["comparison"], cache=False),),
             notes={
-                "study": "the comparison keeps the runs of this preset, seed and manifest only",
+                "preset": "the comparison keeps the runs of this preset, seed and manifest only",
                 "metrics": "the comparison with its paired tests: the numbers the study's MLflow run logs",
             },
         ),
@@ -206,7 +206,7 @@ def _training(
         metrics=(Out(f"{folder}/{METRICS}", cache=False),),
         plots=(Out(f"{folder}/{HISTORY}", cache=False), Out(f"{folder}/{PREDICTIONS}", cache=False)),
         no_effect={f"{PACKAGE}/evidence.py": "the paired tests the job logs on the study's MLflow run"},
-        notes={"study": STUDY_NOTE, **(notes or {})},
+        notes={"preset": PRESET_NOTE, **(notes or {})},
     )
 
 

@@ -33,7 +33,7 @@ def config(*overrides: str) -> Settings:
     """conf/ composed with the smoke preset, tracking off, then `overrides` (e.g. more epochs where a test needs
     the network to learn), as the typed settings an entry script builds."""
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return load_settings(compose("config", overrides=["experiment=smoke", "logger.enabled=false", *overrides]))
+        return load_settings(compose("config", overrides=["preset=smoke", "logger.enabled=false", *overrides]))
 
 
 def technique(name: str = "baseline", **changes) -> Scratch | FeatureExtract | FineTune:

@@ -278,9 +278,9 @@ def study_tracker(
     """The tracker of the study `cfg` runs in: its parent run is found by the study name, the dataset, the seed and
     the manifest (what makes one study: `provenance.identity`; so the training stages, visualize and a later
     `pipelines/log_metrics.py` share one parent), or by the sweep folder for a Hydra sweep's jobs."""
-    study, dataset, seed = cfg.study, cfg.data.name, cfg.seed
-    key = f"sweep:{sweep_dir}" if sweep_dir else f"{study}/{dataset}/seed {seed}/{manifest_digest[:12]}"
-    name = f"sweep {Path(sweep_dir).name}" if sweep_dir else f"study {study} ({dataset}, seed {seed})"
+    preset, dataset, seed = cfg.preset, cfg.data.name, cfg.seed
+    key = f"sweep:{sweep_dir}" if sweep_dir else f"{preset}/{dataset}/seed {seed}/{manifest_digest[:12]}"
+    name = f"sweep {Path(sweep_dir).name}" if sweep_dir else f"study {preset} ({dataset}, seed {seed})"
     return StudyTracker(
         resolve_tracking_uri(cfg.logger.tracking_uri, root),
         cfg.logger.experiment_name,

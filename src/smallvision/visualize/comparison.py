@@ -97,7 +97,7 @@ def provenance_cells(row: Mapping[str, Any]) -> list[str]:
     data = f"{dataset} ({source})" if source not in (None, "", dataset) else dataset
     return [
         str(row["technique"]),
-        str(row.get("study") or "—"),
+        str(row.get("preset") or "—"),
         str(row["seed"]) if row.get("seed") is not None else "—",
         str(data or "—"),
         str(row.get("manifest") or "—"),

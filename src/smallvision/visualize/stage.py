@@ -146,7 +146,7 @@ def run_visualize(settings: Settings, root: Path) -> Outcome:
     out.index = write_index(
         reports / INDEX,
         page,
-        f"smallvision study: {settings.study}",
+        f"smallvision study: {settings.preset} preset",
         f"Dataset {settings.data.name}: {len(report.split('test'))} test images, classes {', '.join(classes)}.",
         footer,
     )
