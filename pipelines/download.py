@@ -16,8 +16,9 @@ from smallvision import stages
 from smallvision.checks import check_settings
 from smallvision.data.skipped import SKIPPED, read_skipped
 from smallvision.data.sources import fetch_source
-from smallvision.entrypoints import friendly_errors, show_config, to_dict
+from smallvision.entrypoints import check_output, friendly_errors, show_config, to_dict
 from smallvision.errors import ConfigError
+from smallvision.files import OUTPUT_MARKER
 
 _SHOW_SKIPPED = 20  # longer lists: see the file
 
@@ -32,6 +33,7 @@ def main(cfg: DictConfig) -> None:
             f"data.source is not set (data={data.name}); give a folder or archive: data.source=/path/to/images"
         )
     show_config("download", to_dict(cfg), stages.reads("download", to_dict(cfg)))
+    check_output("download", to_dict(cfg))
     source = str(data.source)
     if source != "synthetic" and not urlparse(source).scheme[1:]:  # a local path (or C:\... on Windows)
         source = to_absolute_path(source)
@@ -44,10 +46,13 @@ def main(cfg: DictConfig) -> None:
         connect_timeout_s=data.connect_timeout_s,
         max_extract_bytes=data.max_extract_bytes,
         max_download_bytes=data.max_download_bytes,
+        min_download_rate=(data.min_download_bytes_per_s, data.download_rate_window_s),
         synthetic=to_dict(data.synthetic) if data.synthetic is not None else None,
         retries=data.download_retries,
     )
-    files = sum(1 for p in raw.rglob("*") if p.is_file() and p != raw / SKIPPED)
+    files = sum(
+        1 for p in raw.rglob("*") if p.is_file() and p.relative_to(raw).as_posix() not in (SKIPPED, OUTPUT_MARKER)
+    )
     print(f"download: {files} files from {data.source} in {cfg.paths.raw}")
     skipped = read_skipped(raw)
     if skipped:

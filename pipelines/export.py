@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from smallvision import stages
 from smallvision.checks import check_settings, one_of
 from smallvision.data.manifest import load_manifest
-from smallvision.entrypoints import friendly_errors, show_config, to_dict
+from smallvision.entrypoints import check_output, friendly_errors, show_config, to_dict
 from smallvision.export import ONNX_FILE, PREPROCESSING_FILE, TORCHSCRIPT_FILE, export_checkpoint, parity_images
 from smallvision.runs import CHECKPOINT
 
@@ -23,6 +23,7 @@ def main(cfg: DictConfig) -> None:
     c = to_dict(cfg)
     check_settings(c, "export")
     show_config("export", c, stages.reads("export", c))
+    check_output("export", c)
     settings, out = c["export"], Path(c["paths"]["export"])
     technique = one_of(settings["technique"], "export.technique", list(c["techniques"]))
     records, _ = load_manifest(Path(c["paths"]["prepared"]))

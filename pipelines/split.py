@@ -14,7 +14,7 @@ from smallvision import stages
 from smallvision.checks import check_settings
 from smallvision.data.manifest import REPORT, SPLITS
 from smallvision.data.split import prepare_split
-from smallvision.entrypoints import friendly_errors, show_config, to_dict
+from smallvision.entrypoints import check_output, friendly_errors, show_config, to_dict
 
 _SHOW_DROPPED = 20  # longer lists: see the report file
 
@@ -24,6 +24,7 @@ _SHOW_DROPPED = 20  # longer lists: see the report file
 def main(cfg: DictConfig) -> None:
     check_settings(to_dict(cfg), "split")
     show_config("split", to_dict(cfg), stages.reads("split", to_dict(cfg)))
+    check_output("split", to_dict(cfg))
     data = cfg.data
     prepared = Path(to_absolute_path(cfg.paths.prepared))
     report = prepare_split(

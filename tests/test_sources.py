@@ -17,6 +17,7 @@ import pytest
 
 from smallvision.data.sources import fetch_source
 from smallvision.errors import ConfigError, DataError
+from smallvision.files import OUTPUT_MARKER
 
 
 def fetch(source, raw, **kwargs):
@@ -24,11 +25,12 @@ def fetch(source, raw, **kwargs):
 
 
 def tree(root: Path) -> dict[str, bytes]:
-    """Every file under root with its bytes (links as their target text), to compare before/after."""
+    """Every file under root with its bytes (links as their target text), to compare before/after; the stage's
+    marker on its raw folder aside."""
     return {
         p.relative_to(root).as_posix(): (str(p.readlink()).encode() if p.is_symlink() else p.read_bytes())
         for p in sorted(root.rglob("*"))
-        if p.is_file() or p.is_symlink()
+        if (p.is_file() or p.is_symlink()) and p != root / OUTPUT_MARKER
     }
 
 
@@ -54,6 +56,7 @@ def test_local_zip_is_extracted_in_place_without_copying(tmp_path, image_zip):
     before = image_zip.read_bytes()
     assert fetch(image_zip, raw) == raw
     assert (raw / "PetImages" / "Cat" / "0.jpg").is_file() and len(tree(raw)) == 6
+    assert (raw / OUTPUT_MARKER).read_text() == "download\n"  # its next run may replace it
     assert image_zip.read_bytes() == before
     # no downloads/ folder, no copy of the zip, no leftovers
     assert everything_under(tmp_path / "data") == {"raw"} | {f"raw/{p}" for p in everything_under(raw)}

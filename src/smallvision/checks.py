@@ -156,6 +156,8 @@ NUMBERS: dict[str, Check] = {
     "data.download_retries": _whole(0, 100),
     "data.max_extract_bytes": _BYTES,
     "data.max_download_bytes": _BYTES,
+    "data.min_download_bytes_per_s": _real(0, 1e9, low_open=True, why="bytes per second"),
+    "data.download_rate_window_s": _SECONDS,
     "data.synthetic.per_class": _whole(1, _BIG),
     "data.synthetic.image_size": _whole(16, 4096, "px"),
     "data.synthetic.seed": _SEED,
@@ -236,7 +238,9 @@ NUMBERS: dict[str, Check] = {
     "visualize.kernels.columns": _COLUMNS,
     "lr_find.min_lr": _real(0, 10, low_open=True, why="below lr_find.max_lr"),
     "lr_find.max_lr": _real(0, 10, low_open=True),
-    "lr_find.num_training": _whole(12, _BIG, "the suggestion skips the first 10 points and needs 2 more"),
+    "lr_find.num_training": _whole(
+        12, 10_000, "the suggestion skips the first 10 points and needs 2 more; a range test needs a few hundred"
+    ),
     "export.opset": _whole(18, 100, "PyTorch's torch.export-based exporter writes opset 18 and newer"),
     "export.check_images": _whole(2, 10_000, "the parity check's batch"),
     "export.tolerance": _real(0, 1, low_open=True, why="the largest difference from PyTorch's outputs"),
@@ -267,6 +271,8 @@ STAGES: dict[str, tuple[str, ...]] = {
         "data.download_retries",
         "data.max_extract_bytes",
         "data.max_download_bytes",
+        "data.min_download_bytes_per_s",
+        "data.download_rate_window_s",
         "data.synthetic",
     ),
     "split": ("seed", "data.split", "data.workers", *_IMAGE_LIMITS),

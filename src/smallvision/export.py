@@ -27,7 +27,7 @@ from smallvision.data.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, load_
 from smallvision.data.manifest import Record
 from smallvision.data.preprocess import network_input
 from smallvision.errors import DataError
-from smallvision.files import staging_dir
+from smallvision.files import check_output_folder, staging_dir
 from smallvision.networks import class_probabilities, load_checkpoint, spec_resize
 
 ONNX_FILE = "model.onnx"
@@ -64,6 +64,7 @@ def export_checkpoint(
     inputs, read under data.max_image_pixels and data.max_image_bytes. Returns what preprocessing.json holds."""
     # 18: the oldest opset PyTorch's torch.export-based exporter writes
     opset, tolerance = whole_number(opset, "export.opset", minimum=18), positive_number(tolerance, "export.tolerance")
+    check_output_folder(Path(out_dir), "export", "paths.export")
     net, spec = load_checkpoint(Path(checkpoint))
     model = WithProbabilities(net).eval()
     resize = spec_resize(spec)  # as the network was trained
@@ -71,7 +72,7 @@ def export_checkpoint(
     x = network_input(pixels, spec["mean"], spec["std"])
     with torch.no_grad():
         expected = [t.numpy() for t in model(x)]
-    with staging_dir(Path(out_dir)) as tmp:
+    with staging_dir(Path(out_dir), "export") as tmp:
         _write_onnx(model, x, tmp / ONNX_FILE, opset)
         _write_torchscript(model, x, tmp / TORCHSCRIPT_FILE)
         differences = {

@@ -54,7 +54,7 @@ def extract_archive(archive: Path, raw_dir: Path, *, max_extract_bytes: float, p
             f"{archive} is not a readable zip or tar archive (corrupt or incomplete?); "
             "check the file, download it again, or point data.source at a folder of images"
         )
-    with staging_dir(raw_dir) as tmp:
+    with staging_dir(raw_dir, "download") as tmp:
         try:
             skipped = extract(archive, tmp, int(max_extract_bytes), progress)
         except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as err:

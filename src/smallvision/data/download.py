@@ -4,7 +4,9 @@ Bytes arrive in `<download_dir>/<name>.part`, an interrupted transfer resumes wi
 the file is renamed to `<name>` only after its size (and sha256, when configured) check out. A finished download
 is reused by later runs. Offline, the error comes within the connect timeout and names a local-copy fix.
 A transfer never grows past the expected size (data.size) or, when that is not known, data.max_download_bytes:
-a server that announces more is refused before any byte is written, one that sends more is cut off.
+a server that announces more is refused before any byte is written, one that sends more is cut off. A server that
+sends too slowly (less than data.min_download_bytes_per_s over data.download_rate_window_s) is cut off too: one that
+drips a byte every few seconds never trips the read timeout, which starts again with every byte.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import re
 import socket
 import threading
+import time
 from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.parse import unquote, urlparse
@@ -45,12 +48,15 @@ def download(
     retries: int = 3,
     progress: bool = True,
     max_bytes: float = DEFAULT_MAX_DOWNLOAD_BYTES,
+    min_rate: tuple[float, float] | None = None,
 ) -> Path:
     """Download `url` into `download_dir` and return the complete, verified file.
 
     Bytes arrive in `<name>.part`; an interrupted transfer resumes from its end (HTTP Range),
     and the file gets its final name only once complete and verified, so a file with the
     final name is always complete. At most `size` bytes (when given) or `max_bytes` are accepted.
+    `min_rate` is (bytes per second, window in seconds): a transfer slower than that over a window is cut off,
+    its bytes kept for a resume (None: no floor).
     """
     name = unquote(Path(urlparse(url).path).name) or "download"
     final = Path(download_dir) / name
@@ -71,7 +77,7 @@ def download(
 
     for _attempt in range(retries + 1):
         try:
-            total = _transfer(url, part, timeout_s=timeout_s, progress=progress, cap=cap)
+            total = _transfer(url, part, timeout_s=timeout_s, progress=progress, cap=cap, min_rate=min_rate)
             break
         except _Interrupted as err:
             last_error = err
@@ -114,9 +120,33 @@ class _Cap:
         )
 
 
-def _transfer(url: str, part: Path, *, timeout_s: float, progress: bool, cap: _Cap) -> int | None:
+class _Pace:
+    """The slowest a transfer may go: at least `bytes_per_s` over every window of `window_s` seconds."""
+
+    def __init__(self, min_rate: tuple[float, float] | None, received: int) -> None:
+        self.bytes_per_s, self.window_s = min_rate if min_rate is not None else (0.0, float("inf"))
+        self.start, self.received = time.monotonic(), received
+
+    def check(self, received: int, url: str, part: Path) -> None:
+        elapsed = time.monotonic() - self.start
+        if elapsed < self.window_s:
+            return
+        rate = (received - self.received) / elapsed
+        if rate < self.bytes_per_s:
+            raise DataError(
+                f"download of {url} stopped: the server sent {rate:.0f} bytes per second over the last {elapsed:.0f} "
+                f"s, less than data.min_download_bytes_per_s={self.bytes_per_s:g}; {received} bytes are kept in "
+                f"{part}: run again to resume, or {_local_copy_hint(url)}"
+            )
+        self.start, self.received = time.monotonic(), received
+
+
+def _transfer(
+    url: str, part: Path, *, timeout_s: float, progress: bool, cap: _Cap, min_rate: tuple[float, float] | None
+) -> int | None:
     """Fetch the rest of `url` into `part`. Returns the total size the server announced (None: unknown)."""
     offset = part.stat().st_size if part.exists() else 0
+    pace = _Pace(min_rate, offset)  # from the request on: a server slow to answer counts too
     headers = {"User-Agent": "smallvision", "Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
@@ -164,7 +194,7 @@ def _transfer(url: str, part: Path, *, timeout_s: float, progress: bool, cap: _C
         ):
             while True:
                 try:
-                    chunk = response.read(CHUNK)
+                    chunk = response.read1(CHUNK)  # what has arrived: a slow server is judged between reads
                 except (http.client.HTTPException, OSError) as err:
                     raise _Interrupted(f"connection lost: {err!r}") from None
                 if not chunk:
@@ -174,6 +204,7 @@ def _transfer(url: str, part: Path, *, timeout_s: float, progress: bool, cap: _C
                     break
                 out.write(chunk)
                 bar.update(len(chunk))
+                pace.check(received, url, part)
         if received > cap.limit:
             raise cap.refuse(url, part, f"kept sending past {cap.limit:,} bytes")
     received = part.stat().st_size

@@ -30,7 +30,7 @@ from smallvision.data.archives import extract_archive
 from smallvision.data.download import DEFAULT_MAX_DOWNLOAD_BYTES, download, verify_file
 from smallvision.data.skipped import Skipped, write_skipped
 from smallvision.errors import ConfigError, DataError
-from smallvision.files import special_file_kind, staging_dir
+from smallvision.files import check_output_folder, special_file_kind, staging_dir
 
 _HTTP_SCHEMES = ("http", "https")
 
@@ -44,6 +44,7 @@ def fetch_source(
     connect_timeout_s: float = 10,
     max_extract_bytes: float = 4e9,
     max_download_bytes: float = DEFAULT_MAX_DOWNLOAD_BYTES,
+    min_download_rate: tuple[float, float] | None = None,
     download_dir: Path | None = None,
     synthetic: dict | None = None,
     progress: bool = True,
@@ -53,12 +54,15 @@ def fetch_source(
 
     `sha256`/`size` verify a downloaded or local archive. `connect_timeout_s` bounds the
     connection and every read of a download; `retries` is how many times an interrupted
-    transfer is resumed within this call; `max_download_bytes` caps a transfer when `size` is not given.
+    transfer is resumed within this call; `max_download_bytes` caps a transfer when `size` is not given;
+    `min_download_rate` (bytes per second, window in seconds) cuts off a transfer slower than that.
     `synthetic` holds the keyword arguments of `smallvision.data.synthetic.generate` when `source == "synthetic"`.
     """
     raw_dir = Path(raw_dir)
     source = str(source).strip()
     _check_options(sha256, size, connect_timeout_s, max_extract_bytes, max_download_bytes, retries)
+    for key, value in zip(("data.min_download_bytes_per_s", "data.download_rate_window_s"), min_download_rate or ()):
+        NUMBERS[key](value, key)
     if source == "synthetic":
         _generate_synthetic(raw_dir, synthetic or {})
         return raw_dir
@@ -67,6 +71,7 @@ def fetch_source(
     if scheme in _HTTP_SCHEMES:
         download_dir = Path(download_dir) if download_dir is not None else raw_dir.parent / "downloads"
         _refuse_inside(download_dir, raw_dir, what="the download folder")
+        check_output_folder(raw_dir, "download", "paths.raw")
         archive = download(
             source,
             download_dir,
@@ -76,6 +81,7 @@ def fetch_source(
             retries=retries,
             progress=progress,
             max_bytes=max_download_bytes,
+            min_rate=min_download_rate,
         )
         extract_archive(archive, raw_dir, max_extract_bytes=max_extract_bytes, progress=progress)
         return raw_dir
@@ -93,6 +99,7 @@ def fetch_source(
             "set data.source to one of those"
         )
     _refuse_inside(path, raw_dir, what="the data source")
+    check_output_folder(raw_dir, "download", "paths.raw")
     if path.is_dir():
         copy_folder(path, raw_dir, progress=progress)
     else:
@@ -135,7 +142,10 @@ def copy_folder(source: Path, raw_dir: Path, *, progress: bool = True) -> None:
                 left_out.add(name)
         return left_out
 
-    with staging_dir(raw_dir) as tmp, tqdm(total=count, desc="copy", unit="file", disable=not progress) as bar:
+    with (
+        staging_dir(raw_dir, "download") as tmp,
+        tqdm(total=count, desc="copy", unit="file", disable=not progress) as bar,
+    ):
 
         def copy(src: str, dst: str) -> None:
             shutil.copy2(src, dst)
@@ -152,7 +162,7 @@ def _generate_synthetic(raw_dir: Path, options: dict) -> None:
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise ConfigError(f"unknown data.synthetic keys {unknown}; allowed: {sorted(allowed)}")
-    with staging_dir(raw_dir) as tmp:
+    with staging_dir(raw_dir, "download") as tmp:
         generate(tmp, **options)
 
 
