@@ -206,3 +206,31 @@ def test_the_learning_rate_finder_is_bounded(tmp_path, monkeypatch, capsys):
     outcome = run_stage("lr_find", capsys, "experiment=smoke", "logger.enabled=false", "lr_find.num_training=1000000")
     assert_one_line_error(outcome, "lr_find.num_training=1000000")
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- sources that would replace folders
+
+
+@pytest.mark.parametrize("name", ["%2e%2e%2fescaped.zip", "%2fetc%2fpasswd", "%2e", "%2e%2e", "a%5cb.zip"])
+def test_a_url_whose_file_name_decodes_to_a_path_is_refused(tmp_path, monkeypatch, capsys, name):
+    """The download's file name comes from the URL: decoded to `../x`, `/x` or `.` it would land outside the
+    download folder, or replace the folder itself with a file."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "downloads").mkdir(parents=True)
+    (tmp_path / "data" / "downloads" / "earlier.zip").write_bytes(b"an earlier download")
+    before = snapshot(tmp_path)
+    outcome = run_stage("download", capsys, "data=folder", f"data.source=http://127.0.0.1:9/files/{name}")
+    assert_one_line_error(outcome, "not a plain file name", "give a URL that ends in a file name")
+    assert snapshot(tmp_path) == before
+
+
+def test_a_file_of_zeros_is_not_an_empty_archive(tmp_path, monkeypatch, capsys):
+    """tarfile reads zeros as an empty tar: the raw folder was replaced by an empty one, and the run exited 0."""
+    monkeypatch.chdir(tmp_path)
+    project_files(tmp_path)
+    assert run_stage("download", capsys, "data=folder", "data.source=photos").code == 0
+    (tmp_path / "zeros.tar").write_bytes(bytes(20480))
+    before = snapshot(tmp_path)
+    outcome = run_stage("download", capsys, "data=folder", "data.source=zeros.tar")
+    assert_one_line_error(outcome, "zeros.tar is not a readable zip or tar archive")
+    assert snapshot(tmp_path) == before

@@ -59,6 +59,11 @@ def download(
     its bytes kept for a resume (None: no floor).
     """
     name = unquote(Path(urlparse(url).path).name) or "download"
+    if not _is_plain(name):  # %2e%2e%2f...: it would land outside download_dir; %2e: on it
+        raise DataError(
+            f"the URL {url} names its file {name!r} once decoded, not a plain file name; "
+            f"give a URL that ends in a file name, or {_local_copy_hint(url)}"
+        )
     final = Path(download_dir) / name
     part = final.with_name(name + ".part")
     for path in (final, part):
@@ -247,8 +252,14 @@ def _check_resolvable(url: str, timeout_s: float) -> None:
         )
 
 
+def _is_plain(name: str) -> bool:
+    """A file name of its own: no folder part, not `.` or `..` (what a URL's %-escapes can decode to)."""
+    return name not in (".", "..") and not any(c in name for c in "/\\\0")
+
+
 def _local_copy_hint(url: str) -> str:
-    name = unquote(Path(urlparse(url).path).name) or "archive.zip"
+    name = unquote(Path(urlparse(url).path).name)
+    name = name if name and _is_plain(name) else "archive.zip"
     return f"use a local copy: data=folder data.source=/path/to/{name}"
 
 
