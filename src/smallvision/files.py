@@ -75,7 +75,8 @@ def check_output_folder(path: Path, owner: str, key: str | None = None, given: s
         raise ConfigError(f"{where} is {what}, not a folder: the {owner} stage writes a folder there; give a new path")
     marker = path / OUTPUT_MARKER
     if marker.is_file() and not marker.is_symlink():
-        made_by = marker.read_text(encoding="utf-8", errors="replace").strip()
+        with open(marker, "rb") as fh:
+            made_by = fh.read(100).decode("utf-8", "replace").strip()  # a stage's name, not a file to load whole
         if made_by == owner:
             return
         raise ConfigError(
