@@ -126,9 +126,10 @@ def test_the_stages_own_or_an_empty_folder_is_replaced(tmp_path, monkeypatch, ca
 
 
 class DrippingServer:
-    """A local server that announces `size` bytes, then sends one byte every `every_s` seconds until closed."""
+    """A local server that announces `size` bytes, then sends one byte every `every_s` seconds until closed; with
+    `in_headers`, the bytes drip into a header line that never ends."""
 
-    def __init__(self, size: int = 10_000, every_s: float = 0.1) -> None:
+    def __init__(self, size: int = 10_000, every_s: float = 0.1, in_headers: bool = False) -> None:
         self.stop, self.sent = threading.Event(), 0
         server = self
 
@@ -139,7 +140,11 @@ class DrippingServer:
             def do_GET(self) -> None:
                 self.send_response(200)
                 self.send_header("Content-Length", str(size))
-                self.end_headers()
+                if in_headers:
+                    self.flush_headers()  # the status line and Content-Length, then a header that drips
+                    self.wfile.write(b"X-Drip: ")
+                else:
+                    self.end_headers()
                 try:
                     while server.sent < size and not server.stop.wait(every_s):
                         self.wfile.write(b"P")
@@ -158,11 +163,24 @@ class DrippingServer:
         self.httpd.server_close()
 
 
-def test_a_server_that_drips_is_cut_off(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize(
+    ("in_headers", "message", "left"),
+    [
+        (
+            False,
+            ["less than data.min_download_bytes_per_s=100", "drip.zip.part: run again to resume"],
+            ["drip.zip.part"],
+        ),
+        (True, ["the server did not answer within data.download_rate_window_s=1 s"], []),
+    ],
+    ids=["body", "headers"],
+)
+def test_a_server_that_drips_is_cut_off(tmp_path, monkeypatch, capsys, in_headers, message, left):
     """One byte every 0.1 s never trips the 5 s read timeout; the pace floor (100 bytes/s over 1 s) cuts it off
-    within seconds, keeping what arrived for a resume, and the raw folder is never touched."""
+    within seconds, in the body (what arrived is kept for a resume) as in the headers, and the raw folder is never
+    made."""
     monkeypatch.chdir(tmp_path)
-    server = DrippingServer()
+    server = DrippingServer(in_headers=in_headers)
     started = time.monotonic()
     try:
         with deadline(60):
@@ -178,13 +196,10 @@ def test_a_server_that_drips_is_cut_off(tmp_path, monkeypatch, capsys):
     finally:
         server.close()
     assert time.monotonic() - started < 20
-    assert_one_line_error(outcome, "less than data.min_download_bytes_per_s=100", "drip.zip.part: run again to resume")
+    assert_one_line_error(outcome, *message)
     assert 0 < server.sent < 100
-    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
-        "data",
-        "data/downloads",
-        "data/downloads/drip.zip.part",
-    ]
+    found = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    assert found == ["data", "data/downloads", *(f"data/downloads/{name}" for name in left)]
 
 
 @pytest.mark.parametrize(

@@ -132,6 +132,32 @@ class _Pace:
         self.bytes_per_s, self.window_s = min_rate if min_rate is not None else (0.0, float("inf"))
         self.start, self.received = time.monotonic(), received
 
+    def answer(self, request: Request, timeout_s: float):
+        """urlopen(request) within one window: every byte restarts the socket's timeout, so a server that drips its
+        status line or headers would hold urlopen for ever. Past the window the download stops and the request is left
+        to its thread, a daemon, which cannot keep the process alive."""
+        if self.window_s == float("inf"):
+            return urlopen(request, timeout=timeout_s)
+        done: list = []
+
+        def ask() -> None:
+            try:
+                done.append(urlopen(request, timeout=timeout_s))
+            except BaseException as err:  # noqa: BLE001 - raised again in the caller's thread
+                done.append(err)
+
+        worker = threading.Thread(target=ask, daemon=True)
+        worker.start()
+        worker.join(self.window_s)
+        if not done:
+            raise DataError(
+                f"download of {request.full_url} stopped: the server did not answer within "
+                f"data.download_rate_window_s={self.window_s:g} s; try again later, or {_local_copy_hint(request.full_url)}"
+            )
+        if isinstance(done[0], BaseException):
+            raise done[0]
+        return done[0]
+
     def check(self, received: int, url: str, part: Path) -> None:
         elapsed = time.monotonic() - self.start
         if elapsed < self.window_s:
@@ -156,7 +182,7 @@ def _transfer(
     if offset:
         headers["Range"] = f"bytes={offset}-"
     try:
-        response = urlopen(Request(url, headers=headers), timeout=timeout_s)
+        response = pace.answer(Request(url, headers=headers), timeout_s)
     except HTTPError as err:
         if err.code == 416 and offset:  # nothing left to send: either complete or a wrong .part
             total = _content_range(err.headers.get("Content-Range", ""))[1]
