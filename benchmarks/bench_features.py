@@ -27,8 +27,10 @@ from torchvision import datasets, transforms
 
 from smallvision.data.cache import image_array
 from smallvision.data.manifest import load_manifest, manifest_digest
+from smallvision.data.preprocess import backbone_normalisation
 from smallvision.features import FeatureExtractor, cached_features
 from smallvision.models import backbones
+from smallvision.schema import Backbone, Settings
 
 import hardware
 from common import dev_split, imagefolder, project_config, save, say
@@ -46,8 +48,8 @@ def base_model(bb: dict) -> tuple[torch.nn.Module, str]:
         ), "random"
 
 
-def ours(base, bb: dict, cfg: dict, images: np.ndarray, batch: int, precision: str) -> float:
-    trainer_cfg = cfg["trainer"]
+def ours(base, bb: Backbone, cfg: Settings, images: np.ndarray, batch: int, precision: str) -> float:
+    trainer_cfg = cfg.trainer
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,
@@ -56,19 +58,19 @@ def ours(base, bb: dict, cfg: dict, images: np.ndarray, batch: int, precision: s
         enable_model_summary=False,
         precision=precision,
     )
-    extractor = FeatureExtractor(base, bb["head_pool"], bb["mean"], bb["std"], trainer_cfg["channels_last"])
+    extractor = FeatureExtractor(base, bb.head_pool, *backbone_normalisation(bb), trainer_cfg.channels_last)
     cached_features(trainer, extractor, images[:batch], Path(tempfile.mktemp(suffix=".npy")), batch)  # warm-up
     t = time.perf_counter()
     cached_features(trainer, extractor, images, Path(tempfile.mktemp(suffix=".npy")), batch)
     return len(images) / (time.perf_counter() - t)
 
 
-def reference(base, bb: dict, folder: Path) -> tuple[float, int]:
-    size = bb["image_size"]
+def reference(base, bb: Backbone, folder: Path) -> tuple[float, int]:
+    size = bb.image_size
     dataset = datasets.ImageFolder(
         str(folder),
         transform=transforms.Compose(
-            [transforms.Resize((size, size)), transforms.ToTensor(), transforms.Normalize(bb["mean"], bb["std"])]
+            [transforms.Resize((size, size)), transforms.ToTensor(), transforms.Normalize(*backbone_normalisation(bb))]
         ),
     )
     loader = DataLoader(dataset, batch_size=REFERENCE_BATCH, num_workers=2)
@@ -76,7 +78,7 @@ def reference(base, bb: dict, folder: Path) -> tuple[float, int]:
     seen, started = 0, None
     with torch.no_grad():
         for x, _ in loader:
-            backbones.pool_features(backbones.extract_features(base, x), bb["head_pool"])
+            backbones.pool_features(backbones.extract_features(base, x), bb.head_pool)
             if started is None:  # the first batch warms up (workers start, kernels pick algorithms)
                 started = time.perf_counter()
             else:
@@ -100,22 +102,28 @@ def main() -> None:
     results = {}
     for name in args.backbone or BACKBONES:
         cfg = project_config(f"backbone={name}")
-        bb = cfg["backbone"]
-        base, weights = base_model(bb)
+        bb = cfg.backbone
+        base, weights = base_model(bb.model_dump())
         images = image_array(
-            [r.file for r in records], bb["image_size"], args.workdir / "cache", digest, progress=False
+            [r.file for r in records],
+            bb.image_size,
+            args.workdir / "cache",
+            digest,
+            cfg.data.workers,
+            False,
+            cfg.data.image_limits,
         )[subset[REFERENCE_BATCH:]]
-        batch = cfg["techniques"]["feature_extract"]["extract_batch_size"]
-        precision = hardware.trained_precision(cfg["trainer"]["precision"], "cpu", cpu)
+        batch = cfg.techniques["feature_extract"].extract_batch_size
+        precision = hardware.trained_precision(cfg.trainer.precision, "cpu", cpu)
         ref, _ = reference(base, bb, imagefolder(records, subset, args.workdir / f"imagefolder-first-{len(subset)}"))
         say(f"{name:20s} reference {ref:6.1f} img/s (fp32, batch {REFERENCE_BATCH})")
         mine = ours(base, bb, cfg, np.ascontiguousarray(images), batch, precision)
         say(
-            f"{name:20s} {bb['image_size']} px ({weights} weights): ours {mine:6.1f} img/s ({precision}, "
+            f"{name:20s} {bb.image_size} px ({weights} weights): ours {mine:6.1f} img/s ({precision}, "
             f"batch {batch}): {mine / ref:.2f}x the reference"
         )
         results[name] = {
-            "image_size": bb["image_size"],
+            "image_size": bb.image_size,
             "weights": weights,
             "ours_images_per_s": round(mine, 2),
             "reference_images_per_s": round(ref, 2),

@@ -20,8 +20,9 @@ import numpy as np
 from PIL import Image
 
 from smallvision.data.split import available_cores, prepare_split
+from smallvision.schema import Split
 
-from common import save, say
+from common import project_config, save, say
 
 TARGET_S = 120
 WIDTH, HEIGHT = 500, 375
@@ -52,9 +53,12 @@ def generate(raw: Path, per_class: int) -> float:
 
 
 def timed_split(raw: Path, out: Path, workers: int, per_class: int) -> float:
-    amounts = {"train": per_class // 2, "val": per_class // 4, "test": per_class // 4}
+    amounts = Split(train=per_class // 2, val=per_class // 4, test=per_class // 4)
+    limits = project_config().data.image_limits
     t = time.perf_counter()
-    report = prepare_split(raw, out, split=amounts, seed=42, workers=workers, progress=True)
+    report = prepare_split(
+        raw, out, split=amounts, seed=42, classes=None, workers=workers, limits=limits, progress=True
+    )
     elapsed = time.perf_counter() - t
     kept = sum(sum(c.values()) for c in report.counts.values())
     assert kept == 2 * per_class and not report.dropped, "every generated image must be kept"

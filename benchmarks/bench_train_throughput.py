@@ -42,6 +42,7 @@ from smallvision.data.datamodule import ArrayDataModule, SplitArrays
 from smallvision.data.manifest import load_manifest, manifest_digest
 from smallvision.modules.classifier import ClassifierModule, ImageInput
 from smallvision.modules.optim import make_optimizer
+from smallvision.schema import Settings
 
 import hardware
 from common import DEV_ARCHIVE, Progress, dev_split, imagefolder, project_config, save, say
@@ -76,7 +77,7 @@ def images_per_s(times: list[float], warmup: int, batch: int) -> float:
 
 
 def ours(
-    cfg: dict,
+    cfg: Settings,
     images: np.ndarray,
     labels: np.ndarray,
     rows: dict,
@@ -88,15 +89,15 @@ def ours(
     compile: bool = False,
     device: str = "cpu",
 ) -> float:
-    tech = cfg["techniques"]["augment"]
-    spec = networks.make_spec(tech, cfg["backbone"], classes)
-    augmentation = AffineConfig.from_mapping(cfg["augmentation"])
+    tech = cfg.techniques["augment"]
+    spec = networks.make_spec(tech, cfg.backbone, classes)
+    augmentation = AffineConfig.of(cfg.augmentation)
     image_input = ImageInput(tuple(spec["mean"]), tuple(spec["std"]), augmentation, channels_last)
     net = networks.build_net(spec)
     if compile:  # as training.py does for trainer.compile=true; the warm-up batches absorb the compile
         net.compile()
-    module = ClassifierModule(net, len(classes), tech["optimizer"], image_input, seed=0, spec=spec)
-    data = ArrayDataModule(SplitArrays(images, labels, rows, classes), tech["batch_size"], seed=0)
+    module = ClassifierModule(net, len(classes), tech.optimizer, image_input, seed=0, spec=spec)
+    data = ArrayDataModule(SplitArrays(images, labels, rows, classes), tech.batch_size, seed=0)
     layout = "channels_last" if channels_last else "NCHW"
     clock = StepClock(Progress(f"ours ({precision}, {layout})", warmup + steps + 1), device)
     trainer = L.Trainer(
@@ -113,12 +114,12 @@ def ours(
         callbacks=[clock],
     )
     trainer.fit(module, datamodule=data)
-    return images_per_s(clock.times, warmup, tech["batch_size"])
+    return images_per_s(clock.times, warmup, tech.batch_size)
 
 
-def reference_transforms(cfg: dict, size: int, mean, std) -> transforms.Compose:
+def reference_transforms(cfg: Settings, size: int, mean, std) -> transforms.Compose:
     """The book's ImageDataGenerator as torchvision's per-image transforms (isotropic zoom, shear in degrees)."""
-    aug = cfg["augmentation"]
+    aug = cfg.augmentation.model_dump()
     return transforms.Compose(
         [
             transforms.Resize((size, size)),
@@ -135,17 +136,17 @@ def reference_transforms(cfg: dict, size: int, mean, std) -> transforms.Compose:
     )
 
 
-def reference(cfg: dict, folder: Path, warmup: int, steps: int, device: str = "cpu") -> float:
-    tech = cfg["techniques"]["augment"]
+def reference(cfg: Settings, folder: Path, warmup: int, steps: int, device: str = "cpu") -> float:
+    tech = cfg.techniques["augment"]
     classes = sorted(p.name for p in folder.iterdir())
-    spec = networks.make_spec(tech, cfg["backbone"], classes)
+    spec = networks.make_spec(tech, cfg.backbone, classes)
     dataset = datasets.ImageFolder(
-        str(folder), transform=reference_transforms(cfg, tech["image_size"], spec["mean"], spec["std"])
+        str(folder), transform=reference_transforms(cfg, tech.image_size, spec["mean"], spec["std"])
     )
-    loader = DataLoader(dataset, batch_size=tech["batch_size"], shuffle=True, num_workers=2, drop_last=True)
+    loader = DataLoader(dataset, batch_size=tech.batch_size, shuffle=True, num_workers=2, drop_last=True)
     net = networks.build_net(spec).to(device)
     net.train()
-    optimizer = make_optimizer(net.parameters(), tech["optimizer"])
+    optimizer = make_optimizer(net.parameters(), tech.optimizer)
     times, progress = [], Progress("reference", warmup + steps + 1)
     for i, (x, y) in enumerate(loader):
         x, y = x.to(device), y.to(device)
@@ -157,14 +158,14 @@ def reference(cfg: dict, folder: Path, warmup: int, steps: int, device: str = "c
         progress.step()
         if i == warmup + steps:
             break
-    return images_per_s(times, warmup, tech["batch_size"])
+    return images_per_s(times, warmup, tech.batch_size)
 
 
-def step_flops(cfg: dict, classes: list[str]) -> float:
+def step_flops(cfg: Settings, classes: list[str]) -> float:
     """FLOPs of one training step (forward + backward) of the network at the configured batch and image size."""
-    tech = cfg["techniques"]["augment"]
-    net = networks.build_net(networks.make_spec(tech, cfg["backbone"], classes))
-    x = torch.randn(tech["batch_size"], 3, tech["image_size"], tech["image_size"])
+    tech = cfg.techniques["augment"]
+    net = networks.build_net(networks.make_spec(tech, cfg.backbone, classes))
+    x = torch.randn(tech.batch_size, 3, tech.image_size, tech.image_size)
     with FlopCounterMode(display=False) as counter:
         net(x).sum().backward()
     return float(counter.get_total_flops())
@@ -250,10 +251,10 @@ def main() -> None:
     cpu = hardware.detect(args.assume_no_bf16)
     cfg = project_config("technique=augment", f"techniques.augment.image_size={args.image_size}")
     default = (
-        hardware.trained_precision(cfg["trainer"]["precision"], args.device, cpu),
-        cfg["trainer"]["channels_last"],
+        hardware.trained_precision(cfg.trainer.precision, args.device, cpu),
+        cfg.trainer.channels_last,
     )
-    batch = cfg["techniques"]["augment"]["batch_size"]
+    batch = cfg.techniques["augment"].batch_size
     say(cpu.describe())
     say(f"augment stage on {args.device}, {args.image_size} px, batch {batch}: trains in {default[0]}")
 
@@ -268,7 +269,9 @@ def main() -> None:
         args.image_size,
         args.workdir / "cache",
         manifest_digest(prepared / "manifest.csv"),
-        progress=False,
+        cfg.data.workers,
+        False,
+        cfg.data.image_limits,
     )
     cache_s = time.perf_counter() - t
     say(f"decode-once cache of {len(records)} images ready in {cache_s:.1f} s (built once per manifest and size)")

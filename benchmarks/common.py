@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 import psutil
 
 if TYPE_CHECKING:  # hardware imports torch and Lightning: only the functions that need it import it
+    from smallvision.schema import Settings
+
     from hardware import Cpu
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,26 +157,37 @@ def dev_workspace(workdir: Path, *overrides: str, source: Path = DEV_ARCHIVE, re
     return workdir
 
 
-def project_config(*overrides: str) -> dict:
-    """The project's composed config (conf/) with Hydra overrides, as plain containers."""
+def project_config(*overrides: str) -> Settings:
+    """The project's composed config (conf/) with Hydra overrides, as the typed settings an entry script builds."""
     from hydra import compose, initialize_config_dir
 
-    from smallvision.entrypoints import to_dict
+    from smallvision.entrypoints import load_settings
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return to_dict(compose("config", overrides=list(overrides)))
+        return load_settings(compose("config", overrides=list(overrides)))
 
 
 def dev_split(workdir: Path, source: Path = DEV_ARCHIVE) -> tuple[Path, Path]:
     """The dev archive extracted to workdir/raw and split (1000/500/498 per class) into workdir/prepared, once."""
     from smallvision.data.archives import extract_archive
     from smallvision.data.split import prepare_split
+    from smallvision.schema import Split
 
     raw, prepared = workdir / "raw", workdir / "prepared"
     if not (prepared / "manifest.csv").exists():
         extract_archive(source, raw, max_extract_bytes=4e9, progress=False)
         split = {kv.split("=")[0].rsplit(".", 1)[1]: int(kv.split("=")[1]) for kv in DEV_SPLIT}
-        prepare_split(raw, prepared, split=split, seed=42, progress=False)
+        data = project_config().data
+        prepare_split(
+            raw,
+            prepared,
+            split=Split(**split),
+            seed=42,
+            classes=None,
+            workers=data.workers,
+            limits=data.image_limits,
+            progress=False,
+        )
     return raw, prepared
 
 

@@ -20,35 +20,40 @@ import yaml
 from smallvision.data.cache import image_array
 from smallvision.data.datamodule import ArrayDataModule, SplitArrays
 from smallvision.data.manifest import MANIFEST, SPLITS, load_manifest, manifest_digest
+from smallvision.entrypoints import load_settings
 from smallvision.modules.classifier import ClassifierModule, ImageInput
 from smallvision.networks import load_checkpoint
 from smallvision.runs import CHECKPOINT, METRICS, PREDICTION_COLUMNS, PREDICTIONS, read_rows
+from smallvision.schema import Settings
 from smallvision.trainer import expected_notices_hidden, make_trainer
 
 from common import project_config
 
 
-def evaluate(project: Path, technique: str, cfg: dict) -> dict:
+def evaluate(project: Path, technique: str, cfg: Settings) -> dict:
     """Test `project`/models/`technique`/best.ckpt on the project's test split with `cfg`'s trainer: the number of
     test images, how many were correct, and each test image's predicted class, in split order."""
-    prepared = project / cfg["paths"]["prepared"]
-    net, spec = load_checkpoint(project / cfg["paths"]["models"] / technique / CHECKPOINT)
+    prepared = project / cfg.paths.prepared
+    net, spec = load_checkpoint(project / cfg.paths.models / technique / CHECKPOINT)
     records, classes = load_manifest(prepared)
     images = image_array(
         [r.file for r in records],
         spec["image_size"],
-        project / cfg["paths"]["cache"],
+        project / cfg.paths.cache,
         manifest_digest(prepared / MANIFEST),
-        progress=False,
+        cfg.data.workers,
+        False,
+        cfg.data.image_limits,
     )
     labels = np.array([classes.index(r.label) for r in records])
     rows = {s: np.array([i for i, r in enumerate(records) if r.split == s]) for s in SPLITS}
-    image_input = ImageInput(tuple(spec["mean"]), tuple(spec["std"]), None, bool(cfg["trainer"]["channels_last"]))
-    module = ClassifierModule(net, len(classes), {}, image_input, spec=spec)
-    batch = cfg["techniques"][technique]["eval_batch_size"]
+    image_input = ImageInput(tuple(spec["mean"]), tuple(spec["std"]), None, cfg.trainer.channels_last)
+    tech = cfg.techniques[technique]
+    module = ClassifierModule(net, len(classes), tech.optimizer, image_input, spec=spec)
+    batch = tech.eval_batch_size
     data = ArrayDataModule(SplitArrays(images, labels, rows, classes), batch, 0, eval_batch_size=batch)
     with tempfile.TemporaryDirectory() as out, expected_notices_hidden():
-        make_trainer({**cfg["trainer"], "progress": False}, 1, Path(out), False, []).test(
+        make_trainer(cfg.trainer.model_copy(update={"progress": False}), 1, Path(out), False, []).test(
             module, datamodule=data, verbose=False
         )
     results = module.test_results
@@ -64,12 +69,12 @@ def recorded(project: Path, technique: str) -> dict:
     return {"test_images": metrics["test_images"], "test_correct": metrics["test_correct"], "predicted": predicted}
 
 
-def project_settings(project: Path, *trainer_overrides: str) -> dict:
+def project_settings(project: Path, *trainer_overrides: str) -> Settings:
     """The project's params.yaml, its `trainer` replaced by conf/'s with `trainer_overrides` (e.g. trainer=gpu)."""
     cfg = yaml.safe_load((project / "params.yaml").read_text())
     if trainer_overrides:
-        cfg["trainer"] = project_config(*trainer_overrides)["trainer"]
-    return cfg
+        cfg["trainer"] = project_config(*trainer_overrides).trainer.model_dump()
+    return load_settings(cfg)
 
 
 def main() -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from smallvision.checks import check_settings
-from smallvision.entrypoints import friendly_errors, to_dict
+from smallvision.entrypoints import friendly_errors, load_settings
+from smallvision.schema import Visualize, validate
 from smallvision.sweeps import sweep_visualize_config, write_sweep_comparison
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -25,11 +25,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path, help="a Hydra multirun folder (holds multirun.yaml and 0/, 1/, ...)")
     args = parser.parse_args(argv)
-    visualize = sweep_visualize_config(args.sweep_dir)
-    if visualize is None:  # no multirun.yaml: the project's own settings
+    swept = sweep_visualize_config(args.sweep_dir)
+    if swept is None:  # no multirun.yaml: the project's own settings
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            visualize = to_dict(compose("config"))["visualize"]
-    check_settings({"visualize": visualize}, "compare_seeds")
+            visualize = load_settings(compose("config")).visualize
+    else:
+        visualize = validate(Visualize, swept, "visualize")
     for path in write_sweep_comparison(args.sweep_dir, visualize):
         print(path)
 

@@ -13,10 +13,9 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from smallvision import stages
-from smallvision.checks import check_settings
 from smallvision.data.skipped import SKIPPED, read_skipped
 from smallvision.data.sources import fetch_source
-from smallvision.entrypoints import check_output, friendly_errors, show_config, to_dict
+from smallvision.entrypoints import check_output, friendly_errors, load_settings, show_config
 from smallvision.errors import ConfigError
 from smallvision.files import OUTPUT_MARKER
 
@@ -26,18 +25,19 @@ _SHOW_SKIPPED = 20  # longer lists: see the file
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
-    check_settings(to_dict(cfg), "download")
-    data = cfg.data
-    if OmegaConf.is_missing(data, "source") or not str(data.source).strip():
+    if OmegaConf.is_missing(cfg.data, "source") or not str(cfg.data.source).strip():
         raise ConfigError(
-            f"data.source is not set (data={data.name}); give a folder or archive: data.source=/path/to/images"
+            f"data.source is not set (data={cfg.data.name}); give a folder or archive: data.source=/path/to/images"
         )
-    show_config("download", to_dict(cfg), stages.reads("download", to_dict(cfg)))
-    check_output("download", to_dict(cfg))
-    source = str(data.source)
+    settings = load_settings(cfg)
+    data = settings.data
+    plain = settings.model_dump()
+    show_config("download", plain, stages.reads("download", plain))
+    check_output("download", plain)
+    source = data.source
     if source != "synthetic" and not urlparse(source).scheme[1:]:  # a local path (or C:\... on Windows)
         source = to_absolute_path(source)
-    raw = Path(to_absolute_path(cfg.paths.raw))
+    raw = Path(to_absolute_path(settings.paths.raw))
     fetch_source(
         source,
         raw,
@@ -47,13 +47,13 @@ def main(cfg: DictConfig) -> None:
         max_extract_bytes=data.max_extract_bytes,
         max_download_bytes=data.max_download_bytes,
         min_download_rate=(data.min_download_bytes_per_s, data.download_rate_window_s),
-        synthetic=to_dict(data.synthetic) if data.synthetic is not None else None,
+        synthetic=data.synthetic,
         retries=data.download_retries,
     )
     files = sum(
         1 for p in raw.rglob("*") if p.is_file() and p.relative_to(raw).as_posix() not in (SKIPPED, OUTPUT_MARKER)
     )
-    print(f"download: {files} files from {data.source} in {cfg.paths.raw}")
+    print(f"download: {files} files from {data.source} in {settings.paths.raw}")
     skipped = read_skipped(raw)
     if skipped:
         print(f"skipped {len(skipped)} entries (the split report lists them too):")

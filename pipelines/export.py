@@ -10,9 +10,8 @@ import hydra
 from omegaconf import DictConfig
 
 from smallvision import stages
-from smallvision.checks import check_settings, one_of
 from smallvision.data.manifest import load_manifest
-from smallvision.entrypoints import check_output, friendly_errors, show_config, to_dict
+from smallvision.entrypoints import check_output, friendly_errors, load_settings, show_config
 from smallvision.export import ONNX_FILE, PREPROCESSING_FILE, TORCHSCRIPT_FILE, export_checkpoint, parity_images
 from smallvision.runs import CHECKPOINT
 
@@ -20,22 +19,20 @@ from smallvision.runs import CHECKPOINT
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
-    c = to_dict(cfg)
-    check_settings(c, "export")
-    show_config("export", c, stages.reads("export", c))
-    check_output("export", c)
-    settings, out = c["export"], Path(c["paths"]["export"])
-    technique = one_of(settings["technique"], "export.technique", list(c["techniques"]))
-    records, _ = load_manifest(Path(c["paths"]["prepared"]))
+    settings = load_settings(cfg)
+    plain = settings.model_dump()
+    show_config("export", plain, stages.reads("export", plain))
+    check_output("export", plain)
+    opts, out, technique = settings.export, Path(settings.paths.export), settings.export.technique
+    records, _ = load_manifest(Path(settings.paths.prepared))
     done = export_checkpoint(
-        Path(c["paths"]["models"]) / technique / CHECKPOINT,
+        Path(settings.paths.models) / technique / CHECKPOINT,
         out,
-        parity_images(records, settings["check_images"]),
+        parity_images(records, opts.check_images),
         technique=technique,
-        opset=settings["opset"],
-        tolerance=settings["tolerance"],
-        max_pixels=c["data"]["max_image_pixels"],
-        max_bytes=c["data"]["max_image_bytes"],
+        opset=opts.opset,
+        tolerance=opts.tolerance,
+        limits=settings.data.image_limits,
     )
     worst = ", ".join(f"{runtime} {d:.1g}" for runtime, d in done["parity"]["max_abs_difference"].items())
     print(

@@ -10,9 +10,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from smallvision import settings
-from smallvision.checks import check_settings
-from smallvision.entrypoints import friendly_errors, to_dict
+from smallvision.entrypoints import friendly_errors, load_settings
 from smallvision.lr_find import find_lr
 from smallvision.training import Paths
 from smallvision.visualize.lr_finder import LR_FIND_PNG
@@ -21,18 +19,16 @@ from smallvision.visualize.lr_finder import LR_FIND_PNG
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
-    c, root = to_dict(cfg), Path.cwd()
-    settings.technique(c)  # a wrong technique's one-line error first
-    check_settings(c, "lr_find")
-    out = root / c["paths"]["models"] / c["technique"]
-    result = find_lr(c, Paths.of(c["paths"], root, out), progress=c["trainer"]["progress"])
+    settings, root = load_settings(cfg, training=True), Path.cwd()
+    out = root / settings.paths.models / settings.technique
+    result = find_lr(settings, Paths.of(settings.paths, root, out), progress=settings.trainer.progress)
     rate = (
         "none (too few points: raise lr_find.num_training)"
         if result["suggestion"] is None
         else f"{result['suggestion']:.3g}"
     )
     print(
-        f"{c['technique']}: suggested learning rate {rate} (configured {result['configured_lr']:g}, "
+        f"{settings.technique}: suggested learning rate {rate} (configured {result['configured_lr']:g}, "
         f"{result['optimizer']}) -> {out / LR_FIND_PNG}"
     )
 

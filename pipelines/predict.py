@@ -9,8 +9,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from smallvision.checks import check_settings, one_of
-from smallvision.entrypoints import bound_mlflow_requests, friendly_errors, to_dict
+from smallvision.entrypoints import bound_mlflow_requests, friendly_errors, load_settings
 from smallvision.errors import ConfigError
 from smallvision.networks import spec_resize
 from smallvision.predict import check_output, predict, predict_images, write_csv
@@ -20,35 +19,33 @@ from smallvision.runs import CHECKPOINT
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
-    c = to_dict(cfg)
-    one_of(c["technique"], "technique", list(c["techniques"]))
-    check_settings(c, "predict")
-    if not cfg.predict.input:
+    settings = load_settings(cfg)
+    opts = settings.predict
+    if not opts.input:
         raise ConfigError("predict.input is not set: predict.input=<an image file or a folder>")
-    if not cfg.predict.output:
+    if not opts.output:
         raise ConfigError("predict.output is not set: predict.output=<a CSV file to write>")
-    check_output(Path(cfg.predict.output))
+    check_output(Path(opts.output))
     options = {
-        "target": Path(cfg.predict.input),
-        "batch_size": cfg.predict.batch_size,
-        "progress": cfg.trainer.progress,
-        "max_pixels": cfg.data.max_image_pixels,
-        "max_bytes": cfg.data.max_image_bytes,
+        "target": Path(opts.input),
+        "batch_size": opts.batch_size,
+        "progress": settings.trainer.progress,
+        "limits": settings.data.image_limits,
     }
-    if cfg.predict.model:
+    if opts.model:
         from smallvision import tracking
 
-        bound_mlflow_requests(to_dict(cfg.logger))
-        uri = tracking.resolve_tracking_uri(cfg.logger.tracking_uri, Path.cwd())
-        classifier, meta = tracking.load_classifier(str(cfg.predict.model), uri)
+        bound_mlflow_requests(settings.logger)
+        uri = tracking.resolve_tracking_uri(settings.logger.tracking_uri, Path.cwd())
+        classifier, meta = tracking.load_classifier(opts.model, uri)
         results = predict_images(classifier, meta["classes"], spec_resize(meta), **options)
-        used = f"{cfg.predict.model} ({meta['technique']})"
+        used = f"{opts.model} ({meta['technique']})"
     else:
-        results = predict(Path(cfg.paths.models) / cfg.technique / CHECKPOINT, **options)
-        used = cfg.technique
-    write_csv(results, Path(cfg.predict.output))
+        results = predict(Path(settings.paths.models) / settings.technique / CHECKPOINT, **options)
+        used = settings.technique
+    write_csv(results, Path(opts.output))
     bad = sum(r.error is not None for r in results)
-    print(f"{len(results) - bad} images predicted with {used}, {bad} files could not be read -> {cfg.predict.output}")
+    print(f"{len(results) - bad} images predicted with {used}, {bad} files could not be read -> {opts.output}")
 
 
 if __name__ == "__main__":

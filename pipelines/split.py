@@ -11,10 +11,9 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
 from smallvision import stages
-from smallvision.checks import check_settings
 from smallvision.data.manifest import REPORT, SPLITS
 from smallvision.data.split import prepare_split
-from smallvision.entrypoints import check_output, friendly_errors, show_config, to_dict
+from smallvision.entrypoints import check_output, friendly_errors, load_settings, show_config
 
 _SHOW_DROPPED = 20  # longer lists: see the report file
 
@@ -22,20 +21,20 @@ _SHOW_DROPPED = 20  # longer lists: see the report file
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
-    check_settings(to_dict(cfg), "split")
-    show_config("split", to_dict(cfg), stages.reads("split", to_dict(cfg)))
-    check_output("split", to_dict(cfg))
-    data = cfg.data
-    prepared = Path(to_absolute_path(cfg.paths.prepared))
+    settings = load_settings(cfg)
+    plain = settings.model_dump()
+    show_config("split", plain, stages.reads("split", plain))
+    check_output("split", plain)
+    data = settings.data
+    prepared = Path(to_absolute_path(settings.paths.prepared))
     report = prepare_split(
-        Path(to_absolute_path(cfg.paths.raw)),
+        Path(to_absolute_path(settings.paths.raw)),
         prepared,
-        split=to_dict(data.split),
-        seed=cfg.seed,
-        classes=list(data.classes) if data.classes is not None else None,
+        split=data.split,
+        seed=settings.seed,
+        classes=data.classes,
         workers=data.workers,
-        max_pixels=data.max_image_pixels,
-        max_bytes=data.max_image_bytes,
+        limits=data.image_limits,
     )
     width = max(len(c) for c in report.classes)
     print(f"split ({report.layout} layout, seed {report.seed}):")
@@ -51,7 +50,7 @@ def main(cfg: DictConfig) -> None:
         print(f"  {item.path}: {item.reason}")
     if len(report.dropped) > _SHOW_DROPPED:
         print(f"  ... and {len(report.dropped) - _SHOW_DROPPED} more")
-    print(f"manifest and {REPORT} in {cfg.paths.prepared}")
+    print(f"manifest and {REPORT} in {settings.paths.prepared}")
 
 
 if __name__ == "__main__":

@@ -9,21 +9,21 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from smallvision import settings, stages
+from smallvision import stages
 from smallvision.distributed import is_rank_zero
-from smallvision.entrypoints import bound_mlflow_requests, friendly_errors, hydra_job, show_config, to_dict
+from smallvision.entrypoints import bound_mlflow_requests, friendly_errors, hydra_job, load_settings, show_config
 from smallvision.job import run_training
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
-    c = to_dict(cfg)
-    settings.technique(c)  # before anything else: the one-line error of a bad value comes first
+    settings = load_settings(cfg, training=True)  # before anything else: the one-line error of a bad value first
     job = hydra_job()
-    shown = show_config(f"train {c['technique']}", c, stages.training_reads(c), echo=is_rank_zero())
-    bound_mlflow_requests(c["logger"])
-    run_training(c, Path.cwd(), sweep_dir=job.sweep_dir, job_dir=job.output_dir, config_read=shown)
+    plain = settings.model_dump()
+    shown = show_config(f"train {settings.technique}", plain, stages.training_reads(plain), echo=is_rank_zero())
+    bound_mlflow_requests(settings.logger)
+    run_training(settings, Path.cwd(), sweep_dir=job.sweep_dir, job_dir=job.output_dir, config_read=shown)
 
 
 if __name__ == "__main__":

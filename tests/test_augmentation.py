@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from smallvision.data.augmentation import AffineConfig, affine_matrices, apply_affine, random_affine, sample_params
 from smallvision.errors import ConfigError
+from smallvision.schema import Augmentation, validate
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "augmentation"
 CHOLLET = AffineConfig(
@@ -236,12 +237,12 @@ def test_constant_fill_on_uint8_clamps_cval():
 
 @pytest.mark.parametrize("path", sorted(CONF_DIR.glob("*.yaml")), ids=lambda p: p.stem)
 def test_shipped_configs_are_valid(path):
-    AffineConfig.from_mapping(OmegaConf.to_container(OmegaConf.load(path)))
+    AffineConfig.of(validate(Augmentation, OmegaConf.to_container(OmegaConf.load(path)), "augmentation"))
 
 
 def test_chollet_config_is_the_book_generator():
-    cfg = AffineConfig(**OmegaConf.to_container(OmegaConf.load(CONF_DIR / "chollet.yaml")))
-    assert cfg == CHOLLET
+    settings = validate(Augmentation, OmegaConf.to_container(OmegaConf.load(CONF_DIR / "chollet.yaml")), "augmentation")
+    assert AffineConfig.of(settings) == CHOLLET
 
 
 @pytest.mark.parametrize(
@@ -253,6 +254,7 @@ def test_chollet_config_is_the_book_generator():
         ("shear_range", "0.2"),
         ("zoom_range", 1.0),
         ("zoom_range", -0.2),
+        ("rotation_range", 200),  # degrees: at most 180
         ("fill_mode", "wrap"),
         ("interpolation", "cubic"),
         ("horizontal_flip", "yes"),
@@ -260,14 +262,16 @@ def test_chollet_config_is_the_book_generator():
     ],
 )
 def test_bad_config_values_name_the_key(key, value):
+    chollet = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "chollet.yaml"))
     with pytest.raises(ConfigError) as err:
-        AffineConfig(**{key: value})
-    assert f"augmentation.{key}" in str(err.value) and repr(value) in str(err.value)
+        validate(Augmentation, {**chollet, key: value}, "augmentation")
+    assert f"augmentation.{key}={value!r}" in str(err.value)
 
 
 def test_unknown_config_key_is_a_config_error():
-    with pytest.raises(ConfigError, match="rotaton_range"):
-        AffineConfig.from_mapping({"rotaton_range": 40})
+    chollet = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "chollet.yaml"))
+    with pytest.raises(ConfigError, match="augmentation.rotaton_range=40 is not a setting"):
+        validate(Augmentation, {**chollet, "rotaton_range": 40}, "augmentation")
 
 
 def test_bad_batch_shape_is_explained():

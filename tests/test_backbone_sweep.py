@@ -11,7 +11,7 @@ import sys
 import pytest
 import yaml
 from helpers.project import ROOT, run
-from helpers.study import make_dataset
+from helpers.study import config, make_dataset
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from smallvision import sweeps
@@ -46,7 +46,8 @@ def _sweep(tmp_path):
     for number, job in enumerate(jobs):
         (sweep / str(number)).mkdir(parents=True)
         (sweep / str(number) / "metrics.json").write_text(json.dumps(_job(*job)))
-    overrides = {"hydra": {"overrides": {"task": [*SWEEP, "data=synthetic"]}}, "visualize": {"dpi": 30}}
+    visualize = config("visualize.dpi=30").visualize.model_dump()  # as a sweep writes it: the whole section
+    overrides = {"hydra": {"overrides": {"task": [*SWEEP, "data=synthetic"]}}, "visualize": visualize}
     (sweep / "multirun.yaml").write_text(yaml.safe_dump(overrides))
     return sweep
 
@@ -73,7 +74,7 @@ def test_a_backbone_sweep_is_compared_per_backbone_and_technique(tmp_path):
 def test_the_sweep_writes_its_backbone_comparison_and_each_fine_tune_finds_its_own_head(tmp_path, capsys):
     sweep = _sweep(tmp_path)
     assert sweeps.swept_keys(sweep) == {"technique", "backbone", "seed"}
-    written = sweeps.comparison_files(sweep, {"dpi": 30})
+    written = sweeps.comparison_files(sweep, config("visualize.dpi=30").visualize)
     assert [p.name for p in written] == [
         "backbone_comparison.json",
         "backbone_comparison.md",

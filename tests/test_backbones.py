@@ -17,7 +17,7 @@ import pytest
 import safetensors.torch
 import timm
 import torch
-import yaml
+from helpers.entry import backbone_config
 from helpers.study import small_vgg_classifier
 from huggingface_hub import constants as hf_constants
 from torch import nn
@@ -27,12 +27,10 @@ from smallvision.errors import ConfigError, WeightsUnavailableError
 from smallvision.models import backbones as B
 from smallvision.models import weights as W
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "backbone"
-
 
 def backbone_cfg(name: str, **weights) -> dict:
-    """The repo's conf/backbone/<name>.yaml as a dict, with `weights` keys overridden."""
-    cfg = yaml.safe_load((CONF / f"{name}.yaml").read_text())
+    """The repo's conf/backbone/<name>.yaml, composed, with `weights` keys overridden."""
+    cfg = backbone_config(name)
     cfg["weights"].update(weights)
     return cfg
 

@@ -1,11 +1,11 @@
-"""Random wrong values for every numeric setting (and true/false one), fed to every entry script that reads it: each
-must stop with exit status 2 and one `smallvision: error:` line naming the key, before any work and without a
-traceback.
+"""Random wrong values for every numeric setting (and true/false one), fed to the entry scripts: each must stop with
+exit status 2 and one `smallvision: error:` line naming the key, before any work and without a traceback.
 
-The bounds live in one table, `smallvision.checks.NUMBERS`, and each stage's keys in `checks.STAGES`; the first test
-fails on a numeric key in conf/ that the table misses, so a new setting cannot go unchecked. The stages run in this
-process (helpers.entry: each script's own `@friendly_errors` main on a composed config), which keeps ~1,500 runs
-well under a minute; test_bad_config.py runs a few of them as real processes.
+The types and bounds live in one schema, `smallvision.schema.Settings`, which every entry script validates whole
+before any work. The first tests fail on a key of a composed config that the schema lacks, on a numeric setting
+without bounds and on a true/false one that is not strict, so a new setting cannot go unchecked. The stages run in
+this process (helpers.entry: each script's own `@friendly_errors` main on a composed config), which keeps ~2,500
+runs to about a minute; test_bad_config.py runs a few of them as real processes.
 """
 
 from __future__ import annotations
@@ -13,48 +13,35 @@ from __future__ import annotations
 import copy
 import math
 import random
+import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Union, get_args, get_origin
 
+import annotated_types as at
 import pytest
 from helpers.entry import ROOT, Outcome, assert_one_line_error, call_main, compose_config
 from omegaconf import DictConfig, OmegaConf
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
 
-from smallvision.checks import FLAGS, NUMBERS, STAGES, numeric_settings
 from smallvision.entrypoints import to_dict
-from smallvision.errors import ConfigError
+from smallvision.schema import Rule, Settings, validate
 
 CONF = ROOT / "conf"
-# settings that are null by default and hold something other than a number
-NOT_NUMBERS = {
-    "backbone.interpolation",  # a name, or null: timm's pretrained config
-    "backbone.weights.file",
-    "backbone.weights.package",
-    "backbone.weights.url",
-    "data.classes",
-    "data.sha256",
-    "data.synthetic",
-    "logger.tracking_uri",
-    "predict.input",
-    "predict.model",
-    "visualize.filters.scratch_layers",
-    "visualize.filters.transfer_layers",
-    "visualize.patches.scratch_layers",
-    "visualize.patches.transfer_layers",
-}
-INDEX_OR_PATH = {"visualize.test_image", "visualize.augmentation_preview.image"}  # a string is a manifest path
 # what no numeric setting may take: wrong types, NaN, infinities, absurd magnitudes
 NEVER = [float("nan"), float("inf"), float("-inf"), True, 1e30, -1e30, 10**30, -(10**30), [1.0], {"a": 1}]
-CASES_PER_KEY = 4  # random values per key and stage, on top of NEVER, "abc", -1, 0 and 1.5
+CASES_PER_KEY = 4  # random values per key, on top of NEVER, "abc", -1, 0 and 1.5
 
 
 def every_config() -> list[dict]:
-    """conf/ composed with each option of each config group (techniques are composed all at once anyway)."""
+    """conf/ composed with each option of each config group (techniques are composed all at once anyway); a file
+    whose name starts with _ is a base the options extend, not an option."""
     configs = [to_dict(compose_config())]
     for group in sorted(p for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra", "techniques")):
-        configs += [to_dict(compose_config(f"{group.name}={option.stem}")) for option in sorted(group.glob("*.yaml"))]
+        options = sorted(p.stem for p in group.glob("*.yaml") if not p.stem.startswith("_"))
+        configs += [to_dict(compose_config(f"{group.name}={option}")) for option in options]
     return configs
 
 
@@ -66,12 +53,57 @@ def leaves(node: dict, prefix: str = ""):
             yield f"{prefix}{key}", value
 
 
-def is_numeric(value: Any) -> bool:
-    items = value if isinstance(value, list) and value else [value]
-    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in items)
+def _metadata(items) -> list:
+    """Annotated metadata with pydantic's FieldInfo opened up into its constraints."""
+    out = []
+    for item in items:
+        out += [*item.metadata, item] if isinstance(item, FieldInfo) else [item]
+    return out
 
 
-def pattern_of(key: str, patterns=NUMBERS) -> str | None:
+def models_in(tp: Any) -> Iterator[type[BaseModel]]:
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        yield tp
+    for arg in get_args(tp):
+        yield from models_in(arg)
+
+
+def scalars(tp: Any, meta: tuple = ()) -> Iterator[tuple[Any, list]]:
+    """(type, its constraints) of every int, float and bool a field's type may hold (list items and union members
+    included; a Literal is its own bound)."""
+    origin = get_origin(tp)
+    if origin is Annotated:
+        base, *extra = get_args(tp)
+        yield from scalars(base, (*meta, *_metadata(extra)))
+    elif origin in (Union, types.UnionType, list):
+        for arg in get_args(tp):
+            yield from scalars(arg)
+    elif tp in (int, float, bool):
+        yield tp, list(meta)
+
+
+def settings_fields(model: type[BaseModel] = Settings, prefix: str = "") -> Iterator[tuple[str, FieldInfo, type]]:
+    """(dotted key, field, model) of every setting of the schema; a dict's keys are `*`, each technique kind's
+    fields appear under techniques.*."""
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        inner = list(models_in(field.annotation))
+        if not inner:
+            yield key, field, model
+        for sub in inner:
+            yield from settings_fields(sub, f"{key}.*." if get_origin(field.annotation) is dict else f"{key}.")
+
+
+def field_type(field: FieldInfo) -> Any:
+    return Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+
+
+def numeric_fields() -> dict[str, FieldInfo]:
+    """Every setting whose value is (or may be) a number or true/false, by dotted pattern."""
+    return {key: field for key, field, _ in settings_fields() if list(scalars(field_type(field)))}
+
+
+def pattern_of(key: str, patterns) -> str | None:
     parts = key.split(".")
     for pattern in patterns:
         wanted = pattern.split(".")
@@ -80,42 +112,43 @@ def pattern_of(key: str, patterns=NUMBERS) -> str | None:
     return None
 
 
+NUMERIC = numeric_fields()
+INDEX_OR_PATH = {"visualize.test_image", "visualize.augmentation_preview.image"}  # a string is a manifest path
+
+
 def refuses(pattern: str, value: Any) -> bool:
     try:
-        NUMBERS[pattern](value, "key")
-    except ConfigError:
+        TypeAdapter(field_type(NUMERIC[pattern]), config=ConfigDict(strict=True)).validate_python(value)
+    except ValidationError:
         return True
     return False
 
 
-def test_every_numeric_setting_has_bounds_and_a_stage_that_checks_it():
-    configs = every_config()
-    unbounded = {
-        key
-        for cfg in configs
-        for key, value in leaves(cfg)
-        if (is_numeric(value) or (value is None and key not in NOT_NUMBERS)) and pattern_of(key) is None
-    }
-    assert not unbounded, f"numeric settings without bounds in smallvision.checks.NUMBERS: {sorted(unbounded)}"
-    flags = {key for cfg in configs for key, value in leaves(cfg) if isinstance(value, bool)}
-    assert not {key for key in flags if pattern_of(key, FLAGS) is None}, "true/false settings missing in checks.FLAGS"
-    used = {pattern_of(key) for cfg in configs for key, _ in leaves(cfg)}
-    assert set(NUMBERS) <= used, f"bounds for settings conf/ does not have: {sorted(set(NUMBERS) - used)}"
-    prefixes = [p.replace("{technique}", "*") for keys in STAGES.values() for p in keys]
-    checked = {
-        pattern
-        for cfg in configs
-        for patterns in (NUMBERS, FLAGS)
-        for pattern, _, _ in numeric_settings(cfg, prefixes, patterns)
-    }
-    assert set(NUMBERS) | set(FLAGS) <= checked, (
-        f"settings no stage checks (checks.STAGES): {sorted(set(NUMBERS) - checked)}"
-    )
+def test_every_setting_of_every_config_is_in_the_schema_and_every_number_has_bounds():
+    for cfg in every_config():
+        validate(Settings, cfg)  # raises on a key the schema lacks (extra="forbid") or one it misses
+    loose = [model.__name__ for _, _, model in settings_fields() if not model.model_config.get("strict")]
+    assert not loose, f"sections whose types are not strict: {sorted(set(loose))}"
+    unbounded, unexplained = [], []
+    for key, field in NUMERIC.items():
+        for tp, constraints in scalars(field_type(field)):
+            low = any(isinstance(c, (at.Ge, at.Gt)) for c in constraints)
+            high = any(isinstance(c, (at.Le, at.Lt)) for c in constraints)
+            if tp is not bool and not (low and high):
+                unbounded.append(key)
+        if not any(isinstance(m, Rule) for m in field.metadata):
+            unexplained.append(key)  # its error would not say what is allowed
+    assert not unbounded, f"numeric settings without bounds in smallvision.schema: {sorted(set(unbounded))}"
+    assert not unexplained, f"settings without a Rule (the words of their error): {unexplained}"
+    keys = {key for cfg in every_config() for key, _ in leaves(cfg)}
+    assert {pattern_of(key, NUMERIC) for key in keys} >= set(NUMERIC), "numeric settings no config of conf/ has"
 
 
-@pytest.mark.parametrize("pattern", list(NUMBERS))
+@pytest.mark.parametrize("pattern", list(NUMERIC))
 def test_no_bound_admits_a_value_no_setting_takes(pattern):
-    admitted = [v for v in NEVER if not refuses(pattern, v)]
+    flag = [tp for tp, _ in scalars(field_type(NUMERIC[pattern]))] == [bool]
+    never = [1, 0, "true", "no", None, 1.5] if flag else NEVER
+    admitted = [v for v in never if not refuses(pattern, v)]
     if pattern not in INDEX_OR_PATH:
         admitted += [v for v in ("abc", "1") if not refuses(pattern, v)]
     assert not admitted, f"{pattern} admits {admitted}"
@@ -157,45 +190,48 @@ def setting(cfg: DictConfig, key: str, value: Any) -> Iterator[DictConfig]:
         node[last] = kept
 
 
-# the configs each stage is fuzzed on: (overrides, the keys to fuzz there); train runs each technique for its keys
+# the stages fuzzed and their overrides; every stage validates the whole config, so each setting is fuzzed in one
+# stage (in turn) and every stage gets a share
 STAGE_RUNS = {
-    "download": [(["data=synthetic"], None)],
-    "split": [([], None)],
-    "train": [(["technique=baseline"], None)]
-    + [([f"technique={t}"], f"techniques.{t}") for t in ("augment", "feature_extract", "fine_tune")],
-    "predict": [([], None)],
-    "visualize": [([], None)],
-    "log_metrics": [([], None)],
-    "compare_seeds": [([], None)],
-    "export": [([], None)],
-    "lr_find": [(["technique=fine_tune"], None)],
+    "download": ["data=synthetic"],
+    "split": [],
+    "train": ["technique=baseline"],
+    "predict": [],
+    "visualize": [],
+    "log_metrics": [],
+    "compare_seeds": [],
+    "export": [],
+    "lr_find": ["technique=fine_tune"],
 }
+
+
+def fuzzed_keys(stage: str, cfg: DictConfig) -> list[str]:
+    """The numeric and true/false settings `stage` is fuzzed on: compare_seeds reads visualize alone."""
+    keys = sorted(key for key, _ in leaves(to_dict(cfg)) if pattern_of(key, NUMERIC))
+    if stage == "compare_seeds":
+        return [key for key in keys if key.startswith("visualize.")][::2]
+    turn = list(STAGE_RUNS).index(stage)
+    return keys[turn :: len(STAGE_RUNS) - 1]
 
 
 @pytest.mark.parametrize("stage", list(STAGE_RUNS))
 def test_each_stage_refuses_wrong_numbers_in_one_line(stage, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     failures, runs = [], 0
-    for overrides, only in STAGE_RUNS[stage]:
-        # resolved: an override replaces the value itself, as on the command line
-        cfg = OmegaConf.create(to_dict(compose_config(*overrides)))
-        prefixes = [p.replace("{technique}", cfg.technique) for p in STAGES[stage]]
-        numbers = [
-            (key, [v for v in fuzz_values(stage, key) if refuses(pattern, v)])  # valid ones would start work
-            for pattern, key, _ in numeric_settings(cfg, prefixes)
-        ]
-        flags = [(key, ["abc", 1, 0, None, 1.5]) for _, key, _ in numeric_settings(cfg, prefixes, FLAGS)]
-        for key, values in numbers + flags:
-            if only and not key.startswith(only):
-                continue
-            for value in values:
-                runs += 1
-                with setting(cfg, key, value):
-                    outcome = run(stage, cfg, tmp_path, capsys)
-                try:
-                    assert_one_line_error(outcome, key)
-                except AssertionError as err:
-                    failures.append(f"{key}={value!r}: {str(err).splitlines()[0]}")
+    # resolved: an override replaces the value itself, as on the command line
+    cfg = OmegaConf.create(to_dict(compose_config(*STAGE_RUNS[stage])))
+    for key in fuzzed_keys(stage, cfg):
+        pattern = pattern_of(key, NUMERIC)
+        flag = [tp for tp, _ in scalars(field_type(NUMERIC[pattern]))] == [bool]
+        values = ["abc", 1, 0, None, 1.5] if flag else [v for v in fuzz_values(stage, key) if refuses(pattern, v)]
+        for value in values:
+            runs += 1
+            with setting(cfg, key, value):
+                outcome = run(stage, cfg, tmp_path, capsys)
+            try:
+                assert_one_line_error(outcome, key)
+            except AssertionError as err:
+                failures.append(f"{key}={value!r}: {str(err).splitlines()[0]}")
     assert runs > 0
     assert not failures, f"{len(failures)} of {runs} wrong values got through:\n" + "\n".join(failures[:20])
     assert {p.name for p in tmp_path.iterdir()} <= {"sweep"}, "a stage wrote something before refusing a value"

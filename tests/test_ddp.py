@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 from helpers.project import run
-from helpers.study import class_probabilities, config, paths, split_input
+from helpers.study import LIMITS, class_probabilities, config, paths, split_input
 from torch.utils.data import DataLoader, DistributedSampler
 
 from smallvision import distributed
@@ -35,6 +35,7 @@ from smallvision.errors import DataError
 from smallvision.features import FeatureExtractor, cached_features
 from smallvision.modules.classifier import ClassifierModule, ImageInput
 from smallvision.networks import load_checkpoint
+from smallvision.schema import Split
 from smallvision.shards import ShardSampler
 from smallvision.trainer import make_trainer
 from smallvision.training import train_technique
@@ -48,7 +49,16 @@ SIZE = 64
 def make_odd_dataset(root: Path) -> Path:
     """Three classes of generated shapes split 6/3/7 per class: odd val and test splits."""
     generate(root / "data" / "raw", classes=CLASSES, per_class=sum(SPLIT.values()), image_size=SIZE, seed=0)
-    prepare_split(root / "data" / "raw", root / "data" / "prepared", split=SPLIT, seed=0, workers=1, progress=False)
+    prepare_split(
+        root / "data" / "raw",
+        root / "data" / "prepared",
+        split=Split(**SPLIT),
+        seed=0,
+        classes=None,
+        workers=1,
+        limits=LIMITS,
+        progress=False,
+    )
     return root
 
 
@@ -60,7 +70,7 @@ def study(tmp_path_factory) -> Path:
 def _arrays(root: Path) -> SplitArrays:
     records, classes = load_manifest(root / "data" / "prepared")
     digest = manifest_digest(root / "data" / "prepared" / "manifest.csv")
-    images = image_array([r.file for r in records], SIZE, root / "data" / "cache", digest, 1, False)
+    images = image_array([r.file for r in records], SIZE, root / "data" / "cache", digest, 1, False, LIMITS)
     labels = np.array([classes.index(r.label) for r in records])
     rows = {s: np.array([i for i, r in enumerate(records) if r.split == s]) for s in ("train", "val", "test")}
     return SplitArrays(images, labels, rows, classes)
@@ -68,12 +78,9 @@ def _arrays(root: Path) -> SplitArrays:
 
 def _trainer(devices: int, out: Path, callbacks=(), epochs: int = 1) -> L.Trainer:
     """One process, or `devices` processes forked from this one (gloo, as trainer=ddp_cpu)."""
-    cfg = {
-        **config()["trainer"],
-        "devices": devices,
-        "strategy": "ddp_fork" if devices > 1 else "auto",
-        "precision": "32-true",
-    }
+    cfg = config().trainer.model_copy(
+        update={"devices": devices, "strategy": "ddp_fork" if devices > 1 else "auto", "precision": "32-true"}
+    )
     return make_trainer(cfg, epochs, out, False, list(callbacks))
 
 
@@ -104,11 +111,11 @@ def _load(out: Path, stage: str, rank: int) -> dict:
 
 
 def _module(net, data: SplitArrays, seed: int) -> ClassifierModule:
-    augmentation = AffineConfig(**config()["augmentation"])  # the study's transforms (chollet)
+    augmentation = AffineConfig.of(config().augmentation)  # the study's transforms (chollet)
     return ClassifierModule(
         net,
         len(data.classes),
-        {**config()["techniques"]["baseline"]["optimizer"], "lr": 1e-3},
+        config().techniques["baseline"].optimizer.model_copy(update={"lr": 1e-3}),
         ImageInput(augmentation=augmentation),
         seed=seed,
     )
@@ -374,11 +381,12 @@ def test_ddp_cpu_run_is_exact_and_only_rank_zero_writes(tmp_path):
     # features written under DDP == features of one process, row for row in manifest order
     cfg = config("technique=feature_extract", f"techniques.feature_extract.image_size={SIZE}")
     (cached,) = (project / "data" / "features").rglob("features-*.npy")
+    from smallvision.data.preprocess import backbone_normalisation
     from smallvision.models import backbones
 
-    bb = cfg["backbone"]
-    pool = (cfg["techniques"]["feature_extract"].get("head") or {}).get("pool", bb["head_pool"])
-    extractor = FeatureExtractor(backbones.create_backbone(bb), pool, bb["mean"], bb["std"], False)
+    bb = cfg.backbone
+    pool = cfg.techniques["feature_extract"].head.pool
+    extractor = FeatureExtractor(backbones.create_backbone(bb.model_dump()), pool, *backbone_normalisation(bb), False)
     single = cached_features(
         _trainer(1, tmp_path), extractor, np.array(_arrays(project).array), tmp_path / "single.npy", batch_size=16
     )
@@ -388,7 +396,7 @@ def test_ddp_cpu_run_is_exact_and_only_rank_zero_writes(tmp_path):
     data = _arrays(project)
     data = SplitArrays(np.load(cached), data.labels, data.rows, data.classes)
     net = _head(out / "best.ckpt")
-    module = ClassifierModule(net, 3, {**config()["techniques"]["baseline"]["optimizer"], "lr": 1e-3}, None)
+    module = ClassifierModule(net, 3, config().techniques["baseline"].optimizer.model_copy(update={"lr": 1e-3}), None)
     _trainer(1, tmp_path).test(module, datamodule=ArrayDataModule(data, 4, 0), verbose=False)
     assert module.test_results["n"] == 21 and module.test_results["correct"] == metrics["test_correct"]
 

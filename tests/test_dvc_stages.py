@@ -30,7 +30,7 @@ def test_the_committed_dvc_yaml_is_what_the_stage_registry_generates():
 
 
 def test_the_import_walk_finds_nested_and_from_imports_and_skips_code_without_effect():
-    deps = stages.code_deps(ROOT, "pipelines/train.py", stages.stage("fine-tune", config()).no_effect)
+    deps = stages.code_deps(ROOT, "pipelines/train.py", stages.stage("fine-tune", config().model_dump()).no_effect)
     # job.py imports training inside run_training; training imports the datamodule at module level
     assert {
         "pipelines/train.py",
@@ -46,7 +46,7 @@ def test_the_import_walk_finds_nested_and_from_imports_and_skips_code_without_ef
 
 
 def test_a_training_stage_reads_what_its_technique_needs_and_every_key_exists():
-    cfg = config()
+    cfg = config().model_dump()  # the stages read the settings as entry scripts print them
     reads = {s.name: s.reads(cfg) for s in stages.registry(cfg["paths"])}
     assert reads["train-baseline"] == ["techniques.baseline", "trainer", "seed", "study"]
     assert reads["augment"] == ["techniques.augment", "augmentation", "trainer", "seed", "study"]
@@ -58,7 +58,7 @@ def test_a_training_stage_reads_what_its_technique_needs_and_every_key_exists():
 
 
 def test_shown_config_is_compact_and_the_part_the_stage_reads(capsys: pytest.CaptureFixture) -> None:
-    cfg = config("technique=augment", "techniques.augment.epochs=3")
+    cfg = config("technique=augment", "techniques.augment.epochs=3").model_dump()
     part = show_config("train augment", cfg, stages.training_reads(cfg))
     assert list(part) == ["techniques", "augmentation", "trainer", "seed", "study"]
     assert list(part["techniques"]) == ["augment"] and part["techniques"]["augment"]["epochs"] == 3

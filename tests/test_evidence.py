@@ -273,13 +273,33 @@ def test_seed_aggregate_on_fake_per_seed_outputs(tmp_path):
     assert augment["step_p_value_max"] == pytest.approx(max(augment["step_p_values"]))
 
     # the sweep's files, its report page and its MLflow rows carry the same
-    visualize = {"reference": {"baseline": 0.71}, "reference_label": "the book", "dpi": 30}
+    visualize = config("visualize.dpi=30").visualize.model_copy(
+        update={"reference": {"baseline": 0.71}, "reference_label": "the book"}
+    )
     paths = sweeps.write_sweep_comparison(sweep, visualize)
     md = paths[1].read_text()
     assert "| baseline → augment | 3 | +8.0 pts |" in md
     assert "| 1 | baseline → augment | +12 / −6 | +6.0 pts (" in md
     assert "baseline → augment" in paths[3].read_text()
     assert sweeps.sweep_comparison(sweep)[1]["step_difference_mean"] == pytest.approx(mean)
+
+
+def test_a_seed_whose_fine_tune_kept_its_start_says_why_its_step_is_zero(tmp_path):
+    """fine-tune kept feature-extract's head in seed 1 (no epoch beat it on validation): the same predictions, a
+    zero step, and the per-seed table says why."""
+    sweep = tmp_path / "sweep"
+    head, tuned = table(both=90, only_first=2, only_second=5, neither=3)
+    for job, (seed, fine_tune, kept) in enumerate([(0, tuned, False), (1, head, True)]):
+        fake_run(sweep / str(2 * job), "feature_extract", head, seed=seed)
+        fake_run(sweep / str(2 * job + 1), "fine_tune", fine_tune, seed=seed, kept_start=kept, best_epoch=int(not kept))
+    _, steps = evidence.seed_comparison(evidence.runs_in(sweep))
+    assert [(t["seed"], t["only_first"], t["only_second"], t.get("kept_start")) for t in steps.per_seed] == [
+        (0, 2, 5, None),
+        (1, 0, 0, True),
+    ]
+    visualize = config("visualize.dpi=30").visualize.model_copy(update={"reference": {}, "reference_label": "the book"})
+    md = sweeps.write_sweep_comparison(sweep, visualize)[1]
+    assert "| 1 | feature_extract → fine_tune (kept its start) | +0 / −0 | +0.0 pts (" in md.read_text()
 
 
 def test_seeds_of_different_manifests_are_not_averaged(tmp_path):

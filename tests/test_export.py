@@ -14,7 +14,7 @@ import onnxruntime
 import pytest
 import timm
 import torch
-from helpers.study import config, save_checkpoint
+from helpers.study import LIMITS, config, save_checkpoint
 from PIL import Image
 
 from smallvision import networks
@@ -34,11 +34,11 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.load. is deprecated:
 def write_checkpoint(path: Path, technique: str, *overrides: str) -> tuple[torch.nn.Module, dict]:
     """A checkpoint as training writes it (the spec and the network's weights under `net.`), untrained."""
     cfg = config(*overrides)
-    tech, bb = cfg["techniques"][technique], cfg["backbone"]
+    tech, bb = cfg.techniques[technique], cfg.backbone
     dim = None
-    if tech["kind"] != "scratch":
-        base = backbones.create_backbone(bb, allow_random=True)
-        dim = backbones.feature_dim(base, tech["image_size"], tech["head"]["pool"])
+    if tech.kind != "scratch":
+        base = backbones.create_backbone(bb.model_dump(), allow_random=True)
+        dim = backbones.feature_dim(base, tech.image_size, tech.head.pool)
     spec = networks.make_spec(tech, bb, CLASSES, dim)
     torch.manual_seed(0)
     net = networks.build_net(spec, pretrained=False).eval()
@@ -46,7 +46,9 @@ def write_checkpoint(path: Path, technique: str, *overrides: str) -> tuple[torch
     # trained network's, or a 1e-4 tolerance would compare nothing
     size = spec["image_size"]
     probe = network_input(np.random.default_rng(0).integers(0, 256, (8, size, size, 3), np.uint8), [0.5] * 3, [0.5] * 3)
-    whole = net if spec["network"] != "head" else TransferNet(backbones.create_backbone(bb), net, spec["pool"])
+    whole = (
+        net if spec["network"] != "head" else TransferNet(backbones.create_backbone(bb.model_dump()), net, spec["pool"])
+    )
     with torch.no_grad():
         spread = whole(probe).std()
         last = [m for m in net.modules() if isinstance(m, torch.nn.Linear)][-1]
@@ -78,13 +80,16 @@ def exported(tmp_path_factory, photos) -> dict[str, tuple[Path, torch.nn.Module,
     torch.save(base.state_dict(), root / "base.pth")
     tiny = ["backbone.name=test_efficientnet", "backbone.timm_name=test_efficientnet", "backbone.weights.source=file"]
     tiny += [f"backbone.weights.file={root / 'base.pth'}", "backbone.weights.match=name"]
+    tiny += ["backbone.mean=[0.5,0.5,0.5]", "backbone.std=[0.5,0.5,0.5]"]  # stated (null: timm's, ImageNet's here)
     found = {}
     for technique in ("baseline", "fine_tune", "feature_extract"):
         net, spec = write_checkpoint(root / f"{technique}.ckpt", technique, *([] if technique == "baseline" else tiny))
         if spec["network"] == "head":
             net, spec = networks.load_checkpoint(root / f"{technique}.ckpt")  # the head on its base
         out = root / technique
-        export_checkpoint(root / f"{technique}.ckpt", out, photos[:4], technique=technique, opset=20, tolerance=1e-4)
+        export_checkpoint(
+            root / f"{technique}.ckpt", out, photos[:4], technique=technique, opset=20, tolerance=1e-4, limits=LIMITS
+        )
         found[technique] = (out, net.eval(), spec)
     return found
 
@@ -96,7 +101,7 @@ def test_exported_files_match_pytorch(exported, photos, technique):
     assert (out / MARKER).read_text() == "export\n"  # the stage's own folder: its next run may replace it
 
     # images the export never saw, a batch size it was not traced with, through the project's preprocessing
-    images = np.stack([load_resized(p, spec["image_size"]) for p in photos[4:9]])
+    images = np.stack([load_resized(p, spec["image_size"], LIMITS) for p in photos[4:9]])
     x = network_input(images, spec["mean"], spec["std"])
     with torch.no_grad():
         logits = net(x).numpy()
@@ -134,7 +139,7 @@ def test_preprocessing_json_is_enough_to_feed_the_network(exported, photos):
         pre = json.loads((out / PREPROCESSING_FILE).read_text())["preprocessing"]
         r, size = pre["resize"], pre["image_size"]
         assert r["mode"] == mode and r["size"] == size
-        if technique == "fine_tune":  # EfficientNet-Lite0's, not ImageNet's
+        if technique == "fine_tune":  # the backbone's stated normalisation, not ImageNet's
             assert pre["mean"] == [0.5, 0.5, 0.5] and pre["std"] == [0.5, 0.5, 0.5]
         pixels = []
         for photo in photos:  # the README's example, line by line
@@ -148,14 +153,14 @@ def test_preprocessing_json_is_enough_to_feed_the_network(exported, photos):
                 image = image.resize((size, size), resample)
             pixels.append(np.asarray(image, np.float32))
         by_hand = ((np.stack(pixels) / 255 - np.array(pre["mean"])) / np.array(pre["std"])).transpose(0, 3, 1, 2)
-        ours = network_input(np.stack([load_resized(p, Resize(**r)) for p in photos]), pre["mean"], pre["std"])
+        ours = network_input(np.stack([load_resized(p, Resize(**r), LIMITS) for p in photos]), pre["mean"], pre["std"])
         np.testing.assert_allclose(by_hand, ours.numpy(), rtol=0, atol=1e-5)
 
 
-def test_bad_settings_are_config_errors(exported, photos, tmp_path):
-    checkpoint = exported["baseline"][0].parent / "baseline.ckpt"
+def test_bad_settings_are_config_errors():
     with pytest.raises(ConfigError, match=r"export.opset=11 must be a whole number >= 18"):
-        export_checkpoint(checkpoint, tmp_path / "x", photos[:2], technique="baseline", opset=11, tolerance=1e-4)
-    with pytest.raises(ConfigError, match=r"export.tolerance=0 must be a positive"):
-        export_checkpoint(checkpoint, tmp_path / "x", photos[:2], technique="baseline", opset=20, tolerance=0)
-    assert not (tmp_path / "x").exists()
+        config("export.opset=11")
+    with pytest.raises(ConfigError, match=r"export.tolerance=0 must be a number in \(0, 1\]"):
+        config("export.tolerance=0")
+    with pytest.raises(ConfigError, match=r"export.technique='nope' is unknown"):
+        config("export.technique=nope")

@@ -66,7 +66,7 @@ def trained(tmp_path_factory) -> Path:
     root = make_dataset(tmp_path_factory.mktemp("evaluated"), per_class=20)
     cfg = config("technique=baseline", "techniques.baseline.epochs=1")
     train_technique(cfg, paths(root, "baseline"), progress=False)
-    (root / "params.yaml").write_text(yaml.safe_dump(cfg))
+    (root / "params.yaml").write_text(yaml.safe_dump(cfg.model_dump()))
     return root
 
 

@@ -25,7 +25,7 @@ from helpers.hostile import (
     make_special,
     scratch_checkpoint,
 )
-from helpers.study import config, make_dataset, paths
+from helpers.study import LIMITS, config, make_dataset, paths
 
 from smallvision.entrypoints import friendly_errors
 from smallvision.files import atomic_write
@@ -200,9 +200,9 @@ def test_an_oversized_file_is_refused_before_it_is_read_whole(tmp_path, monkeypa
 
     monkeypatch.setattr(images, "open", counting_open, raising=False)
     with pytest.raises(images.BadImageError, match=r"too large \(3,000,000 bytes, limit 1,000,000"):
-        images.read_checked(junk, max_bytes=1_000_000)
+        images.read_checked(junk, images.ImageLimits(LIMITS.max_pixels, 1_000_000))
     with pytest.raises(images.BadImageError, match="not an image"):
-        images.read_checked(junk)  # under the default 256 MiB: the header says it is not an image
+        images.read_checked(junk, LIMITS)  # under conf's 256 MiB: the header says it is not an image
     assert sum(read) < 100_000, sum(read)
 
 

@@ -350,7 +350,7 @@ def test_an_image_size_a_transfer_backbone_cannot_take_names_the_size():
     from smallvision.errors import ConfigError
     from smallvision.models import backbones
 
-    bb = config("backbone=vgg16", "backbone.weights.source=none")["backbone"]
+    bb = config("backbone=vgg16", "backbone.weights.source=none").backbone.model_dump()
     with small_vgg_classifier():
         base = backbones.create_backbone(bb, allow_random=True)
     with pytest.raises(ConfigError, match=r"image_size=16 does not fit .*use the backbone's image_size or larger"):

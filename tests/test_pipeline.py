@@ -18,6 +18,7 @@ import torch
 import yaml
 from helpers.browser import CHROMIUM_FLAGS, OFFLINE, chromium
 from helpers.project import compose_params, copy_project, dvc_status, run, signal_group, start, wait_mid_training
+from helpers.study import LIMITS
 
 from smallvision.files import OUTPUT_MARKER
 
@@ -156,7 +157,9 @@ def test_mlflow_holds_one_study_with_a_child_per_technique(project):
         epochs = json.loads((project / "models" / technique / "metrics.json").read_text())["epochs"]
         assert child.info.status == "FINISHED" and child.info.run_name == technique
         assert "test_accuracy" in child.data.metrics
-        assert len(client.get_metric_history(child.info.run_id, "val_acc")) == epochs  # a point per epoch
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]
+        start = [0] if technique == "fine_tune" else []  # fine-tune validates its starting weights as epoch 0
+        assert sorted(steps) == [*start, *range(1, epochs + 1)]  # a point per epoch
         assert child.data.params["technique"] == technique  # the config as parameters
         assert child.data.params[f"techniques.{technique}.epochs"] == str(epochs)
         assert child.data.tags["git_commit"] and child.data.tags["seed"] == "42"
@@ -234,7 +237,7 @@ def test_predict_with_the_champion_writes_what_its_checkpoint_does(project, monk
     client = MlflowClient(f"sqlite:///{project}/mlflow.db")
     champion = client.get_model_version_by_alias("smallvision-classifier", "champion")
     write_csv(
-        predict(Path("models") / champion.tags["technique"] / "best.ckpt", Path("data/raw"), progress=False),
+        predict(Path("models") / champion.tags["technique"] / "best.ckpt", Path("data/raw"), 32, False, LIMITS),
         Path("expected.csv"),
     )
     assert (project / "predictions.csv").read_text() == (project / "expected.csv").read_text()

@@ -21,15 +21,20 @@ from smallvision.models.heads import DenseHead, TransferNet
 from smallvision.modules.classifier import ClassifierModule, ImageInput
 from smallvision.modules.optim import lr_scheduler, make_optimizer, param_groups
 from smallvision.networks import class_probabilities
-from smallvision.settings import technique as validate
+from smallvision.schema import LrSchedule, Optimizer
 from smallvision.training import train_technique
 
 OPTIMIZER = {"name": "adamw", "lr": 1e-3, "alpha": 0.9, "eps": 1e-7, "momentum": 0.0, "weight_decay": 0.05}
 
 
+def optimizer(**changes) -> Optimizer:
+    """The optimizer settings OPTIMIZER with `changes`."""
+    return Optimizer(**{**OPTIMIZER, **changes})
+
+
 @pytest.fixture(scope="module")
 def _lite0() -> nn.Module:
-    cfg = {**config()["backbone"], "weights": {"source": "none"}}
+    cfg = {**config().backbone.model_dump(), "weights": {"source": "none"}}
     return B.create_backbone(cfg, allow_random=True)
 
 
@@ -54,7 +59,7 @@ def test_unfreeze_all_trains_the_whole_base(net):
 @pytest.mark.parametrize("unfreeze", [1, 3, "all"])
 def test_layerwise_groups_are_ordered_from_the_head_down_and_hold_every_trainable_parameter_once(net, unfreeze):
     B.freeze_base(net.base, unfreeze)
-    groups = param_groups(net, {**OPTIMIZER, "layer_decay": 0.5})
+    groups = param_groups(net, optimizer(layer_decay=0.5))
     depths = [g["depth"] for g in groups]
     assert depths == sorted(depths) and depths[0] == 0
     for g in groups:  # the rate decays with depth; biases and norm weights carry no weight decay
@@ -73,7 +78,7 @@ def test_layerwise_groups_are_ordered_from_the_head_down_and_hold_every_trainabl
 
 def test_one_layer_decay_is_one_group_as_the_book(net):
     B.freeze_base(net.base, 1)
-    book = {**OPTIMIZER, "name": "rmsprop", "weight_decay": 0.0, "layer_decay": 1.0}
+    book = optimizer(name="rmsprop", weight_decay=0.0, layer_decay=1.0)
     [group] = param_groups(net, book)
     assert {id(p) for p in group["params"]} == {id(p) for p in net.parameters() if p.requires_grad}
     B.freeze_base(net.base, 0)
@@ -86,21 +91,21 @@ def test_one_layer_decay_is_one_group_as_the_book(net):
 def test_warm_up_then_cosine_decay_keeps_each_groups_ratio():
     params = [nn.Parameter(torch.zeros(2, 2)), nn.Parameter(torch.zeros(2, 2))]
     groups = [{"params": [params[0]], "lr": 1e-3}, {"params": [params[1]], "lr": 1e-4}]
-    optimizer = make_optimizer(groups, {**OPTIMIZER, "layer_decay": 1.0})
-    assert isinstance(optimizer, torch.optim.AdamW)
-    config_ = lr_scheduler(optimizer, {"name": "cosine", "warmup_epochs": 2}, total_steps=100, epochs=10)
+    adamw = make_optimizer(groups, optimizer(layer_decay=1.0))
+    assert isinstance(adamw, torch.optim.AdamW)
+    config_ = lr_scheduler(adamw, LrSchedule(name="cosine", warmup_epochs=2), total_steps=100, epochs=10)
     assert config_["interval"] == "step"
     rates = []
     for _ in range(100):
-        rates.append([g["lr"] for g in optimizer.param_groups])
-        optimizer.step()
+        rates.append([g["lr"] for g in adamw.param_groups])
+        adamw.step()
         config_["scheduler"].step()
     head, low = np.array(rates).T
     assert head[0] == pytest.approx(1e-3 / 20)  # 2 epochs x 10 steps of linear warm-up
     assert np.all(np.diff(head[:20]) > 0) and head[20] == pytest.approx(1e-3)
     assert np.all(np.diff(head[20:]) < 0) and head[-1] < 1e-3 * 0.01  # cosine down to ~0
     np.testing.assert_allclose(low, head / 10)
-    assert lr_scheduler(optimizer, {"name": "constant", "warmup_epochs": 0}, 100, 10) is None  # the book
+    assert lr_scheduler(adamw, LrSchedule(name="constant", warmup_epochs=0), 100, 10) is None  # the book
 
 
 # ----------------------------------------------------------------------------------------------- BatchNorm
@@ -132,9 +137,9 @@ def test_batchnorm_statistics_move_only_when_asked_and_only_where_the_base_train
         assert {"bn2.running_mean", "blocks.6.0.bn1.running_var"} <= moved
 
 
-def test_batchnorm_mode_is_checked(net):
-    with pytest.raises(ConfigError, match="batchnorm='adaptive'"):
-        B.freeze_base(net.base, 1, "adaptive")
+def test_batchnorm_mode_is_checked():
+    with pytest.raises(ConfigError, match="batchnorm='adaptive' is unknown; allowed: frozen, update"):
+        config("techniques.fine_tune.batchnorm=adaptive")
 
 
 # ----------------------------------------------------------------------------------------------- early stopping
@@ -174,7 +179,7 @@ def test_early_stopping_stops_at_the_patience(study):
 )
 def test_bad_playbook_settings_fail_before_work(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        validate(config("technique=fine_tune", override))
+        config("technique=fine_tune", override)
 
 
 # ----------------------------------------------------------------------------------------------- TTA
@@ -185,7 +190,7 @@ def _tested(net: nn.Module, array: np.ndarray, image_input: ImageInput | None, n
     labels = np.arange(len(array)) % num_classes
     rows = {s: np.arange(len(array)) for s in ("train", "val", "test")}
     data = ArrayDataModule(SplitArrays(array, labels, rows, ["a", "b", "c"][:num_classes]), 4, 0)
-    module = ClassifierModule(net, num_classes, {**OPTIMIZER, "layer_decay": 1.0}, image_input, tta=True)
+    module = ClassifierModule(net, num_classes, optimizer(layer_decay=1.0), image_input, tta=True)
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.test(module, datamodule=data, verbose=False)
     return module.test_results

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 from helpers.browser import CHROMIUM_FLAGS, chromium
-from helpers.study import config, make_dataset, save_checkpoint
+from helpers.study import LIMITS, config, make_dataset, save_checkpoint
 from PIL import Image
 
 from smallvision import provenance
@@ -36,6 +36,7 @@ from smallvision.models import backbones
 from smallvision.networks import build_net, make_spec, spec_resize
 from smallvision.predict import probabilities
 from smallvision.runs import write_outputs
+from smallvision.schema import Settings
 from smallvision.stats import wilson_interval
 from smallvision.visualize.stage import run_visualize
 
@@ -57,26 +58,27 @@ SECTIONS = [
 ]
 
 
-def _fake_training(cfg: dict, root: Path) -> None:
+def _fake_training(cfg: Settings, root: Path) -> None:
     """models/<technique>/: best.ckpt of an untrained net, its real test predictions, a history, metrics.json."""
-    records, classes = load_manifest(root / cfg["paths"]["prepared"])
+    records, classes = load_manifest(root / cfg.paths.prepared)
     test_rows = [i for i, r in enumerate(records) if r.split == "test"]
     test = [records[i] for i in test_rows]
     truth = torch.tensor([classes.index(r.label) for r in test])
     rng = np.random.default_rng(0)
-    for k, (name, tech) in enumerate(cfg["techniques"].items()):
+    for k, (name, tech) in enumerate(cfg.techniques.items()):
         in_features = None
-        if tech["kind"] != "scratch":
-            base = backbones.create_backbone({**cfg["backbone"], "weights": {"source": "none"}}, allow_random=True)
-            in_features = backbones.feature_dim(base, tech["image_size"], cfg["backbone"]["head_pool"])
-        spec = make_spec(tech, cfg["backbone"], classes, in_features)
+        if tech.kind != "scratch":
+            bb = {**cfg.backbone.model_dump(), "weights": {"source": "none"}}
+            base = backbones.create_backbone(bb, allow_random=True)
+            in_features = backbones.feature_dim(base, tech.image_size, cfg.backbone.head_pool)
+        spec = make_spec(tech, cfg.backbone, classes, in_features)
         if spec["network"] == "head":
             spec["network"] = "transfer"  # the whole net (random base): no pretrained weights needed to reload it
         torch.manual_seed(k)
         net = build_net(spec, pretrained=False).eval()
-        out = root / cfg["paths"]["models"] / name
+        out = root / cfg.paths.models / name
         save_checkpoint(net, spec, out / "best.ckpt")
-        images = np.stack([load_resized(r.file, spec_resize(spec)) for r in test])
+        images = np.stack([load_resized(r.file, spec_resize(spec), LIMITS) for r in test])
         prob, predicted = probabilities(net, network_input(images, spec["mean"], spec["std"])).max(1)
         epochs = 5
         train_acc = np.linspace(0.5, 0.95, epochs)
@@ -95,15 +97,15 @@ def _fake_training(cfg: dict, root: Path) -> None:
         low, high = wilson_interval(correct, len(test))
         metrics = {
             "technique": name,
-            "kind": tech["kind"],
-            "backbone": "small_convnet" if tech["kind"] == "scratch" else cfg["backbone"]["name"],
+            "kind": tech.kind,
+            "backbone": "small_convnet" if tech.kind == "scratch" else cfg.backbone.name,
             "test_accuracy": correct / len(test),
             "test_images": len(test),
             "test_correct": correct,
             "ci95_low": low,
             "ci95_high": high,
             "wall_time_s": 10.0 * (k + 1),
-            **provenance.fields(cfg, manifest_digest(root / cfg["paths"]["prepared"] / MANIFEST), None),
+            **provenance.fields(cfg, manifest_digest(root / cfg.paths.prepared / MANIFEST), None),
         }
         # the files exactly as training writes them
         write_outputs(out, metrics, history, {"y": truth, "pred": predicted, "prob": prob}, records, test_rows, classes)

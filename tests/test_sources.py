@@ -14,14 +14,27 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from helpers.study import config
 
 from smallvision.data.sources import fetch_source
 from smallvision.errors import ConfigError, DataError
 from smallvision.files import OUTPUT_MARKER
 
+# conf/data/_base.yaml's settings (a test changes the ones it is about)
+DATA = {
+    "sha256": None,
+    "size": None,
+    "connect_timeout_s": 10,
+    "max_extract_bytes": 4.0e9,
+    "max_download_bytes": 1.2e9,
+    "min_download_rate": (10_000, 60),
+    "synthetic": None,
+    "retries": 3,
+}
+
 
 def fetch(source, raw, **kwargs):
-    return fetch_source(str(source), raw, progress=False, **kwargs)
+    return fetch_source(str(source), raw, progress=False, **{**DATA, **kwargs})
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -391,8 +404,8 @@ def test_unresolvable_host_fails_within_the_timeout(tmp_path):
         ("retries", -1),
     ],
 )
-def test_bad_settings_are_refused_before_any_work(tmp_path, image_zip, option, value):
+def test_bad_settings_are_refused_before_any_work(tmp_path, option, value):
     key = {"retries": "download_retries"}.get(option, option)
     with pytest.raises(ConfigError, match=rf"data\.{key}={value!r} must be"):
-        fetch(image_zip, tmp_path / "raw", **{option: value})
+        config("data=folder", "data.source=images.zip", f"data.{key}={value}")
     assert not (tmp_path / "raw").exists()

@@ -11,19 +11,29 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.study import LIMITS, config
 from PIL import Image
 
 from smallvision.data.discovery import discover
 from smallvision.data.manifest import MANIFEST, REPORT, load_manifest
-from smallvision.data.split import prepare_split, split_amounts, split_sizes
+from smallvision.data.split import prepare_split, split_sizes
 from smallvision.errors import ConfigError, DataError
+from smallvision.schema import Split, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 COUNTS = {"train": 3, "val": 2, "test": 1}
 
 
-def run_split(raw, out, split=COUNTS, seed=0, **kwargs):
-    return prepare_split(raw, out, split=split, seed=seed, workers=kwargs.pop("workers", 1), progress=False, **kwargs)
+def split_amounts(split: dict) -> dict:
+    """data.split checked as the entry scripts check it."""
+    return validate(Split, split, "data.split").amounts()
+
+
+def run_split(raw, out, split=COUNTS, seed=0, classes=None, workers=1, limits=LIMITS):
+    split = validate(Split, split, "data.split")
+    return prepare_split(
+        raw, out, split=split, seed=seed, classes=classes, workers=workers, limits=limits, progress=False
+    )
 
 
 def report_of(out: Path) -> dict:
@@ -342,7 +352,7 @@ def test_class_list_must_match_the_folders(tmp_path, make_tree):
         ({"train": -1, "val": 1, "test": 1}, r"data.split.train=-1"),
         ({"train": 0.7, "val": 0.3, "test": 0.3}, "sum to 1.3"),
         ({"train": 1.5, "val": 0.1, "test": 0.1}, r"data.split.train=1.5"),
-        ({"train": 10, "val": 5}, "exactly the keys train, val, test"),
+        ({"train": 10, "val": 5}, "data.split.test is not set"),
         ({"train": 0, "val": 5, "test": 5}, "must be > 0"),
         ({"train": "many", "val": 5, "test": 5}, "data.split.train='many'"),
     ],
@@ -408,12 +418,11 @@ def test_script_error_is_one_line_without_traceback(tmp_path):
     assert "data.source is not set" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_bad_pixel_limit_is_a_config_error(tmp_path, make_tree):
-    raw = make_tree(tmp_path / "raw", {"Cat": 6, "Dog": 6})
+def test_bad_pixel_limit_is_a_config_error():
     with pytest.raises(ConfigError, match="data.max_image_pixels=0"):
-        run_split(raw, tmp_path / "out", max_pixels=0)
+        config("data.max_image_pixels=0")
     with pytest.raises(ConfigError, match="data.workers=0"):
-        run_split(raw, tmp_path / "out", workers=0)
+        config("data.workers=0")
 
 
 def test_file_name_that_is_not_utf8_is_dropped_not_crashed(tmp_path, make_tree, write_image):

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 from helpers.project import ROOT, compose_params, copy_project, entry_script, run
-from helpers.study import CONF, make_dataset
+from helpers.study import CONF, config, make_dataset
 
 from smallvision import distributed
 from smallvision.errors import DataError
@@ -137,6 +137,11 @@ def _compare_seeds(*argv: str) -> None:
     entry_script("compare_seeds").main(list(argv))
 
 
+def _visualize(**changes) -> dict:
+    """The visualize section as a sweep's multirun.yaml holds it (all of it), with `changes`."""
+    return {**config().visualize.model_dump(), **changes}
+
+
 def test_compare_seeds_draws_the_comparison_from_an_existing_sweep_folder(tmp_path, capsys):
     sweep = tmp_path / "multirun" / "2026-12-02" / "07-04-20"
     for number, row in enumerate(SEED_ROWS):
@@ -144,7 +149,7 @@ def test_compare_seeds_draws_the_comparison_from_an_existing_sweep_folder(tmp_pa
         (sweep / str(number) / "metrics.json").write_text(json.dumps(row))
     # the sweep's own settings win over the project's: a reference given to that sweep
     (sweep / "multirun.yaml").write_text(
-        yaml.safe_dump({"visualize": {"reference_label": "mine", "reference": {"baseline": 0.5}, "dpi": 20}})
+        yaml.safe_dump({"visualize": _visualize(reference_label="mine", reference={"baseline": 0.5}, dpi=20)})
     )
     _compare_seeds(str(sweep))
     assert capsys.readouterr().out.split() == [
@@ -181,13 +186,18 @@ def test_a_sweep_that_varies_more_than_the_seed_is_not_averaged(tmp_path, capsys
                 "hydra": {
                     "overrides": {"task": ["techniques.baseline.optimizer.lr=1e-4,3e-4", "seed=0,1", "data=synthetic"]}
                 },
-                "visualize": {"reference_label": "book", "reference": BOOK, "dpi": 20},
+                "visualize": _visualize(reference_label="book", reference=BOOK, dpi=20),
             }
         )
     )
     assert sweeps.swept_keys(sweep) == {"techniques.baseline.optimizer.lr", "seed"}
     assert len(sweeps.sweep_comparison(sweep)) == 4  # the parent lists every job, from the first job on
-    assert sweeps.comparison_files(sweep, {"reference_label": "book", "reference": BOOK}) == []
+    assert (
+        sweeps.comparison_files(
+            sweep, config().visualize.model_copy(update={"reference_label": "book", "reference": BOOK})
+        )
+        == []
+    )
     assert not (sweep / "seed_comparison.json").exists()
     with pytest.raises(SystemExit):
         _compare_seeds(str(sweep))
@@ -198,18 +208,16 @@ def test_a_sweep_that_varies_more_than_the_seed_is_not_averaged(tmp_path, capsys
 
 
 def test_a_ddp_child_of_a_sweep_job_runs_that_job_only():
-    argv = [
-        "-m",
-        "--config-dir",
-        "conf",
-        "--config-name=config",
-        "technique=baseline,augment",
-        "seed=0,1,2",
-        "hydra.sweep.dir=multirun/s",
+    # HydraConfig's runtime.config_sources of `python pipelines/train.py -m --config-dir /p/more ...`
+    sources = [
+        {"path": "hydra.conf", "schema": "pkg", "provider": "hydra"},
+        {"path": "/p/conf", "schema": "file", "provider": "main"},
+        {"path": "/p/more", "schema": "file", "provider": "command-line"},
+        {"path": "", "schema": "structured", "provider": "schema"},
     ]
     command = distributed.child_command(
         ["python", "/p/pipelines/train.py"],
-        argv,
+        distributed.config_flags("config", sources),
         job_overrides=["technique=augment", "seed=1"],
         hydra_overrides=[
             "hydra.mode=MULTIRUN",
@@ -223,8 +231,9 @@ def test_a_ddp_child_of_a_sweep_job_runs_that_job_only():
     assert command == [
         "python",
         "/p/pipelines/train.py",
+        "--config-path=/p/conf",
         "--config-name=config",
-        "--config-dir=conf",
+        "--config-dir=/p/more",
         "technique=augment",
         "seed=1",
         "hydra.job.chdir=false",

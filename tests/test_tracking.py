@@ -243,7 +243,8 @@ def test_the_live_job_and_the_log_later_path_make_the_same_run(tiny_study: Path,
         f"logger.tracking_uri={uri}",
         f"paths.models={models}",
     )
-    shown = show_config("train baseline", cfg, stages.training_reads(cfg), echo=False)
+    plain = cfg.model_dump()  # as pipelines/train.py prints and logs it
+    shown = show_config("train baseline", plain, stages.training_reads(plain), echo=False)
     run_training(cfg, tiny_study, config_read=shown)
     prepared = tiny_study / "data" / "prepared"
     digest = manifest_digest(prepared / MANIFEST)
@@ -397,7 +398,10 @@ def test_unreachable_server_fails_fast_without_leaking_credentials(
     for name in ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES"):
         monkeypatch.setenv(name, "unset-by-test")  # so monkeypatch restores the real value afterwards
         monkeypatch.delenv(name)
-    bound_mlflow_requests({"http_timeout_s": 1.5, "http_max_retries": 0})  # what the entry scripts do first
+    from helpers.study import config
+
+    logger = config().logger.model_copy(update={"http_timeout_s": 1.5, "http_max_retries": 0})
+    bound_mlflow_requests(logger)  # what the entry scripts do first
     tracker = make_tracker(f"http://user:secret@127.0.0.1:{port}", "exp")
     assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "2" and os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
     with caplog.at_level(logging.WARNING), tracker.technique_run("baseline", {}, {}) as run_id:

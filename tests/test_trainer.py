@@ -15,8 +15,8 @@ from smallvision.training import train_technique
 
 
 def test_the_cpu_trainer_defaults_to_auto_precision_and_channels_last():
-    trainer = config()["trainer"]
-    assert (trainer["precision"], trainer["channels_last"], trainer["accelerator"]) == ("auto", True, "cpu")
+    trainer = config().trainer
+    assert (trainer.precision, trainer.channels_last, trainer.accelerator) == ("auto", True, "cpu")
 
 
 @pytest.mark.parametrize(("native_bf16", "expected"), [(True, "bf16-mixed"), (False, "32-true")])
@@ -27,7 +27,10 @@ def test_auto_precision_on_a_cpu_is_bf16_only_where_the_cpu_runs_it_natively(
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_precision("auto", "cpu") == expected
     assert resolve_precision("auto", "auto") == expected  # no GPU: the CPU decides
-    assert make_trainer({**config()["trainer"], "precision": "auto"}, 1, tmp_path, False, []).precision == expected
+    assert (
+        make_trainer(config().trainer.model_copy(update={"precision": "auto"}), 1, tmp_path, False, []).precision
+        == expected
+    )
 
 
 @pytest.mark.parametrize(("gpu_bf16", "expected"), [(True, "bf16-mixed"), (False, "16-mixed")])

@@ -364,6 +364,28 @@ def test_curves_figure_of_a_single_epoch_draws_points():
     assert acc.lines[0].get_marker() == "o" and acc.lines[0].get_linestyle() == "None"
 
 
+def test_curves_figure_shows_the_starting_weights_at_epoch_zero():
+    """fine-tune's history.csv starts with epoch 0: its starting weights, validated before training (no training
+    values); the start is marked, and a tie for the best validation accuracy marks the start (the kept model)."""
+    history = {
+        "epoch": np.array([0.0, 1.0, 2.0]),
+        "train_acc": np.array([np.nan, 0.9, 0.95]),
+        "val_acc": np.array([0.96, 0.94, 0.96]),
+        "train_loss": np.array([np.nan, 0.3, 0.2]),
+        "val_loss": np.array([0.1, 0.15, 0.12]),
+    }
+    fig = curves.curves_figure(history, "fine_tune")
+    _draw(fig)
+    acc, loss = fig.axes
+    for ax, value in ((acc, 0.96), (loss, 0.1)):
+        (start,) = [line for line in ax.lines if line.get_label() == "start (before training)"]
+        assert (list(start.get_xdata()), list(start.get_ydata())) == ([0], [value])
+        validation = next(line for line in ax.lines if line.get_label() == "validation")
+        assert list(validation.get_xdata()) == [0.0, 1.0, 2.0]
+    star = acc.lines[-1]
+    assert star.get_label() == "best val 0.960" and list(star.get_xdata()) == [0.0]
+
+
 def test_augmentation_figure_shows_the_original_then_each_copy():
     image = _scene(3)
     cfg = AffineConfig(

@@ -13,7 +13,7 @@ import torch
 from helpers.study import config, make_dataset, paths
 from test_visualize import CLASSES, TINY, _assert_not_blank, _draw, _flat, _image_panels, _net, _scene, _tensor
 
-from smallvision import techniques
+from smallvision import schema, techniques
 from smallvision.errors import ConfigError, DataError
 from smallvision.models import backbones
 from smallvision.models.convnet import SmallConvNet
@@ -33,7 +33,6 @@ from smallvision.visualize import (
 )
 from smallvision.visualize.layers import cam_layer, chosen_layers, depth_layers
 from smallvision.visualize.receptive import Geometry, chain_geometry, layer_geometry, probed_geometry
-from smallvision.visualize.settings import validate
 from smallvision.visualize.stage import SECTIONS, enabled
 
 # --------------------------------------------------------------------------- receptive fields
@@ -356,25 +355,25 @@ def test_confusion_figure_shows_counts_and_rates_per_true_class():
 # --------------------------------------------------------------------------- the switches and their checks
 
 
-def _visualize_config() -> dict:
-    return config()["visualize"]
-
-
 def test_each_new_section_has_a_switch_and_its_settings_are_checked():
-    v = _visualize_config()
-    known = ["baseline", "augment", "feature_extract", "fine_tune"]
-    validate(v, known)
+    settings = config().visualize
+    v = settings.model_dump()
+
+    def validate(visualize: dict) -> schema.Visualize:
+        return schema.validate(schema.Visualize, visualize, "visualize")
+
+    validate(v)
     for section in ("confusion", "finetuning", "pairs", "patches", "kernels"):
-        assert section in SECTIONS and enabled(v, section)
-        assert not enabled({**v, section: {**v[section], "enabled": False}}, section)
+        assert section in SECTIONS and enabled(settings, section)
+        assert not enabled(validate({**v, section: {**v[section], "enabled": False}}), section)
         with pytest.raises(ConfigError, match=rf"visualize\.{section}\.enabled='no' must be true or false"):
-            validate({**v, section: {**v[section], "enabled": "no"}}, known)
+            validate({**v, section: {**v[section], "enabled": "no"}})
     with pytest.raises(ConfigError, match=r"visualize\.patches\.interior=1 must be true or false"):
-        validate({**v, "patches": {**v["patches"], "interior": 1}}, known)
+        validate({**v, "patches": {**v["patches"], "interior": 1}})
     with pytest.raises(ConfigError, match=r"visualize\.patches\.top=0"):
-        validate({**v, "patches": {**v["patches"], "top": 0}}, known)
+        validate({**v, "patches": {**v["patches"], "top": 0}})
     with pytest.raises(ConfigError, match=r"visualize\.finetuning\.before='vgg'"):
-        validate({**v, "finetuning": {**v["finetuning"], "before": "vgg"}}, known)
+        config("visualize.finetuning.before=vgg")  # the technique names: the whole settings know them
     with pytest.raises(ConfigError, match=r"visualize\.patches\.scratch_layers=\['conv9'\]"):
         chosen_layers(SmallConvNet(TINY), ["conv9"], "visualize.patches.scratch_layers")
     # named layers come back in the order the network runs them, whatever order the config lists them in

@@ -72,9 +72,22 @@ def _quoted(value: str) -> str:
     return f'"{value}"' if "'" in value else f"'{value}'"
 
 
+def config_flags(config_name: str, config_sources: Sequence[Mapping[str, str]]) -> list[str]:
+    """The flags that make a child compose the same primary config from the same folders: Hydra's record of the
+    job (HydraConfig's job.config_name and runtime.config_sources, the `main` one from the script's config_path
+    or --config-path, the `command-line` one from --config-dir)."""
+
+    def where(source: Mapping[str, str]) -> str:
+        return source["path"] if source["schema"] == "file" else f"{source['schema']}://{source['path']}"
+
+    flags = [f"--config-path={where(s)}" for s in config_sources if s["provider"] == "main"]
+    flags += [f"--config-name={config_name}"] if config_name else []
+    return flags + [f"--config-dir={where(s)}" for s in config_sources if s["provider"] == "command-line"]
+
+
 def child_command(
     program: Sequence[str],
-    argv: Sequence[str],
+    flags: Sequence[str],
     job_overrides: Sequence[str],
     hydra_overrides: Sequence[str],
     output_dir: str,
@@ -82,20 +95,12 @@ def child_command(
 ) -> list[str]:
     """The command line that runs rank `local_rank` of one Hydra job, and only that job.
 
-    `program` starts the entry script ([python, script] or [python, -m, module]); `argv` is the original
-    command line after the program (for --config-dir/--config-name/--config-path; its overrides, which
-    may be a whole sweep, are dropped); `job_overrides` and `hydra_overrides` are this job's
-    (HydraConfig's overrides.task and overrides.hydra). The child runs in run mode, in `output_dir`, with
-    no .hydra/ of its own and its own log file, as Lightning's launcher does for a single run.
+    `program` starts the entry script ([python, script] or [python, -m, module]); `flags` say where its config
+    comes from (`config_flags`; the original command line is not re-read: its overrides may be a whole sweep);
+    `job_overrides` and `hydra_overrides` are this job's (HydraConfig's overrides.task and overrides.hydra). The
+    child runs in run mode, in `output_dir`, with no .hydra/ of its own and its own log file, as Lightning's
+    launcher does for a single run.
     """
-    from hydra._internal.utils import get_args_parser  # Hydra's own parser: the flags are exactly what Hydra read
-
-    args = get_args_parser().parse_args(list(argv))
-    flags = [
-        f"--{name.replace('_', '-')}={value}"
-        for name in ("config_path", "config_name", "config_dir")
-        if (value := getattr(args, name)) is not None
-    ]
     kept = [o for o in hydra_overrides if not _is_sweep_only(o)]
     return [
         *program,
@@ -125,7 +130,7 @@ def _hydra_subprocess_cmd(local_rank: int) -> tuple[list[str], str]:
     hc = HydraConfig.get()
     command = child_command(
         _program(),
-        sys.argv[1:],
+        config_flags(hc.job.config_name, hc.runtime.config_sources),
         list(hc.overrides.task),
         list(hc.overrides.hydra),
         str(hc.runtime.output_dir),
@@ -136,6 +141,7 @@ def _hydra_subprocess_cmd(local_rank: int) -> tuple[list[str], str]:
 
 def _install_launcher_fix() -> None:
     """Point Lightning's launchers (pytorch and fabric, each imported the function by name) at ours."""
+    # private: Lightning has no public hook for the command its DDP launcher (_SubprocessScriptLauncher) runs
     from lightning.fabric.strategies.launchers import subprocess_script as fabric_launcher
     from lightning.pytorch.strategies.launchers import subprocess_script as pytorch_launcher
 

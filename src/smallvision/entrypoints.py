@@ -1,4 +1,4 @@
-"""What every thin entry script in pipelines/ needs: one-line errors, the config as plain containers, and where
+"""What every thin entry script in pipelines/ needs: one-line errors, the config as typed settings, and where
 Hydra runs this job. Library code gets these as plain values and never reads Hydra's runtime itself."""
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from smallvision.distributed import SWEEP_DIR_ENV
 from smallvision.errors import SmallvisionError
 from smallvision.files import check_output_place
 from smallvision.interrupts import reliable_ctrl_c
+from smallvision.schema import Logger, Settings, validate
+from smallvision.settings import check_memory
 
 
 def friendly_errors(main: Callable[..., Any]) -> Callable[..., Any]:
@@ -52,8 +54,17 @@ def check_output(stage: str, cfg: Mapping[str, Any]) -> None:
 
 
 def to_dict(cfg: DictConfig) -> dict:
-    """The resolved config as plain containers (what library code receives)."""
+    """The resolved config as plain containers (what the schema validates)."""
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
+
+
+def load_settings(cfg: DictConfig | Mapping[str, Any], *, training: bool = False) -> Settings:
+    """The whole resolved config as typed settings, checked once before any work (a ConfigError names the first
+    bad key); `training`: also that the technique it picks fits in this machine's memory."""
+    settings = validate(Settings, to_dict(cfg) if isinstance(cfg, DictConfig) else cfg)
+    if training:
+        check_memory(settings.selected, f"techniques.{settings.technique}", settings.trainer.accelerator)
+    return settings
 
 
 @dataclass(frozen=True)
@@ -78,12 +89,12 @@ def hydra_job() -> HydraJob:
     return HydraJob(sweep_dir, Path(hc.runtime.output_dir))
 
 
-def bound_mlflow_requests(logger_cfg: Mapping[str, Any]) -> None:
+def bound_mlflow_requests(logger: Logger) -> None:
     """Bound how long an unreachable MLflow server can stall a stage (cfg.logger.http_timeout_s and
     http_max_retries): MLflow's defaults, 120 s and 7 retries with backoff, would stall it for minutes, and MLflow
     reads these only from the environment (as whole numbers). Variables the user already set win."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(math.ceil(logger_cfg["http_timeout_s"])))
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(int(logger_cfg["http_max_retries"])))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(math.ceil(logger.http_timeout_s)))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(int(logger.http_max_retries)))
 
 
 YAML_END = "\n...\n"  # what PyYAML ends a lone scalar with

@@ -209,7 +209,8 @@ def seed_steps(runs: Sequence[Run]) -> SeedSteps:
                 steps.per_seed.append({"seed": seed, "from": previous, "to": technique, "note": f"not paired: {err}"})
                 continue
             tests.append(test)
-            steps.per_seed.append({"seed": seed, "from": previous, "to": technique, **test.as_dict()})
+            kept = {"kept_start": True} if pair[1].metrics.get("kept_start") is True else {}  # why a step is zero
+            steps.per_seed.append({"seed": seed, "from": previous, "to": technique, **test.as_dict(), **kept})
         if tests:
             mean, low, high = mean_interval([t.difference for t in tests])
             steps.summary[technique] = {

@@ -22,8 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from smallvision.checks import positive_number, whole_number
-from smallvision.data.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, load_resized
+from smallvision.data.images import ImageLimits, load_resized
 from smallvision.data.manifest import Record
 from smallvision.data.preprocess import network_input
 from smallvision.errors import DataError
@@ -56,19 +55,17 @@ def export_checkpoint(
     technique: str,
     opset: int,
     tolerance: float,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    max_bytes: float | None = DEFAULT_MAX_BYTES,
+    limits: ImageLimits,
 ) -> dict:
     """Write `out_dir`/{model.onnx, model.torchscript.pt, preprocessing.json} for the network in `checkpoint`
     (a cached-features head comes back on its pretrained base); `images` (two or more files) are the parity check's
-    inputs, read under data.max_image_pixels and data.max_image_bytes. Returns what preprocessing.json holds."""
-    # 18: the oldest opset PyTorch's torch.export-based exporter writes
-    opset, tolerance = whole_number(opset, "export.opset", minimum=18), positive_number(tolerance, "export.tolerance")
+    inputs, read under `limits` (data.max_image_pixels and data.max_image_bytes); `opset` (18 or newer) and
+    `tolerance` are export.opset and export.tolerance. Returns what preprocessing.json holds."""
     check_output_folder(Path(out_dir), "export", "paths.export")
     net, spec = load_checkpoint(Path(checkpoint))
     model = WithProbabilities(net).eval()
     resize = spec_resize(spec)  # as the network was trained
-    pixels = np.stack([load_resized(p, resize, max_pixels, max_bytes) for p in images])
+    pixels = np.stack([load_resized(p, resize, limits) for p in images])
     x = network_input(pixels, spec["mean"], spec["std"])
     with torch.no_grad():
         expected = [t.numpy() for t in model(x)]
@@ -92,8 +89,8 @@ def export_checkpoint(
 
 
 def parity_images(records: Sequence[Record], count: int) -> list[Path]:
-    """`count` (2 or more) test images for the parity check, taken from every class in turn."""
-    count = whole_number(count, "export.check_images", minimum=2)
+    """`count` (2 or more: export.check_images) test images for the parity check, taken from every class in
+    turn."""
     by_class: dict[str, list[Path]] = {}
     for r in records:
         if r.split == "test":

@@ -20,23 +20,25 @@ from torch.utils.data import DataLoader
 
 from smallvision.data.datamodule import ArrayDataset
 from smallvision.data.images import Resize
-from smallvision.data.preprocess import network_input
+from smallvision.data.preprocess import backbone_normalisation, network_input
 from smallvision.errors import DataError
 from smallvision.files import atomic_write
 from smallvision.models.backbones import extract_features, pool_features
+from smallvision.schema import Backbone
 from smallvision.shards import ShardSampler, gather_shards
 
 
 def features_key(
-    backbone_cfg: dict, resize: Resize, pool: str, manifest_digest: str, precision: str, flip: bool = False
+    backbone: Backbone, resize: Resize, pool: str, manifest_digest: str, precision: str, flip: bool = False
 ) -> str:
     """Identifies cached features: everything that changes them, down to the input normalisation, the resize
     geometry and the precision the base ran in."""
+    mean, std = backbone_normalisation(backbone)
     ident = {
-        "timm_name": backbone_cfg["timm_name"],
-        "weights": backbone_cfg.get("weights"),
-        "mean": list(backbone_cfg["mean"]),
-        "std": list(backbone_cfg["std"]),
+        "timm_name": backbone.timm_name,
+        "weights": backbone.weights.model_dump(),
+        "mean": mean,
+        "std": std,
         "resize": resize.to_dict(),
         "pool": pool,
         "manifest": manifest_digest,

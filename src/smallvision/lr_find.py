@@ -12,32 +12,28 @@ from __future__ import annotations
 import lightning as L
 from lightning.pytorch.tuner import Tuner
 
-from smallvision import settings
-from smallvision.errors import ConfigError
+from smallvision.schema import Settings
 from smallvision.trainer import expected_notices_hidden, make_trainer
 from smallvision.training import Paths, prepare
 from smallvision.visualize.lr_finder import write_lr_find
 
 
-def find_lr(cfg: dict, paths: Paths, progress: bool = True) -> dict:
-    """Run the range test for cfg["technique"] with cfg["lr_find"]; write lr_find.{json,png} into `paths.out`."""
-    tech = settings.technique(cfg)
-    opts = cfg["lr_find"]
-    low, high, steps = opts["min_lr"], opts["max_lr"], opts["num_training"]  # bounds: checks.NUMBERS
-    if low >= high:
-        raise ConfigError(f"lr_find.min_lr={low:g} must be below lr_find.max_lr={high:g}")
-    L.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
-    trainer = make_trainer(cfg["trainer"], steps, paths.out, False, [])  # epochs enough for `steps` batches
+def find_lr(settings: Settings, paths: Paths, progress: bool = True) -> dict:
+    """Run the range test for settings.technique with settings.lr_find; write lr_find.{json,png} into `paths.out`."""
+    tech, opts = settings.selected, settings.lr_find
+    low, high, steps = opts.min_lr, opts.max_lr, opts.num_training
+    L.seed_everything(settings.seed, workers=True, verbose=False)
+    trainer = make_trainer(settings.trainer, steps, paths.out, False, [])  # epochs enough for `steps` batches
     paths.out.mkdir(parents=True, exist_ok=True)  # Lightning saves its restore point there
     with expected_notices_hidden():
-        job = prepare(cfg, tech, paths, trainer, progress)
+        job = prepare(settings, paths, trainer, progress)
         finder = Tuner(trainer).lr_find(
             job.module, datamodule=job.data, min_lr=low, max_lr=high, num_training=steps, update_attr=False
         )
     result = {
-        "technique": cfg["technique"],
-        "optimizer": tech["optimizer"]["name"],
-        "configured_lr": tech["optimizer"]["lr"],
+        "technique": settings.technique,
+        "optimizer": tech.optimizer.name,
+        "configured_lr": tech.optimizer.lr,
         "suggestion": finder.suggestion(),
         "min_lr": low,
         "max_lr": high,
@@ -46,5 +42,5 @@ def find_lr(cfg: dict, paths: Paths, progress: bool = True) -> dict:
         "loss": [float(x) for x in finder.results["loss"]],
     }
     if trainer.is_global_zero:
-        write_lr_find(paths.out, result, int(cfg["visualize"]["dpi"]))
+        write_lr_find(paths.out, result, settings.visualize.dpi)
     return result

@@ -1,9 +1,18 @@
 """The networks the study trains, described by a `spec`, and how a checkpoint is rebuilt into one.
 
 A `spec` is a plain dict that fully describes a network; checkpoints carry it, so `predict`, `visualize`
-and `fine-tune` rebuild networks without the config that trained them. Its `network` says which:
-`scratch` (the small convnet), `head` (a dense head trained on cached features of a pretrained base) or
-`transfer` (a pretrained base with a dense head, trained end to end or with parts frozen).
+and `fine-tune` rebuild networks without the config that trained them.
+
+Two vocabularies, for two different things:
+
+- a technique's `kind` (`techniques.<name>.kind` in conf/) says how it trains: `scratch` (baseline, augment: a
+  convnet from random weights), `feature_extract` (a head on a frozen pretrained base) or `fine_tune` (the base's
+  top blocks trained too, from feature-extract's head);
+- a spec's `network` says what is built and saved: `scratch` (the small convnet), `head` (a dense head alone,
+  trained on cached features of a pretrained base) or `transfer` (a pretrained base with a dense head).
+
+`network_of` maps the first to the second: scratch -> scratch, feature_extract -> head (mode cached) or transfer
+(mode augmented), fine_tune -> transfer. `smallvision.techniques` has one builder per network, named after it.
 """
 
 from __future__ import annotations
@@ -16,12 +25,15 @@ import torch
 from torch import nn
 
 from smallvision.data.images import Resize
-from smallvision.data.preprocess import backbone_resize, normalise, to_pixels
+from smallvision.data.preprocess import backbone_normalisation, backbone_resize, normalise, to_pixels
 from smallvision.errors import DataError
 from smallvision.files import special_file_kind
 from smallvision.models import backbones
 from smallvision.models.convnet import SmallConvNet
 from smallvision.models.heads import DenseHead, TransferNet
+from smallvision.schema import Backbone, FeatureExtract, FineTune, Scratch
+
+Technique = Scratch | FeatureExtract | FineTune
 
 IDENTITY_NORM = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}  # Keras rescale=1/255 only
 
@@ -33,12 +45,19 @@ def num_outputs(num_classes: int) -> int:
     return 1 if num_classes == 2 else num_classes
 
 
-def input_resize(technique: dict, backbone_cfg: dict) -> Resize:
+def network_of(technique: Technique) -> str:
+    """The network a technique trains (`scratch`, `head` or `transfer`) for its `kind` (see the module docstring)."""
+    if technique.kind == "scratch":
+        return "scratch"
+    return "head" if technique.cached else "transfer"
+
+
+def input_resize(technique: Technique, backbone: Backbone) -> Resize:
     """How a technique's photos are resized: the scratch convnet squashes them (Keras' target_size); a pretrained
     base gets them as it was trained (`backbone.resize`, see `smallvision.data.preprocess.backbone_resize`)."""
-    if technique["kind"] == "scratch":
-        return Resize(technique["image_size"])
-    return backbone_resize(backbone_cfg, technique["image_size"])
+    if technique.kind == "scratch":
+        return Resize(technique.image_size)
+    return backbone_resize(backbone, technique.image_size)
 
 
 def spec_resize(spec: dict) -> Resize:
@@ -57,36 +76,34 @@ def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
     return logits.softmax(1)
 
 
-def make_spec(technique: dict, backbone_cfg: dict, classes: list[str], in_features: int | None = None) -> dict:
-    """The spec of the network `technique` trains. `in_features` is the pooled feature size of the backbone."""
+def make_spec(technique: Technique, backbone: Backbone, classes: list[str], in_features: int | None = None) -> dict:
+    """The spec of the network `technique` trains (plain types: checkpoints carry it). `in_features` is the pooled
+    feature size of the backbone."""
     base = {
         "classes": list(classes),
         "num_outputs": num_outputs(len(classes)),
-        "image_size": technique["image_size"],
-        "resize": input_resize(technique, backbone_cfg).to_dict(),
+        "image_size": technique.image_size,
+        "resize": input_resize(technique, backbone).to_dict(),
     }
-    if technique["kind"] == "scratch":
-        return {**base, "network": "scratch", "dropout": technique["dropout"], **IDENTITY_NORM}
-    head = technique["head"]
+    network = network_of(technique)
+    if isinstance(technique, Scratch):
+        return {**base, "network": network, "dropout": technique.dropout, **IDENTITY_NORM}
+    head = technique.head
+    mean, std = backbone_normalisation(backbone)
     return {
         **base,
-        "network": "head" if is_cached(technique) else "transfer",
-        "backbone": copy.deepcopy(backbone_cfg),
-        "mean": backbone_cfg["mean"],
-        "std": backbone_cfg["std"],
-        "pool": head["pool"],
-        "head": {"in_features": in_features, "units": head["units"], "dropout": head["dropout"]},
+        "network": network,
+        "backbone": backbone.model_dump(),
+        "mean": mean,  # resolved: what predict, export and a logged model normalise with
+        "std": std,
+        "pool": head.pool,
+        "head": {"in_features": in_features, "units": head.units, "dropout": head.dropout},
     }
 
 
-def network_name(technique: dict, backbone_cfg: dict) -> str:
+def network_name(technique: Technique, backbone: Backbone) -> str:
     """What a technique's metrics and runs call its network: the backbone's name, or small_convnet."""
-    return "small_convnet" if technique["kind"] == "scratch" else backbone_cfg["name"]
-
-
-def is_cached(technique: dict) -> bool:
-    """Feature extraction in cached mode: the base runs once over every image and the head trains on its features."""
-    return technique["kind"] == "feature_extract" and technique["mode"] == "cached"
+    return "small_convnet" if technique.kind == "scratch" else backbone.name
 
 
 def build_head(spec: dict) -> DenseHead:

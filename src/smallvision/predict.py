@@ -16,9 +16,8 @@ import torch
 from tqdm import tqdm
 
 from smallvision.data.images import (
-    DEFAULT_MAX_BYTES,
-    DEFAULT_MAX_PIXELS,
     BadImageError,
+    ImageLimits,
     Resize,
     is_image_name,
     load_resized,
@@ -88,17 +87,15 @@ def probabilities(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) 
 def predict(
     checkpoint: Path,
     target: Path,
-    batch_size: int = 32,
-    progress: bool = True,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    max_bytes: float | None = DEFAULT_MAX_BYTES,
+    batch_size: int,
+    progress: bool,
+    limits: ImageLimits,
 ) -> list[Prediction]:
-    """Predict `target` (an image or a folder) with the network in a checkpoint."""
+    """Predict `target` (an image or a folder) with the network in a checkpoint, `batch_size` images per forward
+    pass, reading images under `limits`."""
     net, spec = load_checkpoint(checkpoint, pretrained_base=False)
     classifier = ImageClassifier(net, spec["mean"], spec["std"]).eval()
-    return predict_images(
-        classifier, spec["classes"], spec_resize(spec), target, batch_size, progress, max_pixels, max_bytes
-    )
+    return predict_images(classifier, spec["classes"], spec_resize(spec), target, batch_size, progress, limits)
 
 
 def predict_images(
@@ -106,10 +103,9 @@ def predict_images(
     classes: list[str],
     size: int | Resize,
     target: Path,
-    batch_size: int = 32,
-    progress: bool = True,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    max_bytes: float | None = DEFAULT_MAX_BYTES,
+    batch_size: int,
+    progress: bool,
+    limits: ImageLimits,
 ) -> list[Prediction]:
     """Predict `target` with `classifier` (an `ImageClassifier`, or one loaded from MLflow): uint8 images
     (N, size, size, 3) in, logits out. `size` is a `Resize`, as the network was trained (a plain size is squashed)."""
@@ -131,7 +127,7 @@ def predict_images(
             results.append(Prediction(str(path), None, None, problem))
             continue
         try:
-            pending.append((path, load_resized(path, size, max_pixels, max_bytes)))
+            pending.append((path, load_resized(path, size, limits)))
         except BadImageError as err:
             results.append(Prediction(str(path), None, None, err.reason))
         if len(pending) >= batch_size:

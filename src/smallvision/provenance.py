@@ -14,7 +14,10 @@ import subprocess
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from smallvision.schema import Settings
 
 # the metrics.json keys that say where a run came from ("technique" is there too, from training)
 FIELDS = ("study", "seed", "dataset", "data_source", "manifest", "git_commit", "config_hash", "trained_at")
@@ -33,24 +36,24 @@ def git_commit(root: Path) -> str | None:
     return sha if result.returncode == 0 and sha else None
 
 
-def config_hash(cfg: Mapping[str, Any]) -> str:
+def config_hash(cfg: Settings) -> str:
     """12 hex digits of the sha256 of the resolved config (sorted-key JSON) without `technique`, so the four
     training jobs of one study share it and any changed setting changes it."""
-    settings = {key: value for key, value in cfg.items() if key != "technique"}
+    settings = {key: value for key, value in cfg.model_dump().items() if key != "technique"}
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:12]
 
 
-def identity(cfg: Mapping[str, Any], manifest_digest: str) -> dict[str, Any]:
+def identity(cfg: Settings, manifest_digest: str) -> dict[str, Any]:
     """What makes a run part of the study `cfg` describes: its preset, its seed and its manifest (12 hex digits)."""
-    return {"study": str(cfg["study"]), "seed": int(cfg["seed"]), "manifest": manifest_digest[:12]}
+    return {"study": cfg.study, "seed": cfg.seed, "manifest": manifest_digest[:12]}
 
 
-def fields(cfg: Mapping[str, Any], manifest_digest: str, commit: str | None) -> dict[str, Any]:
+def fields(cfg: Settings, manifest_digest: str, commit: str | None) -> dict[str, Any]:
     """The provenance a training job writes into metrics.json (`trained_at`: now, in UTC)."""
     return {
         **identity(cfg, manifest_digest),
-        "dataset": str(cfg["data"]["name"]),
-        "data_source": str(cfg["data"]["source"]),
+        "dataset": cfg.data.name,
+        "data_source": cfg.data.source,
         "git_commit": commit,
         "config_hash": config_hash(cfg),
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),

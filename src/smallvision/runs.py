@@ -22,7 +22,7 @@ from smallvision.stats import confusion_matrix
 
 CHECKPOINT = "best.ckpt"  # the best-validation weights, with the spec that rebuilds the network
 METRICS = "metrics.json"  # test metrics and what produced them; present = finished
-HISTORY = "history.csv"  # one row per epoch
+HISTORY = "history.csv"  # one row per epoch; epoch 0: the starting weights of a technique that starts trained
 PREDICTIONS = "test_predictions.csv"  # one row per test image
 CONFUSION = "confusion.json"  # the test confusion matrix
 RESULT_FILES = (METRICS, HISTORY, CONFUSION, PREDICTIONS)  # what a run logs to MLflow besides its checkpoint
@@ -46,6 +46,11 @@ def _write_csv(path: Path, rows: Iterable[Sequence[Any]]) -> None:
         csv.writer(f).writerows(rows)
 
 
+def _cell(value: float) -> str:
+    """A history value; empty when there is none (NaN: epoch 0, validated before training, has no training loss)."""
+    return "" if math.isnan(value) else f"{value:.6f}"
+
+
 def write_outputs(out: Path, metrics: dict, history: list[dict], samples: dict, records, test_rows, classes) -> None:
     """history.csv, test_predictions.csv, confusion.json, then metrics.json last: its presence means finished.
 
@@ -54,10 +59,7 @@ def write_outputs(out: Path, metrics: dict, history: list[dict], samples: dict, 
     """
     out.mkdir(parents=True, exist_ok=True)
     lines = [",".join(HISTORY_COLUMNS)]
-    lines += [
-        f"{h['epoch']},{h['train_loss']:.6f},{h['train_acc']:.6f},{h['val_loss']:.6f},{h['val_acc']:.6f}"
-        for h in history
-    ]
+    lines += [",".join([str(h["epoch"]), *(_cell(h[c]) for c in HISTORY_COLUMNS[1:])]) for h in history]
     atomic_write_text(out / HISTORY, "\n".join(lines) + "\n")
     y, pred, prob = samples["y"].numpy(), samples["pred"].numpy(), samples["prob"].numpy()
     rows = [list(PREDICTION_COLUMNS)]

@@ -6,8 +6,11 @@ stage reads from it.
 A stage's `params` are the settings that change its outputs (DVC reruns it when one changes); `also_reads` the
 ones it reads that cannot (time limits, worker counts): printed at its start, not DVC params. A training stage
 reads its technique's settings, the backbone for a pretrained kind and the augmentation when it augments
-(`training_reads`). The code a stage depends on is its entry script and every smallvision module it imports,
-found by walking the imports (`code_deps`), less the modules that cannot change its outputs (`NO_EFFECT_ON_OUTPUTS`).
+(`training_reads`). The registry reads the config as plain containers: conf/ composed (for dvc.yaml, whose
+interpolations stay unresolved) or an entry script's `Settings.model_dump()` (what it prints), so this module
+imports neither torch nor the schema. The code a stage depends on is its entry script and every smallvision module
+it imports, found by walking the imports (`code_deps`), less the modules that cannot change its outputs
+(`NO_EFFECT_ON_OUTPUTS`).
 """
 
 from __future__ import annotations

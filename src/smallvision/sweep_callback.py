@@ -9,21 +9,24 @@ sweep) and never in a DDP child, which runs its one job in run mode."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+if TYPE_CHECKING:
+    from smallvision.schema import Settings
 
-def publish_sweep(cfg: dict, root: Path, sweep_dir: Path) -> list[Path]:
-    """The finished sweep in `sweep_dir` (run from `root` with the config `cfg`, its jobs' shared settings): its
+
+def publish_sweep(settings: Settings, root: Path, sweep_dir: Path) -> list[Path]:
+    """The finished sweep in `sweep_dir` (run from `root` with `settings`, its jobs' shared settings): its
     comparison files, and its rows and files on the sweep's MLflow run (the one its jobs' runs are children of).
     Returns the files written (none when the jobs differ in more than the seed and backbone)."""
     # here, not at module level: Hydra builds this callback for every entry script run, sweep or not
     from smallvision import sweeps, tracking
 
-    files = sweeps.comparison_files(sweep_dir, cfg["visualize"])
-    tracker = tracking.study_tracker(cfg, root, "", str(sweep_dir))
+    files = sweeps.comparison_files(sweep_dir, settings.visualize)
+    tracker = tracking.study_tracker(settings, root, "", str(sweep_dir))
     tracker.log_comparison(sweeps.sweep_comparison(sweep_dir), files)
     return files
 
@@ -32,14 +35,14 @@ class SweepComparison(Callback):
     """`hydra.callbacks.sweep_comparison` in conf/config.yaml."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from smallvision.entrypoints import bound_mlflow_requests
+        from smallvision.entrypoints import bound_mlflow_requests, load_settings
 
         root = Path(config.hydra.runtime.cwd)
         # the folder as the jobs resolve it (smallvision.entrypoints.hydra_job), so the MLflow run is theirs
         sweep_dir = (root / str(config.hydra.sweep.dir)).resolve()
         # the jobs' shared settings, without Hydra's own node (whose interpolations need a job's runtime)
-        settings = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
-        cfg: dict = OmegaConf.to_container(settings, resolve=True)  # type: ignore[assignment]
-        bound_mlflow_requests(cfg["logger"])
-        for path in publish_sweep(cfg, root, sweep_dir):
+        shared = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
+        settings = load_settings(shared)
+        bound_mlflow_requests(settings.logger)
+        for path in publish_sweep(settings, root, sweep_dir):
             print(f"sweep comparison: {path}")

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from smallvision import evidence
 from smallvision.errors import ConfigError, DataError
 from smallvision.runs import CHECKPOINT, METRICS, aggregate_seeds, comparison_rows, read_metrics
+from smallvision.schema import Visualize
 
 SEED_SWEEP_KEYS = frozenset({"seed", "technique"})
 BACKBONE_SWEEP = ["backbone"]  # what a backbone sweep varies besides the seed and the technique
@@ -58,10 +59,10 @@ def sweep_comparison(sweep_dir: Path) -> list[dict]:
         return rows
 
 
-def _write_seed_sweep(sweep_dir: Path, visualize: dict) -> list[Path]:
+def _write_seed_sweep(sweep_dir: Path, visualize: Visualize) -> list[Path]:
     """seed_comparison.{json,md,png,html} in `sweep_dir` from its finished jobs: mean, std, min and max of the test
     accuracy across seeds per technique, each seed as a dot, each seed's paired test of each technique against the
-    one before it and the mean step over seeds; `visualize` is cfg.visualize (the book's reference, its label,
+    one before it and the mean step over seeds; `visualize` is the visualize settings (the book's reference, its label,
     dpi). Raises DataError when there is no finished job or the jobs differ in more than the seed and the
     technique (the sweep varies another key, a technique has two jobs with the same seed, or the jobs were trained
     with different presets or manifests)."""
@@ -83,15 +84,15 @@ def _write_seed_sweep(sweep_dir: Path, visualize: dict) -> list[Path]:
     steps = evidence.seed_steps(runs)
     return write(
         rows,
-        visualize["reference"],
-        visualize["reference_label"],
+        visualize.reference,
+        visualize.reference_label,
         Path(sweep_dir),
-        dpi=int(visualize["dpi"]),
+        dpi=visualize.dpi,
         steps=steps,
     )
 
 
-def _write_backbone_sweep(sweep_dir: Path, visualize: dict) -> list[Path]:
+def _write_backbone_sweep(sweep_dir: Path, visualize: Visualize) -> list[Path]:
     """backbone_comparison.{json,md,png} in `sweep_dir` from its finished jobs: per backbone and technique the test
     accuracy over the seeds with its interval, seconds per epoch and parameters. Raises DataError when the sweep
     does not vary the backbone (and nothing else besides the seed and the technique), or has no finished job."""
@@ -102,10 +103,10 @@ def _write_backbone_sweep(sweep_dir: Path, visualize: dict) -> list[Path]:
             f"the sweep in {sweep_dir} is not a backbone sweep: it varies {sorted(swept_keys(sweep_dir) or [])}, "
             "a backbone sweep varies backbone (and the seed and technique) only"
         )
-    return write(comparison_rows(sweep_dir), Path(sweep_dir), dpi=int(visualize["dpi"]))
+    return write(comparison_rows(sweep_dir), Path(sweep_dir), dpi=visualize.dpi)
 
 
-def write_sweep_comparison(sweep_dir: Path, visualize: dict) -> list[Path]:
+def write_sweep_comparison(sweep_dir: Path, visualize: Visualize) -> list[Path]:
     """The comparison a sweep's finished jobs allow, as files in `sweep_dir`: per backbone for a backbone sweep
     (backbone_comparison.*), else across seeds (seed_comparison.*). The figures and tables themselves are
     smallvision.visualize's (`seed_comparison`, `backbone_comparison`)."""
@@ -114,7 +115,7 @@ def write_sweep_comparison(sweep_dir: Path, visualize: dict) -> list[Path]:
     return _write_seed_sweep(sweep_dir, visualize)
 
 
-def comparison_files(sweep_dir: Path, visualize: dict) -> list[Path]:
+def comparison_files(sweep_dir: Path, visualize: Visualize) -> list[Path]:
     """`write_sweep_comparison`, or none when the jobs differ in something else too (the sweep's run then lists
     every job) or none finished."""
     try:

@@ -1,8 +1,9 @@
-"""What each kind of technique trains: one builder per kind returns the network, the spec that rebuilds it, the
-inputs it trains on (one row per manifest record) and the modules that stay frozen.
+"""What each technique trains: one builder per network (`spec["network"]`, named after it; which network a
+technique's `kind` trains: `smallvision.networks`) returns the network, the spec that rebuilds it, the inputs it
+trains on (one row per manifest record) and the modules that stay frozen.
 
 - scratch: the small convnet on decoded images (baseline, augment);
-- feature_extract, cached mode: a dense head on features the frozen base computed once (and cached);
+- head: a dense head on features the frozen base computed once and cached (feature_extract, cached mode);
 - transfer: a pretrained base with a dense head on images, the base frozen (feature_extract, augmented mode)
   or its top blocks (or all of it) trainable, starting from feature-extract's head (fine_tune).
 """
@@ -24,6 +25,7 @@ from smallvision.features import FeatureExtractor, cached_features, features_key
 from smallvision.models import backbones
 from smallvision.models.heads import TransferNet
 from smallvision.modules.classifier import ImageInput
+from smallvision.schema import Backbone, FeatureExtract, FineTune, Scratch
 
 
 @dataclass
@@ -31,8 +33,8 @@ class Inputs:
     """What a builder starts from: the technique's and backbone's config, the classes, the decoded images (one
     row per manifest record), how images are augmented, and where cached features and the head to fine-tune are."""
 
-    technique: dict
-    backbone: dict
+    technique: Scratch | FeatureExtract | FineTune
+    backbone: Backbone
     classes: list[str]
     images: np.ndarray
     augmentation: AffineConfig | None
@@ -47,8 +49,9 @@ class Inputs:
 class Setup:
     """What training needs besides the data split: the network and its spec, its inputs (decoded images or
     cached features, one row per manifest record), how images become network input (None: features), the
-    modules kept frozen (eval mode, no gradients) and the parameters of the network as it predicts (base + head,
-    also when only the head trains on cached features)."""
+    modules kept frozen (eval mode, no gradients), the parameters of the network as it predicts (base + head,
+    also when only the head trains on cached features) and whether it starts from trained weights (fine-tune:
+    feature-extract's head), which training then keeps unless an epoch beats them (`smallvision.starting_point`)."""
 
     net: nn.Module
     spec: dict
@@ -56,6 +59,7 @@ class Setup:
     image_input: ImageInput | None
     frozen: list[nn.Module]
     parameters: int
+    trained_start: bool = False  # starts from trained weights (not only a pretrained base): its start is validated
 
 
 def parameter_count(*modules: nn.Module) -> int:
@@ -69,47 +73,48 @@ def scratch(inp: Inputs) -> Setup:
     return Setup(net, spec, inp.images, image_input, [], parameter_count(net))
 
 
-def cached_head(inp: Inputs) -> Setup:
+def head(inp: Inputs) -> Setup:
     """The head alone, on features the frozen base computes once per manifest, size and precision (then cached).
 
     With `tta` or `cached_flips` the features of the horizontally flipped images are cached too, and each row holds
     both views, (N, 2, D): test-time augmentation averages them, `cached_flips` trains on either at random."""
     bb, tech = inp.backbone, inp.technique
-    pool = tech["head"]["pool"]
-    base = backbones.create_backbone(bb)
-    spec = networks.make_spec(tech, bb, inp.classes, backbones.feature_dim(base, tech["image_size"], pool))
+    pool = tech.head.pool
+    base = backbones.create_backbone(bb.model_dump())  # the record a network's spec carries
+    spec = networks.make_spec(tech, bb, inp.classes, backbones.feature_dim(base, tech.image_size, pool))
     views = []
-    for flip in (False, True) if tech["tta"] or tech["cached_flips"] else (False,):
+    for flip in (False, True) if tech.tta or tech.cached_flips else (False,):
         key = features_key(bb, networks.spec_resize(spec), pool, inp.manifest_digest, str(inp.trainer.precision), flip)
-        extractor = FeatureExtractor(base, pool, bb["mean"], bb["std"], inp.channels_last, flip)
-        path = features_path(inp.features_dir, bb["name"], key)
-        views.append(cached_features(inp.trainer, extractor, inp.images, path, tech["extract_batch_size"]))
+        extractor = FeatureExtractor(base, pool, spec["mean"], spec["std"], inp.channels_last, flip)
+        path = features_path(inp.features_dir, bb.name, key)
+        views.append(cached_features(inp.trainer, extractor, inp.images, path, tech.extract_batch_size))
     features = views[0] if len(views) == 1 else np.stack(views, axis=1)
-    head = networks.build_head(spec)
-    return Setup(head, spec, features, None, [], parameter_count(base) + parameter_count(head))
+    dense = networks.build_head(spec)
+    return Setup(dense, spec, features, None, [], parameter_count(base) + parameter_count(dense))
 
 
 def transfer(inp: Inputs) -> Setup:
     """Base + head on images; fine-tune starts from feature-extract's head and unfreezes the base's top blocks."""
     bb, tech = inp.backbone, inp.technique
-    pool = tech["head"]["pool"]
-    base = backbones.create_backbone(bb)
-    spec = networks.make_spec(tech, bb, inp.classes, backbones.feature_dim(base, tech["image_size"], pool))
+    pool = tech.head.pool
+    base = backbones.create_backbone(bb.model_dump())  # the record a network's spec carries
+    spec = networks.make_spec(tech, bb, inp.classes, backbones.feature_dim(base, tech.image_size, pool))
     net = TransferNet(base, networks.build_head(spec), pool)
     unfreeze, batchnorm = 0, "frozen"
-    if tech["kind"] == "fine_tune":
-        unfreeze, batchnorm = tech["unfreeze_blocks"], tech["batchnorm"]
+    if isinstance(tech, FineTune):
+        unfreeze, batchnorm = tech.unfreeze_blocks, tech.batchnorm
         net.head.load_state_dict(trained_head(inp.head_checkpoint, spec))
     frozen = backbones.freeze_base(net.base, unfreeze, batchnorm)
-    image_input = ImageInput(tuple(bb["mean"]), tuple(bb["std"]), inp.augmentation, inp.channels_last)
-    return Setup(net, spec, inp.images, image_input, frozen, parameter_count(net))
+    image_input = ImageInput(tuple(spec["mean"]), tuple(spec["std"]), inp.augmentation, inp.channels_last)
+    return Setup(net, spec, inp.images, image_input, frozen, parameter_count(net), isinstance(tech, FineTune))
 
 
-def builder(technique: dict) -> Callable[[Inputs], Setup]:
-    """The builder of a technique's kind (checked by `smallvision.settings`)."""
-    if technique["kind"] == "scratch":
-        return scratch
-    return cached_head if networks.is_cached(technique) else transfer
+BUILDERS: dict[str, Callable[[Inputs], Setup]] = {"scratch": scratch, "head": head, "transfer": transfer}
+
+
+def builder(technique: Scratch | FeatureExtract | FineTune) -> Callable[[Inputs], Setup]:
+    """The builder of the network a technique trains."""
+    return BUILDERS[networks.network_of(technique)]
 
 
 def trained_head(checkpoint: Path, spec: dict) -> dict:

@@ -13,6 +13,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import EarlyStopping
 
 from smallvision.errors import ConfigError
+from smallvision.schema import Trainer
 
 # Lightning notices about choices made on purpose here: frozen modules are kept in eval mode, the input
 # pipeline lives in the module's on_after_batch_transfer, feature extraction collects its own outputs, and
@@ -50,33 +51,33 @@ def resolve_precision(precision: str, accelerator: str, cpu_native_bf16: bool | 
     return "bf16-mixed" if cpu_native_bf16 else "32-true"
 
 
-def make_trainer(trainer_cfg: dict, epochs: int, out: Path, logger, callbacks) -> L.Trainer:
+def make_trainer(trainer_cfg: Trainer, epochs: int, out: Path, logger, callbacks) -> L.Trainer:
     """The Trainer; settings Lightning refuses (an unknown accelerator, strategy or precision, a GPU that is not
     there) are a ConfigError naming them, before any image is decoded."""
     try:
         return _trainer(trainer_cfg, epochs, out, logger, callbacks)
     except (ValueError, TypeError, MisconfigurationException) as err:
         settings = ", ".join(
-            f"trainer.{k}={trainer_cfg[k]!r}" for k in ("accelerator", "devices", "strategy", "precision")
+            f"trainer.{k}={getattr(trainer_cfg, k)!r}" for k in ("accelerator", "devices", "strategy", "precision")
         )
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"Lightning cannot train with {settings}: {first}") from None
 
 
-def _trainer(trainer_cfg: dict, epochs: int, out: Path, logger, callbacks) -> L.Trainer:
+def _trainer(trainer_cfg: Trainer, epochs: int, out: Path, logger, callbacks) -> L.Trainer:
     return L.Trainer(
-        accelerator=trainer_cfg["accelerator"],
-        devices=trainer_cfg["devices"],
-        num_nodes=trainer_cfg["num_nodes"],
-        strategy=trainer_cfg["strategy"],
-        precision=resolve_precision(str(trainer_cfg["precision"]), trainer_cfg["accelerator"]),
+        accelerator=trainer_cfg.accelerator,
+        devices=trainer_cfg.devices,
+        num_nodes=trainer_cfg.num_nodes,
+        strategy=trainer_cfg.strategy,
+        precision=resolve_precision(str(trainer_cfg.precision), trainer_cfg.accelerator),
         max_epochs=epochs,
         logger=logger,
         callbacks=callbacks,
         default_root_dir=str(out),
-        enable_progress_bar=trainer_cfg["progress"],
-        deterministic=trainer_cfg["deterministic"],
-        log_every_n_steps=trainer_cfg["log_every_n_steps"],
+        enable_progress_bar=trainer_cfg.progress,
+        deterministic=trainer_cfg.deterministic,
+        log_every_n_steps=trainer_cfg.log_every_n_steps,
         num_sanity_val_steps=0,
         use_distributed_sampler=False,  # our samplers keep evaluation exact (see smallvision/shards.py)
         enable_model_summary=False,

@@ -3,6 +3,7 @@ one evaluation on test, and the outputs DVC and MLflow read (`smallvision.runs`)
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,17 +12,21 @@ import lightning as L
 import numpy as np
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from smallvision import provenance, settings, techniques
+from smallvision import provenance, techniques
 from smallvision.data.augmentation import AffineConfig
 from smallvision.data.cache import image_array
 from smallvision.data.datamodule import ArrayDataModule, SplitArrays
 from smallvision.data.manifest import MANIFEST, SPLITS, load_manifest, manifest_digest
 from smallvision.errors import DataError
 from smallvision.modules.classifier import ClassifierModule
-from smallvision.networks import input_resize, is_cached, network_name
+from smallvision.networks import input_resize, network_name
 from smallvision.runs import CHECKPOINT, METRICS, write_outputs
+from smallvision.schema import FeatureExtract, Folders, Settings
+from smallvision.starting_point import StartingPoint, best_row, trained_rows
 from smallvision.stats import wilson_interval
 from smallvision.trainer import early_stopping, expected_notices_hidden, make_trainer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,25 +39,25 @@ class Paths:
     head_checkpoint: Path | None = None  # the checkpoint fine-tune starts from; None: models/feature_extract/best.ckpt
 
     @classmethod
-    def of(cls, paths_cfg: dict, root: Path, out: Path, head_checkpoint: Path | None = None) -> Paths:
-        """The project's folders (cfg.paths, relative to `root`) with the job's output folder `out`."""
+    def of(cls, folders: Folders, root: Path, out: Path, head_checkpoint: Path | None = None) -> Paths:
+        """The project's folders (settings.paths, relative to `root`) with the job's output folder `out`."""
         return cls(
-            prepared=root / paths_cfg["prepared"],
-            cache=root / paths_cfg["cache"],
-            features=root / paths_cfg["features"],
+            prepared=root / folders.prepared,
+            cache=root / folders.cache,
+            features=root / folders.features,
             out=out,
-            models=root / paths_cfg["models"],
+            models=root / folders.models,
             head_checkpoint=head_checkpoint,
         )
 
 
-def augmentation(cfg: dict) -> AffineConfig | None:
+def augmentation(settings: Settings) -> AffineConfig | None:
     """The transforms the selected technique trains on; None when it trains on plain images (also feature-extract
     in cached mode: its features are computed once, from plain images)."""
-    tech = cfg["techniques"][cfg["technique"]]
-    if not tech["augment"] or is_cached(tech):
+    tech = settings.selected
+    if not tech.augment or tech.cached:
         return None
-    return AffineConfig.from_mapping(cfg["augmentation"])
+    return AffineConfig.of(settings.augmentation)
 
 
 def _labels_and_rows(records, classes) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -78,66 +83,67 @@ class Job:
     data: ArrayDataModule
 
 
-def prepare(cfg: dict, tech: dict, paths: Paths, trainer: L.Trainer, progress: bool) -> Job:
-    """The data and the module of technique `tech` (checked), built to train with `trainer` (which also runs the
+def prepare(settings: Settings, paths: Paths, trainer: L.Trainer, progress: bool) -> Job:
+    """The data and the module of the selected technique, built to train with `trainer` (which also runs the
     feature extraction of cached mode); shared by training and the learning-rate finder."""
-    seed, tcfg = int(cfg["seed"]), cfg["trainer"]
+    tech, seed, tcfg = settings.selected, settings.seed, settings.trainer
     records, classes = load_manifest(paths.prepared)
     labels, rows = _labels_and_rows(records, classes)
     digest = manifest_digest(paths.prepared / MANIFEST)
     images = image_array(
         [r.file for r in records],
-        input_resize(tech, cfg["backbone"]),  # squashed for the scratch convnet, as the base was trained otherwise
+        input_resize(tech, settings.backbone),  # squashed for the scratch convnet, as the base was trained otherwise
         paths.cache,
         digest,
-        cfg["data"]["workers"],
+        settings.data.workers,
         progress,
-        cfg["data"]["max_image_pixels"],
-        cfg["data"]["max_image_bytes"],
+        settings.data.image_limits,
     )
     setup = techniques.builder(tech)(
         techniques.Inputs(
             technique=tech,
-            backbone=cfg["backbone"],
+            backbone=settings.backbone,
             classes=classes,
             images=images,
-            augmentation=augmentation(cfg),
-            channels_last=bool(tcfg["channels_last"]),
+            augmentation=augmentation(settings),
+            channels_last=tcfg.channels_last,
             trainer=trainer,
             features_dir=paths.features,
             manifest_digest=digest,
             head_checkpoint=paths.head_checkpoint or paths.models / "feature_extract" / CHECKPOINT,
         )
     )
-    if tcfg["compile"]:
+    if tcfg.compile:
         setup.net.compile()  # in place (state_dict keys unchanged, so checkpoints still load); compiles on step 1
     module = ClassifierModule(
         setup.net,
         len(classes),
-        tech["optimizer"],
+        tech.optimizer,
         setup.image_input,
         frozen=setup.frozen,
         seed=seed,
         spec=setup.spec,
-        schedule=tech["lr_schedule"],
-        tta=tech["tta"],
-        feature_flips=is_cached(tech) and tech["cached_flips"],
+        schedule=tech.lr_schedule,
+        tta=tech.tta,
+        feature_flips=isinstance(tech, FeatureExtract) and tech.cached and tech.cached_flips,
     )
     data = ArrayDataModule(
         SplitArrays(setup.array, labels, rows, classes),
-        tech["batch_size"],
+        tech.batch_size,
         seed,
-        eval_batch_size=tech["eval_batch_size"],
-        num_workers=tcfg["num_workers"],
+        eval_batch_size=tech.eval_batch_size,
+        num_workers=tcfg.num_workers,
     )
     return Job(records, classes, digest, rows, setup, module, data)
 
 
-def train_technique(cfg: dict, paths: Paths, logger=None, progress: bool = True, commit: str | None = None) -> dict:
-    """Train and test the technique `cfg["technique"]`; return its metrics (rank 0 writes the outputs), with where
+def train_technique(
+    settings: Settings, paths: Paths, logger=None, progress: bool = True, commit: str | None = None
+) -> dict:
+    """Train and test the technique `settings.technique`; return its metrics (rank 0 writes the outputs), with where
     they came from (`smallvision.provenance`; `commit`: the git commit of the code that ran)."""
-    tech = settings.technique(cfg)
-    name, kind, seed = cfg["technique"], tech["kind"], int(cfg["seed"])
+    tech = settings.selected
+    name, kind, seed = settings.technique, tech.kind, settings.seed
     started = time.time()
     L.seed_everything(seed, workers=True, verbose=False)
     # metrics.json means "this folder holds a finished run": drop an earlier run's before best.ckpt is overwritten,
@@ -153,11 +159,14 @@ def train_technique(cfg: dict, paths: Paths, logger=None, progress: bool = True,
         save_weights_only=True,
         enable_version_counter=False,
     )
-    callbacks = [checkpoint, *early_stopping(tech["early_stopping_patience"])]
-    trainer = make_trainer(cfg["trainer"], tech["epochs"], paths.out, logger or False, callbacks)
+    start = StartingPoint(checkpoint)
+    callbacks = [checkpoint, start, *early_stopping(tech.early_stopping_patience)]
+    trainer = make_trainer(settings.trainer, tech.epochs, paths.out, logger or False, callbacks)
     with expected_notices_hidden():
-        job = prepare(cfg, tech, paths, trainer, progress)
+        job = prepare(settings, paths, trainer, progress)
         module, data, records, classes, rows = job.module, job.data, job.records, job.classes, job.rows
+        if job.setup.trained_start:
+            start.validate(trainer, module, data)  # epoch 0: the weights to beat
         fit_started = time.time()
         trainer.fit(module, datamodule=data)
         fit_time = time.time() - fit_started
@@ -166,30 +175,33 @@ def train_technique(cfg: dict, paths: Paths, logger=None, progress: bool = True,
         trainer.test(module, datamodule=data, ckpt_path=checkpoint.best_model_path, verbose=False)
 
     results = module.test_results
-    best_epoch = int(np.argmax([h["val_acc"] for h in module.history])) + 1
+    best = best_row(module.history)
     low, high = wilson_interval(results["correct"], results["n"])
     metrics = {
         "technique": name,
         "kind": kind,
-        "backbone": network_name(tech, cfg["backbone"]),
+        "backbone": network_name(tech, settings.backbone),
         "test_accuracy": results["acc"],
         "test_loss": results["loss"],
         "test_images": results["n"],
         "test_correct": results["correct"],
         "ci95_low": low,
         "ci95_high": high,
-        "best_epoch": best_epoch,
-        "best_val_accuracy": module.history[best_epoch - 1]["val_acc"],
-        "epochs": tech["epochs"],
-        "image_size": tech["image_size"],
+        "best_epoch": int(best["epoch"]),
+        "best_val_accuracy": best["val_acc"],
+        **start.metrics(module.history),
+        "epochs": tech.epochs,
+        "image_size": tech.image_size,
         "seed": seed,
         "train_images": len(rows["train"]),
         "wall_time_s": round(time.time() - started, 1),
-        **provenance.fields(cfg, job.digest, commit),
+        **provenance.fields(settings, job.digest, commit),
         **_effort(module, job.setup, fit_time),
         **_tta_metrics(results),
     }
     if trainer.is_global_zero:
+        if note := start.note(name, module.history):
+            log.info("%s", note)
         write_outputs(paths.out, metrics, module.history, results["samples"], records, rows["test"], classes)
     return metrics
 
@@ -197,7 +209,7 @@ def train_technique(cfg: dict, paths: Paths, logger=None, progress: bool = True,
 def _effort(module: ClassifierModule, setup: techniques.Setup, fit_time: float) -> dict:
     """Epochs trained (fewer than `epochs` when stopped early), seconds per epoch (training and validation) and the
     network's parameters (base + head, also when only the head trained on cached features) and trainable ones."""
-    epochs_run = len(module.history)
+    epochs_run = len(trained_rows(module.history))
     return {
         "epochs_run": epochs_run,
         "seconds_per_epoch": round(fit_time / max(1, epochs_run), 2),

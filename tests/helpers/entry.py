@@ -14,10 +14,9 @@ from types import ModuleType
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = ("download", "split", "train", "predict", "visualize", "log_metrics", "compare_seeds", "export")
 _PROGRESS = re.compile(r"\[\d\d:\d\d[<,\]]")  # a tqdm bar ("[00:01<00:02, ...]"): progress, not a message
 
 
@@ -40,6 +39,11 @@ def entry_script(stage: str) -> ModuleType:
 def compose_config(*overrides: str) -> DictConfig:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose("config", overrides=list(overrides))
+
+
+def backbone_config(name: str) -> dict:
+    """conf/backbone/<name>.yaml as training gets it: composed with the bases it extends, as plain containers."""
+    return OmegaConf.to_container(compose_config(f"backbone={name}").backbone, resolve=True)  # type: ignore[return-value]
 
 
 def call_main(stage: str, arg: DictConfig | list[str], capsys: pytest.CaptureFixture) -> Outcome:

@@ -64,7 +64,9 @@ SPECIAL_WORDS = {"fifo": "a FIFO (named pipe)", "socket": "a socket", "device": 
 
 def scratch_checkpoint(path: Path, classes=("cat", "dog"), size: int = 48) -> Path:
     """A checkpoint as training writes it, of an untrained small convnet."""
-    spec = networks.make_spec({"kind": "scratch", "image_size": size, "dropout": 0.0}, {}, list(classes))
+    from helpers.study import config, technique
+
+    spec = networks.make_spec(technique(image_size=size, dropout=0.0), config().backbone, list(classes))
     net = networks.build_net(spec)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(

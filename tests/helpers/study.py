@@ -16,21 +16,29 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from smallvision.data.images import ImageLimits
 from smallvision.data.manifest import Record, load_manifest
 from smallvision.data.split import prepare_split
 from smallvision.data.synthetic import generate
-from smallvision.entrypoints import to_dict
+from smallvision.entrypoints import load_settings
+from smallvision.schema import FeatureExtract, FineTune, Scratch, Settings, Split
 from smallvision.training import Paths
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = str(ROOT / "conf")
+LIMITS = ImageLimits(89_478_485, 268_435_456)  # conf/data/_base.yaml's data.max_image_pixels and max_image_bytes
 
 
-def config(*overrides: str) -> dict:
+def config(*overrides: str) -> Settings:
     """conf/ composed with the smoke preset, tracking off, then `overrides` (e.g. more epochs where a test needs
-    the network to learn)."""
+    the network to learn), as the typed settings an entry script builds."""
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return to_dict(compose("config", overrides=["experiment=smoke", "logger.enabled=false", *overrides]))
+        return load_settings(compose("config", overrides=["experiment=smoke", "logger.enabled=false", *overrides]))
+
+
+def technique(name: str = "baseline", **changes) -> Scratch | FeatureExtract | FineTune:
+    """A technique's settings (the smoke preset's) with `changes`, e.g. technique(image_size=48)."""
+    return config().techniques[name].model_copy(update=changes)
 
 
 def make_dataset(root: Path, per_class: int = 100, classes=("circle", "square"), seed: int = 0) -> Path:
@@ -39,9 +47,11 @@ def make_dataset(root: Path, per_class: int = 100, classes=("circle", "square"),
     prepare_split(
         root / "data" / "raw",
         root / "data" / "prepared",
-        split={"train": 0.5, "val": 0.25, "test": 0.25},
+        split=Split(train=0.5, val=0.25, test=0.25),
         seed=0,
+        classes=None,
         workers=1,
+        limits=LIMITS,
         progress=False,
     )
     return root

@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from smallvision.errors import ConfigError
+from smallvision.schema import Augmentation
 
 # Keras fill_mode -> grid_sample padding_mode. "constant" samples with "border" and then
 # overwrites every output pixel whose source lies outside the image with cval (see _fill_constant).
@@ -46,7 +45,8 @@ _RANGE_KEYS = ("rotation_range", "width_shift_range", "height_shift_range", "she
 
 @dataclass(frozen=True)
 class AffineConfig:
-    """The ``augmentation`` config group: Keras ImageDataGenerator's geometric arguments.
+    """The transforms of the ``augmentation`` config group: Keras ImageDataGenerator's geometric arguments (the
+    defaults: no transform).
 
     ``interpolation`` is "bilinear" (keras-preprocessing's default, scipy order=1) or
     "nearest" (what Keras 2.0's ``apply_transform`` used: scipy order=0).
@@ -62,43 +62,10 @@ class AffineConfig:
     cval: float = 0.0  # fill value for fill_mode=constant, in the input's units (0..255 for uint8)
     interpolation: str = "bilinear"  # bilinear | nearest
 
-    def __post_init__(self) -> None:
-        for key in (*_RANGE_KEYS, "cval"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ConfigError(f"augmentation.{key} must be a finite number; got {value!r}.")
-        for key in _RANGE_KEYS:
-            if getattr(self, key) < 0:
-                raise ConfigError(
-                    f"augmentation.{key} must be >= 0 (the transform is drawn from [-r, r]); "
-                    f"got {getattr(self, key)!r}. Use 0 to turn it off."
-                )
-        if self.zoom_range >= 1:
-            raise ConfigError(
-                f"augmentation.zoom_range must be in [0, 1) so that the zoom factors [1 - z, 1 + z] "
-                f"stay positive; got {self.zoom_range!r}."
-            )
-        if not isinstance(self.horizontal_flip, bool):
-            raise ConfigError(f"augmentation.horizontal_flip must be true or false; got {self.horizontal_flip!r}.")
-        if self.fill_mode not in _PADDING_MODES:
-            raise ConfigError(
-                f"augmentation.fill_mode must be one of {', '.join(_PADDING_MODES)}; got {self.fill_mode!r}."
-            )
-        if self.interpolation not in _INTERPOLATIONS:
-            raise ConfigError(
-                f"augmentation.interpolation must be one of {', '.join(_INTERPOLATIONS)}; got {self.interpolation!r}."
-            )
-
     @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any]) -> AffineConfig:
-        """Build from a config node, turning a misspelt key into a ConfigError instead of a TypeError."""
-        allowed = {f.name for f in fields(cls)}
-        unknown = sorted(set(mapping) - allowed)
-        if unknown:
-            raise ConfigError(
-                f"unknown key(s) in augmentation: {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}."
-            )
-        return cls(**dict(mapping))
+    def of(cls, settings: Augmentation) -> AffineConfig:
+        """The transforms of the `augmentation` settings (their bounds: `smallvision.schema.Augmentation`)."""
+        return cls(**settings.model_dump())
 
     @property
     def is_geometric_identity(self) -> bool:

@@ -17,16 +17,16 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from smallvision.data.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Resize, as_resize, load_resized
+from smallvision.data.images import ImageLimits, Resize, as_resize, load_resized
 from smallvision.errors import DataError
 from smallvision.files import atomic_write
 
 _HEADER = 4096  # bytes: room for the .npy header
 
 
-def _load(args: tuple[str, Resize, int | None, float | None]) -> np.ndarray:
-    path, resize, max_pixels, max_bytes = args
-    return load_resized(Path(path), resize, max_pixels, max_bytes)
+def _load(args: tuple[str, Resize, ImageLimits]) -> np.ndarray:
+    path, resize, limits = args
+    return load_resized(Path(path), resize, limits)
 
 
 def image_array(
@@ -34,16 +34,15 @@ def image_array(
     size: int | Resize,
     cache_dir: Path,
     key: str,
-    workers: int | None = None,
-    progress: bool = True,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    max_bytes: float | None = DEFAULT_MAX_BYTES,
+    workers: int | None,
+    progress: bool,
+    limits: ImageLimits,
 ) -> np.ndarray:
     """The (N, size, size, 3) uint8 array of `files`, built once in `cache_dir` and memory-mapped afterwards.
 
     `size` is a `Resize` (a plain size: the book's squash, bilinear).
-    `key` identifies the file list (the manifest digest); `max_pixels` and `max_bytes` are data.max_image_pixels
-    and data.max_image_bytes, the limits the split stage accepted these files under. The array is written
+    `key` identifies the file list (the manifest digest); `limits` are data.max_image_pixels and
+    data.max_image_bytes, the limits the split stage accepted these files under. The array is written
     atomically (`files.atomic_write`), so an interrupted build never leaves a file that looks complete.
     """
     resize = as_resize(size)
@@ -52,7 +51,7 @@ def image_array(
         target.parent.mkdir(parents=True, exist_ok=True)
         _remove_orphans(target)
         _check_room(target.parent, len(files), resize.size)
-        atomic_write(target, lambda tmp: _decode_into(tmp, files, resize, workers, progress, max_pixels, max_bytes))
+        atomic_write(target, lambda tmp: _decode_into(tmp, files, resize, workers, progress, limits))
     return np.load(target, mmap_mode="r")
 
 
@@ -89,13 +88,12 @@ def _decode_into(
     resize: Resize,
     workers: int | None,
     progress: bool,
-    max_pixels: int | None,
-    max_bytes: float | None,
+    limits: ImageLimits,
 ) -> None:
     size = resize.size
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(len(files), size, size, 3))
     workers = workers or os.cpu_count() or 1
-    jobs = [(str(f), resize, max_pixels, max_bytes) for f in files]
+    jobs = [(str(f), resize, limits) for f in files]
     bar = tqdm(total=len(files), desc=f"decoding images at {resize.tag} (once)", disable=not progress, unit="img")
     if workers > 1 and len(files) > 64:
         with ProcessPoolExecutor(workers) as pool:

@@ -245,8 +245,6 @@ def _kaggle(folder: Path, images) -> tuple[str, list[Candidate], list[Dropped]]:
 def _check_classes(classes: Sequence[str] | None, found: list[str], raw_dir: Path, layout: str) -> list[str]:
     if classes is not None:
         order = [str(c) for c in classes]
-        if len(set(order)) != len(order):
-            raise ConfigError(f"data.classes={order} lists a class twice")
         if set(order) != set(found):
             missing = sorted(set(order) - set(found))
             extra = sorted(set(found) - set(order))

@@ -29,9 +29,6 @@ from smallvision.errors import DataError
 from smallvision.files import special_file_kind
 
 CHUNK = 1 << 20
-DEFAULT_MAX_DOWNLOAD_BYTES = (
-    1.2e9  # data.max_download_bytes in conf/data/base.yaml: the 825 MB PetImages zip, with margin
-)
 
 
 class _Interrupted(Exception):
@@ -42,13 +39,13 @@ def download(
     url: str,
     download_dir: Path,
     *,
-    sha256: str | None = None,
-    size: int | None = None,
-    timeout_s: float = 10,
-    retries: int = 3,
+    sha256: str | None,
+    size: int | None,
+    timeout_s: float,
+    retries: int,
+    max_bytes: float,
+    min_rate: tuple[float, float] | None,
     progress: bool = True,
-    max_bytes: float = DEFAULT_MAX_DOWNLOAD_BYTES,
-    min_rate: tuple[float, float] | None = None,
 ) -> Path:
     """Download `url` into `download_dir` and return the complete, verified file.
 

@@ -21,17 +21,12 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from smallvision.checks import number_in, one_of, whole_number
-from smallvision.errors import ConfigError, DataError
+from smallvision.errors import DataError
 from smallvision.files import special_file_kind
 
 # Compared case-insensitively; everything else in a data tree is reported as "not an image".
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
-# Pillow's own decompression-bomb threshold (about 89 megapixels). Pillow additionally refuses
-# anything above twice its global limit while opening, whatever this parameter says.
-DEFAULT_MAX_PIXELS = 89_478_485
-DEFAULT_MAX_BYTES = 268_435_456  # data.max_image_bytes' default (conf/data/base.yaml): 256 MiB
 
 _BACKGROUND = (255, 255, 255)  # transparent pixels are composited on white, as a viewer shows them
 
@@ -48,15 +43,24 @@ class BadImageError(DataError):
         return type(self), (self.reason, self.path)
 
 
+@dataclass(frozen=True)
+class ImageLimits:
+    """The largest image a stage reads (data.max_image_pixels and data.max_image_bytes): a larger one is a
+    BadImageError "too large". `max_pixels` None: only Pillow's own limit (which refuses anything above twice its
+    decompression-bomb threshold while opening); `max_bytes` None: no limit."""
+
+    max_pixels: int | None
+    max_bytes: int | float | None
+
+
 def is_image_name(name: str) -> bool:
     """Whether a file name has one of IMAGE_EXTENSIONS (any letter case)."""
     return Path(name).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def read_checked(
-    path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS, max_bytes: float | None = DEFAULT_MAX_BYTES
-) -> bytes:
-    """The bytes of an image file, read only once its size (`max_bytes`) and header (`max_pixels`) pass."""
+def read_checked(path: Path | str, limits: ImageLimits) -> bytes:
+    """The bytes of an image file, read only once its size and header pass `limits`."""
+    max_bytes = limits.max_bytes
     path = Path(path)
     kind = special_file_kind(path)
     if kind:  # opening a FIFO blocks, reading a device never ends
@@ -68,19 +72,17 @@ def read_checked(
                 raise BadImageError("empty file")
             if max_bytes is not None and size > max_bytes:
                 raise BadImageError(f"too large ({size:,} bytes, limit {int(max_bytes):,}: data.max_image_bytes)")
-            _open(fh, max_pixels)  # the header alone: format and pixel count
+            _open(fh, limits.max_pixels)  # the header alone: format and pixel count
             fh.seek(0)
             return fh.read()
     except OSError as err:
         raise BadImageError(f"cannot be read ({err.strerror or err})") from err
 
 
-def load_rgb(
-    path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS, max_bytes: float | None = DEFAULT_MAX_BYTES
-) -> Image.Image:
+def load_rgb(path: Path | str, limits: ImageLimits) -> Image.Image:
     """Fully decode `path` into an upright RGB image (EXIF orientation applied, first frame only)."""
     try:
-        return decode_rgb(read_checked(path, max_pixels, max_bytes), max_pixels)
+        return decode_rgb(read_checked(path, limits), limits)
     except BadImageError as err:
         raise BadImageError(err.reason, path) from err
 
@@ -102,14 +104,6 @@ class Resize:
     mode: str = "squash"
     crop_pct: float = 1.0
     interpolation: str = "bilinear"
-
-    def __post_init__(self) -> None:
-        whole_number(self.size, "image_size")
-        one_of(self.mode, "backbone.resize", RESIZE_MODES)
-        number_in(self.crop_pct, "backbone.crop_pct", 0, 1, why="the centre crop's share of the resized shorter side")
-        if self.crop_pct == 0:
-            raise ConfigError("backbone.crop_pct=0 leaves nothing to crop: use a fraction in (0, 1], e.g. 0.875")
-        one_of(self.interpolation, "backbone.interpolation", INTERPOLATIONS)
 
     @property
     def tag(self) -> str:
@@ -148,14 +142,9 @@ def as_resize(size: int | Resize) -> Resize:
     return size if isinstance(size, Resize) else Resize(int(size))
 
 
-def load_resized(
-    path: Path | str,
-    size: int | Resize,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    max_bytes: float | None = DEFAULT_MAX_BYTES,
-) -> np.ndarray:
+def load_resized(path: Path | str, size: int | Resize, limits: ImageLimits) -> np.ndarray:
     """`load_rgb`, then `size` (a `Resize`, or a plain size: squashed bilinearly, as Keras' target_size)."""
-    return as_resize(size)(load_rgb(path, max_pixels, max_bytes))
+    return as_resize(size)(load_rgb(path, limits))
 
 
 def _open(source: IO[bytes], max_pixels: int | None) -> Image.Image:
@@ -176,12 +165,12 @@ def _open(source: IO[bytes], max_pixels: int | None) -> Image.Image:
     return img
 
 
-def decode_rgb(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+def decode_rgb(data: bytes, limits: ImageLimits) -> Image.Image:
     """Decode image bytes; see `load_rgb`. Raises BadImageError with a short reason."""
     if not data:
         raise BadImageError("empty file")
     # opened from memory, so there is no file handle to close (closing would also discard the pixels)
-    img = _open(io.BytesIO(data), max_pixels)
+    img = _open(io.BytesIO(data), limits.max_pixels)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:

@@ -1,5 +1,6 @@
-"""How photos become a network's input: the resize geometry a pretrained backbone was trained with (`backbone_resize`,
-from timm's pretrained config), and decoded uint8 images to (pixels - 255 * mean) / (255 * std), channels first.
+"""How photos become a network's input: the resize geometry and the normalisation a pretrained backbone was trained
+with (`backbone_resize`, `backbone_normalisation`: the config's values, or timm's pretrained config where null), and
+decoded uint8 images to (pixels - 255 * mean) / (255 * std), channels first.
 
 The one place this arithmetic lives: training (after augmentation), feature extraction, prediction and the
 report's figures all call it, so a network always sees its input the way it was trained.
@@ -7,7 +8,7 @@ report's figures all call it, so a network always sees its input the way it was 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import timm
@@ -16,19 +17,38 @@ from timm.data import resolve_data_config
 from torch import Tensor
 
 from smallvision.data.images import Resize
+from smallvision.schema import Backbone
 
 
-def backbone_resize(backbone_cfg: Mapping, image_size: int) -> Resize:
+def timm_data_config(timm_name: str) -> dict:
+    """timm's input settings (input_size, interpolation, mean, std, crop_pct, crop_mode) for `timm_name`'s default
+    pretrained weights, timm's generic defaults for a model it has none for."""
+    pretrained = timm.models.get_pretrained_cfg(timm_name)
+    return resolve_data_config({}, pretrained_cfg=pretrained.to_dict() if pretrained else {})
+
+
+def backbone_normalisation(backbone: Backbone) -> tuple[list[float], list[float]]:
+    """The per-channel mean and std (0-1 scale) a pretrained backbone's input is normalised with: `backbone.mean` and
+    `backbone.std`, each taken from timm's pretrained config of `backbone.timm_name` when null (EfficientNet-Lite:
+    0.5 and 0.5; VGG16 and ResNet-50: ImageNet's 0.485/0.456/0.406 and 0.229/0.224/0.225)."""
+    mean, std = backbone.mean, backbone.std
+    if mean is None or std is None:
+        timm_cfg = timm_data_config(backbone.timm_name)
+        mean = timm_cfg["mean"] if mean is None else mean
+        std = timm_cfg["std"] if std is None else std
+    return [float(v) for v in mean], [float(v) for v in std]
+
+
+def backbone_resize(backbone: Backbone, image_size: int) -> Resize:
     """How photos are resized for a pretrained backbone at `image_size`: `backbone.resize` (crop: as it was trained;
     squash: Keras' target_size), with `backbone.crop_pct` and `backbone.interpolation`, each taken from timm's
     pretrained config of `backbone.timm_name` when null (EfficientNet-Lite0: crop 0.875, bicubic)."""
-    pretrained = timm.models.get_pretrained_cfg(backbone_cfg["timm_name"])
-    timm_cfg = resolve_data_config({}, pretrained_cfg=pretrained.to_dict() if pretrained else {})
+    timm_cfg = timm_data_config(backbone.timm_name)
     return Resize(
         image_size,
-        backbone_cfg["resize"],
-        crop_pct=backbone_cfg["crop_pct"] or timm_cfg["crop_pct"],
-        interpolation=backbone_cfg["interpolation"] or timm_cfg["interpolation"],
+        backbone.resize,
+        crop_pct=backbone.crop_pct or timm_cfg["crop_pct"],
+        interpolation=backbone.interpolation or timm_cfg["interpolation"],
     )
 
 

@@ -14,9 +14,7 @@ when complete, so a killed run never leaves a raw folder that looks finished.
 
 from __future__ import annotations
 
-import inspect
 import os
-import re
 import shutil
 import stat
 from pathlib import Path
@@ -25,12 +23,12 @@ from urllib.request import url2pathname
 
 from tqdm.auto import tqdm
 
-from smallvision.checks import NUMBERS
 from smallvision.data.archives import extract_archive
-from smallvision.data.download import DEFAULT_MAX_DOWNLOAD_BYTES, download, verify_file
+from smallvision.data.download import download, verify_file
 from smallvision.data.skipped import Skipped, write_skipped
-from smallvision.errors import ConfigError, DataError
+from smallvision.errors import DataError
 from smallvision.files import check_output_folder, special_file_kind, staging_dir
+from smallvision.schema import Synthetic
 
 _HTTP_SCHEMES = ("http", "https")
 
@@ -39,32 +37,32 @@ def fetch_source(
     source: str,
     raw_dir: Path,
     *,
-    sha256: str | None = None,
-    size: int | None = None,
-    connect_timeout_s: float = 10,
-    max_extract_bytes: float = 4e9,
-    max_download_bytes: float = DEFAULT_MAX_DOWNLOAD_BYTES,
-    min_download_rate: tuple[float, float] | None = None,
+    sha256: str | None,
+    size: int | None,
+    connect_timeout_s: float,
+    max_extract_bytes: float,
+    max_download_bytes: float,
+    min_download_rate: tuple[float, float] | None,
+    synthetic: Synthetic | None,
+    retries: int,
     download_dir: Path | None = None,
-    synthetic: dict | None = None,
     progress: bool = True,
-    retries: int = 3,
 ) -> Path:
     """Leave the images of `source` under `raw_dir` (replacing it) and return `raw_dir`.
 
     `sha256`/`size` verify a downloaded or local archive. `connect_timeout_s` bounds the
     connection and every read of a download; `retries` is how many times an interrupted
     transfer is resumed within this call; `max_download_bytes` caps a transfer when `size` is not given;
-    `min_download_rate` (bytes per second, window in seconds) cuts off a transfer slower than that.
-    `synthetic` holds the keyword arguments of `smallvision.data.synthetic.generate` when `source == "synthetic"`.
+    `min_download_rate` (bytes per second, window in seconds; None: no floor) cuts off a transfer slower than that.
+    `synthetic` is what `smallvision.data.synthetic.generate` makes when `source == "synthetic"` (the values: the
+    data settings, checked by `smallvision.schema.Data`).
     """
     raw_dir = Path(raw_dir)
     source = str(source).strip()
-    _check_options(sha256, size, connect_timeout_s, max_extract_bytes, max_download_bytes, retries)
-    for key, value in zip(("data.min_download_bytes_per_s", "data.download_rate_window_s"), min_download_rate or ()):
-        NUMBERS[key](value, key)
     if source == "synthetic":
-        _generate_synthetic(raw_dir, synthetic or {})
+        if synthetic is None:  # the schema refuses data.source=synthetic without data.synthetic
+            raise ValueError("source 'synthetic' needs the synthetic settings")
+        _generate_synthetic(raw_dir, synthetic)
         return raw_dir
 
     scheme = urlparse(source).scheme.lower()
@@ -108,20 +106,6 @@ def fetch_source(
     return raw_dir
 
 
-def _check_options(sha256, size, connect_timeout_s, max_extract_bytes, max_download_bytes, retries) -> None:
-    """Refuse bad settings before any network or disk work; each message names the config key."""
-    if sha256 is not None and not re.fullmatch(r"\s*[0-9a-fA-F]{64}\s*", str(sha256)):
-        raise ConfigError(f"data.sha256={sha256!r} must be 64 hex digits, or null")
-    for key, value in (
-        ("data.size", size),
-        ("data.connect_timeout_s", connect_timeout_s),
-        ("data.max_extract_bytes", max_extract_bytes),
-        ("data.max_download_bytes", max_download_bytes),
-        ("data.download_retries", retries),
-    ):
-        NUMBERS[key](value, key)
-
-
 # --------------------------------------------------------------------------- folders
 
 
@@ -155,15 +139,17 @@ def copy_folder(source: Path, raw_dir: Path, *, progress: bool = True) -> None:
         write_skipped(tmp, skipped)
 
 
-def _generate_synthetic(raw_dir: Path, options: dict) -> None:
+def _generate_synthetic(raw_dir: Path, synthetic: Synthetic) -> None:
     from smallvision.data.synthetic import generate
 
-    allowed = set(inspect.signature(generate).parameters) - {"out_dir"}
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise ConfigError(f"unknown data.synthetic keys {unknown}; allowed: {sorted(allowed)}")
     with staging_dir(raw_dir, "download") as tmp:
-        generate(tmp, **options)
+        generate(
+            tmp,
+            classes=synthetic.classes,
+            per_class=synthetic.per_class,
+            image_size=synthetic.image_size,
+            seed=synthetic.seed,
+        )
 
 
 def _local_path(source: str, scheme: str) -> Path:

@@ -25,18 +25,18 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from smallvision.checks import NUMBERS, REST
 from smallvision.data.discovery import Discovery, Dropped, discover
-from smallvision.data.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, BadImageError, decode_rgb, read_checked
+from smallvision.data.images import BadImageError, ImageLimits, decode_rgb, read_checked
 from smallvision.data.manifest import MANIFEST, REPORT, SPLITS, write_manifest
 from smallvision.errors import ConfigError, DataError
 from smallvision.files import check_output_folder, staging_dir
+from smallvision.schema import REST, Split
 
 _SHORTAGE_FIX = "Lower data.split.* or use fractions (e.g. data.split.train=0.6 data.split.val=0.2 data.split.test=0.2)"
 
 
 @dataclass
-class Report:
+class SplitReport:
     layout: str
     raw_dir: str  # relative to the prepared folder
     seed: int
@@ -76,15 +76,14 @@ class Report:
 def validate_images(
     files: Sequence[Path],
     *,
-    workers: int | None = None,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    workers: int | None,
+    limits: ImageLimits,
     progress: bool = True,
-    max_bytes: float | None = DEFAULT_MAX_BYTES,
 ) -> list[tuple[str | None, str | None]]:
-    """Fully decode every file in a process pool: (sha256 of the bytes, None) or (None, reason) per file, in order.
-    A file is read whole only after its size (`max_bytes`) and header (`max_pixels`) pass."""
-    workers = available_cores() if workers is None else NUMBERS["data.workers"](workers, "data.workers")
-    jobs = [(str(f), max_pixels, max_bytes) for f in files]
+    """Fully decode every file in a process pool (`workers` processes; None: every core): (sha256 of the bytes,
+    None) or (None, reason) per file, in order. A file is read whole only after its size and header pass `limits`."""
+    workers = available_cores() if workers is None else workers
+    jobs = [(str(f), limits) for f in files]
     bar = {"total": len(jobs), "desc": "validate images", "unit": "img", "disable": not progress}
     if workers == 1 or len(jobs) < 2:
         return list(tqdm(map(_check_image, jobs), **bar))
@@ -102,11 +101,11 @@ def validate_images(
         ) from None
 
 
-def _check_image(job: tuple[str, int | None, float | None]) -> tuple[str | None, str | None]:
-    path, max_pixels, max_bytes = job
+def _check_image(job: tuple[str, ImageLimits]) -> tuple[str | None, str | None]:
+    path, limits = job
     try:
-        data = read_checked(path, max_pixels, max_bytes)
-        decode_rgb(data, max_pixels)
+        data = read_checked(path, limits)
+        decode_rgb(data, limits)
     except BadImageError as err:
         return None, err.reason
     except Exception as err:  # noqa: BLE001 - one odd file must never stop the split
@@ -122,28 +121,6 @@ def available_cores() -> int:
 
 
 # --------------------------------------------------------------------------- split
-
-
-def split_amounts(split: Mapping[str, int | float | str]) -> dict[str, int | float | str]:
-    """Check data.split: all counts (integers >= 0) or all fractions (floats in [0, 1), sum <= 1); train > 0;
-    test may be "rest" (every valid image of a class that train and val do not take)."""
-    if not isinstance(split, Mapping) or set(split) != set(SPLITS):
-        keys = sorted(split) if isinstance(split, Mapping) else split
-        raise ConfigError(f"data.split must have exactly the keys train, val, test; got {keys}")
-    amounts = {name: NUMBERS["data.split.*"](split[name], f"data.split.{name}") for name in SPLITS}
-    fractions = [n for n, v in amounts.items() if isinstance(v, float) and v > 0]
-    counts = [n for n, v in amounts.items() if isinstance(v, int) and v > 0]
-    if fractions and counts:
-        raise ConfigError(
-            f"data.split mixes counts ({', '.join(counts)}) and fractions ({', '.join(fractions)}): "
-            f"{dict(amounts)}; use all counts (e.g. 1000/500/500) or all fractions (e.g. 0.6/0.2/0.2)"
-        )
-    total = sum(v for v in amounts.values() if not isinstance(v, str))
-    if fractions and total > 1 + 1e-9:
-        raise ConfigError(f"data.split fractions sum to {total:g}, more than 1: {dict(amounts)}")
-    if not amounts["train"]:
-        raise ConfigError(f"data.split.train={amounts['train']!r} must be > 0")
-    return amounts
 
 
 def split_sizes(amounts: Mapping[str, int | float | str], available: int) -> dict[str, int]:
@@ -216,20 +193,18 @@ def prepare_split(
     raw_dir: Path,
     out_dir: Path,
     *,
-    split: Mapping[str, int | float],
+    split: Split,
     seed: int,
-    classes: Sequence[str] | None = None,
-    workers: int | None = None,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    classes: Sequence[str] | None,
+    workers: int | None,
+    limits: ImageLimits,
     progress: bool = True,
-    max_bytes: float | None = DEFAULT_MAX_BYTES,
-) -> Report:
-    """Validate, de-duplicate and split the images under `raw_dir`; write manifest and report to `out_dir`."""
+) -> SplitReport:
+    """Validate, de-duplicate and split the images under `raw_dir` (`classes`: the classes expected, None: the
+    folders found; `workers`: processes, None: every core); write manifest and report to `out_dir`."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     _check_folders(raw_dir, out_dir)
-    amounts = split_amounts(split)
-    for key, value in (("seed", seed), ("data.max_image_pixels", max_pixels), ("data.max_image_bytes", max_bytes)):
-        NUMBERS[key](value, key)
+    amounts = split.amounts()
     found = discover(raw_dir, classes)
     if not found.folders:  # fail before decoding thousands of images when even the files are too few
         for label in found.classes:
@@ -239,11 +214,7 @@ def prepare_split(
                 raise DataError(f"too few images: {problem}. {_SHORTAGE_FIX}")
 
     results = validate_images(
-        [raw_dir / c.path for c in found.candidates],
-        workers=workers,
-        max_pixels=max_pixels,
-        progress=progress,
-        max_bytes=max_bytes,
+        [raw_dir / c.path for c in found.candidates], workers=workers, limits=limits, progress=progress
     )
     kept, given_split, drops, dropped = _keep_valid(found, results)
     if found.folders:  # a pre-split layout: the folders decide, and validation comes out of train/ when not given
@@ -268,7 +239,7 @@ def prepare_split(
     counts = {name: {label: 0 for label in found.classes} for name in SPLITS}
     for _, label, name, _ in rows:
         counts[name][label] += 1
-    report = Report(
+    report = SplitReport(
         layout=found.layout,
         raw_dir=Path(os.path.relpath(os.path.abspath(raw_dir), os.path.abspath(out_dir))).as_posix(),
         seed=int(seed),

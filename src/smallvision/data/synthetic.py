@@ -18,8 +18,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from smallvision.errors import ConfigError
-
 _SUPERSAMPLE = 4  # the shape is drawn large, then reduced: smooth edges like a photo, no aliasing cue
 _JPEG_QUALITY = 90
 _RADIUS = (0.25, 0.4)  # of the image size: radius of the circle with the shape's area
@@ -63,20 +61,15 @@ SHAPES: dict[str, Outline | None] = {
 
 def generate(
     out_dir: Path,
-    classes: Sequence[str] = ("circle", "square"),
-    per_class: int = 80,
-    image_size: int = 64,
-    seed: int = 0,
+    *,
+    classes: Sequence[str],
+    per_class: int,
+    image_size: int,
+    seed: int,
 ) -> Path:
-    """Write `per_class` JPEGs of image_size x image_size pixels to out_dir/<class>/; return out_dir."""
+    """Write `per_class` JPEGs of image_size x image_size pixels to out_dir/<class>/; return out_dir. `classes` are
+    two or more distinct names of SHAPES (data.synthetic, checked by `smallvision.schema.Synthetic`)."""
     classes = list(classes)
-    unknown = [c for c in classes if c not in SHAPES]
-    if unknown or len(classes) < 2 or len(set(classes)) != len(classes):
-        raise ConfigError(f"data.synthetic.classes={classes}: need two or more distinct shapes from {sorted(SHAPES)}")
-    if int(per_class) < 1 or int(image_size) < 16:
-        raise ConfigError(
-            f"data.synthetic.per_class={per_class} must be >= 1 and data.synthetic.image_size={image_size} >= 16"
-        )
     out_dir = Path(out_dir)
     rng = np.random.default_rng(seed)
     for name in classes:

@@ -183,9 +183,6 @@ def set_trainable(modules: Iterable[nn.Module]) -> None:
             param.requires_grad_(True)
 
 
-BATCHNORM_MODES = ("frozen", "update")
-
-
 def freeze_base(base: nn.Module, unfreeze_blocks: int | str = 0, batchnorm: str = "frozen") -> list[nn.Module]:
     """Freeze `base` except its top `unfreeze_blocks` blocks ("all": the whole base); return the modules to keep in
     eval mode after each `.train()`: every Dropout and DropPath of the base, and its BatchNorms as `batchnorm` says.
@@ -195,10 +192,6 @@ def freeze_base(base: nn.Module, unfreeze_blocks: int | str = 0, batchnorm: str 
     - ``update``: the BatchNorms of the trainable part re-estimate their statistics on the new data while
       fine-tuning (train mode); those of the frozen part still never move.
     """
-    if batchnorm not in BATCHNORM_MODES:
-        raise ConfigError(
-            f"techniques.fine_tune.batchnorm={batchnorm!r} is unknown; allowed: {', '.join(BATCHNORM_MODES)}"
-        )
     freeze(base)
     if unfreeze_blocks == "all":
         set_trainable([base])

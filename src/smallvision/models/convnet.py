@@ -5,8 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from smallvision.errors import ConfigError
-
 FILTERS = (32, 64, 128, 128)
 DENSE_UNITS = 512
 MIN_IMAGE_SIZE = 46  # smallest input that survives 4 x (valid conv3x3 + pool2)
@@ -42,10 +40,6 @@ class SmallConvNet(nn.Module):
 
     def __init__(self, image_size: int = 150, num_outputs: int = 1, dropout: float = 0.0) -> None:
         super().__init__()
-        if image_size < MIN_IMAGE_SIZE:
-            raise ConfigError(
-                f"image_size={image_size} is too small for the small convnet: it needs at least {MIN_IMAGE_SIZE} px"
-            )
         layers: list[nn.Module] = []
         in_ch = 3
         for filters in FILTERS:

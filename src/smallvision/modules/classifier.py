@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
 from smallvision.data.augmentation import AffineConfig, random_affine
@@ -27,6 +28,7 @@ from smallvision.data.preprocess import normalise, to_pixels
 from smallvision.errors import DivergedError
 from smallvision.modules.optim import lr_scheduler, make_optimizer, param_groups
 from smallvision.networks import class_probabilities
+from smallvision.schema import LrSchedule, Optimizer
 from smallvision.shards import gather_shards
 
 
@@ -45,22 +47,23 @@ class ClassifierModule(L.LightningModule):
         self,
         net: nn.Module,
         num_classes: int,
-        optimizer: dict,
+        optimizer: Optimizer,
         image_input: ImageInput | None,
         frozen: list[nn.Module] = (),
         seed: int = 0,
         spec: dict | None = None,
-        schedule: dict | None = None,
+        schedule: LrSchedule | None = None,
         tta: bool = False,
         feature_flips: bool = False,
     ) -> None:
         super().__init__()
         # `spec` (plain types) says how to rebuild `net`; it is what checkpoints carry besides weights
-        self.save_hyperparameters({"spec": spec or {}, "optimizer": optimizer, "num_classes": num_classes})
+        hyper = {"spec": spec or {}, "optimizer": optimizer.model_dump(), "num_classes": num_classes}
+        self.save_hyperparameters(hyper)
         self.net = net
         self.num_classes = num_classes
         self.optimizer_cfg = optimizer
-        self.schedule = schedule or {"name": "constant", "warmup_epochs": 0}
+        self.schedule = schedule  # None: one constant rate
         self.tta = tta
         self.feature_flips = feature_flips  # cached features of (image, flip): train on either, at random
         self.image_input = image_input
@@ -134,7 +137,8 @@ class ClassifierModule(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y, _ = batch
         loss, pred, _ = self._losses(self(x), y)
-        self._train_sums += torch.stack(
+        # not in place: after a validation before fit (inference mode) the sums are an inference tensor
+        self._train_sums = self._train_sums + torch.stack(
             [loss.detach().sum().cpu(), (pred == y).sum().cpu().float(), torch.tensor(float(len(y)))]
         )
         mean_loss = loss.mean()
@@ -198,7 +202,7 @@ class ClassifierModule(L.LightningModule):
             (float(sums[0] / sums[2]), float(sums[1] / sums[2])) if sums[2] > 0 else (float("nan"),) * 2
         )
         row = {
-            "epoch": self.current_epoch + 1,
+            "epoch": self.current_epoch + int(self.trainer.state.fn == TrainerFn.FITTING),  # before fit: 0
             "train_loss": train_loss,
             "train_acc": train_acc,
             "val_loss": val["loss"],
@@ -206,8 +210,12 @@ class ClassifierModule(L.LightningModule):
         }
         self._stop_if_diverged(row, trained=bool(sums[2] > 0), validated=val["n"] > 0)
         self.history.append(row)
-        # identical on every rank after the gather, so no sync is needed
-        self.log_dict({k: v for k, v in row.items() if k != "epoch"}, prog_bar=True, sync_dist=False)
+        # identical on every rank after the gather, so no sync is needed; NaN (no training before fit) is not logged.
+        # `epoch` is history.csv's number (0: the start), which the MLflow logger takes as the step
+        self.log_dict(
+            {k: v for k, v in row.items() if k != "epoch" and math.isfinite(v)}, prog_bar=True, sync_dist=False
+        )
+        self.log("epoch", float(row["epoch"]), sync_dist=False)
 
     def _stop_if_diverged(self, row: dict, trained: bool, validated: bool) -> None:
         losses = {
@@ -218,7 +226,7 @@ class ClassifierModule(L.LightningModule):
         if bad:
             raise DivergedError(
                 f"training diverged in epoch {row['epoch']}: the {' and the '.join(bad)}; stopped, and no "
-                f"metrics.json was written. Lower the learning rate (optimizer.lr={self.optimizer_cfg['lr']:g})"
+                f"metrics.json was written. Lower the learning rate (optimizer.lr={self.optimizer_cfg.lr:g})"
             )
 
     def on_test_epoch_end(self) -> None:

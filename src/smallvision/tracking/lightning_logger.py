@@ -36,10 +36,11 @@ def _child_run_logger_class() -> type:
             value differs from a logged param would make MLflow reject the batch."""
 
         def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-            """Logged at the epoch (1-based, as history.csv numbers it) as the step, where Lightning adds the
-            epoch (0-based) as a metric: the steps the log-later path gives history.csv's rows."""
+            """Logged at the epoch as the step, as history.csv numbers it (0: the starting weights, validated before
+            training; then 1, 2, ...): the module logs that number as `epoch`, which Lightning keeps in place of its
+            own 0-based one. The log-later path gives history.csv's rows the same steps."""
             if "epoch" in metrics:
-                step = int(metrics["epoch"]) + 1
+                step = int(metrics["epoch"])
                 metrics = {key: value for key, value in metrics.items() if key != "epoch"}
             self._tracker.guarded(lambda: MLFlowLogger.log_metrics(self, metrics, step))
 

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.store.tracking import SEARCH_MAX_RESULTS_DEFAULT
-from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+from mlflow.tracking._tracking_service.utils import (
+    _use_tracking_uri,  # private: MLflow has no public scoped tracking URI (log_model and models:/ URIs use the global)
+)
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from smallvision.errors import ConfigError
@@ -29,7 +31,7 @@ if TYPE_CHECKING:  # torch and the networks are imported where a model is logged
     import numpy as np
     import torch
 
-    from smallvision.data.images import Resize
+    from smallvision.data.images import ImageLimits, Resize
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +59,7 @@ def preprocessing(spec: dict, technique: str) -> dict[str, Any]:
     }
 
 
-def example_images(
-    prepared: Path, size: int | Resize, max_pixels: int | None, max_bytes: float | None = None, count: int = 2
-) -> np.ndarray:
+def example_images(prepared: Path, size: int | Resize, limits: ImageLimits, count: int = 2) -> np.ndarray:
     """`count` training images, one per class, as the model's input example (a batch of 2 or more keeps the
     exported batch dimension dynamic)."""
     import numpy as np
@@ -74,7 +74,7 @@ def example_images(
             first.setdefault(record.label, record)
     chosen = list(first.values())[:count]
     chosen += [r for r in records if r.split == "train" and r not in chosen][: count - len(chosen)]
-    return np.stack([load_resized(r.file, size, max_pixels, max_bytes) for r in chosen])
+    return np.stack([load_resized(r.file, size, limits) for r in chosen])
 
 
 def log_network(
@@ -83,15 +83,14 @@ def log_network(
     checkpoint: Path,
     technique: str,
     prepared: Path,
-    max_pixels: int | None,
-    max_bytes: float | None = None,
+    limits: ImageLimits,
 ) -> str | None:
     """Log the network in `checkpoint` as an MLflow model of the run; return its model id (None when tracking is
     off or the logging failed: one warning, tracking stays on so the run still gets its final status)."""
     if run_id is None or not tracker.enabled:
         return None
     try:
-        return _log_network(tracker, run_id, checkpoint, technique, prepared, (max_pixels, max_bytes))
+        return _log_network(tracker, run_id, checkpoint, technique, prepared, limits)
     except Exception as err:  # an export or store failure must not stop the stage
         log.warning(
             "MLflow: the %s network was not logged as a model (%s); its checkpoint is %s",
@@ -109,7 +108,7 @@ def _log_network(
     checkpoint: Path,
     technique: str,
     prepared: Path,
-    limits: tuple[int | None, float | None],
+    limits: ImageLimits,
 ) -> str:
     import mlflow
     import mlflow.pytorch
@@ -120,7 +119,7 @@ def _log_network(
 
     net, spec = load_checkpoint(checkpoint, pretrained_base=False)
     model = ImageClassifier(net, spec["mean"], spec["std"]).eval()
-    examples = example_images(prepared, spec_resize(spec), *limits)  # data.max_image_pixels, data.max_image_bytes
+    examples = example_images(prepared, spec_resize(spec), limits)
     with torch.no_grad():
         signature = infer_signature(examples, model(torch.from_numpy(examples)).numpy())
     # the logged model goes to the run's experiment only when created there first (else: the active experiment)

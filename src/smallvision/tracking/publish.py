@@ -9,7 +9,7 @@ import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smallvision.data.manifest import MANIFEST
 from smallvision.runs import CHECKPOINT, HISTORY, RESULT_FILES, numeric, read_history, read_metrics
@@ -18,20 +18,22 @@ from smallvision.tracking.models import OUTPUT_TAG, log_network
 from smallvision.tracking.store import flatten
 from smallvision.tracking.tracker import StudyTracker
 
+if TYPE_CHECKING:
+    from smallvision.schema import Settings
+
 CONFIG_STAGE = "train"  # the run's config artifact: config/train.yaml
 
 
-def run_tags(cfg: Mapping[str, Any], folder: Path, manifest_digest: str) -> dict[str, str]:
-    """The tags of the run of cfg["technique"]'s job writing into `folder` (the tracker adds the dataset and the
+def run_tags(settings: Settings, folder: Path, manifest_digest: str) -> dict[str, str]:
+    """The tags of the run of settings.technique's job writing into `folder` (the tracker adds the dataset and the
     commit to every run)."""
     from smallvision.networks import network_name  # here, not at module level: tracking does not import torch
 
-    tech = cfg["techniques"][cfg["technique"]]
     return {
-        "technique": cfg["technique"],
-        "dataset": cfg["data"]["name"],
-        "seed": str(cfg["seed"]),
-        "backbone": network_name(tech, cfg["backbone"]),
+        "technique": settings.technique,
+        "dataset": settings.data.name,
+        "seed": str(settings.seed),
+        "backbone": network_name(settings.selected, settings.backbone),
         "manifest": manifest_digest[:12],
         OUTPUT_TAG: str(Path(folder).resolve()),
     }
@@ -40,41 +42,31 @@ def run_tags(cfg: Mapping[str, Any], folder: Path, manifest_digest: str) -> dict
 @contextmanager
 def technique_run(
     tracker: StudyTracker,
-    cfg: Mapping[str, Any],
+    settings: Settings,
     folder: Path,
     prepared: Path,
     manifest_digest: str,
     config_read: Mapping[str, Any],
 ) -> Iterator[str | None]:
-    """The child run of cfg["technique"]'s job, opened with what is known before training: the resolved config as
+    """The child run of settings.technique's job, opened with what is known before training: the resolved config as
     params, the tags, `config_read` (what the stage read, `entrypoints.show_config`) and the manifest as the
     dataset of the run and of the study run. Yields its id (None when tracking is off or failed)."""
-    with tracker.technique_run(cfg["technique"], flatten(cfg), run_tags(cfg, folder, manifest_digest)) as run_id:
+    params, tags = flatten(settings.model_dump()), run_tags(settings, folder, manifest_digest)
+    with tracker.technique_run(settings.technique, params, tags) as run_id:
         log_config(tracker, run_id, config_read, CONFIG_STAGE)
-        log_dataset(tracker, (run_id, tracker.parent_run_id), prepared / MANIFEST, cfg["data"]["name"], manifest_digest)
+        log_dataset(tracker, (run_id, tracker.parent_run_id), prepared / MANIFEST, settings.data.name, manifest_digest)
         yield run_id
 
 
-def log_results(
-    tracker: StudyTracker, run_id: str | None, cfg: Mapping[str, Any], folder: Path, prepared: Path
-) -> None:
+def log_results(tracker: StudyTracker, run_id: str | None, settings: Settings, folder: Path, prepared: Path) -> None:
     """What the finished job wrote into `folder`, on its run: metrics.json's numbers, the result files and, when
     `logger.log_models`, the network."""
     if run_id is None:
         return
     tracker.log_metrics(run_id, numeric(read_metrics(folder)))
     tracker.log_artifacts(run_id, [folder / name for name in RESULT_FILES])
-    if cfg["logger"]["log_models"] and (folder / CHECKPOINT).exists():
-        data = cfg["data"]
-        log_network(
-            tracker,
-            run_id,
-            folder / CHECKPOINT,
-            cfg["technique"],
-            prepared,
-            data["max_image_pixels"],
-            data["max_image_bytes"],
-        )
+    if settings.logger.log_models and (folder / CHECKPOINT).exists():
+        log_network(tracker, run_id, folder / CHECKPOINT, settings.technique, prepared, settings.data.image_limits)
 
 
 def log_history(tracker: StudyTracker, run_id: str | None, rows: list[dict[str, float]]) -> None:
@@ -86,19 +78,19 @@ def log_history(tracker: StudyTracker, run_id: str | None, rows: list[dict[str, 
 
 def publish_folder(
     tracker: StudyTracker,
-    cfg: Mapping[str, Any],
+    settings: Settings,
     folder: Path,
     prepared: Path,
     manifest_digest: str,
     config_read: Mapping[str, Any],
 ) -> dict[str, Any]:
     """A finished job's folder (models/<technique>/) as the run the live job would have made, under the study
-    run; `cfg` is the config it was trained with. Returns metrics.json, ready for `tracker.log_comparison`.
+    run; `settings` are those it was trained with. Returns metrics.json, ready for `tracker.log_comparison`.
     Its files are read first: a bad file makes no run."""
     folder = Path(folder)
     metrics = read_metrics(folder)
     history = read_history(folder / HISTORY, columns=("epoch",)) if (folder / HISTORY).is_file() else []
-    with technique_run(tracker, cfg, folder, prepared, manifest_digest, config_read) as run_id:
+    with technique_run(tracker, settings, folder, prepared, manifest_digest, config_read) as run_id:
         log_history(tracker, run_id, history)
-        log_results(tracker, run_id, cfg, folder, prepared)
+        log_results(tracker, run_id, settings, folder, prepared)
     return metrics

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlflow.entities import Metric, RunStatus
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH
@@ -32,6 +32,9 @@ from smallvision.tracking.store import (
     ui_command,
 )
 from smallvision.tracking.study_runs import StudyRuns
+
+if TYPE_CHECKING:
+    from smallvision.schema import Settings
 
 log = logging.getLogger(__name__)
 
@@ -270,20 +273,20 @@ def _failure_reports_held_back() -> Iterator[None]:
 
 
 def study_tracker(
-    cfg: Mapping[str, Any], root: Path, manifest_digest: str, sweep_dir: str | None = None, enabled: bool = True
+    cfg: Settings, root: Path, manifest_digest: str, sweep_dir: str | None = None, enabled: bool = True
 ) -> StudyTracker:
     """The tracker of the study `cfg` runs in: its parent run is found by the study name, the dataset, the seed and
     the manifest (what makes one study: `provenance.identity`; so the training stages, visualize and a later
     `pipelines/log_metrics.py` share one parent), or by the sweep folder for a Hydra sweep's jobs."""
-    study, dataset, seed = cfg["study"], cfg["data"]["name"], int(cfg["seed"])
+    study, dataset, seed = cfg.study, cfg.data.name, cfg.seed
     key = f"sweep:{sweep_dir}" if sweep_dir else f"{study}/{dataset}/seed {seed}/{manifest_digest[:12]}"
     name = f"sweep {Path(sweep_dir).name}" if sweep_dir else f"study {study} ({dataset}, seed {seed})"
     return StudyTracker(
-        resolve_tracking_uri(cfg["logger"]["tracking_uri"], root),
-        cfg["logger"]["experiment_name"],
+        resolve_tracking_uri(cfg.logger.tracking_uri, root),
+        cfg.logger.experiment_name,
         key,
         name,
         tags={"dataset": dataset, "git_commit": git_commit(root) or "unknown"},
-        enabled=bool(cfg["logger"]["enabled"]) and enabled,
-        models_dir=cfg["paths"]["models"],
+        enabled=cfg.logger.enabled and enabled,
+        models_dir=cfg.paths.models,
     )

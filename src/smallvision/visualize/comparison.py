@@ -22,6 +22,8 @@ from smallvision.runs import comparison_metrics, is_number
 from smallvision.visualize.plotting import new_figure
 
 COLUMNS = ("technique", "backbone", "test_accuracy", "ci95_low", "ci95_high", "test_images", "reference", "wall_time_s")
+# a technique that starts from trained weights and kept them (`smallvision.starting_point`): why its step is zero
+START_KEYS = ("kept_start", "start_val_accuracy", "best_epoch", "best_val_accuracy")
 HEADERS = (
     "technique",
     "backbone",
@@ -115,7 +117,7 @@ def markdown_table(headers: Sequence[str], rows: list[list[str]]) -> list[str]:
 def comparison_table(rows: list[Mapping[str, Any]], reference: Mapping[str, float]) -> list[dict[str, Any]]:
     """One row per trained technique (metrics.json with its step: `evidence.study_comparison`) with the book's
     accuracy as `reference` (or None); the step and provenance keys are None where a row lacks them."""
-    keys = [c for c in dict.fromkeys((*COLUMNS, *STEP_KEYS, *FIELDS)) if c != "reference"]
+    keys = [c for c in dict.fromkeys((*COLUMNS, *STEP_KEYS, *START_KEYS, *FIELDS)) if c != "reference"]
     return [{**{c: row.get(c) for c in keys}, "reference": reference.get(row.get("technique"))} for row in rows]
 
 
@@ -127,12 +129,27 @@ TESTS_NOTE = (
 )
 
 
+def kept_start_notes(table: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One sentence per technique that kept the weights it started from (no trained epoch beat them on
+    validation), saying why its step from the technique that trained them is zero."""
+    return [
+        f"{row['technique']} kept the weights it started from: no training epoch beat their validation accuracy "
+        f"({pct(row.get('start_val_accuracy'))}), so it was tested with them"
+        + (f" and its step from {row['step_from']} compares a network with itself." if row.get("step_from") else ".")
+        for row in table
+        if row.get("kept_start") is True
+    ]
+
+
 def comparison_markdown(
     table: list[Mapping[str, Any]], reference_label: str, excluded: Mapping[str, str] | None = None
 ) -> str:
     """The table in Markdown, then where each row came from and what was left out (what README and the page show)."""
     lines = markdown_table([h.format(reference=reference_label) for h in HEADERS], [table_cells(r) for r in table])
-    lines += ["", TESTS_NOTE, "", "Where each row came from:", ""]
+    lines += ["", TESTS_NOTE]
+    for note in kept_start_notes(table):
+        lines += ["", note]
+    lines += ["", "Where each row came from:", ""]
     lines += markdown_table(PROVENANCE_HEADERS, [provenance_cells(r) for r in table])
     if excluded:
         lines += ["", "Left out (not this study):", ""] + [f"- {t}: {why}" for t, why in excluded.items()]
@@ -235,6 +252,7 @@ def comparison_figure(table: list[Mapping[str, Any]], reference_label: str, chan
         if k and row.get("step_from"):
             p = row.get("step_p_value")
             text = f"{points(row.get('step_difference'))}\n{_p_label(p)}" if is_number(p) else "not paired"
+            text += "\nkept its start" if row.get("kept_start") is True else ""
             steps.append((k, max(tops[k - 1], tops[k]), text))
     annotate_steps(ax, steps)
     legend_below(ax)

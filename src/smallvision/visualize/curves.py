@@ -35,7 +35,8 @@ def curves_figure(history: dict[str, np.ndarray], technique: str, smoothing: flo
     """Two axes, "accuracy" and "loss", each with the training and validation curves.
 
     With smoothing > 0 the raw values stay as faint points behind the smoothed lines. The best
-    validation accuracy is marked.
+    validation accuracy is marked, and so is epoch 0 when there is one: the starting weights of a technique that
+    starts from trained ones, validated before training (no training values).
     """
     epochs = history["epoch"]
     fig = new_figure(11, 4)
@@ -58,6 +59,10 @@ def curves_figure(history: dict[str, np.ndarray], technique: str, smoothing: flo
         ax.grid(alpha=0.3)
         ax.legend(fontsize=9)
     val = history["val_acc"]
+    if len(epochs) and epochs[0] == 0:  # the starting weights, validated before training (smallvision.starting_point)
+        for ax, metric in ((axes[0], "acc"), (axes[1], "loss")):
+            ax.plot(0, history[f"val_{metric}"][0], "s", color="tab:green", label="start (before training)")
+            ax.legend(fontsize=9)
     if not np.all(np.isnan(val)):
         best = int(np.nanargmax(val))
         axes[0].plot(epochs[best], val[best], "*", color="tab:red", markersize=12, label=f"best val {val[best]:.3f}")

@@ -7,7 +7,6 @@ import html
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -19,6 +18,7 @@ from smallvision.data.manifest import Record
 from smallvision.data.preprocess import network_input
 from smallvision.networks import load_checkpoint, spec_resize
 from smallvision.runs import CHECKPOINT, HISTORY, PREDICTIONS, PredictionRow, read_history, read_predictions
+from smallvision.schema import Filters, Visualize
 from smallvision.visualize import activations, augmentation_preview, comparison, curves, filters, gradcam, mistakes
 from smallvision.visualize.layers import activation_layers, cam_layer, filter_layers
 from smallvision.visualize.plotting import save
@@ -62,8 +62,8 @@ class Report:
     """What the sections read (config, manifest, trained techniques, networks) and what they have written:
     figures per technique (for the MLflow child runs), study-level files and the comparison rows."""
 
-    visualize: Mapping[str, Any]
-    augmentation: Mapping[str, Any]
+    visualize: Visualize
+    augmentation: AffineConfig
     image_sizes: Mapping[str, Resize]  # technique -> how its photos are resized for training (size, squash or crop)
     folder: Path
     records: list[Record]
@@ -78,7 +78,7 @@ class Report:
 
     @property
     def dpi(self) -> int:
-        return int(self.visualize["dpi"])
+        return self.visualize.dpi
 
     def split(self, name: str) -> list[Record]:
         return [r for r in self.records if r.split == name]
@@ -114,17 +114,17 @@ def comparison_section(report: Report, rows: list[dict], excluded: Mapping[str, 
     `excluded`: the runs left out of it (technique -> why)."""
     options = report.visualize
     report.rows = rows
-    table = comparison.comparison_table(rows, options["reference"])
+    table = comparison.comparison_table(rows, options.reference)
     sec = Section(
         "comparison",
         "Comparison",
-        f"Test accuracy of each technique with its 95 % interval; red marks: {options['reference_label']}. Between "
+        f"Test accuracy of each technique with its 95 % interval; red marks: {options.reference_label}. Between "
         "consecutive techniques: the paired step on the same test images, with McNemar's exact p-value.",
     )
     if table:
-        json_path, md_path = comparison.write_comparison(table, options["reference_label"], report.folder, excluded)
+        json_path, md_path = comparison.write_comparison(table, options.reference_label, report.folder, excluded)
         fig = report.save(
-            comparison.comparison_figure(table, options["reference_label"], chance=1 / len(report.classes)),
+            comparison.comparison_figure(table, options.reference_label, chance=1 / len(report.classes)),
             "comparison.png",
         )
         report.study_files += [md_path, json_path]
@@ -136,7 +136,7 @@ def comparison_section(report: Report, rows: list[dict], excluded: Mapping[str, 
                 "difference on the same test images and McNemar's exact p-value.",
             )
         )
-        sec.html = _comparison_html(table, options["reference_label"])
+        sec.html = _comparison_html(table, options.reference_label)
     sec.notes += report.notes
     return sec
 
@@ -154,7 +154,7 @@ def curves_section(report: Report) -> Section:
         fig = curves.curves_figure(
             curves.history_columns(read_history(t.file(HISTORY))),
             t.name,
-            float(report.visualize["curves"]["smoothing"]),
+            float(report.visualize.curves.smoothing),
         )
         path = report.save(fig, f"curves_{t.name}.png", t.name)
         sec.figures.append(FigureEntry(path, f"{t.name}: accuracy and loss per epoch."))
@@ -168,7 +168,7 @@ def gradcam_section(report: Report) -> Section:
         "Where each network looks: Grad-CAM of the predicted class on its last conv feature map, for "
         "correctly and wrongly classified test images (most confident first). Red titles: wrong predictions.",
     )
-    per_group = int(report.visualize["gradcam"]["per_group"])
+    per_group = int(report.visualize.gradcam.per_group)
     for t in report.trained:
         if t.missing(PREDICTIONS):
             sec.notes.append(f"{t.name}: no {PREDICTIONS}")
@@ -207,7 +207,7 @@ def gradcam_section(report: Report) -> Section:
             spec["classes"],
             f"Grad-CAM, {t.name} (layer {layer_name})",
             per_group,
-            float(report.visualize["gradcam"]["image_weight"]),
+            float(report.visualize.gradcam.image_weight),
         )
         path = report.save(fig, f"gradcam_{t.name}.png", t.name)
         sec.figures.append(
@@ -229,18 +229,18 @@ def activations_section(report: Report) -> Section:
         "stage of the pretrained base, for one test image. Each channel is standardised for display; grey "
         "tiles: channels that stay constant (blank) on this image.",
     )
-    record = pick(report.split("test"), options["test_image"], "test_image")
-    for name in report.chosen(options["activations"]["techniques"], sec, "activations"):
+    record = pick(report.split("test"), options.test_image, "test_image")
+    for name in report.chosen(options.activations.techniques, sec, "activations"):
         net, spec = report.nets.get(report.technique(name))
         image = report.load(record.file, spec_resize(spec))
         acts = activations.layer_activations(
-            net, report.nets.inputs(image[None], spec), activation_layers(net), options["activations"]["max_channels"]
+            net, report.nets.inputs(image[None], spec), activation_layers(net), options.activations.max_channels
         )
         fig = activations.activation_figure(
             image,
             acts,
             f"Activations of {name} for test image {record.path} ({record.label})",
-            int(options["activations"]["columns"]),
+            int(options.activations.columns),
         )
         path = report.save(fig, f"activations_{name}.png", name)
         sec.figures.append(FigureEntry(path, f"{name}: layers {', '.join(a.name for a in acts)}."))
@@ -248,66 +248,66 @@ def activations_section(report: Report) -> Section:
 
 
 def filters_section(report: Report) -> Section:
-    opts = report.visualize["filters"]
+    opts = report.visualize.filters
     sec = Section(
         "filters",
         "Filter patterns",
-        f"The input that maximises each filter's mean activation: {opts['steps']} steps of normalised gradient "
-        f"ascent (step {opts['step_size']} grey levels) from a grey image with noise. Panel titles: mean "
+        f"The input that maximises each filter's mean activation: {opts.steps} steps of normalised gradient "
+        f"ascent (step {opts.step_size} grey levels) from a grey image with noise. Panel titles: mean "
         "activation before -> after.",
     )
-    for name in report.chosen(opts["techniques"], sec, "filters"):
+    for name in report.chosen(opts.techniques, sec, "filters"):
         net, spec = report.nets.get(report.technique(name))
         option = "scratch_layers" if spec["network"] == "scratch" else "transfer_layers"
-        size = int(opts["image_size"] or spec["image_size"])
+        size = int(opts.image_size or spec["image_size"])
         patterns = {}
-        for layer_name, module in filter_layers(net, opts[option], f"visualize.filters.{option}"):
-            indices = filters.pick_filters(filters.layer_channels(net, module, size), int(opts["per_layer"]))
+        for layer_name, module in filter_layers(net, getattr(opts, option), f"visualize.filters.{option}"):
+            indices = filters.pick_filters(filters.layer_channels(net, module, size), int(opts.per_layer))
             patterns[layer_name] = ascend(net, spec, [(layer_name, module, i) for i in indices], opts)
         path = report.save(
-            filters.filters_figure(patterns, f"Filter patterns of {name}", int(opts["columns"])),
+            filters.filters_figure(patterns, f"Filter patterns of {name}", int(opts.columns)),
             f"filters_{name}.png",
             name,
         )
         sec.figures.append(
-            FigureEntry(path, f"{name}: {int(opts['per_layer'])} filters of each of {', '.join(patterns)}.")
+            FigureEntry(path, f"{name}: {int(opts.per_layer)} filters of each of {', '.join(patterns)}.")
         )
     return sec
 
 
 def ascend(
-    net: nn.Module, spec: dict, targets: list[tuple[str, nn.Module, int]], opts: Mapping[str, Any]
+    net: nn.Module, spec: dict, targets: list[tuple[str, nn.Module, int]], opts: Filters
 ) -> list[filters.FilterPattern]:
     """`filters.target_patterns` of the targets (layer name, module, filter), all in one batch, with the
     `visualize.filters` settings `opts` and the network's own input size and normalisation."""
     return filters.target_patterns(
         net,
         targets,
-        image_size=int(opts["image_size"] or spec["image_size"]),
+        image_size=int(opts.image_size or spec["image_size"]),
         mean=spec["mean"],
         std=spec["std"],
-        steps=int(opts["steps"]),
-        step_size=float(opts["step_size"]),
-        noise=float(opts["noise"]),
-        seed=int(opts["seed"]),
+        steps=int(opts.steps),
+        step_size=float(opts.step_size),
+        noise=float(opts.noise),
+        seed=int(opts.seed),
     )
 
 
 def augmentation_section(report: Report) -> Section:
-    opts = report.visualize["augmentation_preview"]
+    opts = report.visualize.augmentation_preview
     sec = Section(
         "augmentation",
         "Augmentation preview",
         "One training image and random augmentations of it, drawn as training draws them (the "
         "`augmentation` config group).",
     )
-    record = pick(report.split("train"), opts["image"], "augmentation_preview.image")
-    resize = report.image_sizes[opts["technique"]]
-    aug_cfg = AffineConfig.from_mapping(report.augmentation)
+    record = pick(report.split("train"), opts.image, "augmentation_preview.image")
+    resize = report.image_sizes[opts.technique]
+    aug_cfg = report.augmentation
     image = report.load(record.file, resize)
-    copies = augmentation_preview.augmented_copies(image, aug_cfg, int(opts["count"]), int(opts["seed"]))
+    copies = augmentation_preview.augmented_copies(image, aug_cfg, int(opts.count), int(opts.seed))
     path = report.save(
-        augmentation_preview.augmentation_figure(image, copies, aug_cfg, int(opts["columns"]), record.path),
+        augmentation_preview.augmentation_figure(image, copies, aug_cfg, int(opts.columns), record.path),
         "augmentation_preview.png",
     )
     sec.figures.append(
@@ -317,36 +317,36 @@ def augmentation_section(report: Report) -> Section:
 
 
 def mistakes_section(report: Report) -> Section:
-    opts = report.visualize["mistakes"]
+    opts = report.visualize.mistakes
     sec = Section(
         "mistakes",
         "Mistakes",
         "The test images a technique gets wrong, the most confident mistakes first: true class -> predicted "
         "class and its probability.",
     )
-    owner = _mistakes_technique(opts["technique"], report.rows, {t.name for t in report.trained})
+    owner = _mistakes_technique(opts.technique, report.rows, {t.name for t in report.trained})
     t = next((x for x in report.trained if x.name == owner), None)
     if t is None:
-        sec.notes.append(f"no mistakes gallery: {opts['technique']!r} has not been trained")
+        sec.notes.append(f"no mistakes gallery: {opts.technique!r} has not been trained")
     elif t.missing(PREDICTIONS):
         sec.notes.append(f"no mistakes gallery: {t.name} has no {PREDICTIONS}")
     else:
         rows = read_predictions(t.file(PREDICTIONS))
         wrong = [
             row
-            for row in mistakes.most_confident_mistakes(rows, int(opts["max_images"]))
+            for row in mistakes.most_confident_mistakes(rows, int(opts.max_images))
             if report.record(row.path) is not None
         ]
-        images = [report.load(report.record(row.path).file, int(opts["image_size"])) for row in wrong]
+        images = [report.load(report.record(row.path).file, int(opts.image_size)) for row in wrong]
         fig = mistakes.mistakes_figure(
-            images, wrong, t.name, sum(not row.correct for row in rows), len(rows), int(opts["columns"])
+            images, wrong, t.name, sum(not row.correct for row in rows), len(rows), int(opts.columns)
         )
         path = report.save(fig, f"mistakes_{t.name}.png", t.name)
         sec.figures.append(
             FigureEntry(
                 path,
                 f"{t.name}"
-                + (" (the best technique)" if opts["technique"] == "best" else "")
+                + (" (the best technique)" if opts.technique == "best" else "")
                 + ": its wrong test predictions.",
             )
         )
@@ -376,6 +376,8 @@ def _comparison_html(table: list[dict], reference_label: str) -> str:
     headers = [h.format(reference=reference_label) for h in comparison.HEADERS]
     return (
         table_html(headers, [comparison.table_cells(r) for r in table], numeric=comparison.NUMERIC_CELLS)
-        + f"<p>{html.escape(comparison.TESTS_NOTE)}</p><p>Where each row came from:</p>"
+        + f"<p>{html.escape(comparison.TESTS_NOTE)}</p>"
+        + "".join(f"<p>{html.escape(note)}</p>" for note in comparison.kept_start_notes(table))
+        + "<p>Where each row came from:</p>"
         + table_html(list(comparison.PROVENANCE_HEADERS), [comparison.provenance_cells(r) for r in table])
     )

@@ -21,8 +21,8 @@ from smallvision.visualize.settings import pick
 
 
 def patches_section(report: Report) -> Section:
-    opts = report.visualize["patches"]
-    top, count = int(opts["top"]), int(opts["channels"])
+    opts = report.visualize.patches
+    top, count = int(opts.top), int(opts.channels)
     sec = Section(
         "patches",
         "Top-activating patches",
@@ -36,18 +36,18 @@ def patches_section(report: Report) -> Section:
         "position in a linearised copy of the pretrained base (visualize/receptive.py).",
     )
     val = report.split("val")
-    if opts["images"] is not None and int(opts["images"]) < len(val):  # spread over the split (it is sorted by class)
-        val = [val[i] for i in np.linspace(0, len(val) - 1, int(opts["images"])).round().astype(int)]
-    for name in report.chosen(opts["techniques"], sec, "patches"):
+    if opts.images is not None and int(opts.images) < len(val):  # spread over the split (it is sorted by class)
+        val = [val[i] for i in np.linspace(0, len(val) - 1, int(opts.images)).round().astype(int)]
+    for name in report.chosen(opts.techniques, sec, "patches"):
         net, spec = report.nets.get(report.technique(name))
         size = int(spec["image_size"])
         option = "scratch_layers" if spec["network"] == "scratch" else "transfer_layers"
-        layers = chosen_layers(net, opts[option], f"visualize.patches.{option}")
+        layers = chosen_layers(net, getattr(opts, option), f"visualize.patches.{option}")
         images = np.stack([report.load(rec.file, spec_resize(spec)) for rec in val])  # as the network was trained
-        step = int(opts["batch_size"])
+        step = int(opts.batch_size)
         batches = (report.nets.inputs(images[i : i + step], spec) for i in range(0, len(images), step))
         geometry = layer_geometry(net, layers, size)
-        regions = {n: (g.interior(size), g.interior(size)) for n, g in geometry.items()} if opts["interior"] else None
+        regions = {n: (g.interior(size), g.interior(size)) for n, g in geometry.items()} if opts.interior else None
         tops = patches.top_activations(net, layers, batches, top, regions)
         shown = [
             patches.layer_patches(
@@ -56,7 +56,7 @@ def patches_section(report: Report) -> Section:
             for n, _ in layers
         ]
         fig = patches.patches_figure(
-            shown, f"Top-activating patches of {name} ({len(val)} validation images)", size, int(opts["columns"])
+            shown, f"Top-activating patches of {name} ({len(val)} validation images)", size, int(opts.columns)
         )
         path = report.save(fig, f"patches_{name}.png", name)
         sec.figures.append(
@@ -70,7 +70,7 @@ def patches_section(report: Report) -> Section:
 
 
 def kernels_section(report: Report) -> Section:
-    opts = report.visualize["kernels"]
+    opts = report.visualize.kernels
     sec = Section(
         "kernels",
         "First-layer kernels",
@@ -81,7 +81,7 @@ def kernels_section(report: Report) -> Section:
         "architecture.",
     )
     references: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # a backbone's pretrained and random first conv
-    for name in report.chosen(opts["techniques"], sec, "kernels"):
+    for name in report.chosen(opts.techniques, sec, "kernels"):
         t = report.technique(name)
         net, spec = report.nets.get(t)
         layer, conv = kernels.first_conv(net)
@@ -108,7 +108,7 @@ def kernels_section(report: Report) -> Section:
                 ]
             sets.append(kernels.KernelSet(f"{base} random initialisation (seed {seed})", random))
         path = report.save(
-            kernels.kernels_figure(sets, f"First-layer kernels of {name} ({layer})", int(opts["columns"])),
+            kernels.kernels_figure(sets, f"First-layer kernels of {name} ({layer})", int(opts.columns)),
             f"kernels_{name}.png",
             name,
         )
@@ -131,7 +131,7 @@ def _pretrained_and_random(backbone: dict, seed: int) -> tuple[torch.Tensor, tor
 
 
 def pairs_section(report: Report) -> Section:
-    options, filter_opts = report.visualize, report.visualize["filters"]
+    options, filter_opts = report.visualize, report.visualize.filters
     sec = Section(
         "pairs",
         "Filters and their features, going deeper",
@@ -139,8 +139,8 @@ def pairs_section(report: Report) -> Section:
         "ascent, as in the filter patterns) beside the feature map it produces on the image, and that map over "
         "the image. Each layer's channel is the one with the highest mean activation on this image.",
     )
-    record = pick(report.split("test"), options["test_image"], "test_image")
-    for name in report.chosen(options["pairs"]["techniques"], sec, "pairs"):
+    record = pick(report.split("test"), options.test_image, "test_image")
+    for name in report.chosen(options.pairs.techniques, sec, "pairs"):
         net, spec = report.nets.get(report.technique(name))
         image = report.load(record.file, spec_resize(spec))
         layers = depth_layers(net)
@@ -153,7 +153,7 @@ def pairs_section(report: Report) -> Section:
             image,
             shown,
             f"Filters and features of {name} on test image {record.path} ({record.label})",
-            float(options["gradcam"]["image_weight"]),
+            float(options.gradcam.image_weight),
         )
         path = report.save(fig, f"pairs_{name}.png", name)
         sec.figures.append(FigureEntry(path, f"{name}: layers {', '.join(p.layer for p in shown)}, first to last."))
@@ -161,8 +161,8 @@ def pairs_section(report: Report) -> Section:
 
 
 def finetuning_section(report: Report) -> Section:
-    opts = report.visualize["finetuning"]
-    before, after = opts["before"], opts["after"]
+    opts = report.visualize.finetuning
+    before, after = opts.before, opts.after
     sec = Section(
         "finetuning",
         "What fine-tuning changed",
@@ -171,6 +171,10 @@ def finetuning_section(report: Report) -> Section:
         "Predictions are recomputed here in float32, so a probability can differ from the training run's "
         "(bf16) in the last digits.",
     )
+    if any(row.get("technique") == after and row.get("kept_start") is True for row in report.rows):
+        sec.notes.append(
+            f"{after} kept the weights it started from: no training epoch beat them on validation (kept_start)"
+        )
     trained = {t.name: t for t in report.trained}
     lacking = [n for n in (before, after) if n not in trained or trained[n].missing(PREDICTIONS)]
     if lacking:
@@ -179,7 +183,7 @@ def finetuning_section(report: Report) -> Section:
     rows = {n: read_predictions(trained[n].file(PREDICTIONS)) for n in (before, after)}
     every = finetuning.paired_images(rows[before], rows[after], len(rows[after]))
     differ = sum(a.predicted != b.predicted for a, b in every)
-    chosen = [pair for pair in every if report.record(pair[1].path) is not None][: int(opts["images"])]
+    chosen = [pair for pair in every if report.record(pair[1].path) is not None][: int(opts.images)]
     if not chosen:
         sec.notes.append(f"not shown: {before} and {after} have no test image in common with the manifest")
         return sec
@@ -200,7 +204,7 @@ def finetuning_section(report: Report) -> Section:
         (before, explained[before]),
         (after, explained[after]),
         report.classes,
-        float(report.visualize["gradcam"]["image_weight"]),
+        float(report.visualize.gradcam.image_weight),
     )
     path = report.save(fig, "finetuning.png", after)
     sec.figures.append(

@@ -106,7 +106,7 @@ def _per_seed_cells(per_seed: Sequence[Mapping[str, Any]]) -> list[list[str]]:
         cells.append(
             [
                 str(test["seed"]),
-                step,
+                step + (" (kept its start)" if test.get("kept_start") else ""),
                 f"+{test['only_second']} / −{test['only_first']}",
                 f"{points(test['difference'])} ({interval})",
                 p_text(test["p_value"]),

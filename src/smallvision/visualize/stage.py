@@ -1,8 +1,8 @@
 """The visualize stage: read every trained technique and the test split, write reports/ (figures, comparison and
 index.html). The entry script logs what it wrote to MLflow (`StudyTracker.log_report`).
 
-`run_visualize(cfg, root)` takes the resolved config as plain containers (cfg.visualize holds every knob)
-and the project root. A technique that was not trained (a missing file) is skipped with a note on the page.
+`run_visualize(settings, root)` takes the typed settings (settings.visualize holds every knob) and the project
+root. A technique that was not trained (a missing file) is skipped with a note on the page.
 """
 
 from __future__ import annotations
@@ -10,22 +10,22 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from smallvision import evidence, provenance
+from smallvision.data.augmentation import AffineConfig
 from smallvision.data.images import load_resized
 from smallvision.data.manifest import MANIFEST, load_manifest, manifest_digest
 from smallvision.networks import input_resize
 from smallvision.runs import CHECKPOINT, METRICS
+from smallvision.schema import Settings, Visualize
 from smallvision.visualize import comparison, sections, sections_learned
 from smallvision.visualize.lr_finder import lr_find_section
 from smallvision.visualize.report import write_index
-from smallvision.visualize.settings import validate
+from smallvision.visualize.settings import check_device
 
 log = logging.getLogger(__name__)
 
@@ -91,23 +91,24 @@ def _timed(out: Outcome, step: str, draw, *args):
         log.info("visualize: %s done in %.1f s", step, out.timings[step])
 
 
-def run_visualize(cfg: Mapping[str, Any], root: Path) -> Outcome:
-    """Write every figure, comparison.{png,md,json} and index.html into cfg.paths.reports (relative to `root`)."""
+def run_visualize(settings: Settings, root: Path) -> Outcome:
+    """Write every figure, comparison.{png,md,json} and index.html into settings.paths.reports (relative to
+    `root`)."""
     started = time.perf_counter()
-    options = cfg["visualize"]
-    validate(options, list(cfg["techniques"]))
+    visualize, folders = settings.visualize, settings.paths
+    check_device(visualize.device)
     root = Path(root)
-    reports, models = root / cfg["paths"]["reports"], root / cfg["paths"]["models"]
-    records, classes = load_manifest(root / cfg["paths"]["prepared"])
+    reports, models = root / folders.reports, root / folders.models
+    records, classes = load_manifest(root / folders.prepared)
     reports.mkdir(parents=True, exist_ok=True)
     for pattern in OWN_PATTERNS:
         for old in reports.glob(pattern):
             old.unlink()
-    if options["threads"]:
-        torch.set_num_threads(int(options["threads"]))
+    if visualize.threads:
+        torch.set_num_threads(visualize.threads)
     out = Outcome(reports)
     trained = []
-    for t in (sections.Technique(name, models / name) for name in options["techniques"]):
+    for t in (sections.Technique(name, models / name) for name in visualize.techniques):
         lacking = t.missing(CHECKPOINT, METRICS)
         if lacking:
             out.notes.append(
@@ -117,28 +118,26 @@ def run_visualize(cfg: Mapping[str, Any], root: Path) -> Outcome:
         else:
             trained.append(t)
     # one study only: a technique trained with another preset, seed or manifest is left out of every section
-    digest = manifest_digest(root / cfg["paths"]["prepared"] / MANIFEST)
-    study = evidence.study_comparison(models, provenance.identity(cfg, digest), {t.name for t in trained})
+    digest = manifest_digest(root / folders.prepared / MANIFEST)
+    study = evidence.study_comparison(models, provenance.identity(settings, digest), {t.name for t in trained})
     trained = [t for t in trained if t.name not in study.excluded]
     out.notes += study.messages()
     report = sections.Report(
-        visualize=options,
-        augmentation=cfg["augmentation"],
-        image_sizes={name: input_resize(tech, cfg["backbone"]) for name, tech in cfg["techniques"].items()},
+        visualize=visualize,
+        augmentation=AffineConfig.of(settings.augmentation),
+        image_sizes={name: input_resize(tech, settings.backbone) for name, tech in settings.techniques.items()},
         folder=reports,
         records=records,
         classes=classes,
-        load=functools.partial(
-            load_resized, max_pixels=cfg["data"]["max_image_pixels"], max_bytes=cfg["data"]["max_image_bytes"]
-        ),
+        load=functools.partial(load_resized, limits=settings.data.image_limits),
         trained=trained,
-        nets=sections.Nets(_device(options["device"])),
+        nets=sections.Nets(_device(visualize.device)),
         notes=out.notes,
     )
     page = [_timed(out, "comparison", sections.comparison_section, report, study.rows, study.excluded)]
-    page += [_timed(out, step, draw, report) for step, draw in SECTIONS.items() if enabled(options, step)]
+    page += [_timed(out, step, draw, report) for step, draw in SECTIONS.items() if enabled(visualize, step)]
     out.rows, out.per_technique, out.study_files = report.rows, report.per_technique, report.study_files
-    out.metrics = comparison.write_comparison_metrics(out.rows, root / cfg["paths"]["comparison"])
+    out.metrics = comparison.write_comparison_metrics(out.rows, root / folders.comparison)
     out.timings["total"] = time.perf_counter() - started
     footer = (
         f"Stage time: {timing_summary(out)}. Device: {report.nets.device}. "
@@ -147,17 +146,17 @@ def run_visualize(cfg: Mapping[str, Any], root: Path) -> Outcome:
     out.index = write_index(
         reports / INDEX,
         page,
-        f"smallvision study: {cfg['study']}",
-        f"Dataset {cfg['data']['name']}: {len(report.split('test'))} test images, classes {', '.join(classes)}.",
+        f"smallvision study: {settings.study}",
+        f"Dataset {settings.data.name}: {len(report.split('test'))} test images, classes {', '.join(classes)}.",
         footer,
     )
     out.study_files.append(out.index)
     return out
 
 
-def enabled(v: Mapping[str, Any], step: str) -> bool:
+def enabled(visualize: Visualize, step: str) -> bool:
     """Whether a section is drawn: its switch `visualize.<step>.enabled`, where it has one."""
-    return bool(v.get(step, {}).get("enabled", True)) if isinstance(v.get(step), Mapping) else True
+    return getattr(getattr(visualize, step, None), "enabled", True)
 
 
 def timing_summary(out: Outcome) -> str:

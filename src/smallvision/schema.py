@@ -1,0 +1,682 @@
+"""The typed schema of the whole configuration: one pydantic model per section of what conf/config.yaml composes
+(every option of every group), with every setting's type, bounds and the rules between settings. Each entry
+script builds `Settings` once (`smallvision.entrypoints.load_settings`) and hands typed sections to the library;
+a bad value anywhere stops any stage before work, as one line naming the key, the value and what is allowed.
+
+Why pydantic models rather than Hydra structured configs: bounds and cross-field rules live on the fields, types
+are strict (a bool is not an int, "abc" is not a float), and conf/ stays plain YAML that DVC's own Hydra
+composition (params.yaml, `dvc exp run -S`) composes without importing this code.
+
+No setting has a default here: every value comes from conf/ (null where conf/ allows it), and a misspelt or
+missing key is an error.
+"""
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WrapValidator, model_validator
+from pydantic_core import PydanticCustomError
+
+from smallvision.data.images import ImageLimits
+from smallvision.errors import ConfigError
+from smallvision.models.convnet import MIN_IMAGE_SIZE
+
+SEED_MAX = 2**32 - 1  # numpy's and Lightning's seeds are 32-bit
+MAX_BYTES = 10**15  # a petabyte: any larger byte count is a typo
+MAX_IMAGE_SIZE = 16384  # px; a decoded 16384 px RGB image alone is 805 MB (training also checks the memory it needs)
+PILLOW_MAX_PIXELS = 2 * 89_478_485  # Pillow refuses larger images while opening them, whatever the setting
+REST = "rest"  # data.split.test=rest: every valid image train and val leave over
+_BIG = 1_000_000  # a generous ceiling for counts (batch sizes, epochs, units)
+_ERROR = "setting"  # the type of the errors this module raises
+M = TypeVar("M", bound=BaseModel)
+
+
+# --------------------------------------------------------------------------- the rule of each kind of setting
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a setting allows, in the words after `key=value` of its error message (also read by the tests)."""
+
+    text: str
+
+
+def _explained(text: str) -> tuple[Rule, WrapValidator]:
+    """Any failure of the wrapped type or bounds becomes one error saying what is allowed: `text`."""
+
+    def check(value: Any, handler: Callable[[Any], Any]) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise PydanticCustomError(_ERROR, "{text}", {"text": text}) from None
+
+    return Rule(text), WrapValidator(check)
+
+
+def _text_of(rule: Any) -> str:
+    """The text of a rule made here (`whole`, `real`, `choice`...)."""
+    return next(m.text for m in reversed(rule.__metadata__) if isinstance(m, Rule))
+
+
+def _bounds(low: float, high: float, low_open: bool, high_open: bool, whole: bool = False) -> dict[str, float]:
+    """Field bounds of [low, high] (an open end excluded); `whole`: as integers, for the int that a number may be."""
+    if whole:
+        first = math.floor(low) + 1 if low_open or low != math.floor(low) else int(low)
+        last = math.ceil(high) - 1 if high_open or high != math.ceil(high) else int(high)
+        return {"ge": first, "le": last}
+    return {"gt" if low_open else "ge": low, "lt" if high_open else "le": high}
+
+
+def whole(low: int, high: int, why: str = "") -> Any:
+    """An integer in [low, high] (low 1: "a positive integer")."""
+    wanted = "a positive integer" if low == 1 else f"a whole number >= {low:,}"
+    notes = [f"at most {high:,}", *([why] if why else [])]
+    return Annotated[int, Field(ge=low, le=high), *_explained(f"must be {wanted} ({'; '.join(notes)})")]
+
+
+def real(low: float, high: float, *, low_open: bool = False, high_open: bool = False, why: str = "") -> Any:
+    """A finite number in [low, high]; `low_open`/`high_open` exclude that end. An int stays an int (the resolved
+    config keeps the value as written)."""
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    bounds = _bounds(low, high, low_open, high_open)
+    whole_bounds = _bounds(low, high, low_open, high_open, whole=True)
+    return Annotated[
+        Annotated[int, Field(**whole_bounds)] | Annotated[float, Field(allow_inf_nan=False, **bounds)],
+        *_explained(f"must be a number in {interval}" + (f" ({why})" if why else "")),
+    ]
+
+
+def optional(rule: Any, null_means: str) -> Any:
+    """`rule`, or null (which means `null_means`)."""
+    return Annotated[rule | None, *_explained(f"{_text_of(rule)}, or null ({null_means})")]
+
+
+def choice(*names: str) -> Any:
+    """One of `names`."""
+    return Annotated[Literal[names], *_explained(f"is unknown; allowed: {', '.join(names)}")]
+
+
+def numbers(count: int, rule: Any) -> Any:
+    """A list of `count` numbers, each passing `rule`."""
+    return Annotated[
+        list[rule],
+        Field(min_length=count, max_length=count),
+        *_explained(f"must be a list of {count} numbers, each {_text_of(rule).removeprefix('must be ')}"),
+    ]
+
+
+FLAG = Annotated[bool, *_explained("must be true or false")]
+SEED = whole(0, SEED_MAX, "seeds are 32-bit")
+SECONDS = real(0, 3600, low_open=True, why="seconds")
+BYTES = real(0, MAX_BYTES, low_open=True, why="bytes")
+COLUMNS = whole(1, 1024)
+IMAGE_SIZE = whole(16, MAX_IMAGE_SIZE, "px")
+COUNT = whole(1, _BIG)
+TECHNIQUE_NAMES = Annotated[list[str], *_explained("must be a list of technique names, e.g. [augment, fine_tune]")]
+LAYER_NAMES = Annotated[list[str] | None, *_explained("must be a list of layer names, or null (the default layers)")]
+AMOUNT = Annotated[
+    Annotated[int, Field(ge=0, le=10**9)] | Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)],
+    *_explained("must be a count of images per class (an integer >= 0) or a fraction in [0, 1)"),
+]
+TEST_AMOUNT = Annotated[
+    Annotated[int, Field(ge=0, le=10**9)] | Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] | Literal["rest"],
+    *_explained(
+        "must be a count of images per class (an integer >= 0) or a fraction in [0, 1), "
+        "or rest (every image train and val leave)"
+    ),
+]
+BLOCKS = Annotated[
+    Annotated[int, Field(ge=0, le=1000)] | Literal["all"],
+    *_explained("must be a whole number of top blocks (0 to 1000), or all: the whole base"),
+]
+INDEX_OR_PATH = Annotated[
+    Annotated[int, Field(ge=-(10**9), le=10**9)] | str,
+    *_explained("must be an index into the split (an integer) or a manifest path"),
+]
+DEVICES = Annotated[
+    Annotated[int, Field(ge=1, le=4096)] | Literal[-1],
+    *_explained("must be a positive integer (at most 4,096; or -1: every visible GPU)"),
+]
+
+
+def refuse(key: str, value: Any, text: str) -> PydanticCustomError:
+    """The error of a rule between settings: `key` (relative to the section that checks it) and its value."""
+    return PydanticCustomError(_ERROR, "{text}", {"text": text, "key": key, "value": value})
+
+
+def refuse_line(key: str, text: str) -> PydanticCustomError:
+    """The same, for a message that names no single value: `<key> <text>`."""
+    return PydanticCustomError(_ERROR, "{text}", {"text": text, "key": key})
+
+
+class Section(BaseModel):
+    """Strict types, no unknown keys, read-only."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- data
+
+
+class Synthetic(Section):
+    classes: list[str]
+    per_class: COUNT
+    image_size: whole(16, 4096, "px")
+    seed: SEED
+
+    @model_validator(mode="after")
+    def _shapes(self) -> "Synthetic":
+        from smallvision.data.synthetic import SHAPES
+
+        unknown = [c for c in self.classes if c not in SHAPES]
+        if unknown or len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
+            raise refuse("classes", self.classes, f"must be two or more distinct shapes from {sorted(SHAPES)}")
+        return self
+
+
+class Split(Section):
+    """Per class: all counts (integers >= 0) or all fractions (floats in [0, 1), sum <= 1); train > 0; test may be
+    `rest` (every valid image of a class that train and val do not take)."""
+
+    train: AMOUNT
+    val: AMOUNT
+    test: TEST_AMOUNT
+
+    def amounts(self) -> dict[str, int | float | str]:
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Split":
+        amounts = self.amounts()
+        fractions = [n for n, v in amounts.items() if isinstance(v, float) and v > 0]
+        counts = [n for n, v in amounts.items() if isinstance(v, int) and v > 0]
+        if fractions and counts:
+            raise refuse_line(
+                "",
+                f"mixes counts ({', '.join(counts)}) and fractions ({', '.join(fractions)}): {amounts}; use all "
+                "counts (e.g. 1000/500/500) or all fractions (e.g. 0.6/0.2/0.2)",
+            )
+        total = sum(v for v in amounts.values() if not isinstance(v, str))
+        if fractions and total > 1 + 1e-9:
+            raise refuse_line("", f"fractions sum to {total:g}, more than 1: {amounts}")
+        if not self.train:
+            raise refuse("train", self.train, "must be > 0")
+        return self
+
+
+class Data(Section):
+    sha256: Annotated[
+        Annotated[str, Field(pattern=r"^\s*[0-9a-fA-F]{64}\s*$")] | None, *_explained("must be 64 hex digits, or null")
+    ]
+    size: optional(whole(1, MAX_BYTES, "bytes"), "not checked")
+    connect_timeout_s: SECONDS
+    download_retries: whole(0, 100)
+    max_extract_bytes: BYTES
+    max_download_bytes: BYTES
+    min_download_bytes_per_s: real(0, 1e9, low_open=True, why="bytes per second")
+    download_rate_window_s: SECONDS
+    classes: list[str] | None
+    synthetic: Synthetic | None
+    workers: optional(whole(1, 1024), "all cores")
+    max_image_pixels: optional(
+        whole(1, PILLOW_MAX_PIXELS, "Pillow refuses larger images anyway"), "only Pillow's own limit"
+    )
+    max_image_bytes: optional(BYTES, "no limit")
+    name: str
+    source: str
+    split: Split
+
+    @model_validator(mode="after")
+    def _classes(self) -> "Data":
+        if self.classes is not None and len(set(self.classes)) != len(self.classes):
+            raise refuse("classes", self.classes, "lists a class twice")
+        if self.source.strip() == "synthetic" and self.synthetic is None:
+            raise refuse_line("synthetic", "is not set: data.source=synthetic needs it (data=synthetic sets both)")
+        return self
+
+    @property
+    def image_limits(self) -> ImageLimits:
+        """The largest image a stage reads (max_image_pixels, max_image_bytes)."""
+        return ImageLimits(self.max_image_pixels, self.max_image_bytes)
+
+
+# --------------------------------------------------------------------------- backbone and augmentation
+
+
+class Weights(Section):
+    source: choice("package", "file", "hub", "none")
+    package: str | None
+    file: str | None
+    match: choice("name", "order", "lukemelas")
+    url: str | None
+    hub_timeout_s: SECONDS
+
+    @model_validator(mode="after")
+    def _needs(self) -> "Weights":
+        if self.source == "package" and not self.package:
+            raise refuse_line(
+                "package",
+                "is not set: backbone.weights.source=package needs the import name of an installed package that "
+                "ships the weights file",
+            )
+        if self.source == "file" and not self.file:
+            raise refuse_line("file", "is not set: backbone.weights.source=file needs the path of a state dict")
+        return self
+
+
+class Backbone(Section):
+    name: str
+    timm_name: Annotated[
+        str, Field(min_length=1), *_explained("must be a timm model name such as 'tf_efficientnet_lite0'")
+    ]
+    image_size: IMAGE_SIZE
+    mean: optional(numbers(3, real(0, 1)), "timm's pretrained config")
+    std: optional(numbers(3, real(0, 1, low_open=True)), "timm's pretrained config")
+    resize: choice("crop", "squash")
+    crop_pct: optional(
+        real(0, 1, low_open=True, why="the centre crop's share of the resized shorter side"), "timm's pretrained config"
+    )
+    interpolation: choice("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos") | None
+    weights: Weights
+    head_pool: choice("avg", "flatten")
+    unfreeze_blocks: BLOCKS
+
+
+class Augmentation(Section):
+    """Keras ImageDataGenerator's geometric arguments (`smallvision.data.augmentation.AffineConfig`)."""
+
+    rotation_range: real(0, 180, why="degrees")
+    width_shift_range: real(0, 1, why="of the width")
+    height_shift_range: real(0, 1, why="of the height")
+    shear_range: real(0, math.pi / 2, high_open=True, why="radians")
+    zoom_range: real(0, 1, high_open=True, why="zoom factors 1 - z to 1 + z stay positive")
+    horizontal_flip: FLAG
+    fill_mode: choice("nearest", "constant", "reflect")
+    cval: real(0, 255, why="a grey level")
+    interpolation: choice("bilinear", "nearest")
+
+
+# --------------------------------------------------------------------------- trainer and logger
+
+
+class Trainer(Section):
+    accelerator: str
+    devices: DEVICES
+    num_nodes: whole(1, 100_000)
+    strategy: str
+    precision: str | Literal[16, 32, 64]  # auto, or Lightning's (32-true, bf16-mixed, ...): Lightning checks them
+    channels_last: FLAG
+    compile: FLAG
+    num_workers: whole(0, 1024)
+    deterministic: FLAG
+    log_every_n_steps: whole(1, 10**9)
+    progress: FLAG
+
+
+class Logger(Section):
+    enabled: FLAG
+    tracking_uri: str | None
+    experiment_name: str
+    log_models: FLAG
+    registered_model: str | None
+    ui_url: str | None
+    http_timeout_s: SECONDS
+    http_max_retries: whole(0, 100)
+
+
+# --------------------------------------------------------------------------- techniques
+
+
+class Optimizer(Section):
+    name: choice("rmsprop", "adam", "adamw", "sgd")
+    lr: real(0, 10, low_open=True)
+    alpha: real(0, 1, high_open=True)
+    eps: real(0, 1, low_open=True)
+    momentum: real(0, 1, high_open=True)
+    weight_decay: real(0, 1)
+    layer_decay: real(0, 1, low_open=True, why="1: the same rate for every layer")
+
+
+class LrSchedule(Section):
+    name: choice("constant", "cosine")
+    warmup_epochs: real(0, _BIG, why="epochs, below the technique's epochs")
+
+
+class Head(Section):
+    units: COUNT
+    dropout: real(0, 1, high_open=True)
+    pool: choice("avg", "flatten")
+
+
+class Technique(Section):
+    """What every kind of technique shares: its rules and properties (each kind lists its fields in conf/'s order,
+    so the resolved config keeps its order)."""
+
+    @model_validator(mode="after")
+    def _warmup(self) -> "Technique":
+        warmup = self.lr_schedule.warmup_epochs
+        if warmup >= self.epochs:
+            raise refuse("lr_schedule.warmup_epochs", warmup, f"must be below the epochs ({self.epochs})")
+        return self
+
+    @property
+    def cached(self) -> bool:
+        """Feature extraction in cached mode: the base runs once over every image and the head trains on its
+        features."""
+        return False
+
+
+class Scratch(Technique):
+    """The small convnet trained from scratch (baseline, augment)."""
+
+    name: str
+    kind: Literal["scratch"]
+    image_size: IMAGE_SIZE
+    dropout: real(0, 1, high_open=True)
+    augment: FLAG
+    batch_size: COUNT
+    eval_batch_size: COUNT
+    epochs: COUNT
+    optimizer: Optimizer
+    lr_schedule: LrSchedule
+    early_stopping_patience: optional(COUNT, "no early stopping")
+    tta: FLAG
+
+    @model_validator(mode="after")
+    def _fits(self) -> "Scratch":
+        if self.image_size < MIN_IMAGE_SIZE:
+            raise refuse(
+                "image_size",
+                self.image_size,
+                f"is too small for the small convnet: it needs at least {MIN_IMAGE_SIZE} px (4 x conv3x3 + pool2)",
+            )
+        return self
+
+
+class FeatureExtract(Technique):
+    """A dense head on a frozen pretrained base."""
+
+    name: str
+    kind: Literal["feature_extract"]
+    image_size: IMAGE_SIZE
+    mode: choice("cached", "augmented")
+    augment: FLAG
+    cached_flips: FLAG
+    head: Head
+    batch_size: COUNT
+    extract_batch_size: COUNT
+    eval_batch_size: COUNT
+    epochs: COUNT
+    optimizer: Optimizer
+    lr_schedule: LrSchedule
+    early_stopping_patience: optional(COUNT, "no early stopping")
+    tta: FLAG
+
+    @property
+    def cached(self) -> bool:
+        return self.mode == "cached"
+
+
+class FineTune(Technique):
+    """A pretrained base with its top blocks trainable, starting from feature-extract's head."""
+
+    name: str
+    kind: Literal["fine_tune"]
+    image_size: IMAGE_SIZE
+    unfreeze_blocks: BLOCKS
+    batchnorm: choice("frozen", "update")
+    augment: FLAG
+    head: Head
+    batch_size: COUNT
+    eval_batch_size: COUNT
+    epochs: COUNT
+    optimizer: Optimizer
+    lr_schedule: LrSchedule
+    early_stopping_patience: optional(COUNT, "no early stopping")
+    tta: FLAG
+
+
+TechniqueSettings = Annotated[Scratch | FeatureExtract | FineTune, Field(discriminator="kind")]
+TECHNIQUE_KINDS = ("scratch", "feature_extract", "fine_tune")
+
+
+# --------------------------------------------------------------------------- visualize
+
+
+class Activations(Section):
+    techniques: TECHNIQUE_NAMES
+    max_channels: optional(COUNT, "every channel")
+    columns: COLUMNS
+
+
+class Filters(Section):
+    techniques: TECHNIQUE_NAMES
+    scratch_layers: LAYER_NAMES
+    transfer_layers: LAYER_NAMES
+    per_layer: whole(1, 4096)
+    columns: COLUMNS
+    steps: whole(0, 100_000)
+    step_size: real(0, 255, why="grey levels")
+    noise: real(0, 128, why="grey levels")
+    image_size: optional(whole(1, 4096, "px"), "the network's input size")
+    seed: SEED
+
+
+class GradCam(Section):
+    per_group: whole(1, 1000)
+    image_weight: real(0, 1, why="the image's share of the overlay")
+
+
+class Curves(Section):
+    smoothing: real(0, 1, high_open=True, why="0: raw curves; the book uses 0.8")
+
+
+class AugmentationPreview(Section):
+    technique: str
+    image: INDEX_OR_PATH
+    count: whole(1, 1000)
+    columns: COLUMNS
+    seed: SEED
+
+
+class Mistakes(Section):
+    technique: str
+    max_images: whole(1, 10_000)
+    columns: COLUMNS
+    image_size: whole(1, 4096, "px")
+
+
+class Confusion(Section):
+    enabled: FLAG
+
+
+class Finetuning(Section):
+    enabled: FLAG
+    before: str
+    after: str
+    images: whole(1, 10_000)
+
+
+class Pairs(Section):
+    enabled: FLAG
+    techniques: TECHNIQUE_NAMES
+
+
+class Patches(Section):
+    enabled: FLAG
+    techniques: TECHNIQUE_NAMES
+    scratch_layers: LAYER_NAMES
+    transfer_layers: LAYER_NAMES
+    channels: whole(1, 4096)
+    top: whole(1, 1000)
+    columns: COLUMNS
+    images: optional(COUNT, "the whole validation split")
+    interior: FLAG
+    batch_size: whole(1, 4096)
+
+
+class Kernels(Section):
+    enabled: FLAG
+    techniques: TECHNIQUE_NAMES
+    columns: COLUMNS
+
+
+class Visualize(Section):
+    techniques: TECHNIQUE_NAMES
+    device: choice("cpu", "cuda", "auto")
+    threads: optional(whole(1, 1024), "torch's default")
+    dpi: whole(1, 1200)
+    test_image: INDEX_OR_PATH
+    reference_label: str
+    reference: dict[str, real(0, 1, why="an accuracy")]
+    activations: Activations
+    filters: Filters
+    gradcam: GradCam
+    curves: Curves
+    augmentation_preview: AugmentationPreview
+    mistakes: Mistakes
+    confusion: Confusion
+    finetuning: Finetuning
+    pairs: Pairs
+    patches: Patches
+    kernels: Kernels
+
+    def unknown_techniques(self, known: list[str]) -> PydanticCustomError | None:
+        """The first technique named here that `known` lacks, as an error; None when every name is known."""
+        for option in ("", "activations.", "filters.", "pairs.", "patches.", "kernels."):
+            node = getattr(self, option.rstrip("."), None) if option else self
+            unknown = [n for n in node.techniques if n not in known]
+            if unknown:
+                return refuse_line(
+                    f"{option}techniques", f"names unknown technique(s) {unknown}; known: {', '.join(known)}"
+                )
+        allowed = {
+            "mistakes.technique": (self.mistakes.technique, ["best", *known]),
+            "augmentation_preview.technique": (self.augmentation_preview.technique, known),
+            "finetuning.before": (self.finetuning.before, known),
+            "finetuning.after": (self.finetuning.after, known),
+        }
+        for key, (value, names) in allowed.items():
+            if value not in names:
+                return refuse(key, value, f"is unknown; allowed: {', '.join(names)}")
+        return None
+
+
+# --------------------------------------------------------------------------- the other stages
+
+
+class Folders(Section):
+    raw: str
+    prepared: str
+    cache: str
+    features: str
+    models: str
+    reports: str
+    export: str
+    comparison: str
+
+
+class LrFind(Section):
+    min_lr: real(0, 10, low_open=True, why="below lr_find.max_lr")
+    max_lr: real(0, 10, low_open=True)
+    num_training: whole(
+        12, 10_000, "the suggestion skips the first 10 points and needs 2 more; a range test needs a few hundred"
+    )
+
+    @model_validator(mode="after")
+    def _order(self) -> "LrFind":
+        if self.min_lr >= self.max_lr:
+            raise refuse("min_lr", self.min_lr, f"must be below lr_find.max_lr={self.max_lr:g}")
+        return self
+
+
+class Predict(Section):
+    model: str | None
+    input: str | None
+    output: str | None
+    batch_size: COUNT
+
+
+class Export(Section):
+    technique: str
+    opset: whole(18, 100, "PyTorch's torch.export-based exporter writes opset 18 and newer")
+    check_images: whole(2, 10_000, "the parity check's batch")
+    tolerance: real(0, 1, low_open=True, why="the largest difference from PyTorch's outputs")
+
+
+class Settings(Section):
+    """The whole resolved configuration (conf/config.yaml composed)."""
+
+    data: Data
+    backbone: Backbone
+    augmentation: Augmentation
+    trainer: Trainer
+    logger: Logger
+    visualize: Visualize
+    techniques: dict[str, TechniqueSettings]
+    technique: str
+    seed: SEED
+    study: str
+    paths: Folders
+    lr_find: LrFind
+    predict: Predict
+    export: Export
+
+    @model_validator(mode="after")
+    def _names(self) -> "Settings":
+        known = list(self.techniques)
+        if self.technique not in known:
+            raise refuse("technique", self.technique, f"is unknown; allowed: {', '.join(known)}")
+        if self.export.technique not in known:
+            raise refuse("export.technique", self.export.technique, f"is unknown; allowed: {', '.join(known)}")
+        wrong = self.visualize.unknown_techniques(known)
+        if wrong is not None:
+            ctx = dict(wrong.context or {})
+            raise PydanticCustomError(_ERROR, "{text}", {**ctx, "key": f"visualize.{ctx['key']}"})
+        return self
+
+    @property
+    def selected(self) -> "Scratch | FeatureExtract | FineTune":
+        """The technique `technique` picks (the one a training job trains)."""
+        return self.techniques[self.technique]
+
+
+# --------------------------------------------------------------------------- validation and its one-line errors
+
+
+def validate(model: type[M], plain: Mapping[str, Any], prefix: str = "") -> M:
+    """`plain` (resolved containers) as `model`; the first mistake is a ConfigError naming its dotted key."""
+    try:
+        return model.model_validate(plain)
+    except ValidationError as err:
+        raise ConfigError(message(err.errors()[0], prefix)) from None
+
+
+def _key(loc: tuple, prefix: str) -> str:
+    parts = [str(p) for p in loc]
+    if len(parts) >= 3 and parts[0] == "techniques" and parts[2] in TECHNIQUE_KINDS:
+        del parts[2]  # the discriminated union's tag
+    return ".".join([p for p in (prefix.rstrip("."),) if p] + parts)
+
+
+def message(error: Mapping[str, Any], prefix: str = "") -> str:
+    """One pydantic error as the line after `smallvision: error: `: `<key>=<value> must be ...`."""
+    key, kind, ctx, value = _key(error["loc"], prefix), error["type"], error.get("ctx") or {}, error.get("input")
+    if kind == _ERROR:
+        if "key" in ctx:
+            key = ".".join(p for p in (key, ctx["key"]) if p)
+            if "value" not in ctx:
+                return f"{key} {ctx['text']}"
+            value = ctx["value"]
+        return f"{key}={value!r} {ctx['text']}"
+    if kind == "missing":
+        return f"{key} is not set (every setting comes from conf/)"
+    if kind == "extra_forbidden":
+        return f"{key}={value!r} is not a setting (a misspelt key?)"
+    if kind == "union_tag_invalid":
+        return f"{key}.kind={ctx.get('tag')!r} is unknown; allowed: {', '.join(TECHNIQUE_KINDS)}"
+    if kind == "union_tag_not_found":
+        return f"{key}.kind is not set; allowed: {', '.join(TECHNIQUE_KINDS)}"
+    return f"{key}={value!r} {str(error['msg']).replace('Input should be', 'must be')}"
