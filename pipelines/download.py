@@ -15,8 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 from smallvision import stages
 from smallvision.data.skipped import SKIPPED, read_skipped
 from smallvision.data.sources import fetch_source
-from smallvision.entrypoints import friendly_errors, load_settings, show_config
+from smallvision.entrypoints import check_output, friendly_errors, load_settings, show_config
 from smallvision.errors import ConfigError
+from smallvision.files import OUTPUT_MARKER
 
 _SHOW_SKIPPED = 20  # longer lists: see the file
 
@@ -32,6 +33,7 @@ def main(cfg: DictConfig) -> None:
     data = settings.data
     plain = settings.model_dump()
     show_config("download", plain, stages.reads("download", plain))
+    check_output("download", plain)
     source = data.source
     if source != "synthetic" and not urlparse(source).scheme[1:]:  # a local path (or C:\... on Windows)
         source = to_absolute_path(source)
@@ -44,10 +46,13 @@ def main(cfg: DictConfig) -> None:
         connect_timeout_s=data.connect_timeout_s,
         max_extract_bytes=data.max_extract_bytes,
         max_download_bytes=data.max_download_bytes,
+        min_download_rate=(data.min_download_bytes_per_s, data.download_rate_window_s),
         synthetic=data.synthetic,
         retries=data.download_retries,
     )
-    files = sum(1 for p in raw.rglob("*") if p.is_file() and p != raw / SKIPPED)
+    files = sum(
+        1 for p in raw.rglob("*") if p.is_file() and p.relative_to(raw).as_posix() not in (SKIPPED, OUTPUT_MARKER)
+    )
     print(f"download: {files} files from {data.source} in {settings.paths.raw}")
     skipped = read_skipped(raw)
     if skipped:

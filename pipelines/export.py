@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from smallvision import stages
 from smallvision.data.manifest import load_manifest
-from smallvision.entrypoints import friendly_errors, load_settings, show_config
+from smallvision.entrypoints import check_output, friendly_errors, load_settings, show_config
 from smallvision.export import ONNX_FILE, PREPROCESSING_FILE, TORCHSCRIPT_FILE, export_checkpoint, parity_images
 from smallvision.runs import CHECKPOINT
 
@@ -22,6 +22,7 @@ def main(cfg: DictConfig) -> None:
     settings = load_settings(cfg)
     plain = settings.model_dump()
     show_config("export", plain, stages.reads("export", plain))
+    check_output("export", plain)
     opts, out, technique = settings.export, Path(settings.paths.export), settings.export.technique
     records, _ = load_manifest(Path(settings.paths.prepared))
     done = export_checkpoint(

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from smallvision import stages
 from smallvision.data.manifest import REPORT, SPLITS
 from smallvision.data.split import prepare_split
-from smallvision.entrypoints import friendly_errors, load_settings, show_config
+from smallvision.entrypoints import check_output, friendly_errors, load_settings, show_config
 
 _SHOW_DROPPED = 20  # longer lists: see the report file
 
@@ -24,6 +24,7 @@ def main(cfg: DictConfig) -> None:
     settings = load_settings(cfg)
     plain = settings.model_dump()
     show_config("split", plain, stages.reads("split", plain))
+    check_output("split", plain)
     data = settings.data
     prepared = Path(to_absolute_path(settings.paths.prepared))
     report = prepare_split(

@@ -107,7 +107,11 @@ def _checkpoint(kind: str, path: Path, tmp_path: Path) -> None:
         ("predict", ["predict.batch_size=0"], "predict.batch_size=0 must be a positive integer"),
         ("log_metrics", ["technique=nope"], "technique='nope' is unknown"),
         ("train", ["trainer.progress=abc"], "trainer.progress='abc' must be true or false"),
-        ("split", ["paths.raw=images", "paths.prepared=images/prepared"], "overlap: writing the manifest would"),
+        (
+            "split",
+            ["paths.raw=images", "paths.prepared=images/prepared"],
+            "paths.prepared=images/prepared overlaps the download stage's images",
+        ),
         ("predict", ["predict.output=images/cat.jpg"], "predict.output='images/cat.jpg' names an image file"),
         ("predict", ["+ckpt=no_hyper_parameters"], "is not a smallvision checkpoint (no hyper_parameters.spec"),
         ("predict", ["+ckpt=wrong_shapes"], "does not rebuild into its network (RuntimeError: Error(s) in loading"),

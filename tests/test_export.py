@@ -23,6 +23,7 @@ from smallvision.data.preprocess import network_input
 from smallvision.data.synthetic import generate
 from smallvision.errors import ConfigError
 from smallvision.export import ONNX_FILE, PREPROCESSING_FILE, TORCHSCRIPT_FILE, export_checkpoint
+from smallvision.files import OUTPUT_MARKER as MARKER
 from smallvision.models import backbones
 from smallvision.models.heads import TransferNet
 
@@ -96,7 +97,8 @@ def exported(tmp_path_factory, photos) -> dict[str, tuple[Path, torch.nn.Module,
 @pytest.mark.parametrize("technique", ["baseline", "fine_tune", "feature_extract"])
 def test_exported_files_match_pytorch(exported, photos, technique):
     out, net, spec = exported[technique]
-    assert sorted(p.name for p in out.iterdir()) == sorted([ONNX_FILE, TORCHSCRIPT_FILE, PREPROCESSING_FILE])
+    assert sorted(p.name for p in out.iterdir()) == sorted([ONNX_FILE, TORCHSCRIPT_FILE, PREPROCESSING_FILE, MARKER])
+    assert (out / MARKER).read_text() == "export\n"  # the stage's own folder: its next run may replace it
 
     # images the export never saw, a batch size it was not traced with, through the project's preprocessing
     images = np.stack([load_resized(p, spec["image_size"], LIMITS) for p in photos[4:9]])

@@ -20,6 +20,8 @@ from helpers.browser import CHROMIUM_FLAGS, OFFLINE, chromium
 from helpers.project import compose_params, copy_project, dvc_status, run, signal_group, start, wait_mid_training
 from helpers.study import LIMITS
 
+from smallvision.files import OUTPUT_MARKER
+
 TECHNIQUES = ("baseline", "augment", "feature_extract", "fine_tune")
 HYDRA = ("--config-dir", ".", "--config-name", "params", "hydra.output_subdir=null", "hydra.run.dir=.")
 
@@ -103,7 +105,8 @@ def test_visualize_writes_the_report(project):
 
 def test_export_stage_writes_the_network_of_export_technique(project):
     out = project / "models" / "export"
-    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model.torchscript.pt", "preprocessing.json"]
+    files = [OUTPUT_MARKER, "model.onnx", "model.torchscript.pt", "preprocessing.json"]
+    assert sorted(p.name for p in out.iterdir()) == files  # the marker: the stage's own folder, for its next run
     described = json.loads((out / "preprocessing.json").read_text())
     assert described["technique"] == "baseline" and described["classes"] == ["circle", "square"]  # the smoke preset's
     assert described["preprocessing"]["image_size"] == 64 and described["onnx_opset"] == 20

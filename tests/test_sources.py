@@ -18,14 +18,16 @@ from helpers.study import config
 
 from smallvision.data.sources import fetch_source
 from smallvision.errors import ConfigError, DataError
+from smallvision.files import OUTPUT_MARKER
 
-# conf/data/base.yaml's settings (a test changes the ones it is about)
+# conf/data/_base.yaml's settings (a test changes the ones it is about)
 DATA = {
     "sha256": None,
     "size": None,
     "connect_timeout_s": 10,
     "max_extract_bytes": 4.0e9,
     "max_download_bytes": 1.2e9,
+    "min_download_rate": (10_000, 60),
     "synthetic": None,
     "retries": 3,
 }
@@ -36,11 +38,12 @@ def fetch(source, raw, **kwargs):
 
 
 def tree(root: Path) -> dict[str, bytes]:
-    """Every file under root with its bytes (links as their target text), to compare before/after."""
+    """Every file under root with its bytes (links as their target text), to compare before/after; the stage's
+    marker on its raw folder aside."""
     return {
         p.relative_to(root).as_posix(): (str(p.readlink()).encode() if p.is_symlink() else p.read_bytes())
         for p in sorted(root.rglob("*"))
-        if p.is_file() or p.is_symlink()
+        if (p.is_file() or p.is_symlink()) and p != root / OUTPUT_MARKER
     }
 
 
@@ -66,6 +69,7 @@ def test_local_zip_is_extracted_in_place_without_copying(tmp_path, image_zip):
     before = image_zip.read_bytes()
     assert fetch(image_zip, raw) == raw
     assert (raw / "PetImages" / "Cat" / "0.jpg").is_file() and len(tree(raw)) == 6
+    assert (raw / OUTPUT_MARKER).read_text() == "download\n"  # its next run may replace it
     assert image_zip.read_bytes() == before
     # no downloads/ folder, no copy of the zip, no leftovers
     assert everything_under(tmp_path / "data") == {"raw"} | {f"raw/{p}" for p in everything_under(raw)}

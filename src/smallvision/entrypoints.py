@@ -16,8 +16,10 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from smallvision import stages
 from smallvision.distributed import SWEEP_DIR_ENV
 from smallvision.errors import SmallvisionError
+from smallvision.files import check_output_place
 from smallvision.interrupts import reliable_ctrl_c
 from smallvision.schema import Logger, Settings, validate
 from smallvision.settings import check_memory
@@ -37,6 +39,18 @@ def friendly_errors(main: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(2)
 
     return wrapper
+
+
+def check_output(stage: str, cfg: Mapping[str, Any]) -> None:
+    """Before any work: refuse the folder `stage` replaces wholesale when it is not the stage's to replace
+    (`files.check_output_place`: the project folder, another stage's outputs, the project's own files, something the
+    stage did not make). The project folder is where the command started, which Hydra's `to_absolute_path` reads
+    relative paths from."""
+    from hydra.utils import to_absolute_path
+
+    key, claimed = stages.output_folder(stage, cfg)
+    given = str(cfg["paths"][key.removeprefix("paths.")])
+    check_output_place(Path(to_absolute_path(".")), given, key, stage, claimed)
 
 
 def to_dict(cfg: DictConfig) -> dict:

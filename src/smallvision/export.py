@@ -26,7 +26,7 @@ from smallvision.data.images import ImageLimits, load_resized
 from smallvision.data.manifest import Record
 from smallvision.data.preprocess import network_input
 from smallvision.errors import DataError
-from smallvision.files import staging_dir
+from smallvision.files import check_output_folder, staging_dir
 from smallvision.networks import class_probabilities, load_checkpoint, spec_resize
 
 ONNX_FILE = "model.onnx"
@@ -61,6 +61,7 @@ def export_checkpoint(
     (a cached-features head comes back on its pretrained base); `images` (two or more files) are the parity check's
     inputs, read under `limits` (data.max_image_pixels and data.max_image_bytes); `opset` (18 or newer) and
     `tolerance` are export.opset and export.tolerance. Returns what preprocessing.json holds."""
+    check_output_folder(Path(out_dir), "export", "paths.export")
     net, spec = load_checkpoint(Path(checkpoint))
     model = WithProbabilities(net).eval()
     resize = spec_resize(spec)  # as the network was trained
@@ -68,7 +69,7 @@ def export_checkpoint(
     x = network_input(pixels, spec["mean"], spec["std"])
     with torch.no_grad():
         expected = [t.numpy() for t in model(x)]
-    with staging_dir(Path(out_dir)) as tmp:
+    with staging_dir(Path(out_dir), "export") as tmp:
         _write_onnx(model, x, tmp / ONNX_FILE, opset)
         _write_torchscript(model, x, tmp / TORCHSCRIPT_FILE)
         differences = {

@@ -215,6 +215,8 @@ class Data(Section):
     download_retries: whole(0, 100)
     max_extract_bytes: BYTES
     max_download_bytes: BYTES
+    min_download_bytes_per_s: real(0, 1e9, low_open=True, why="bytes per second")
+    download_rate_window_s: SECONDS
     classes: list[str] | None
     synthetic: Synthetic | None
     workers: optional(whole(1, 1024), "all cores")
@@ -579,7 +581,9 @@ class Folders(Section):
 class LrFind(Section):
     min_lr: real(0, 10, low_open=True, why="below lr_find.max_lr")
     max_lr: real(0, 10, low_open=True)
-    num_training: whole(12, _BIG, "the suggestion skips the first 10 points and needs 2 more")
+    num_training: whole(
+        12, 10_000, "the suggestion skips the first 10 points and needs 2 more; a range test needs a few hundred"
+    )
 
     @model_validator(mode="after")
     def _order(self) -> "LrFind":

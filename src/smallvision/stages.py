@@ -37,6 +37,13 @@ NO_EFFECT_ON_OUTPUTS = {
 }
 
 
+# The project's own files and folders (from its root), which no stage's output may be, hold or lie inside.
+PROJECT_FILES = (
+    *("conf", "src", "pipelines", "tests", "docs", "benchmarks", ".git", ".dvc", ".dvcignore", ".gitignore"),
+    *("dvc.yaml", "dvc.lock", "params.yaml", "pyproject.toml", "README.md"),
+)
+
+
 @dataclass(frozen=True)
 class Out:
     """One output of a stage: DVC caches it unless `cache` is False; `persist` keeps it between runs."""
@@ -51,7 +58,8 @@ class Stage:
     """One DVC stage. `script` is pipelines/<script>.py; `technique` is set for the training stages, whose params
     come from that technique's settings. `no_effect` is code it imports that cannot change its outputs, besides
     `NO_EFFECT_ON_OUTPUTS`. `comment` and `notes` are the comments dvc.yaml shows: on the stage, and on a section
-    (deps, params, outs, metrics, plots) or an item by its text."""
+    (deps, params, outs, metrics, plots) or an item by its text. `replaces` is the key of cfg.paths naming the
+    folder the stage replaces wholesale, if any (`output_folder`)."""
 
     name: str
     script: str
@@ -65,6 +73,7 @@ class Stage:
     comment: str | None = None
     no_effect: Mapping[str, str] = field(default_factory=dict)
     notes: Mapping[str, str] = field(default_factory=dict)
+    replaces: str | None = None
 
     @property
     def folder(self) -> str:
@@ -143,8 +152,11 @@ def registry(paths: Mapping[str, str]) -> tuple[Stage, ...]:
                 "data.download_retries",
                 "data.max_extract_bytes",
                 "data.max_download_bytes",
+                "data.min_download_bytes_per_s",
+                "data.download_rate_window_s",
             ),
             outs=(Out(paths["raw"], cache=False),),
+            replaces="raw",
         ),
         Stage(
             "split",
@@ -154,6 +166,7 @@ def registry(paths: Mapping[str, str]) -> tuple[Stage, ...]:
             deps=(paths["raw"],),
             outs=(Out(manifest),),
             metrics=(Out(split_report, cache=False),),
+            replaces="prepared",
         ),
         *training,
         Stage(
@@ -174,6 +187,7 @@ def registry(paths: Mapping[str, str]) -> tuple[Stage, ...]:
             params=("export", *_IMAGE_LIMITS),
             deps=(manifest, split_report, exported),
             outs=(Out(paths["export"]),),
+            replaces="export",
             comment="one trained network (export.technique) as ONNX and TorchScript, with preprocessing.json beside "
             "them",
             notes={
@@ -217,6 +231,23 @@ def stage(name: str, cfg: Mapping[str, Any]) -> Stage:
         if candidate.name == name:
             return candidate
     raise KeyError(f"no stage {name!r}; the stages: {', '.join(s.name for s in stages)}")
+
+
+def output_folder(name: str, cfg: Mapping[str, Any]) -> tuple[str, list[tuple[str, str]]]:
+    """The setting (paths.x) of the folder stage `name` replaces wholesale, and what that folder must not overlap:
+    (what, path relative to the project root) for every other stage's outputs and folder, the caches and the
+    project's own files."""
+    paths = cfg["paths"]
+    key = stage(name, cfg).replaces
+    if key is None:
+        raise KeyError(f"the {name} stage replaces no folder")
+    claimed = [("the project's own", p) for p in PROJECT_FILES]
+    claimed += [(f"paths.{k}", paths[k]) for k in ("cache", "features")]
+    for other in registry(paths):
+        if other.name != name:
+            claimed += [(f"the {other.name} stage's", o.path) for o in (*other.outs, *other.metrics, *other.plots)]
+            claimed += [(f"paths.{other.replaces}", paths[other.replaces])] if other.replaces else []
+    return f"paths.{key}", claimed
 
 
 def reads(name: str, cfg: Mapping[str, Any]) -> list[str]:

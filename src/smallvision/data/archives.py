@@ -45,16 +45,16 @@ class _Entry:
 def extract_archive(archive: Path, raw_dir: Path, *, max_extract_bytes: float, progress: bool = True) -> None:
     """Safely extract a zip or tar archive (detected by content) so that its entries end up in `raw_dir`."""
     archive = Path(archive)
-    if zipfile.is_zipfile(archive):
+    if zipfile.is_zipfile(archive) and _zip_has_entries(archive):
         extract = _extract_zip
     elif _is_tar(archive):
         extract = _extract_tar
-    else:
+    else:  # a file of zeros reads as an empty tar: an archive without one entry is refused too
         raise DataError(
-            f"{archive} is not a readable zip or tar archive (corrupt or incomplete?); "
+            f"{archive} is not a readable zip or tar archive (corrupt, incomplete or empty?); "
             "check the file, download it again, or point data.source at a folder of images"
         )
-    with staging_dir(raw_dir) as tmp:
+    with staging_dir(raw_dir, "download") as tmp:
         try:
             skipped = extract(archive, tmp, int(max_extract_bytes), progress)
         except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as err:
@@ -65,10 +65,20 @@ def extract_archive(archive: Path, raw_dir: Path, *, max_extract_bytes: float, p
 
 
 def _is_tar(path: Path) -> bool:
+    """A tar archive with at least one entry (tarfile takes a file of zeros for an empty one)."""
     try:
-        return tarfile.is_tarfile(path)
+        with tarfile.open(path, "r:*") as tf:
+            return tf.next() is not None
     except (OSError, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError):
         return False
+
+
+def _zip_has_entries(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return bool(zf.infolist())
+    except (OSError, zipfile.BadZipFile):
+        return True  # extraction reports the damage
 
 
 def _extract_zip(archive: Path, dest: Path, limit: int, progress: bool) -> list[Skipped]:

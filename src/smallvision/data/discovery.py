@@ -22,6 +22,7 @@ from smallvision.data.images import IMAGE_EXTENSIONS, is_image_name
 from smallvision.data.manifest import SPLITS
 from smallvision.data.skipped import SKIPPED, read_skipped
 from smallvision.errors import ConfigError, DataError
+from smallvision.files import OUTPUT_MARKER
 
 _SPLIT_FOLDERS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
 _KAGGLE_NAME = re.compile(r"^(?P<label>[^\W\d_][\w-]*?)\.\d+\.[^.]+$")
@@ -102,6 +103,8 @@ def _scan(raw_dir: Path) -> tuple[list[str], list[Dropped]]:
         dirnames[:] = kept
         for name in sorted(filenames):
             full, rel = here / name, (rel_dir / name).as_posix()
+            if rel == OUTPUT_MARKER:  # the download stage's mark on its folder
+                continue
             if rel == SKIPPED:  # the download stage's list of what it left out, read by discover()
                 continue
             reason = _file_problem(full, name, root_real) or (

@@ -4,7 +4,9 @@ Bytes arrive in `<download_dir>/<name>.part`, an interrupted transfer resumes wi
 the file is renamed to `<name>` only after its size (and sha256, when configured) check out. A finished download
 is reused by later runs. Offline, the error comes within the connect timeout and names a local-copy fix.
 A transfer never grows past the expected size (data.size) or, when that is not known, data.max_download_bytes:
-a server that announces more is refused before any byte is written, one that sends more is cut off.
+a server that announces more is refused before any byte is written, one that sends more is cut off. A server that
+sends too slowly (less than data.min_download_bytes_per_s over data.download_rate_window_s) is cut off too: one that
+drips a byte every few seconds never trips the read timeout, which starts again with every byte.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import re
 import socket
 import threading
+import time
 from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.parse import unquote, urlparse
@@ -41,6 +44,7 @@ def download(
     timeout_s: float,
     retries: int,
     max_bytes: float,
+    min_rate: tuple[float, float] | None,
     progress: bool = True,
 ) -> Path:
     """Download `url` into `download_dir` and return the complete, verified file.
@@ -48,8 +52,15 @@ def download(
     Bytes arrive in `<name>.part`; an interrupted transfer resumes from its end (HTTP Range),
     and the file gets its final name only once complete and verified, so a file with the
     final name is always complete. At most `size` bytes (when given) or `max_bytes` are accepted.
+    `min_rate` is (bytes per second, window in seconds): a transfer slower than that over a window is cut off,
+    its bytes kept for a resume (None: no floor).
     """
     name = unquote(Path(urlparse(url).path).name) or "download"
+    if not _is_plain(name):  # %2e%2e%2f...: it would land outside download_dir; %2e: on it
+        raise DataError(
+            f"the URL {url} names its file {name!r} once decoded, not a plain file name; "
+            f"give a URL that ends in a file name, or {_local_copy_hint(url)}"
+        )
     final = Path(download_dir) / name
     part = final.with_name(name + ".part")
     for path in (final, part):
@@ -68,7 +79,7 @@ def download(
 
     for _attempt in range(retries + 1):
         try:
-            total = _transfer(url, part, timeout_s=timeout_s, progress=progress, cap=cap)
+            total = _transfer(url, part, timeout_s=timeout_s, progress=progress, cap=cap, min_rate=min_rate)
             break
         except _Interrupted as err:
             last_error = err
@@ -111,14 +122,64 @@ class _Cap:
         )
 
 
-def _transfer(url: str, part: Path, *, timeout_s: float, progress: bool, cap: _Cap) -> int | None:
+class _Pace:
+    """The slowest a transfer may go: at least `bytes_per_s` over every window of `window_s` seconds."""
+
+    def __init__(self, min_rate: tuple[float, float] | None, received: int) -> None:
+        self.bytes_per_s, self.window_s = min_rate if min_rate is not None else (0.0, float("inf"))
+        self.start, self.received = time.monotonic(), received
+
+    def answer(self, request: Request, timeout_s: float):
+        """urlopen(request) within one window: every byte restarts the socket's timeout, so a server that drips its
+        status line or headers would hold urlopen for ever. Past the window the download stops and the request is left
+        to its thread, a daemon, which cannot keep the process alive."""
+        if self.window_s == float("inf"):
+            return urlopen(request, timeout=timeout_s)
+        done: list = []
+
+        def ask() -> None:
+            try:
+                done.append(urlopen(request, timeout=timeout_s))
+            except BaseException as err:  # noqa: BLE001 - raised again in the caller's thread
+                done.append(err)
+
+        worker = threading.Thread(target=ask, daemon=True)
+        worker.start()
+        worker.join(self.window_s)
+        if not done:
+            raise DataError(
+                f"download of {request.full_url} stopped: the server did not answer within "
+                f"data.download_rate_window_s={self.window_s:g} s; try again later, or {_local_copy_hint(request.full_url)}"
+            )
+        if isinstance(done[0], BaseException):
+            raise done[0]
+        return done[0]
+
+    def check(self, received: int, url: str, part: Path) -> None:
+        elapsed = time.monotonic() - self.start
+        if elapsed < self.window_s:
+            return
+        rate = (received - self.received) / elapsed
+        if rate < self.bytes_per_s:
+            raise DataError(
+                f"download of {url} stopped: the server sent {rate:.0f} bytes per second over the last {elapsed:.0f} "
+                f"s, less than data.min_download_bytes_per_s={self.bytes_per_s:g}; {received} bytes are kept in "
+                f"{part}: run again to resume, or {_local_copy_hint(url)}"
+            )
+        self.start, self.received = time.monotonic(), received
+
+
+def _transfer(
+    url: str, part: Path, *, timeout_s: float, progress: bool, cap: _Cap, min_rate: tuple[float, float] | None
+) -> int | None:
     """Fetch the rest of `url` into `part`. Returns the total size the server announced (None: unknown)."""
     offset = part.stat().st_size if part.exists() else 0
+    pace = _Pace(min_rate, offset)  # from the request on: a server slow to answer counts too
     headers = {"User-Agent": "smallvision", "Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
     try:
-        response = urlopen(Request(url, headers=headers), timeout=timeout_s)
+        response = pace.answer(Request(url, headers=headers), timeout_s)
     except HTTPError as err:
         if err.code == 416 and offset:  # nothing left to send: either complete or a wrong .part
             total = _content_range(err.headers.get("Content-Range", ""))[1]
@@ -161,7 +222,7 @@ def _transfer(url: str, part: Path, *, timeout_s: float, progress: bool, cap: _C
         ):
             while True:
                 try:
-                    chunk = response.read(CHUNK)
+                    chunk = response.read1(CHUNK)  # what has arrived: a slow server is judged between reads
                 except (http.client.HTTPException, OSError) as err:
                     raise _Interrupted(f"connection lost: {err!r}") from None
                 if not chunk:
@@ -171,6 +232,7 @@ def _transfer(url: str, part: Path, *, timeout_s: float, progress: bool, cap: _C
                     break
                 out.write(chunk)
                 bar.update(len(chunk))
+                pace.check(received, url, part)
         if received > cap.limit:
             raise cap.refuse(url, part, f"kept sending past {cap.limit:,} bytes")
     received = part.stat().st_size
@@ -213,8 +275,14 @@ def _check_resolvable(url: str, timeout_s: float) -> None:
         )
 
 
+def _is_plain(name: str) -> bool:
+    """A file name of its own: no folder part, not `.` or `..` (what a URL's %-escapes can decode to)."""
+    return name not in (".", "..") and not any(c in name for c in "/\\\0")
+
+
 def _local_copy_hint(url: str) -> str:
-    name = unquote(Path(urlparse(url).path).name) or "archive.zip"
+    name = unquote(Path(urlparse(url).path).name)
+    name = name if name and _is_plain(name) else "archive.zip"
     return f"use a local copy: data=folder data.source=/path/to/{name}"
 
 

@@ -27,7 +27,7 @@ from smallvision.data.archives import extract_archive
 from smallvision.data.download import download, verify_file
 from smallvision.data.skipped import Skipped, write_skipped
 from smallvision.errors import DataError
-from smallvision.files import special_file_kind, staging_dir
+from smallvision.files import check_output_folder, special_file_kind, staging_dir
 from smallvision.schema import Synthetic
 
 _HTTP_SCHEMES = ("http", "https")
@@ -42,6 +42,7 @@ def fetch_source(
     connect_timeout_s: float,
     max_extract_bytes: float,
     max_download_bytes: float,
+    min_download_rate: tuple[float, float] | None,
     synthetic: Synthetic | None,
     retries: int,
     download_dir: Path | None = None,
@@ -51,7 +52,8 @@ def fetch_source(
 
     `sha256`/`size` verify a downloaded or local archive. `connect_timeout_s` bounds the
     connection and every read of a download; `retries` is how many times an interrupted
-    transfer is resumed within this call; `max_download_bytes` caps a transfer when `size` is not given.
+    transfer is resumed within this call; `max_download_bytes` caps a transfer when `size` is not given;
+    `min_download_rate` (bytes per second, window in seconds; None: no floor) cuts off a transfer slower than that.
     `synthetic` is what `smallvision.data.synthetic.generate` makes when `source == "synthetic"` (the values: the
     data settings, checked by `smallvision.schema.Data`).
     """
@@ -67,6 +69,7 @@ def fetch_source(
     if scheme in _HTTP_SCHEMES:
         download_dir = Path(download_dir) if download_dir is not None else raw_dir.parent / "downloads"
         _refuse_inside(download_dir, raw_dir, what="the download folder")
+        check_output_folder(raw_dir, "download", "paths.raw")
         archive = download(
             source,
             download_dir,
@@ -76,6 +79,7 @@ def fetch_source(
             retries=retries,
             progress=progress,
             max_bytes=max_download_bytes,
+            min_rate=min_download_rate,
         )
         extract_archive(archive, raw_dir, max_extract_bytes=max_extract_bytes, progress=progress)
         return raw_dir
@@ -93,6 +97,7 @@ def fetch_source(
             "set data.source to one of those"
         )
     _refuse_inside(path, raw_dir, what="the data source")
+    check_output_folder(raw_dir, "download", "paths.raw")
     if path.is_dir():
         copy_folder(path, raw_dir, progress=progress)
     else:
@@ -121,7 +126,10 @@ def copy_folder(source: Path, raw_dir: Path, *, progress: bool = True) -> None:
                 left_out.add(name)
         return left_out
 
-    with staging_dir(raw_dir) as tmp, tqdm(total=count, desc="copy", unit="file", disable=not progress) as bar:
+    with (
+        staging_dir(raw_dir, "download") as tmp,
+        tqdm(total=count, desc="copy", unit="file", disable=not progress) as bar,
+    ):
 
         def copy(src: str, dst: str) -> None:
             shutil.copy2(src, dst)
@@ -134,7 +142,7 @@ def copy_folder(source: Path, raw_dir: Path, *, progress: bool = True) -> None:
 def _generate_synthetic(raw_dir: Path, synthetic: Synthetic) -> None:
     from smallvision.data.synthetic import generate
 
-    with staging_dir(raw_dir) as tmp:
+    with staging_dir(raw_dir, "download") as tmp:
         generate(
             tmp,
             classes=synthetic.classes,

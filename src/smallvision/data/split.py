@@ -29,7 +29,7 @@ from smallvision.data.discovery import Discovery, Dropped, discover
 from smallvision.data.images import BadImageError, ImageLimits, decode_rgb, read_checked
 from smallvision.data.manifest import MANIFEST, REPORT, SPLITS, write_manifest
 from smallvision.errors import ConfigError, DataError
-from smallvision.files import staging_dir
+from smallvision.files import check_output_folder, staging_dir
 from smallvision.schema import REST, Split
 
 _SHORTAGE_FIX = "Lower data.split.* or use fractions (e.g. data.split.train=0.6 data.split.val=0.2 data.split.test=0.2)"
@@ -251,13 +251,14 @@ def prepare_split(
         duplicates=sum(counter["duplicate"] for counter in drops.values()),
         split_from=_split_from(found.folders, amounts, seed),
     )
-    with staging_dir(out_dir) as tmp:
+    with staging_dir(out_dir, "split") as tmp:
         write_manifest(tmp / MANIFEST, rows)
         (tmp / REPORT).write_text(json.dumps(report.as_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return report
 
 
 def _check_folders(raw_dir: Path, out_dir: Path) -> None:
+    check_output_folder(out_dir, "split", "paths.prepared")
     raw, out = raw_dir.resolve(), out_dir.resolve()
     if raw == out or raw in out.parents or out in raw.parents:  # the prepared folder is replaced wholesale
         raise ConfigError(
