@@ -218,7 +218,7 @@ def test_the_pace_settings_are_checked_first(tmp_path, monkeypatch, capsys, over
 
 def test_the_learning_rate_finder_is_bounded(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    outcome = run_stage("lr_find", capsys, "experiment=smoke", "logger.enabled=false", "lr_find.num_training=1000000")
+    outcome = run_stage("lr_find", capsys, "preset=smoke", "logger.enabled=false", "lr_find.num_training=1000000")
     assert_one_line_error(outcome, "lr_find.num_training=1000000")
     assert list(tmp_path.iterdir()) == []
 
