@@ -106,6 +106,7 @@ def training_reads(cfg: Mapping[str, Any]) -> list[str]:
 
 
 _IMAGE_LIMITS = ("data.max_image_pixels", "data.max_image_bytes")
+FEATURES_FROM = "feature_extract"  # the technique whose cached base features the audit reads
 TRAINING = {  # stage -> technique, in the study's order
     "train-baseline": "baseline",
     "augment": "augment",
@@ -156,6 +157,30 @@ def registry(paths: Mapping[str, str]) -> tuple[Stage, ...]:
             metrics=(Out(split_report, cache=False),),
         ),
         *training,
+        Stage(
+            "audit",
+            "audit",
+            params=(
+                "audit",
+                "backbone",
+                f"techniques.{FEATURES_FROM}.image_size",
+                f"techniques.{FEATURES_FROM}.head.pool",
+                "trainer.precision",
+                *_IMAGE_LIMITS,
+                "seed",
+            ),
+            also_reads=("data.workers", f"techniques.{FEATURES_FROM}.extract_batch_size"),
+            deps=(manifest, split_report),
+            outs=(Out(paths["audit"], cache=False),),
+            metrics=(Out(f"{paths['audit']}/summary.json", cache=False),),
+            comment="probable label errors, near-duplicates (leakage into test) and off-task images, on "
+            "feature-extract's cached features",
+            notes={
+                "seed": "the folds of the out-of-fold probabilities",
+                f"techniques.{FEATURES_FROM}.image_size": "with the backbone, pooling and precision: the feature "
+                "cache file it shares with feature-extract",
+            },
+        ),
         Stage(
             "visualize",
             "visualize",

@@ -1,0 +1,137 @@
+"""The data audit: confident learning finds planted label flips, cosine similarity of the frozen base's features
+finds planted near-copies (resized, recompressed, cropped) of training images in test, and the stage writes its
+lists and counts."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from smallvision import audit
+from smallvision.data.manifest import MANIFEST, MANIFEST_COLUMNS, SPLITS, load_manifest
+from tests.helpers.entry import run_stage
+from smallvision.data.split import prepare_split
+from smallvision.schema import Split
+from tests.helpers.study import LIMITS
+
+FLIP_SHARE, TOP_SHARE = 0.02, 0.04  # 2 % of the labels flipped; the audit's top 4 % must hold most of them
+
+
+def clustered_features(n: int, classes: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Feature vectors in one noisy cluster per class (what a frozen base gives two separable classes)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, dim)) * 1.0
+    labels = rng.integers(0, classes, n)
+    return centres[labels] + rng.normal(size=(n, dim)), labels
+
+
+def flip(labels: np.ndarray, share: float, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    flipped = rng.choice(len(labels), round(share * len(labels)), replace=False)
+    noisy = labels.copy()
+    noisy[flipped] = (labels[flipped] + rng.integers(1, classes, len(flipped))) % classes
+    return noisy, flipped
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_out_of_fold_confident_learning_ranks_the_flipped_labels_first(classes):
+    feats, labels = clustered_features(2000, classes, 32, seed=classes)
+    noisy, flipped = flip(labels, FLIP_SHARE, classes, seed=1)
+    probs = audit.out_of_fold_probabilities(feats, noisy, folds=5, regularisation=1.0, max_iter=1000, seed=0)
+    issues = audit.label_issues(noisy, probs)
+    top = np.argsort(issues.quality, kind="stable")[: round(TOP_SHARE * len(noisy))]
+    recovered = len(set(top) & set(flipped)) / len(flipped)
+    assert recovered >= 0.8, recovered
+    flagged = set(issues.ranked.tolist())
+    assert len(set(flipped) & flagged) >= 0.8 * len(flipped)
+    assert len(flagged - set(flipped)) <= len(flipped)  # few clean images doubted
+    assert (issues.suggested[flipped] == labels[flipped]).mean() >= 0.8  # and the right label suggested
+
+
+def test_an_image_is_never_scored_by_a_model_that_saw_it():
+    """With features that identify each image but say nothing of its class (labels at random), in-fold scoring
+    would memorise the labels; out of fold the probabilities stay at chance."""
+    rng = np.random.default_rng(0)
+    feats, labels = rng.normal(size=(400, 600)), rng.integers(0, 2, 400)
+    probs = audit.out_of_fold_probabilities(feats, labels, folds=4, regularisation=100.0, max_iter=2000, seed=0)
+    assert abs((probs.argmax(1) == labels).mean() - 0.5) < 0.1
+
+
+def test_near_duplicates_are_pairs_at_or_above_the_threshold_most_similar_first():
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(2500, 16))  # more rows than one block of the similarity matrix
+    feats[2400] = feats[3] * 5 + 0.01  # scale does not matter: cosine
+    feats[2499] = feats[1500] + rng.normal(size=16) * 0.2
+    pairs = audit.near_duplicates(feats, 0.97)
+    assert [(i, j) for i, j, _ in pairs] == [(3, 2400), (1500, 2499)]
+    assert pairs[0][2] > pairs[1][2] >= 0.97
+
+
+def _near_copy(image: Image.Image, kind: str) -> bytes:
+    """A copy a web scrape would hold: resized, recompressed as a lower-quality JPEG, or slightly cropped."""
+    w, h = image.size
+    if kind == "resized":
+        image = image.resize((round(w * 1.5), round(h * 1.5)), Image.Resampling.BICUBIC)
+    elif kind == "cropped":
+        image = image.crop((w // 32, h // 32, w - w // 32, h - h // 32))
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=70 if kind == "recompressed" else 90)
+    return out.getvalue()
+
+
+def plant_copies(root: Path, count: int) -> list[tuple[str, str]]:
+    """Near-copies of `count` training images added to test (files in the raw folder, rows in the manifest);
+    returns the (original, copy) manifest paths."""
+    prepared = root / "data" / "prepared"
+    records, classes = load_manifest(prepared)
+    raw = records[0].file.parents[len(Path(records[0].path).parts) - 1]
+    train = [r for r in records if r.split == "train"]
+    rows = [(r.path, r.label, r.split, r.sha256) for r in records]
+    planted = []
+    for n, record in enumerate(train[:: max(1, len(train) // count)][:count]):
+        kind = ("resized", "recompressed", "cropped")[n % 3]
+        data = _near_copy(Image.open(record.file).convert("RGB"), kind)
+        path = f"{Path(record.path).parent.as_posix()}/copy_{kind}_{n:03d}.jpg"
+        (raw / path).write_bytes(data)
+        rows.append((path, record.label, "test", hashlib.sha256(data).hexdigest()))
+        planted.append((record.path, path))
+    rows.sort(key=lambda r: (SPLITS.index(r[2]), classes.index(r[1]), r[0]))
+    with open(prepared / MANIFEST, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh, lineterminator="\n").writerows([MANIFEST_COLUMNS, *rows])
+    return planted
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def make_photos(root: Path, per_class: int, seed: int = 0) -> Path:
+    """Generated "photos" as distinct from each other as real ones are: a random low-frequency colour field (each
+    image its own scene) with the class's shape on it in a random colour, split 50/25/25 under root/data."""
+    rng = np.random.default_rng(seed)
+    raw = root / "data" / "raw"
+    for label in ("circle", "square"):
+        (raw / label).mkdir(parents=True, exist_ok=True)
+        for n in range(per_class):
+            scene = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((96, 96), Image.BICUBIC)
+            draw = ImageDraw.Draw(scene)
+            for _ in range(6):  # clutter: thick random strokes
+                ends = [int(v) for v in rng.integers(0, 96, 4)]
+                draw.line(ends, fill=tuple(int(c) for c in rng.integers(0, 256, 3)), width=int(rng.integers(2, 6)))
+            x, y, r = *rng.integers(28, 68, 2), int(rng.integers(14, 26))
+            shape = draw.ellipse if label == "circle" else draw.rectangle
+            shape((x - r, y - r, x + r, y + r), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+            scene.save(raw / label / f"{label}_{n:04d}.jpg", quality=90)
+    split = Split(train=0.5, val=0.25, test=0.25)
+    prepare_split(
+        raw, root / "data" / "prepared", split=split, seed=0, classes=None, workers=1, limits=LIMITS, progress=False
+    )
+    return root
