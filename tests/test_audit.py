@@ -13,14 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+from tests.helpers.entry import run_stage
+from tests.helpers.study import LIMITS
 
 from smallvision import audit
 from smallvision.data.manifest import MANIFEST, MANIFEST_COLUMNS, SPLITS, load_manifest
-from tests.helpers.entry import run_stage
 from smallvision.data.split import prepare_split
 from smallvision.schema import Split
-from tests.helpers.study import LIMITS
 
+PHOTO = 128  # px, the generated photos' side
 FLIP_SHARE, TOP_SHARE = 0.02, 0.04  # 2 % of the labels flipped; the audit's top 4 % must hold most of them
 
 
@@ -80,20 +81,22 @@ def _near_copy(image: Image.Image, kind: str) -> bytes:
     if kind == "resized":
         image = image.resize((round(w * 1.5), round(h * 1.5)), Image.Resampling.BICUBIC)
     elif kind == "cropped":
-        image = image.crop((w // 32, h // 32, w - w // 32, h - h // 32))
+        image = image.crop((w // 50, h // 50, w - w // 50, h - h // 50))
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=70 if kind == "recompressed" else 90)
     return out.getvalue()
 
 
-def plant_copies(root: Path, count: int) -> list[tuple[str, str]]:
-    """Near-copies of `count` training images added to test (files in the raw folder, rows in the manifest);
-    returns the (original, copy) manifest paths."""
+def plant_copies(root: Path, count: int, flips: int = 0) -> tuple[list[tuple[str, str]], list[str]]:
+    """Near-copies of `count` training images added to test (files in the raw folder, rows in the manifest) and
+    the labels of `flips` other images swapped; returns the (original, copy) paths and the flipped paths."""
     prepared = root / "data" / "prepared"
     records, classes = load_manifest(prepared)
     raw = records[0].file.parents[len(Path(records[0].path).parts) - 1]
     train = [r for r in records if r.split == "train"]
-    rows = [(r.path, r.label, r.split, r.sha256) for r in records]
+    flipped = [r.path for r in records[1::2][-flips:]] if flips else []  # never an original of a copy
+    other = {classes[0]: classes[1], classes[1]: classes[0]}
+    rows = [(r.path, other[r.label] if r.path in flipped else r.label, r.split, r.sha256) for r in records]
     planted = []
     for n, record in enumerate(train[:: max(1, len(train) // count)][:count]):
         kind = ("resized", "recompressed", "cropped")[n % 3]
@@ -105,7 +108,7 @@ def plant_copies(root: Path, count: int) -> list[tuple[str, str]]:
     rows.sort(key=lambda r: (SPLITS.index(r[2]), classes.index(r[1]), r[0]))
     with open(prepared / MANIFEST, "w", newline="", encoding="utf-8") as fh:
         csv.writer(fh, lineterminator="\n").writerows([MANIFEST_COLUMNS, *rows])
-    return planted
+    return planted, flipped
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -121,12 +124,14 @@ def make_photos(root: Path, per_class: int, seed: int = 0) -> Path:
     for label in ("circle", "square"):
         (raw / label).mkdir(parents=True, exist_ok=True)
         for n in range(per_class):
-            scene = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((96, 96), Image.BICUBIC)
+            scene = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize(
+                (PHOTO, PHOTO), Image.BICUBIC
+            )
             draw = ImageDraw.Draw(scene)
             for _ in range(6):  # clutter: thick random strokes
-                ends = [int(v) for v in rng.integers(0, 96, 4)]
+                ends = [int(v) for v in rng.integers(0, PHOTO, 4)]
                 draw.line(ends, fill=tuple(int(c) for c in rng.integers(0, 256, 3)), width=int(rng.integers(2, 6)))
-            x, y, r = *rng.integers(28, 68, 2), int(rng.integers(14, 26))
+            x, y, r = *rng.integers(PHOTO * 3 // 10, PHOTO * 7 // 10, 2), int(rng.integers(PHOTO // 7, PHOTO // 4))
             shape = draw.ellipse if label == "circle" else draw.rectangle
             shape((x - r, y - r, x + r, y + r), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
             scene.save(raw / label / f"{label}_{n:04d}.jpg", quality=90)
@@ -135,3 +140,33 @@ def make_photos(root: Path, per_class: int, seed: int = 0) -> Path:
         raw, root / "data" / "prepared", split=split, seed=0, classes=None, workers=1, limits=LIMITS, progress=False
     )
     return root
+
+
+def test_the_stage_finds_planted_copies_in_test_and_flipped_labels(tmp_path, monkeypatch, capsys):
+    """200 generated photos (128 px features of the frozen EfficientNet-Lite0); 45 near-copies of training images
+    planted in test (15 each resized 1.5x, recompressed at JPEG quality 70, cropped by 2 % each side) and 5 labels
+    flipped. At conf/'s audit.duplicate_threshold the copies are found as train-test leakage with few other pairs,
+    the flipped labels top the label-issue list, and the counts are DVC metrics."""
+    make_photos(tmp_path, per_class=100)
+    planted, flipped = plant_copies(tmp_path, 45, flips=5)
+    monkeypatch.chdir(tmp_path)
+    outcome = run_stage("audit", capsys, "preset=smoke", "techniques.feature_extract.image_size=128")
+    assert outcome.code == 0, outcome.err
+    out = tmp_path / "data" / "audit"
+    pairs = read_csv(out / audit.DUPLICATES)
+    found = {(p["path_a"], p["path_b"]) for p in pairs} | {(p["path_b"], p["path_a"]) for p in pairs}
+    recalled = sum(pair in found for pair in planted) / len(planted)
+    false_pairs = len(pairs) - sum(pair in found for pair in planted)
+    print(f"copies found: {recalled:.3f}; other pairs: {false_pairs}")
+    assert recalled >= 0.95 and false_pairs <= 10, (recalled, false_pairs)  # seen: 44 of 45, 6 of 29,845 others
+    uncropped = [pair for pair in planted if "cropped" not in pair[1]]
+    assert all(pair in found for pair in uncropped)
+    leaked = [p for p in pairs if (p["path_a"], p["path_b"]) in planted or (p["path_b"], p["path_a"]) in planted]
+    assert all(p["leakage"] == "True" for p in leaked)
+    issues = read_csv(out / audit.LABEL_ISSUES)
+    top = [r["path"] for r in issues[: max(len(flipped), round(TOP_SHARE * 245))]]
+    assert len(set(top) & set(flipped)) >= 0.8 * len(flipped), (top, flipped)
+    summary = json.loads((out / audit.SUMMARY).read_text())
+    assert summary["images"] == 245 and summary["leakage_train_test"] >= len(leaked)
+    assert summary["label_issues"] == len(issues) and summary["off_task"] == round(0.01 * 245)
+    assert len(list((tmp_path / "data" / "features").rglob("*.npy"))) == 1  # the feature cache: one file
