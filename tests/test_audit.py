@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.entry import run_stage
+from helpers.study import LIMITS
 from PIL import Image, ImageDraw
-from tests.helpers.entry import run_stage
-from tests.helpers.study import LIMITS
 
 from smallvision import audit
 from smallvision.data.manifest import MANIFEST, MANIFEST_COLUMNS, SPLITS, load_manifest
