@@ -12,17 +12,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.entry import run_stage
+from helpers.entry import assert_one_line_error, run_stage
 from helpers.study import LIMITS
 from PIL import Image, ImageDraw
 
 from smallvision import audit
+from smallvision.data import exclusions
 from smallvision.data.manifest import MANIFEST, MANIFEST_COLUMNS, SPLITS, load_manifest
 from smallvision.data.split import prepare_split
 from smallvision.schema import Split
 
 PHOTO = 128  # px, the generated photos' side
-FLIP_SHARE, TOP_SHARE = 0.02, 0.04  # 2 % of the labels flipped; the audit's top 4 % must hold most of them
+FLIP_SHARE, TOP_SHARE = 0.02, 0.04
+SPLIT = (
+    "data=folder",
+    "data.source=unused",
+    "data.split.train=0.5",
+    "data.split.val=0.25",
+    "data.split.test=0.25",
+)  # 2 % of the labels flipped; the audit's top 4 % must hold most of them
 
 
 def clustered_features(n: int, classes: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -170,3 +178,53 @@ def test_the_stage_finds_planted_copies_in_test_and_flipped_labels(tmp_path, mon
     assert summary["images"] == 245 and summary["leakage_train_test"] >= len(leaked)
     assert summary["label_issues"] == len(issues) and summary["off_task"] == round(0.01 * 245)
     assert len(list((tmp_path / "data" / "features").rglob("*.npy"))) == 1  # the feature cache: one file
+
+
+# --------------------------------------------------------------------------- the reviewed exclusion list
+
+
+def test_the_split_leaves_out_the_excluded_images_and_lists_them_with_their_reasons(tmp_path, monkeypatch, capsys):
+    make_photos(tmp_path, per_class=12)
+    (tmp_path / "exclude.txt").write_text(
+        "# reviewed\n\ncircle/circle_0003.jpg # label error: a square\nsquare/square_0000.jpg  #  neither class\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    outcome = run_stage("split", capsys, *SPLIT, "data.exclude=exclude.txt")
+    assert outcome.code == 0, outcome.err
+    records, _ = load_manifest(tmp_path / "data" / "prepared")
+    paths = {r.path for r in records}
+    assert "circle/circle_0003.jpg" not in paths and "square/square_0000.jpg" not in paths
+    assert len(paths) == 22
+    report = json.loads((tmp_path / "data" / "prepared" / "split_report.json").read_text())
+    assert report["excluded"] == 2 and report["images_found"] == 24
+    assert {"path": "square/square_0000.jpg", "reason": "excluded: neither class"} in report["dropped"]
+    assert "2 excluded by exclude.txt" in outcome.out
+
+
+@pytest.mark.parametrize(
+    ("lines", "fragments"),
+    [
+        ("circle/circle_9999.jpg # gone\n", ["exclude.txt (data.exclude) names 1 image(s)", "circle/circle_9999.jpg"]),
+        ("".join(f"circle/circle_{n:04d}.jpg # drawn\n" for n in range(4)), ["every image of class 'circle'"]),
+        ("circle/circle_0001.jpg\n", ["exclude.txt line 1", "<image path> # <reason>"]),
+    ],
+)
+def test_a_bad_exclusion_list_is_one_line(tmp_path, monkeypatch, capsys, lines, fragments):
+    make_photos(tmp_path, per_class=4)
+    (tmp_path / "exclude.txt").write_text(lines)
+    monkeypatch.chdir(tmp_path)
+    outcome = run_stage("split", capsys, *SPLIT, "data.exclude=exclude.txt")
+    assert_one_line_error(outcome, *fragments)
+
+
+def test_audit_rows_are_appended_to_the_exclusion_file_once(tmp_path):
+    audit_csv = tmp_path / "label_issues.csv"
+    audit_csv.write_text("path,split,label,suggested,score\na/1.jpg,test,cat,dog,0.01\na/2.jpg,train,dog,cat,0.02\n")
+    target = tmp_path / "exclude.txt"
+    target.write_text("# reviewed\n")
+    assert exclusions.main([str(audit_csv), str(target), "label error", "2"]) == 0
+    assert exclusions.main([str(audit_csv), str(target), "label error", "1", "2"]) == 0
+    assert exclusions.read_exclusions(target) == {
+        "a/2.jpg": "label error (labelled dog, looks cat)",
+        "a/1.jpg": "label error (labelled cat, looks dog)",
+    }

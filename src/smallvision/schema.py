@@ -222,6 +222,7 @@ class Data(Section):
         whole(1, PILLOW_MAX_PIXELS, "Pillow refuses larger images anyway"), "only Pillow's own limit"
     )
     max_image_bytes: optional(BYTES, "no limit")
+    exclude: str | None
     name: str
     source: str
     split: Split

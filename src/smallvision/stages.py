@@ -106,6 +106,7 @@ def training_reads(cfg: Mapping[str, Any]) -> list[str]:
 
 
 _IMAGE_LIMITS = ("data.max_image_pixels", "data.max_image_bytes")
+EXCLUSION_LIST = "exclude.txt"  # the project's exclusion list (data.exclude), kept in git
 FEATURES_FROM = "feature_extract"  # the technique whose cached base features the audit reads
 TRAINING = {  # stage -> technique, in the study's order
     "train-baseline": "baseline",
@@ -150,9 +151,10 @@ def registry(paths: Mapping[str, str]) -> tuple[Stage, ...]:
         Stage(
             "split",
             "split",
-            params=("data.split", "data.classes", *_IMAGE_LIMITS, "seed"),
+            params=("data.split", "data.classes", "data.exclude", *_IMAGE_LIMITS, "seed"),
             also_reads=("data.workers",),
-            deps=(paths["raw"],),
+            deps=(paths["raw"], EXCLUSION_LIST),
+            notes={EXCLUSION_LIST: "the project's reviewed exclusion list, read when data.exclude names it"},
             outs=(Out(manifest),),
             metrics=(Out(split_report, cache=False),),
         ),
