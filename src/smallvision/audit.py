@@ -16,20 +16,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from cleanlab.filter import find_label_issues
-from cleanlab.outlier import OutOfDistribution
-from cleanlab.rank import get_label_quality_scores
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from smallvision.data.manifest import Record
 from smallvision.errors import DataError
 from smallvision.files import atomic_write
-from smallvision.schema import Audit
+
+if TYPE_CHECKING:  # the stage registry imports this module's file names without the schema (and torch)
+    from smallvision.schema import Audit
 
 LABEL_ISSUES, DUPLICATES, OFF_TASK, SUMMARY = "label_issues.csv", "near_duplicates.csv", "off_task.csv", "summary.json"
 LEAKING = {frozenset(("train", "test")), frozenset(("val", "test"))}  # split pairs whose shared image is leakage
@@ -47,6 +43,12 @@ def out_of_fold_probabilities(
     features: np.ndarray, labels: np.ndarray, folds: int, regularisation: float, max_iter: int, seed: int
 ) -> np.ndarray:
     """Class probabilities of every image from a logistic regression fitted on the other folds only."""
+    # imported here, as cleanlab below: the stage registry reads this module's file names without loading them
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     labels = np.asarray(labels)
     counts = np.bincount(labels)
     if counts.min() < folds:
@@ -72,6 +74,9 @@ class LabelIssues:
 
 
 def label_issues(labels: np.ndarray, probs: np.ndarray) -> LabelIssues:
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
     ranked = find_label_issues(labels, probs, return_indices_ranked_by="self_confidence")
     quality = get_label_quality_scores(labels, probs, method="self_confidence")
     return LabelIssues(np.asarray(ranked, dtype=np.int64), quality, probs.argmax(axis=1))
@@ -92,6 +97,8 @@ def near_duplicates(features: np.ndarray, threshold: float) -> list[tuple[int, i
 
 def off_task_scores(features: np.ndarray, neighbours: int) -> np.ndarray:
     """Every image's typicality in [0, 1] among the others' features (low: an outlier, likely neither class)."""
+    from cleanlab.outlier import OutOfDistribution
+
     unit = unit_rows(features)
     k = min(neighbours, len(unit) - 1)
     return OutOfDistribution(params={"k": k}).fit_score(features=unit, verbose=False)
@@ -116,15 +123,13 @@ def audit(features: np.ndarray, records: Sequence[Record], classes: Sequence[str
     issues = label_issues(labels, probs)
 
     def row(i: int, score: float) -> dict:
-        r = records[i]
-        return {"path": r.path, "split": r.split, "label": r.label, "suggested": classes[issues.suggested[i]]} | {
-            "score": round(float(score), 6)
-        }
+        r, suggested = records[i], classes[issues.suggested[i]]
+        return {"path": r.path, "split": r.split, "label": r.label, "suggested": suggested, "score": round(score, 6)}
 
-    label_rows = [row(i, issues.quality[i]) for i in issues.ranked]
+    label_rows = [row(i, float(issues.quality[i])) for i in issues.ranked]
     typical = off_task_scores(features, opts.neighbours)
     flagged = round(opts.off_task_share * len(records))
-    off_rows = [row(i, typical[i]) for i in np.argsort(typical, kind="stable")[:flagged]]
+    off_rows = [row(i, float(typical[i])) for i in np.argsort(typical, kind="stable")[:flagged]]
     dup_rows = []
     for i, j, sim in near_duplicates(features, opts.duplicate_threshold):
         a, b = records[i], records[j]

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from smallvision.audit import DUPLICATES, LABEL_ISSUES, OFF_TASK, SUMMARY
 from smallvision.data.manifest import MANIFEST, REPORT
 from smallvision.runs import CHECKPOINT, CONFUSION, HISTORY, METRICS, PREDICTIONS
 
@@ -173,8 +174,8 @@ def registry(paths: Mapping[str, str]) -> tuple[Stage, ...]:
             ),
             also_reads=("data.workers", f"techniques.{FEATURES_FROM}.extract_batch_size"),
             deps=(manifest, split_report),
-            outs=(Out(paths["audit"], cache=False),),
-            metrics=(Out(f"{paths['audit']}/summary.json", cache=False),),
+            outs=tuple(Out(f"{paths['audit']}/{name}", cache=False) for name in (LABEL_ISSUES, DUPLICATES, OFF_TASK)),
+            metrics=(Out(f"{paths['audit']}/{SUMMARY}", cache=False),),
             comment="probable label errors, near-duplicates (leakage into test) and off-task images, on "
             "feature-extract's cached features",
             notes={
