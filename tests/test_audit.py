@@ -16,7 +16,7 @@ from helpers.entry import assert_one_line_error, run_stage
 from helpers.study import LIMITS
 from PIL import Image, ImageDraw
 
-from smallvision import audit
+from smallvision import audit, features
 from smallvision.data import exclusions
 from smallvision.data.manifest import MANIFEST, MANIFEST_COLUMNS, SPLITS, load_manifest
 from smallvision.data.split import prepare_split
@@ -178,6 +178,15 @@ def test_the_stage_finds_planted_copies_in_test_and_flipped_labels(tmp_path, mon
     assert summary["images"] == 245 and summary["leakage_train_test"] >= len(leaked)
     assert summary["label_issues"] == len(issues) and summary["off_task"] == round(0.01 * 245)
     assert len(list((tmp_path / "data" / "features").rglob("*.npy"))) == 1  # the feature cache: one file
+
+    def no_extraction(*args):
+        raise AssertionError("features extracted again")
+
+    monkeypatch.setattr(features.FeatureExtractor, "predict_step", no_extraction)
+    (out / audit.SUMMARY).unlink()
+    again = run_stage("audit", capsys, "preset=smoke", "techniques.feature_extract.image_size=128")
+    assert again.code == 0, again.err
+    assert json.loads((out / audit.SUMMARY).read_text()) == summary  # from the cache, the same findings
 
 
 # --------------------------------------------------------------------------- the reviewed exclusion list
