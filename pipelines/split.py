@@ -11,6 +11,7 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
 from smallvision import stages
+from smallvision.data.exclusions import read_exclusions
 from smallvision.data.manifest import REPORT, SPLITS
 from smallvision.data.split import prepare_split
 from smallvision.entrypoints import check_output, friendly_errors, load_settings, show_config
@@ -27,6 +28,7 @@ def main(cfg: DictConfig) -> None:
     check_output("split", plain)
     data = settings.data
     prepared = Path(to_absolute_path(settings.paths.prepared))
+    excluded = read_exclusions(Path(to_absolute_path(data.exclude))) if data.exclude else {}
     report = prepare_split(
         Path(to_absolute_path(settings.paths.raw)),
         prepared,
@@ -35,6 +37,8 @@ def main(cfg: DictConfig) -> None:
         classes=data.classes,
         workers=data.workers,
         limits=data.image_limits,
+        exclude=excluded,
+        exclude_source=str(data.exclude),
     )
     width = max(len(c) for c in report.classes)
     print(f"split ({report.layout} layout, seed {report.seed}):")
@@ -45,7 +49,10 @@ def main(cfg: DictConfig) -> None:
     for label in report.classes:
         counts = "  ".join(f"{report.counts[s][label]:>6}" for s in SPLITS)
         print(f"  {label:{width}}  {counts}  {report.unused[label]:>6}")
-    print(f"dropped {len(report.dropped)} files ({report.duplicates} duplicates):")
+    print(
+        f"dropped {len(report.dropped)} files ({report.duplicates} duplicates"
+        + (f", {report.excluded} excluded by {data.exclude}):" if data.exclude else "):")
+    )
     for item in report.dropped[:_SHOW_DROPPED]:
         print(f"  {item.path}: {item.reason}")
     if len(report.dropped) > _SHOW_DROPPED:

@@ -224,6 +224,7 @@ class Data(Section):
         whole(1, PILLOW_MAX_PIXELS, "Pillow refuses larger images anyway"), "only Pillow's own limit"
     )
     max_image_bytes: optional(BYTES, "no limit")
+    exclude: str | None
     name: str
     source: str
     split: Split
@@ -576,6 +577,7 @@ class Folders(Section):
     reports: str
     export: str
     comparison: str
+    audit: str
 
 
 class LrFind(Section):
@@ -606,6 +608,15 @@ class Export(Section):
     tolerance: real(0, 1, low_open=True, why="the largest difference from PyTorch's outputs")
 
 
+class Audit(Section):
+    folds: whole(2, 100, "each class needs at least this many images")
+    regularisation: real(0, 1e6, low_open=True, why="the logistic regression's C: larger fits the features closer")
+    max_iter: whole(1, 100_000)
+    duplicate_threshold: real(0, 1, low_open=True, why="cosine similarity of the features")
+    neighbours: whole(1, 1000)
+    off_task_share: real(0, 1, why="of the images")
+
+
 class Settings(Section):
     """The whole resolved configuration (conf/config.yaml composed)."""
 
@@ -623,6 +634,7 @@ class Settings(Section):
     lr_find: LrFind
     predict: Predict
     export: Export
+    audit: Audit
 
     @model_validator(mode="after")
     def _names(self) -> "Settings":

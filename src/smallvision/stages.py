@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from smallvision.audit import DUPLICATES, LABEL_ISSUES, OFF_TASK, SUMMARY
 from smallvision.data.manifest import MANIFEST, REPORT
 from smallvision.runs import CHECKPOINT, CONFUSION, HISTORY, METRICS, PREDICTIONS
 
@@ -115,6 +116,8 @@ def training_reads(cfg: Mapping[str, Any]) -> list[str]:
 
 
 _IMAGE_LIMITS = ("data.max_image_pixels", "data.max_image_bytes")
+EXCLUSION_LIST = "exclude.txt"  # the project's exclusion list (data.exclude), kept in git
+FEATURES_FROM = "feature_extract"  # the technique whose cached base features the audit reads
 TRAINING = {  # stage -> technique, in the study's order
     "train-baseline": "baseline",
     "augment": "augment",
@@ -161,14 +164,39 @@ def registry(paths: Mapping[str, str]) -> tuple[Stage, ...]:
         Stage(
             "split",
             "split",
-            params=("data.split", "data.classes", *_IMAGE_LIMITS, "seed"),
+            params=("data.split", "data.classes", "data.exclude", *_IMAGE_LIMITS, "seed"),
             also_reads=("data.workers",),
-            deps=(paths["raw"],),
+            deps=(paths["raw"], EXCLUSION_LIST),
+            notes={EXCLUSION_LIST: "the project's reviewed exclusion list, read when data.exclude names it"},
             outs=(Out(manifest),),
             metrics=(Out(split_report, cache=False),),
             replaces="prepared",
         ),
         *training,
+        Stage(
+            "audit",
+            "audit",
+            params=(
+                "audit",
+                "backbone",
+                f"techniques.{FEATURES_FROM}.image_size",
+                f"techniques.{FEATURES_FROM}.head.pool",
+                "trainer.precision",
+                *_IMAGE_LIMITS,
+                "seed",
+            ),
+            also_reads=("data.workers", f"techniques.{FEATURES_FROM}.extract_batch_size"),
+            deps=(manifest, split_report),
+            outs=tuple(Out(f"{paths['audit']}/{name}", cache=False) for name in (LABEL_ISSUES, DUPLICATES, OFF_TASK)),
+            metrics=(Out(f"{paths['audit']}/{SUMMARY}", cache=False),),
+            comment="probable label errors, near-duplicates (leakage into test) and off-task images, on "
+            "feature-extract's cached features",
+            notes={
+                "seed": "the folds of the out-of-fold probabilities",
+                f"techniques.{FEATURES_FROM}.image_size": "with the backbone, pooling and precision: the feature "
+                "cache file it shares with feature-extract",
+            },
+        ),
         Stage(
             "visualize",
             "visualize",

@@ -78,19 +78,29 @@ def head(inp: Inputs) -> Setup:
 
     With `tta` or `cached_flips` the features of the horizontally flipped images are cached too, and each row holds
     both views, (N, 2, D): test-time augmentation averages them, `cached_flips` trains on either at random."""
+    base, spec, views = base_features(
+        inp, (False, True) if inp.technique.tta or inp.technique.cached_flips else (False,)
+    )
+    features = views[0] if len(views) == 1 else np.stack(views, axis=1)
+    dense = networks.build_head(spec)
+    return Setup(dense, spec, features, None, [], parameter_count(base) + parameter_count(dense))
+
+
+def base_features(inp: Inputs, flips: tuple[bool, ...] = (False,)) -> tuple[nn.Module, dict, list[np.ndarray]]:
+    """The frozen base, the head network's spec and the base's features of every image (one array per view in
+    `flips`), from the feature cache when there, else extracted and cached: the head trains on them and the
+    audit reads them, from the same cache file."""
     bb, tech = inp.backbone, inp.technique
     pool = tech.head.pool
     base = backbones.create_backbone(bb.model_dump())  # the record a network's spec carries
     spec = networks.make_spec(tech, bb, inp.classes, backbones.feature_dim(base, tech.image_size, pool))
     views = []
-    for flip in (False, True) if tech.tta or tech.cached_flips else (False,):
+    for flip in flips:
         key = features_key(bb, networks.spec_resize(spec), pool, inp.manifest_digest, str(inp.trainer.precision), flip)
         extractor = FeatureExtractor(base, pool, spec["mean"], spec["std"], inp.channels_last, flip)
         path = features_path(inp.features_dir, bb.name, key)
         views.append(cached_features(inp.trainer, extractor, inp.images, path, tech.extract_batch_size))
-    features = views[0] if len(views) == 1 else np.stack(views, axis=1)
-    dense = networks.build_head(spec)
-    return Setup(dense, spec, features, None, [], parameter_count(base) + parameter_count(dense))
+    return base, spec, views
 
 
 def transfer(inp: Inputs) -> Setup:

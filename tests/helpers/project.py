@@ -21,11 +21,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def copy_project(project: Path, code_only: bool = False) -> Path:
-    """A git + DVC project at `project` holding this repository's conf/, pipelines/, src/ and dvc.yaml
+    """A git + DVC project at `project` holding this repository's conf/, pipelines/, src/, dvc.yaml and exclude.txt
     (`code_only`: copy those into an existing project, as benchmarks/ refreshes its workspace)."""
     for name in ("conf", "pipelines", "src"):
         shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copy(ROOT / "dvc.yaml", project)
+    shutil.copy(ROOT / "exclude.txt", project)  # the exclusion list dvc.yaml's split stage depends on
     if code_only:
         return project
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)

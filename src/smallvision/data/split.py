@@ -11,6 +11,7 @@ train/ (the report's `split_from` says which folder became which split).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -26,6 +27,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from smallvision.data.discovery import Discovery, Dropped, discover
+from smallvision.data.exclusions import check_exclusions
 from smallvision.data.images import BadImageError, ImageLimits, decode_rgb, read_checked
 from smallvision.data.manifest import MANIFEST, REPORT, SPLITS, write_manifest
 from smallvision.errors import ConfigError, DataError
@@ -47,6 +49,7 @@ class SplitReport:
     dropped: list[Dropped] = field(default_factory=list)
     duplicates: int = 0
     split_from: dict[str, str] = field(default_factory=dict)  # split -> where its images came from
+    excluded: int = 0  # images the exclusion list left out (listed in `dropped` with its reasons)
 
     @property
     def total(self) -> dict[str, int]:
@@ -66,6 +69,7 @@ class SplitReport:
             "valid": sum(self.total.values()) + sum(self.unused.values()),
             "dropped_count": len(self.dropped),
             "duplicates": self.duplicates,
+            "excluded": self.excluded,
             "dropped": [{"path": d.path, "reason": d.reason} for d in self.dropped],
         }
 
@@ -199,13 +203,21 @@ def prepare_split(
     workers: int | None,
     limits: ImageLimits,
     progress: bool = True,
+    exclude: Mapping[str, str] | None = None,
+    exclude_source: str = "the exclusion list",
 ) -> SplitReport:
     """Validate, de-duplicate and split the images under `raw_dir` (`classes`: the classes expected, None: the
-    folders found; `workers`: processes, None: every core); write manifest and report to `out_dir`."""
+    folders found; `workers`: processes, None: every core; `exclude`: {path: reason} of images left out, read
+    from `exclude_source`); write manifest and report to `out_dir`."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     _check_folders(raw_dir, out_dir)
     amounts = split.amounts()
     found = discover(raw_dir, classes)
+    images_found = len(found.candidates)
+    exclude = dict(exclude or {})
+    if exclude:
+        check_exclusions(exclude, ((c.path, c.label) for c in found.candidates), exclude_source)
+        found = dataclasses.replace(found, candidates=[c for c in found.candidates if c.path not in exclude])
     if not found.folders:  # fail before decoding thousands of images when even the files are too few
         for label in found.classes:
             count = sum(c.label == label for c in found.candidates)
@@ -217,6 +229,7 @@ def prepare_split(
         [raw_dir / c.path for c in found.candidates], workers=workers, limits=limits, progress=progress
     )
     kept, given_split, drops, dropped = _keep_valid(found, results)
+    dropped += [Dropped(image, f"excluded: {reason}") for image, reason in exclude.items()]
     if found.folders:  # a pre-split layout: the folders decide, and validation comes out of train/ when not given
         assignment = {path: split for path, split in given_split.items()}
         if "val" not in found.folders:
@@ -246,10 +259,11 @@ def prepare_split(
         classes=found.classes,
         counts=counts,
         unused=unused,
-        images_found=len(found.candidates),
+        images_found=images_found,
         dropped=sorted(dropped, key=lambda d: d.path),
         duplicates=sum(counter["duplicate"] for counter in drops.values()),
         split_from=_split_from(found.folders, amounts, seed),
+        excluded=len(exclude),
     )
     with staging_dir(out_dir, "split") as tmp:
         write_manifest(tmp / MANIFEST, rows)
