@@ -159,7 +159,7 @@ def test_mlflow_holds_one_study_with_a_child_per_technique(project):
         assert sorted(steps) == [*start, *range(1, epochs + 1)]  # a point per epoch
         assert child.data.params["technique"] == technique  # the config as parameters
         assert child.data.params[f"techniques.{technique}.epochs"] == str(epochs)
-        assert child.data.tags["git_commit"] and child.data.tags["seed"] == "42"
+        assert child.data.tags["mlflow.source.git.commit"] and child.data.tags["seed"] == "42"
         assert child.data.tags["dataset"] == "synthetic"
         assert child.data.tags["backbone"] == ("small_convnet" if "_" not in technique else "efficientnet_lite0")
         assert {a.path for a in client.list_artifacts(child.info.run_id)} == {

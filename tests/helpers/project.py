@@ -21,13 +21,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def copy_project(project: Path, code_only: bool = False) -> Path:
-    """A git + DVC project at `project` holding this repository's conf/, pipelines/, src/ and dvc.yaml
+    """A git + DVC project at `project` holding this repository's conf/, pipelines/, src/, dvc.yaml and .gitignore
     (`code_only`: copy those into an existing project, as benchmarks/ refreshes its workspace)."""
     for name in ("conf", "pipelines", "src"):
         shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copy(ROOT / "dvc.yaml", project)
     if code_only:
         return project
+    shutil.copy(ROOT / ".gitignore", project)  # the real one: what an experiment's commit holds
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=project, check=True, capture_output=True)
     shutil.copy(ROOT / ".dvc" / "config", project / ".dvc" / "config")
