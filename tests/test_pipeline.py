@@ -17,7 +17,17 @@ import pytest
 import torch
 import yaml
 from helpers.browser import CHROMIUM_FLAGS, OFFLINE, chromium
-from helpers.project import compose_params, copy_project, dvc_status, run, signal_group, start, wait_mid_training
+from helpers.project import (
+    ROOT,
+    compose_params,
+    copy_project,
+    dvc_status,
+    env,
+    run,
+    signal_group,
+    start,
+    wait_mid_training,
+)
 from helpers.study import LIMITS
 
 TECHNIQUES = ("baseline", "augment", "feature_extract", "fine_tune")
@@ -304,26 +314,43 @@ IDENTITY = {  # the queue commits each experiment
 
 
 def test_a_dvc_queue_runs_a_parameter_grid_and_exp_show_lists_the_test_accuracies(project):
-    """README "DVC queues", fast (one stage, whose upstream is already in the DVC cache; the slow suite queues a seed
-    grid from scratch): `-S key=a,b` queues one experiment per value, the queue runs them, and
-    `dvc exp show` gives each one's test accuracy beside the value."""
-    (project / ".gitignore").write_text("mlflow.db\nmlartifacts/\n*.log\n")
+    """README "DVC experiments", fast (one stage, whose upstream is already in the DVC cache; the slow suite queues
+    a seed grid from scratch), with the project's own .gitignore: `-S key=a,b` queues one experiment per value, the
+    queue runs them in temporary copies, each experiment's commit holds its metrics files, so `dvc exp show` gives
+    each one's test accuracy beside the value, and each one's MLflow runs are in the project's store, tagged with
+    the experiment's name."""
+    assert (project / ".gitignore").read_text() == (ROOT / ".gitignore").read_text()
     subprocess.run(["git", "add", "-A"], cwd=project, check=True)
     subprocess.run(["git", "commit", "-qm", "the study"], cwd=project, check=True, env={**os.environ, **IDENTITY})
+    committed = subprocess.run(
+        ["git", "ls-files"], cwd=project, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert "models/baseline/metrics.json" in committed and "metrics/comparison.json" in committed
+    assert not [f for f in committed if f.endswith((".ckpt", ".npy", ".jpg", ".png", ".db"))]  # no data, no models
     workspace_metrics = (project / "models/baseline/metrics.json").read_text()
     dvc = [sys.executable, "-m", "dvc"]
-    grid = ["-S", "preset=smoke", "-S", "logger.enabled=false", "-S", "techniques.baseline.optimizer.lr=1e-3,2e-3"]
-    run([*dvc, "exp", "run", "train-baseline", "--queue", *grid], project, **IDENTITY)
-    assert run([*dvc, "queue", "status"], project).stdout.count("Queued") == 2
-    run([*dvc, "exp", "run", "--run-all"], project, **IDENTITY)
+    grid = ["-S", "preset=smoke", "-S", "techniques.baseline.optimizer.lr=1e-3,2e-3"]
+    queue_env = {k: v for k, v in env(project, **IDENTITY).items() if k != "MLFLOW_TRACKING_URI"}  # the default store
+
+    def queue(*args: str) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [*dvc, *args], cwd=project, env=queue_env, capture_output=True, text=True, timeout=900, check=False
+        )
+        assert result.returncode == 0, f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        return result
+
+    queue("exp", "run", "train-baseline", "--queue", *grid)
+    assert queue("queue", "status").stdout.count("Queued") == 2
+    queue("exp", "run", "--run-all")
 
     shown = json.loads(run([*dvc, "exp", "show", "--json"], project).stdout)
-    results = {}
+    results, names = {}, set()
     for exp in (e for commit in shown for e in (commit.get("experiments") or [])):
         (rev,) = exp["revs"]
         assert rev["data"].get("status", "Success") == "Success"
         lr = rev["data"]["params"]["params.yaml"]["data"]["techniques"]["baseline"]["optimizer"]["lr"]
         results[lr] = rev["data"]["metrics"]["models/baseline/metrics.json"]["data"]
+        names.add(exp["name"])
     assert sorted(results) == [1e-3, 2e-3]
     assert all(m["test_images"] == 20 and 0 <= m["test_accuracy"] <= 1 for m in results.values())
     table = run([*dvc, "exp", "show", "--csv"], project).stdout.splitlines()
@@ -333,4 +360,15 @@ def test_a_dvc_queue_runs_a_parameter_grid_and_exp_show_lists_the_test_accuracie
     )
     changed = run([*dvc, "exp", "show", "--only-changed", "--csv"], project).stdout.splitlines()[0].split(",")
     assert "techniques.baseline.optimizer.lr" in changed  # (and test_accuracy, where the accuracies differ)
+
+    # the experiments' MLflow runs: in the project's store, not in the temporary copies DVC deleted
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{project}/mlflow.db")
+    (experiment,) = [e for e in client.search_experiments() if e.name == "smallvision"]
+    logged = {}
+    for r in client.search_runs([experiment.experiment_id], filter_string="tags.technique = 'baseline'"):
+        if "dvc.experiment" in r.data.tags:
+            logged[r.data.tags["dvc.experiment"]] = float(r.data.params["techniques.baseline.optimizer.lr"])
+    assert set(logged) == names and sorted(logged.values()) == [1e-3, 2e-3]
     assert (project / "models/baseline/metrics.json").read_text() == workspace_metrics  # the workspace untouched
