@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -55,6 +56,7 @@ def test_dvc_repro_runs_the_whole_study(project):
             "confusion.json",
             "history.csv",
             "metrics.json",
+            "test_accuracy.json",
             "test_predictions.csv",
         ]
         metrics = json.loads((out / "metrics.json").read_text())
@@ -360,6 +362,17 @@ def test_a_dvc_queue_runs_a_parameter_grid_and_exp_show_lists_the_test_accuracie
     )
     changed = run([*dvc, "exp", "show", "--only-changed", "--csv"], project).stdout.splitlines()[0].split(",")
     assert "techniques.baseline.optimizer.lr" in changed  # (and test_accuracy, where the accuracies differ)
+
+    # README "DVC experiments": the readable table, the changed parameter and the four accuracies in 120 columns
+    (readable,) = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("dvc exp show ")]
+    table = run(shlex.split(readable.replace("dvc", f"{shlex.quote(sys.executable)} -m dvc", 1)), project).stdout
+    lines = [line.rstrip() for line in table.splitlines() if line.strip()]
+    assert max(map(len, lines)) <= 120, table
+    header = lines[1].split()
+    assert sorted(header) == sorted(
+        ["Experiment", "baseline", "augment", "feature_extract", "fine_tune", "techniques.baseline.optimizer.lr"]
+    ), table
+    assert sum(f"[{name}]" in table for name in names) == 2
 
     # the experiments' MLflow runs: in the project's store, not in the temporary copies DVC deleted
     from mlflow.tracking import MlflowClient

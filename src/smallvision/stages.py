@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from smallvision.data.manifest import MANIFEST, REPORT
-from smallvision.runs import CHECKPOINT, CONFUSION, HISTORY, METRICS, PREDICTIONS
+from smallvision.runs import ACCURACY, CHECKPOINT, CONFUSION, HISTORY, METRICS, PREDICTIONS
 
 HYDRA_VARS = "--config-dir . --config-name params hydra.output_subdir=null hydra.run.dir=."
 PRESET_NOTE = "the preset's name: metrics.json records it and the comparison checks it"
@@ -203,7 +203,7 @@ def _training(
         technique=technique,
         deps=(*split, *deps),
         outs=(Out(f"{folder}/{CHECKPOINT}"), Out(f"{folder}/{CONFUSION}", cache=False), *outs),
-        metrics=(Out(f"{folder}/{METRICS}", cache=False),),
+        metrics=(Out(f"{folder}/{METRICS}", cache=False), Out(f"{folder}/{ACCURACY}", cache=False)),
         plots=(Out(f"{folder}/{HISTORY}", cache=False), Out(f"{folder}/{PREDICTIONS}", cache=False)),
         no_effect={f"{PACKAGE}/evidence.py": "the paired tests the job logs on the study's MLflow run"},
         notes={"preset": PRESET_NOTE, **(notes or {})},
