@@ -202,9 +202,16 @@ def _training(
         "train",
         technique=technique,
         deps=(*split, *deps),
-        outs=(Out(f"{folder}/{CHECKPOINT}"), Out(f"{folder}/{CONFUSION}", cache=False), *outs),
+        # history.csv and test_predictions.csv are drawn by the top-level plots (`_plots`) only: as a stage's
+        # plots DVC would also draw each with its default template (a value against its row index)
+        outs=(
+            Out(f"{folder}/{CHECKPOINT}"),
+            Out(f"{folder}/{CONFUSION}", cache=False),
+            Out(f"{folder}/{HISTORY}", cache=False),
+            Out(f"{folder}/{PREDICTIONS}", cache=False),
+            *outs,
+        ),
         metrics=(Out(f"{folder}/{METRICS}", cache=False), Out(f"{folder}/{ACCURACY}", cache=False)),
-        plots=(Out(f"{folder}/{HISTORY}", cache=False), Out(f"{folder}/{PREDICTIONS}", cache=False)),
         no_effect={f"{PACKAGE}/evidence.py": "the paired tests the job logs on the study's MLflow run"},
         notes={"preset": PRESET_NOTE, **(notes or {})},
     )
@@ -329,13 +336,15 @@ def _stage_lines(spec: Stage, cfg: Mapping[str, Any], root: Path) -> list[str]:
 
 
 def _plots(training: Sequence[Stage]) -> list[str]:
-    """The top-level plots: the curves of every training stage, and each one's test confusion matrix."""
+    """The top-level plots, the only ones `dvc plots show` draws: the curves of every training stage, and each one's
+    test confusion matrix, with titled axes."""
     lines = ["plots:"]
-    for key, title, columns in (
-        ("accuracy", "Training and validation accuracy", "[train_acc, val_acc]"),
-        ("loss", "Training and validation loss", "[train_loss, val_loss]"),
+    for key, title, columns, label in (
+        ("accuracy", "Training and validation accuracy", "[train_acc, val_acc]", "accuracy"),
+        ("loss", "Training and validation loss", "[train_loss, val_loss]", "cross-entropy loss"),
     ):
-        lines += [f"  - {key}:", f"      title: {title}", "      x: epoch", "      y:"]
+        lines += [f"  - {key}:", f"      title: {title}", "      x: epoch", "      x_label: epoch"]
+        lines += [f"      y_label: {label}", "      y:"]
         lines += [f"        {s.folder}/{HISTORY}: {columns}" for s in training]
     for s in training:
         lines += [
@@ -343,6 +352,8 @@ def _plots(training: Sequence[Stage]) -> list[str]:
             f"      title: Test confusion matrix ({s.technique})",
             "      template: confusion",
             "      x: actual",
+            "      x_label: actual class",
+            "      y_label: predicted class",
             "      y:",
             f"        {s.folder}/{PREDICTIONS}: predicted",
         ]
