@@ -323,7 +323,7 @@ def _train_ddp_cpu(project: Path, technique: str, *overrides: str) -> tuple[dict
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_images"] == 21
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["best.ckpt", "confusion.json", "history.csv", "metrics.json", "test_predictions.csv"]
+        ["best.ckpt", "confusion.json", "history.csv", "metrics.json", "test_accuracy.json", "test_predictions.csv"]
     )  # one set of outputs, no second writer's leftovers
     return metrics, out
 

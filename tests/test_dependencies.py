@@ -20,6 +20,7 @@ USED_OTHERWISE = {
     "hydra-submitit-launcher": "a Hydra plugin, found by Hydra (conf/hydra/launcher/slurm.yaml)",
     "django-js-lib-vega-embed": "its files are read with importlib.resources (smallvision.plots_page)",
     "ruff": "a command: the lint and format check",
+    "pre-commit": "a command: runs .pre-commit-config.yaml's hooks on each commit",
 }
 
 

@@ -59,10 +59,18 @@ def make_tracker(uri: str, experiment: str, key: str = "study/synthetic/abc") ->
     return StudyTracker(uri, experiment, study_key=key, study_name="study", tags={"dataset": "synthetic"})
 
 
-def train_run(tracker: StudyTracker, study: Path, technique: str, checkpoint: str, val: float, test: float) -> str:
+def train_run(
+    tracker: StudyTracker,
+    study: Path,
+    technique: str,
+    checkpoint: str,
+    val: float,
+    test: float,
+    val_loss: float = 0.5,
+) -> str:
     """A finished technique run as a training job leaves it: metrics, output folder, logged network."""
     with tracker.technique_run(technique, {}, {OUTPUT_TAG: str(study / "models" / technique)}) as run_id:
-        tracker.log_metrics(run_id, {"best_val_accuracy": val, "test_accuracy": test})
+        tracker.log_metrics(run_id, {"best_val_accuracy": val, "best_val_loss": val_loss, "test_accuracy": test})
         assert log_network(tracker, run_id, study / checkpoint, technique, study / "data/prepared", LIMITS)
     return run_id
 
@@ -158,6 +166,33 @@ def test_champion_is_the_validation_best_run_never_the_test_best(store_uri: str,
     ):
         raise KeyboardInterrupt
     assert "feature_extract" in update_champion(tracker, REGISTERED)
+
+
+def test_a_tie_in_validation_accuracy_goes_to_the_lower_validation_loss_then_the_later_technique(
+    store_uri: str, study: Path
+) -> None:
+    """The champion's rule (tracking.models.champion_run): the highest validation accuracy; of equal ones the lower
+    validation loss, then the later technique in the study's order. Its registered version is linked to the
+    logged model (mlflow.register_model), so the model's page names the version."""
+    client = MlflowClient(store_uri)
+    tracker = make_tracker(store_uri, "champion-tie", key="study/tie")
+    train_run(tracker, study, "baseline", "net0.ckpt", val=0.9, test=0.9, val_loss=0.30)
+    lower_loss = train_run(tracker, study, "augment", "net1.ckpt", val=0.9, test=0.8, val_loss=0.20)
+    train_run(tracker, study, "feature_extract", "net2.ckpt", val=0.9, test=0.7, val_loss=0.25)
+    assert "augment" in update_champion(tracker, REGISTERED)
+    champion = client.get_model_version_by_alias(REGISTERED, CHAMPION)
+    assert champion.run_id == lower_loss
+    model_id = champion.source.removeprefix("models:/")
+    assert json.loads(client.get_logged_model(model_id).tags["mlflow.modelVersions"]) == [
+        {"name": REGISTERED, "version": int(champion.version)}
+    ]
+
+    # the same accuracy and loss: the later technique (fine_tune after feature_extract), whatever ran first
+    tracker = make_tracker(store_uri, "champion-tie-order", key="study/tie-order")
+    later = train_run(tracker, study, "fine_tune", "net1.ckpt", val=0.9, test=0.6, val_loss=0.2)
+    train_run(tracker, study, "feature_extract", "net0.ckpt", val=0.9, test=0.9, val_loss=0.2)
+    assert "fine_tune" in update_champion(tracker, REGISTERED)
+    assert client.get_model_version_by_alias(REGISTERED, CHAMPION).run_id == later
 
 
 def test_model_logging_failure_warns_once_and_the_run_still_finishes(

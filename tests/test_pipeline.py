@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -17,7 +18,17 @@ import pytest
 import torch
 import yaml
 from helpers.browser import CHROMIUM_FLAGS, OFFLINE, chromium
-from helpers.project import compose_params, copy_project, dvc_status, run, signal_group, start, wait_mid_training
+from helpers.project import (
+    ROOT,
+    compose_params,
+    copy_project,
+    dvc_status,
+    env,
+    run,
+    signal_group,
+    start,
+    wait_mid_training,
+)
 from helpers.study import LIMITS
 
 from smallvision.files import OUTPUT_MARKER
@@ -47,6 +58,7 @@ def test_dvc_repro_runs_the_whole_study(project):
             "confusion.json",
             "history.csv",
             "metrics.json",
+            "test_accuracy.json",
             "test_predictions.csv",
         ]
         metrics = json.loads((out / "metrics.json").read_text())
@@ -115,13 +127,16 @@ def test_export_stage_writes_the_network_of_export_technique(project):
 
 def test_dvc_plots_show_draws_offline(project, tmp_path):
     """The committed template (.dvc/config) inlines Vega: the page loads nothing and, in Chromium with every host
-    name unresolvable, draws all its charts: dvc.yaml's six (accuracy, loss, four confusion matrices) and the
-    training stages' eight plot files (history.csv, test_predictions.csv)."""
+    name unresolvable, draws all its charts: dvc.yaml's six (accuracy, loss, four confusion matrices), each with
+    titled axes, and nothing else (no file drawn against its row index)."""
     run([sys.executable, "-m", "dvc", "plots", "show", "-o", str(tmp_path / "plots")], project)
     page = tmp_path / "plots" / "index.html"
     html = page.read_text()
     assert "<script src" not in html and "cdn.jsdelivr" not in html
-    assert html.count("vegaEmbed('#") == 14
+    assert html.count("vegaEmbed('#") == 6
+    titles = set(re.findall(r'"title":\s*"([^"]*)"', html))  # the axes' (and charts') titles
+    assert {"epoch", "accuracy", "cross-entropy loss", "actual class", "predicted class"} <= titles
+    assert not {"y", "step"} & titles
     dom = subprocess.run(
         [chromium(), *CHROMIUM_FLAGS, OFFLINE, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000"]
         + ["--dump-dom", page.as_uri()],
@@ -130,7 +145,7 @@ def test_dvc_plots_show_draws_offline(project, tmp_path):
         text=True,
         timeout=180,
     ).stdout
-    assert dom.count('class="marks"') == 14  # each chart drawn: vega-embed's <canvas class="marks">
+    assert dom.count('class="marks"') == 6  # each chart drawn: vega-embed's <canvas class="marks">
 
 
 def test_mlflow_holds_one_study_with_a_child_per_technique(project):
@@ -162,7 +177,8 @@ def test_mlflow_holds_one_study_with_a_child_per_technique(project):
         assert sorted(steps) == [*start, *range(1, epochs + 1)]  # a point per epoch
         assert child.data.params["technique"] == technique  # the config as parameters
         assert child.data.params[f"techniques.{technique}.epochs"] == str(epochs)
-        assert child.data.tags["git_commit"] and child.data.tags["seed"] == "42"
+        assert "mlflow.source.git.commit" not in child.data.tags  # no commit yet in this fresh repository
+        assert child.data.tags["seed"] == "42"
         assert child.data.tags["dataset"] == "synthetic"
         assert child.data.tags["backbone"] == ("small_convnet" if "_" not in technique else "efficientnet_lite0")
         assert {a.path for a in client.list_artifacts(child.info.run_id)} == {
@@ -220,8 +236,19 @@ def test_mlflow_holds_each_runs_data_config_and_network_and_the_champion(project
     visualize = yaml.safe_load(Path(client.download_artifacts(parent.info.run_id, "config/visualize.yaml")).read_text())
     assert visualize == {k: params[k] for k in ("visualize", "augmentation", "preset", "seed")}
     champion = client.get_model_version_by_alias("smallvision-classifier", "champion")
-    best = max(children.values(), key=lambda r: (r.data.metrics["best_val_accuracy"], -r.info.start_time))
-    assert champion.run_id == best.info.run_id  # chosen on validation accuracy
+    # chosen on validation accuracy; of equal ones the lower validation loss, then the later technique
+    best = max(
+        children.values(),
+        key=lambda r: (
+            r.data.metrics["best_val_accuracy"],
+            -r.data.metrics["best_val_loss"],
+            TECHNIQUES.index(r.data.tags["technique"]),
+        ),
+    )
+    assert champion.run_id == best.info.run_id
+    (output,) = best.outputs.model_outputs  # the logged model's page names the registered version
+    versions = json.loads(client.get_logged_model(output.model_id).tags["mlflow.modelVersions"])
+    assert {"name": "smallvision-classifier", "version": int(champion.version)} in versions
     url = f"MLflow: http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}?workflowType=machine_learning"
     assert log.count(url) == len(TECHNIQUES) + 1  # after each training stage and visualize
 
@@ -307,26 +334,44 @@ IDENTITY = {  # the queue commits each experiment
 
 
 def test_a_dvc_queue_runs_a_parameter_grid_and_exp_show_lists_the_test_accuracies(project):
-    """README "DVC queues", fast (one stage, whose upstream is already in the DVC cache; the slow suite queues a seed
-    grid from scratch): `-S key=a,b` queues one experiment per value, the queue runs them, and
-    `dvc exp show` gives each one's test accuracy beside the value."""
-    (project / ".gitignore").write_text("mlflow.db\nmlartifacts/\n*.log\n")
+    """README "DVC experiments", fast (one stage, whose upstream is already in the DVC cache; the slow suite queues
+    a seed grid from scratch), with the project's own .gitignore: `-S key=a,b` queues one experiment per value, the
+    queue runs them in temporary copies, each experiment's commit holds its metrics files, so `dvc exp show` gives
+    each one's test accuracy beside the value, and each one's MLflow runs are in the project's store, tagged with
+    the experiment's name."""
+    assert (project / ".gitignore").read_text() == (ROOT / ".gitignore").read_text()
+    compose_params(project, "preset=smoke")  # the smoke study as committed (the tests above changed some settings)
     subprocess.run(["git", "add", "-A"], cwd=project, check=True)
     subprocess.run(["git", "commit", "-qm", "the study"], cwd=project, check=True, env={**os.environ, **IDENTITY})
+    committed = subprocess.run(
+        ["git", "ls-files"], cwd=project, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert "models/baseline/metrics.json" in committed and "metrics/comparison.json" in committed
+    assert not [f for f in committed if f.endswith((".ckpt", ".npy", ".jpg", ".png", ".db"))]  # no data, no models
     workspace_metrics = (project / "models/baseline/metrics.json").read_text()
     dvc = [sys.executable, "-m", "dvc"]
-    grid = ["-S", "preset=smoke", "-S", "logger.enabled=false", "-S", "techniques.baseline.optimizer.lr=1e-3,2e-3"]
-    run([*dvc, "exp", "run", "train-baseline", "--queue", *grid], project, **IDENTITY)
-    assert run([*dvc, "queue", "status"], project).stdout.count("Queued") == 2
-    run([*dvc, "exp", "run", "--run-all"], project, **IDENTITY)
+    grid = ["-S", "preset=smoke", "-S", "techniques.baseline.optimizer.lr=1e-3,2e-3"]
+    queue_env = {k: v for k, v in env(project, **IDENTITY).items() if k != "MLFLOW_TRACKING_URI"}  # the default store
+
+    def queue(*args: str) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [*dvc, *args], cwd=project, env=queue_env, capture_output=True, text=True, timeout=900, check=False
+        )
+        assert result.returncode == 0, f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        return result
+
+    queue("exp", "run", "train-baseline", "--queue", *grid)
+    assert queue("queue", "status").stdout.count("Queued") == 2
+    queue("exp", "run", "--run-all")
 
     shown = json.loads(run([*dvc, "exp", "show", "--json"], project).stdout)
-    results = {}
+    results, names = {}, set()
     for exp in (e for commit in shown for e in (commit.get("experiments") or [])):
         (rev,) = exp["revs"]
         assert rev["data"].get("status", "Success") == "Success"
         lr = rev["data"]["params"]["params.yaml"]["data"]["techniques"]["baseline"]["optimizer"]["lr"]
         results[lr] = rev["data"]["metrics"]["models/baseline/metrics.json"]["data"]
+        names.add(exp["name"])
     assert sorted(results) == [1e-3, 2e-3]
     assert all(m["test_images"] == 20 and 0 <= m["test_accuracy"] <= 1 for m in results.values())
     table = run([*dvc, "exp", "show", "--csv"], project).stdout.splitlines()
@@ -336,4 +381,28 @@ def test_a_dvc_queue_runs_a_parameter_grid_and_exp_show_lists_the_test_accuracie
     )
     changed = run([*dvc, "exp", "show", "--only-changed", "--csv"], project).stdout.splitlines()[0].split(",")
     assert "techniques.baseline.optimizer.lr" in changed  # (and test_accuracy, where the accuracies differ)
+
+    # README "DVC experiments": the readable table, the changed parameter and the four accuracies in 120 columns
+    (readable,) = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("dvc exp show ")]
+    table = run(shlex.split(readable.replace("dvc", f"{shlex.quote(sys.executable)} -m dvc", 1)), project).stdout
+    lines = [line.rstrip() for line in table.splitlines() if line.strip()]
+    assert max(map(len, lines)) <= 120, table
+    header = lines[1].split()
+    assert sorted(header) == sorted(
+        ["Experiment", "baseline", "augment", "feature_extract", "fine_tune", "techniques.baseline.optimizer.lr"]
+    ), table
+    assert sum(f"[{name}]" in table for name in names) == 2
+
+    # the experiments' MLflow runs: in the project's store, not in the temporary copies DVC deleted
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{project}/mlflow.db")
+    (experiment,) = [e for e in client.search_experiments() if e.name == "smallvision"]
+    logged = {}
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True, check=True)
+    for r in client.search_runs([experiment.experiment_id], filter_string="tags.technique = 'baseline'"):
+        if "dvc.experiment" in r.data.tags:
+            logged[r.data.tags["dvc.experiment"]] = float(r.data.params["techniques.baseline.optimizer.lr"])
+            assert r.data.tags["mlflow.source.git.commit"] == head.stdout.strip()  # the experiments' baseline
+    assert set(logged) == names and sorted(logged.values()) == [1e-3, 2e-3]
     assert (project / "models/baseline/metrics.json").read_text() == workspace_metrics  # the workspace untouched

@@ -257,7 +257,7 @@ def test_the_live_job_and_the_log_later_path_make_the_same_run(tiny_study: Path,
     )
     assert live.data.params == later.data.params and live.data.params["techniques.baseline.epochs"] == "2"
     assert live.data.tags == later.data.tags
-    assert {"seed", "manifest", "backbone", "dataset", "git_commit", tracking.OUTPUT_TAG} <= set(live.data.tags)
+    assert {"seed", "manifest", "backbone", "dataset", tracking.OUTPUT_TAG} <= set(live.data.tags)
     assert set(live.data.metrics) == set(later.data.metrics)
     for key, value in live.data.metrics.items():  # history.csv keeps 6 decimals
         assert later.data.metrics[key] == pytest.approx(value, abs=1e-6), key
@@ -533,6 +533,19 @@ def test_resolve_tracking_uri_precedence(tmp_path: Path) -> None:
         resolve_tracking_uri("sqlite:///runs/t.db", tmp_path, {})
         == f"sqlite:///{tmp_path.resolve().as_posix()}/runs/t.db"
     )
+
+
+def test_a_dvc_experiment_in_a_temporary_copy_logs_to_the_main_projects_store(tmp_path: Path) -> None:
+    """A queued or --temp `dvc exp run` runs in .dvc/tmp/exps/..., which DVC deletes: DVC_ROOT names the main
+    repository, whose store the runs go to; DVC_EXP_NAME names the experiment."""
+    from smallvision.tracking.store import dvc_experiment
+
+    copy = tmp_path / ".dvc" / "tmp" / "exps" / "run" / "abc"
+    dvc = {"DVC_ROOT": str(tmp_path), "DVC_EXP_NAME": "lucid-moth"}
+    assert resolve_tracking_uri(None, copy, dvc) == f"sqlite:///{tmp_path.resolve().as_posix()}/mlflow.db"
+    assert resolve_tracking_uri("sqlite:///runs/t.db", copy, dvc).endswith(f"{tmp_path.name}/runs/t.db")
+    assert resolve_tracking_uri(None, copy, {}) == f"sqlite:///{copy.resolve().as_posix()}/mlflow.db"
+    assert dvc_experiment(dvc) == "lucid-moth" and dvc_experiment({}) is None
 
 
 def test_flatten_nested_config() -> None:

@@ -97,14 +97,13 @@ def bound_mlflow_requests(logger: Logger) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(int(logger.http_max_retries)))
 
 
-YAML_END = "\n...\n"  # what PyYAML ends a lone scalar with
-CONFIG_WIDTH = 110  # where a printed section wraps
+CONFIG_WIDTH = 110  # where a long printed value (a list) wraps
 
 
 def show_config(stage: str, cfg: Mapping[str, Any], keys: Sequence[str], echo: bool = True) -> dict:
     """The part of the resolved config `cfg` that `stage` reads (`keys`, dotted paths), nested as in conf/;
-    with `echo` it is printed first as YAML, each section in flow style wrapped to a few lines (the printed lines
-    load back as YAML). The stage's MLflow run keeps it as config/<stage>.yaml."""
+    with `echo` it is printed first as block-style YAML, one setting a line as conf/ writes it, indented under the
+    stage's name (the printed lines load back as YAML). The stage's MLflow run keeps it as config/<stage>.yaml."""
     part: dict = {}
     for key in keys:
         *parents, last = key.split(".")
@@ -115,9 +114,6 @@ def show_config(stage: str, cfg: Mapping[str, Any], keys: Sequence[str], echo: b
             node = node.setdefault(name, {})
         node[last] = copy.deepcopy(value)
     if echo:
-        lines = [f"{stage}: configuration read"]
-        for key, value in part.items():
-            text = yaml.safe_dump(value, default_flow_style=True, width=CONFIG_WIDTH, sort_keys=False)
-            lines.append(f"  {key}: " + text.removesuffix(YAML_END).strip().replace("\n", "\n    "))
-        print("\n".join(lines), flush=True)
+        text = yaml.safe_dump(part, default_flow_style=False, sort_keys=False, width=CONFIG_WIDTH)
+        print(f"{stage}: configuration read", *(f"  {line}" for line in text.splitlines()), sep="\n", flush=True)
     return part

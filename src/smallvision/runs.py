@@ -25,6 +25,9 @@ METRICS = "metrics.json"  # test metrics and what produced them; present = finis
 HISTORY = "history.csv"  # one row per epoch; epoch 0: the starting weights of a technique that starts trained
 PREDICTIONS = "test_predictions.csv"  # one row per test image
 CONFUSION = "confusion.json"  # the test confusion matrix
+# {technique: test accuracy}, a DVC metrics file: `dvc exp show` names its column after the technique alone (the
+# keys of metrics.json, the same in every technique's, get their file's path in front)
+ACCURACY = "test_accuracy.json"
 RESULT_FILES = (METRICS, HISTORY, CONFUSION, PREDICTIONS)  # what a run logs to MLflow besides its checkpoint
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
@@ -52,7 +55,7 @@ def _cell(value: float) -> str:
 
 
 def write_outputs(out: Path, metrics: dict, history: list[dict], samples: dict, records, test_rows, classes) -> None:
-    """history.csv, test_predictions.csv, confusion.json, then metrics.json last: its presence means finished.
+    """history.csv, test_predictions.csv, confusion.json, test_accuracy.json, then metrics.json last: its presence means finished.
 
     `samples` holds the test split's per-image tensors y, pred, prob in split order; `test_rows` are the
     manifest rows of the test split, `records` the manifest.
@@ -71,6 +74,7 @@ def write_outputs(out: Path, metrics: dict, history: list[dict], samples: dict, 
     atomic_write_text(
         out / CONFUSION, json.dumps({"classes": classes, "matrix": confusion_matrix(y, pred, len(classes))}, indent=2)
     )
+    atomic_write_text(out / ACCURACY, json.dumps({metrics["technique"]: metrics["test_accuracy"]}) + "\n")
     atomic_write_text(out / METRICS, json.dumps(metrics, indent=2))
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from smallvision.audit import DUPLICATES, LABEL_ISSUES, OFF_TASK, SUMMARY
 from smallvision.data.manifest import MANIFEST, REPORT
-from smallvision.runs import CHECKPOINT, CONFUSION, HISTORY, METRICS, PREDICTIONS
+from smallvision.runs import ACCURACY, CHECKPOINT, CONFUSION, HISTORY, METRICS, PREDICTIONS
 
 HYDRA_VARS = "--config-dir . --config-name params hydra.output_subdir=null hydra.run.dir=."
 PRESET_NOTE = "the preset's name: metrics.json records it and the comparison checks it"
@@ -244,9 +244,16 @@ def _training(
         "train",
         technique=technique,
         deps=(*split, *deps),
-        outs=(Out(f"{folder}/{CHECKPOINT}"), Out(f"{folder}/{CONFUSION}", cache=False), *outs),
-        metrics=(Out(f"{folder}/{METRICS}", cache=False),),
-        plots=(Out(f"{folder}/{HISTORY}", cache=False), Out(f"{folder}/{PREDICTIONS}", cache=False)),
+        # history.csv and test_predictions.csv are drawn by the top-level plots (`_plots`) only: as a stage's
+        # plots DVC would also draw each with its default template (a value against its row index)
+        outs=(
+            Out(f"{folder}/{CHECKPOINT}"),
+            Out(f"{folder}/{CONFUSION}", cache=False),
+            Out(f"{folder}/{HISTORY}", cache=False),
+            Out(f"{folder}/{PREDICTIONS}", cache=False),
+            *outs,
+        ),
+        metrics=(Out(f"{folder}/{METRICS}", cache=False), Out(f"{folder}/{ACCURACY}", cache=False)),
         no_effect={f"{PACKAGE}/evidence.py": "the paired tests the job logs on the study's MLflow run"},
         notes={"preset": PRESET_NOTE, **(notes or {})},
     )
@@ -388,13 +395,15 @@ def _stage_lines(spec: Stage, cfg: Mapping[str, Any], root: Path) -> list[str]:
 
 
 def _plots(training: Sequence[Stage]) -> list[str]:
-    """The top-level plots: the curves of every training stage, and each one's test confusion matrix."""
+    """The top-level plots, the only ones `dvc plots show` draws: the curves of every training stage, and each one's
+    test confusion matrix, with titled axes."""
     lines = ["plots:"]
-    for key, title, columns in (
-        ("accuracy", "Training and validation accuracy", "[train_acc, val_acc]"),
-        ("loss", "Training and validation loss", "[train_loss, val_loss]"),
+    for key, title, columns, label in (
+        ("accuracy", "Training and validation accuracy", "[train_acc, val_acc]", "accuracy"),
+        ("loss", "Training and validation loss", "[train_loss, val_loss]", "cross-entropy loss"),
     ):
-        lines += [f"  - {key}:", f"      title: {title}", "      x: epoch", "      y:"]
+        lines += [f"  - {key}:", f"      title: {title}", "      x: epoch", "      x_label: epoch"]
+        lines += [f"      y_label: {label}", "      y:"]
         lines += [f"        {s.folder}/{HISTORY}: {columns}" for s in training]
     for s in training:
         lines += [
@@ -402,6 +411,8 @@ def _plots(training: Sequence[Stage]) -> list[str]:
             f"      title: Test confusion matrix ({s.technique})",
             "      template: confusion",
             "      x: actual",
+            "      x_label: actual class",
+            "      y_label: predicted class",
             "      y:",
             f"        {s.folder}/{PREDICTIONS}: predicted",
         ]

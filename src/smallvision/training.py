@@ -189,6 +189,7 @@ def train_technique(
         "ci95_high": high,
         "best_epoch": int(best["epoch"]),
         "best_val_accuracy": best["val_acc"],
+        "best_val_loss": best["val_loss"],  # the champion's tie-break (tracking.models.champion_run)
         **start.metrics(module.history),
         "epochs": tech.epochs,
         "image_size": tech.image_size,

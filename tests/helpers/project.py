@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def copy_project(project: Path, code_only: bool = False) -> Path:
-    """A git + DVC project at `project` holding this repository's conf/, pipelines/, src/, dvc.yaml and exclude.txt
+    """A git + DVC project at `project` holding this repository's conf/, pipelines/, src/, dvc.yaml, exclude.txt and
+    .gitignore
     (`code_only`: copy those into an existing project, as benchmarks/ refreshes its workspace)."""
     for name in ("conf", "pipelines", "src"):
         shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
@@ -29,6 +30,7 @@ def copy_project(project: Path, code_only: bool = False) -> Path:
     shutil.copy(ROOT / "exclude.txt", project)  # the exclusion list dvc.yaml's split stage depends on
     if code_only:
         return project
+    shutil.copy(ROOT / ".gitignore", project)  # the real one: what an experiment's commit holds
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=project, check=True, capture_output=True)
     shutil.copy(ROOT / ".dvc" / "config", project / ".dvc" / "config")

@@ -10,6 +10,7 @@ failure is one warning and the run goes on.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ from mlflow.tracking._tracking_service.utils import (
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from smallvision.errors import ConfigError
+from smallvision.runs import study_order
 from smallvision.tracking.store import reason, redact
 from smallvision.tracking.study_runs import ROLE_TAG, ROLE_TECHNIQUE
 from smallvision.tracking.tracker import StudyTracker
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 METADATA_KEY = "smallvision"
 SELECTION_METRIC = "best_val_accuracy"  # the champion is chosen on validation, never on test
+TIE_BREAK_METRIC = "best_val_loss"  # of equal accuracies, the lower validation loss at that epoch
 OUTPUT_TAG = "smallvision.output_dir"  # the folder a run's files are in: a rerun into it replaces the older run
 
 
@@ -148,9 +151,12 @@ def _log_network(
 
 
 def champion_run(children: Sequence[Run]) -> Run | None:
-    """The study's best run by validation accuracy: among the newest technique run per output folder (a technique
+    """The study's best run on validation: among the newest technique run per output folder (a technique
     retrained into models/<technique>/ replaces its older run, as its files do; each job of a sweep has its own
-    folder), those that finished and hold a model; ties go to the earlier run. Test accuracy plays no part."""
+    folder), those that finished and hold a model, the one with the highest validation accuracy
+    (`best_val_accuracy`); of equal ones the lower validation loss at that epoch (`best_val_loss`), then the later
+    technique in the study's order (the later technique is the book's answer to the earlier one's limits), then
+    the later run. Test accuracy plays no part."""
     newest: dict[str, Run] = {}
     for run in sorted(children, key=lambda r: r.info.start_time, reverse=True):
         tags = run.data.tags
@@ -164,7 +170,17 @@ def champion_run(children: Sequence[Run]) -> Run | None:
         and run.outputs is not None
         and run.outputs.model_outputs
     ]
-    return max(candidates, key=lambda r: (r.data.metrics[SELECTION_METRIC], -r.info.start_time), default=None)
+
+    def rank(run: Run) -> tuple:
+        metrics = run.data.metrics
+        return (
+            metrics[SELECTION_METRIC],
+            -metrics.get(TIE_BREAK_METRIC, math.inf),  # a run without it loses the tie
+            study_order(run.data.tags.get("technique", "")),
+            run.info.start_time,
+        )
+
+    return max(candidates, key=rank, default=None)
 
 
 def update_champion(tracker: StudyTracker, registered_model: str | None) -> str | None:
@@ -184,6 +200,8 @@ def update_champion(tracker: StudyTracker, registered_model: str | None) -> str 
 
 
 def _update_champion(tracker: StudyTracker, name: str) -> tuple[str, Run] | None:
+    import mlflow
+
     client = tracker.client
     children = client.search_runs(
         [tracker.runs.experiment()],
@@ -207,10 +225,10 @@ def _update_champion(tracker: StudyTracker, name: str) -> tuple[str, Run] | None
     if version is None:
         tags = {key: best.data.tags[key] for key in ("technique", "seed", "dataset") if key in best.data.tags}
         tags[SELECTION_METRIC] = str(best.data.metrics[SELECTION_METRIC])
-        with _use_tracking_uri(tracker.tracking_uri):  # the source models:/m-... resolves through the global URI
-            version = client.create_model_version(
-                name, source=source, run_id=run_id, model_id=model_id, tags=tags, await_creation_for=0
-            ).version
+        # mlflow.register_model, not the client's create_model_version: it also links the logged model to the
+        # version (its page then names it); it goes through the global URIs
+        with _use_tracking_uri(tracker.tracking_uri):
+            version = mlflow.register_model(source, name, await_registration_for=0, tags=tags).version
     client.set_registered_model_alias(name, CHAMPION, version)
     return str(version), best
 

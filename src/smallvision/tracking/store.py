@@ -19,14 +19,37 @@ _REASON_CHARS = 500  # a SQLAlchemy error drags the SQL and a docs link along; t
 _USERINFO = re.compile(r"//[^/@\s]+@")  # the "user:password@" of a URI inside an error message
 
 
+# What DVC tells a stage's command (dvc.env): the main repository's root, also when a queued or `--temp` experiment
+# runs in a temporary copy under .dvc/tmp/exps that DVC deletes afterwards, and the experiment's name.
+DVC_ROOT = "DVC_ROOT"
+DVC_EXP_NAME = "DVC_EXP_NAME"
+DVC_EXPERIMENT_TAG = "dvc.experiment"  # the MLflow tag that holds the DVC experiment's name
+
+
+def main_project_root(project_root: Path, environ: Mapping[str, str] | None = None) -> Path:
+    """The project whose MLflow store runs go to: the main repository's root DVC gives ($DVC_ROOT) when a DVC
+    command runs the stage, else `project_root`. `environ` defaults to `os.environ`."""
+    env = os.environ if environ is None else environ
+    return Path(env.get(DVC_ROOT) or project_root)
+
+
+def dvc_experiment(environ: Mapping[str, str] | None = None) -> str | None:
+    """The name of the DVC experiment running this stage (`dvc exp run`: workspace, queued or --temp); None
+    under `dvc repro` or outside DVC. `environ` defaults to `os.environ`."""
+    env = os.environ if environ is None else environ
+    return env.get(DVC_EXP_NAME) or None
+
+
 def resolve_tracking_uri(configured: str | None, project_root: Path, environ: Mapping[str, str] | None = None) -> str:
     """The tracking URI: `configured` (cfg.logger.tracking_uri) > $MLFLOW_TRACKING_URI > a SQLite file in the project.
 
     SQLite is the default because recent MLflow refuses the old `./mlruns` file store. A relative
-    SQLite path is taken relative to `project_root`, not the working directory.
-    `environ` defaults to `os.environ` (a parameter so callers and tests can pass their own).
+    SQLite path is taken relative to the project's root, not the working directory: the main repository's
+    (`main_project_root`), so a queued or `--temp` DVC experiment logs to the project's store, not to one in its
+    temporary copy. `environ` defaults to `os.environ` (a parameter so callers and tests can pass their own).
     """
     env = os.environ if environ is None else environ
+    project_root = main_project_root(project_root, env)
     uri = (
         configured or env.get("MLFLOW_TRACKING_URI") or f"{_SQLITE}{Path(project_root).resolve().as_posix()}/mlflow.db"
     )

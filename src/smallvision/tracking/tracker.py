@@ -17,15 +17,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlflow.entities import Metric, RunStatus
+from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH
 
 from smallvision.interrupts import ctrl_c_held_back
 from smallvision.provenance import git_commit
 from smallvision.runs import METRICS, comparison_metrics
 from smallvision.tracking.store import (
+    DVC_EXPERIMENT_TAG,
     batches,
     dashboard_url,
     default_artifact_location,
+    dvc_experiment,
     reason,
     redact,
     resolve_tracking_uri,
@@ -281,12 +284,19 @@ def study_tracker(
     preset, dataset, seed = cfg.preset, cfg.data.name, cfg.seed
     key = f"sweep:{sweep_dir}" if sweep_dir else f"{preset}/{dataset}/seed {seed}/{manifest_digest[:12]}"
     name = f"sweep {Path(sweep_dir).name}" if sweep_dir else f"study {preset} ({dataset}, seed {seed})"
+    tags = {"dataset": dataset}
+    if commit := git_commit(root):
+        tags[MLFLOW_GIT_COMMIT] = commit  # MLflow's own tag: the UI shows it as the run's source version
+    if experiment := dvc_experiment():
+        # each DVC experiment (`dvc exp run`, queued or not) is its own study run, named and tagged after it
+        key, name = f"{key}/dvc {experiment}", f"{name} [{experiment}]"
+        tags[DVC_EXPERIMENT_TAG] = experiment
     return StudyTracker(
         resolve_tracking_uri(cfg.logger.tracking_uri, root),
         cfg.logger.experiment_name,
         key,
         name,
-        tags={"dataset": dataset, "git_commit": git_commit(root) or "unknown"},
+        tags=tags,
         enabled=cfg.logger.enabled and enabled,
         models_dir=cfg.paths.models,
     )
