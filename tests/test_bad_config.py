@@ -46,6 +46,23 @@ def test_a_non_finite_value_stops_the_stage_before_any_work(tmp_path, monkeypatc
     assert files_under(tmp_path) == set()
 
 
+@pytest.mark.parametrize(
+    "stage, override",
+    [
+        ("export", "export=abc"),
+        ("split", "data.split=abc"),
+        ("lr_find", "lr_find=7"),
+        ("train", "techniques.baseline.optimizer=abc"),
+    ],
+)
+def test_a_section_replaced_by_a_single_value_is_one_line(tmp_path, monkeypatch, capsys, stage, override):
+    monkeypatch.chdir(tmp_path)
+    key, value = override.split("=")
+    outcome = run_stage(stage, capsys, "data=folder", "data.source=images", override)
+    assert_one_line_error(outcome, f"{key}=", value, "must be a section of settings")
+    assert files_under(tmp_path) == set()
+
+
 def test_a_diverging_run_stops_naming_the_epoch_and_looks_unfinished(tmp_path, monkeypatch, capsys):
     """The weights turn NaN during epoch 2: the run stops at the end of that epoch with one line and exit 2, and
     the folder holds no metrics.json (the mark of a finished run)."""

@@ -687,6 +687,8 @@ def message(error: Mapping[str, Any], prefix: str = "") -> str:
         return f"{key} is not set (every setting comes from conf/)"
     if kind == "extra_forbidden":
         return f"{key}={value!r} is not a setting (a misspelt key?)"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):  # e.g. export=abc
+        return f"{key}={value!r} must be a section of settings (key: value pairs, as in conf/), not a single value"
     if kind == "union_tag_invalid":
         return f"{key}.kind={ctx.get('tag')!r} is unknown; allowed: {', '.join(TECHNIQUE_KINDS)}"
     if kind == "union_tag_not_found":
