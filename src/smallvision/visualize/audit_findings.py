@@ -85,7 +85,7 @@ def pairs_figure(pairs: list[tuple[np.ndarray, np.ndarray]], rows_: list[dict], 
             continue
         d = rows_[k]
         color = "firebrick" if d["leakage"] else "black"
-        similarity = f"{d['similarity']:.3f}{' leakage' if d['leakage'] else ''}"
+        similarity = f"similarity {d['similarity']:.3f}{', leakage' if d['leakage'] else ''}"
         for ax, image, side, above in ((left, pairs[k][0], "a", similarity), (right, pairs[k][1], "b", "")):
             show_image(ax, image, f"{above}\n{d[f'split_{side}']}: {d[f'label_{side}']}", fontsize=8, color=color)
             ax.set_xlabel(Path(d[f"path_{side}"]).name, fontsize=7)
