@@ -102,9 +102,9 @@ def test_the_section_shows_the_top_ranked_images_of_each_list(study, monkeypatch
     labels, off_task = thumbs.calls
     images, titles, names, heading, _ = labels
     assert len(images) == 2 and images[0].shape == (40, 40, 3)  # visualize.audit.thumbnails, the first ranked
-    assert titles[0] == f"labelled {found.label_issues[0]['label']}\nlooks {found.label_issues[0]['suggested']}, 0.010"
+    assert titles[0] == f"labelled {found.label_issues[0]['label']}\nlooks {found.label_issues[0]['suggested']}, 0.01"
     assert names[0] == f"{Path(found.label_issues[0]['path']).name} (test)" and "2 top-ranked of 3" in heading
-    assert off_task[1][0].endswith("typicality 0.100")
+    assert off_task[1][0].endswith("typicality 0.1")
     ((drawn, rows, heading, _),) = pairs.calls
     assert [r["leakage"] for r in rows] == [True, False]  # leakage first, though less similar
     assert len(drawn) == 2 and drawn[0][0].shape == drawn[0][1].shape == (40, 40, 3)

@@ -162,8 +162,8 @@ def audit_section(report: Report) -> Section:
 
 
 def _label_title(row: dict) -> str:
-    return f"labelled {row['label']}\nlooks {row['suggested']}, {row['score']:.3f}"
+    return f"labelled {row['label']}\nlooks {row['suggested']}, {row['score']:.3g}"
 
 
 def _off_task_title(row: dict) -> str:
-    return f"{row['label']}\ntypicality {row['score']:.3f}"
+    return f"{row['label']}\ntypicality {row['score']:.3g}"
