@@ -27,7 +27,7 @@ def main(cfg: DictConfig) -> None:
     out = run_visualize(settings, root)
     bound_mlflow_requests(settings.logger)
     tracker = tracking.study_tracker(settings, root, manifest_digest(root / settings.paths.prepared / MANIFEST))
-    tracker.log_report(out.rows, out.study_files, out.per_technique, out.timings["total"], out.reports)
+    tracker.log_report(out.rows, out.study_files, out.per_technique, out.timings["total"], out.reports, out.audit)
     tracking.log_config(tracker, tracker.parent_run_id, shown, "visualize")
     for note in out.notes:
         log.warning(note)

@@ -199,7 +199,11 @@ def test_mlflow_holds_one_study_with_a_child_per_technique(project):
     comparison = shown[""]["data"]["metrics/comparison.json"]["data"]
     flat = {f"{technique}.{key}": value for technique, values in comparison.items() for key, value in values.items()}
     assert "fine_tune.step_p_value" in flat
-    assert {k: v for k, v in parents[0].data.metrics.items() if k != "visualize_wall_time_s"} == pytest.approx(flat)
+    logged = {k: v for k, v in parents[0].data.metrics.items() if k != "visualize_wall_time_s"}
+    audit = {k: v for k, v in logged.items() if k.startswith("audit.")}  # and the data audit's counts
+    assert {k: v for k, v in logged.items() if k not in audit} == pytest.approx(flat)
+    counts = shown[""]["data"]["data/audit/summary.json"]["data"]
+    assert audit == pytest.approx({f"audit.{k}": v for k, v in counts.items()})
 
 
 def test_mlflow_holds_each_runs_data_config_and_network_and_the_champion(project):

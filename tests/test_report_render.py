@@ -54,6 +54,7 @@ SECTIONS = [
     "kernels",
     "augmentation",
     "mistakes",
+    "audit",
     "lr_find",
 ]
 

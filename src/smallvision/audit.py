@@ -181,3 +181,37 @@ def write_findings(out: Path, found: Findings) -> None:
     _write_csv(out / DUPLICATES, _PAIR_COLUMNS, found.duplicates)
     _write_csv(out / OFF_TASK, _LIST_COLUMNS, found.off_task)
     atomic_write(out / SUMMARY, lambda tmp: tmp.write_text(json.dumps(found.summary, indent=2) + "\n"))
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def read_findings(out: Path) -> Findings | None:
+    """The audit's lists and counts as `write_findings` wrote them under `out`; None when the audit has not run
+    (no `summary.json`). A list file missing beside it is a DataError naming it."""
+    out = Path(out)
+    if not (out / SUMMARY).is_file():
+        return None
+    lists = {}
+    for name in (LABEL_ISSUES, DUPLICATES, OFF_TASK):
+        if not (out / name).is_file():
+            raise DataError(f"{out / name} is missing beside {SUMMARY}: rerun the audit stage (dvc repro audit)")
+        lists[name] = _read_csv(out / name)
+    try:
+        for row in (*lists[LABEL_ISSUES], *lists[OFF_TASK]):
+            row["score"] = float(row["score"])
+        for row in lists[DUPLICATES]:
+            row["similarity"], row["leakage"] = float(row["similarity"]), row["leakage"] == "True"
+        summary = json.loads((out / SUMMARY).read_text(encoding="utf-8"))
+    except (KeyError, ValueError) as err:
+        raise DataError(f"{out}: an audit file is not as the audit stage writes it ({err}); rerun it") from None
+    return Findings(lists[LABEL_ISSUES], lists[DUPLICATES], lists[OFF_TASK], summary)
+
+
+def flagged_mistakes(wrong: Sequence[str], found: Findings) -> int:
+    """How many of the images `wrong` (a technique's test mistakes, by manifest path) the audit lists as probable
+    label errors: mistakes that may be the label's, not the network's."""
+    doubted = {row["path"] for row in found.label_issues}
+    return len(set(wrong) & doubted)

@@ -524,6 +524,12 @@ class Kernels(Section):
     columns: COLUMNS
 
 
+class AuditFindings(Section):
+    thumbnails: whole(1, 1000, "images of each audit list shown, the top-ranked first; pairs for near-duplicates")
+    columns: COLUMNS
+    image_size: whole(1, 4096, "px")
+
+
 class Visualize(Section):
     techniques: TECHNIQUE_NAMES
     device: choice("cpu", "cuda", "auto")
@@ -543,6 +549,7 @@ class Visualize(Section):
     pairs: Pairs
     patches: Patches
     kernels: Kernels
+    audit: AuditFindings
 
     def unknown_techniques(self, known: list[str]) -> PydanticCustomError | None:
         """The first technique named here that `known` lacks, as an error; None when every name is known."""

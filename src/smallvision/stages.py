@@ -144,6 +144,7 @@ def registry(paths: Mapping[str, str]) -> tuple[Stage, ...]:
         for name, technique in TRAINING.items()
     )
     exported = f"{models}/${{export.technique}}/{CHECKPOINT}"  # params.yaml's export.technique
+    audit_files = tuple(f"{paths['audit']}/{name}" for name in (LABEL_ISSUES, DUPLICATES, OFF_TASK, SUMMARY))
     return (
         Stage(
             "download",
@@ -187,8 +188,8 @@ def registry(paths: Mapping[str, str]) -> tuple[Stage, ...]:
             ),
             also_reads=("data.workers", f"techniques.{FEATURES_FROM}.extract_batch_size"),
             deps=(manifest, split_report),
-            outs=tuple(Out(f"{paths['audit']}/{name}", cache=False) for name in (LABEL_ISSUES, DUPLICATES, OFF_TASK)),
-            metrics=(Out(f"{paths['audit']}/{SUMMARY}", cache=False),),
+            outs=tuple(Out(path, cache=False) for path in audit_files[:-1]),
+            metrics=(Out(audit_files[-1], cache=False),),
             comment="probable label errors, near-duplicates (leakage into test) and off-task images, on "
             "feature-extract's cached features",
             notes={
@@ -201,12 +202,18 @@ def registry(paths: Mapping[str, str]) -> tuple[Stage, ...]:
             "visualize",
             "visualize",
             params=("visualize", "augmentation", "preset", "seed"),
-            deps=(manifest, split_report, *(f"{s.folder}/{name}" for s in training for name in TRAINING_FILES)),
+            deps=(
+                manifest,
+                split_report,
+                *(f"{s.folder}/{name}" for s in training for name in TRAINING_FILES),
+                *audit_files,
+            ),
             outs=(Out(paths["reports"], cache=False),),
             metrics=(Out(paths["comparison"], cache=False),),
             notes={
                 "preset": "the comparison keeps the runs of this preset, seed and manifest only",
                 "metrics": "the comparison with its paired tests: the numbers the study's MLflow run logs",
+                audit_files[0]: "the data audit's findings: the report's section, flagged test mistakes",
             },
         ),
         Stage(

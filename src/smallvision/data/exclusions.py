@@ -83,14 +83,27 @@ def main(argv: Sequence[str]) -> int:
         print(main.__doc__, file=sys.stderr)
         return 2
     audit_csv, target, reason, numbers = Path(argv[0]), Path(argv[1]), argv[2], argv[3:]
-    with open(audit_csv, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
     try:
-        chosen = [rows[int(n) - 1] for n in numbers]
+        with open(audit_csv, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError as err:
+        print(f"smallvision: error: cannot read the audit list {audit_csv}: {err.strerror or err}", file=sys.stderr)
+        return 2
+    try:
+        chosen = [rows[int(n) - 1] for n in numbers if int(n) > 0]
     except (ValueError, IndexError):
+        chosen = []
+    if len(chosen) != len(numbers):
         print(f"smallvision: error: row numbers must be 1 to {len(rows)}, got {' '.join(numbers)}", file=sys.stderr)
         return 2
-    added = append_rows(target, chosen, reason)
+    if any("path" not in row or "label" not in row or "suggested" not in row for row in chosen):
+        print(f"smallvision: error: {audit_csv} is not an audit list (label_issues.csv, off_task.csv)", file=sys.stderr)
+        return 2
+    try:
+        added = append_rows(target, chosen, reason)
+    except (DataError, OSError) as err:
+        print(f"smallvision: error: {err}", file=sys.stderr)
+        return 2
     print(f"{added} row(s) appended to {target}")
     return 0
 

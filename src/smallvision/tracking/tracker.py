@@ -224,9 +224,11 @@ class StudyTracker:
         per_technique: Mapping[str, list[Path]],
         wall_time_s: float,
         reports: Path,
+        audit: Mapping[str, float] | None = None,
     ) -> None:
-        """The visualize stage's output: the comparison and study-level files on the study run, each technique's
-        figures on its newest child run. Never raises: MLflow holds a copy of what reports/ already holds."""
+        """The visualize stage's output: the comparison and study-level files on the study run, with the data
+        audit's counts (`audit`, "audit.<key>", where it has run), each technique's figures on its newest child
+        run. Never raises: MLflow holds a copy of what reports/ already holds."""
         try:
             if not self.enabled:
                 return
@@ -234,7 +236,7 @@ class StudyTracker:
             parent = self.parent_run_id
             if parent is None or not self.enabled:
                 return
-            self.log_metrics(parent, {"visualize_wall_time_s": wall_time_s})
+            self.log_metrics(parent, {"visualize_wall_time_s": wall_time_s, **(audit or {})})
             for technique, paths in per_technique.items():
                 child = self.runs.find_child(technique)
                 if child is None:

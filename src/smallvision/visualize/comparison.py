@@ -38,6 +38,10 @@ HEADERS = (
     "training time",
 )
 NUMERIC_CELLS = frozenset({2, 3, 4, 6, 7, 8, 9, 10})  # right-aligned in HTML
+# the data audit's reading of each technique's test mistakes, where the audit has run (`visualize.audit_findings`):
+# how many it lists as probable label errors, beside the accuracy, never replacing it
+AUDIT_KEYS = ("test_mistakes", "test_mistakes_flagged")
+AUDIT_HEADER = "test mistakes flagged as label errors (audit)"
 PROVENANCE_HEADERS = ("technique", "preset", "seed", "data", "manifest", "git commit", "config", "trained at")
 
 
@@ -63,8 +67,19 @@ def interval_points(low: Any, high: Any) -> str:
     return f"{100 * low:+.1f} to {100 * high:+.1f}" if is_number(low) and is_number(high) else "—"
 
 
-def table_cells(row: Mapping[str, Any]) -> list[str]:
-    """One comparison row's cells, in the order of HEADERS (the Markdown file and the report's table)."""
+def audited(table: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the table has the audit's column (a row carries its counts)."""
+    return any(row.get(AUDIT_KEYS[1]) is not None for row in table)
+
+
+def headers(table: Sequence[Mapping[str, Any]], reference_label: str) -> list[str]:
+    """The table's column headings: HEADERS, then the audit's column where it has run."""
+    return [h.format(reference=reference_label) for h in HEADERS] + ([AUDIT_HEADER] if audited(table) else [])
+
+
+def table_cells(row: Mapping[str, Any], audit: bool = False) -> list[str]:
+    """One comparison row's cells, in the order of `headers` (the Markdown file and the report's table); `audit`:
+    with the audit's column."""
     step = row.get("step_from")
     if step and is_number(row.get("step_p_value")):
         gained_lost = f"+{row['step_gained']} / −{row['step_lost']}"
@@ -87,7 +102,12 @@ def table_cells(row: Mapping[str, Any]) -> list[str]:
         p,
         pct(row.get("reference")),
         f"{time:.0f} s" if is_number(time) else "—",
-    ]
+    ] + ([_flagged_cell(row)] if audit else [])
+
+
+def _flagged_cell(row: Mapping[str, Any]) -> str:
+    mistakes, flagged = (row.get(k) for k in AUDIT_KEYS)
+    return f"{flagged} of {mistakes}" if is_number(flagged) and is_number(mistakes) else "—"
 
 
 def provenance_cells(row: Mapping[str, Any]) -> list[str]:
@@ -116,9 +136,17 @@ def markdown_table(headers: Sequence[str], rows: list[list[str]]) -> list[str]:
 
 def comparison_table(rows: list[Mapping[str, Any]], reference: Mapping[str, float]) -> list[dict[str, Any]]:
     """One row per trained technique (metrics.json with its step: `evidence.study_comparison`) with the book's
-    accuracy as `reference` (or None); the step and provenance keys are None where a row lacks them."""
+    accuracy as `reference` (or None); the step and provenance keys are None where a row lacks them, the audit's
+    counts present where it has run."""
     keys = [c for c in dict.fromkeys((*COLUMNS, *STEP_KEYS, *START_KEYS, *FIELDS)) if c != "reference"]
-    return [{**{c: row.get(c) for c in keys}, "reference": reference.get(row.get("technique"))} for row in rows]
+    return [
+        {
+            **{c: row.get(c) for c in keys},
+            **{k: row[k] for k in AUDIT_KEYS if k in row},  # only where the audit has run
+            "reference": reference.get(row.get("technique")),
+        }
+        for row in rows
+    ]
 
 
 TESTS_NOTE = (
@@ -145,7 +173,8 @@ def comparison_markdown(
     table: list[Mapping[str, Any]], reference_label: str, excluded: Mapping[str, str] | None = None
 ) -> str:
     """The table in Markdown, then where each row came from and what was left out (what README and the page show)."""
-    lines = markdown_table([h.format(reference=reference_label) for h in HEADERS], [table_cells(r) for r in table])
+    audit = audited(table)
+    lines = markdown_table(headers(table, reference_label), [table_cells(r, audit) for r in table])
     lines += ["", TESTS_NOTE]
     for note in kept_start_notes(table):
         lines += ["", note]

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from smallvision.audit import Findings
 from smallvision.data.augmentation import AffineConfig
 from smallvision.data.images import Resize
 from smallvision.data.manifest import Record
@@ -72,6 +73,8 @@ class Report:
     trained: list[Technique]
     nets: Nets
     notes: list[str]  # techniques skipped (not trained), for the comparison section
+    audit: Findings | None = None  # the audit stage's findings; None where it has not run
+    audit_folder: str = ""  # where they are read from (cfg.paths.audit), for the note when it has not run
     rows: list[dict] = field(default_factory=list)
     per_technique: dict[str, list[Path]] = field(default_factory=dict)
     study_files: list[Path] = field(default_factory=list)
@@ -373,9 +376,12 @@ def _mistakes_technique(choice: str, rows: list[dict], trained: set[str]) -> str
 
 def _comparison_html(table: list[dict], reference_label: str) -> str:
     """The comparison with each step's paired test, then where each row came from."""
-    headers = [h.format(reference=reference_label) for h in comparison.HEADERS]
+    audit = comparison.audited(table)
+    numeric = comparison.NUMERIC_CELLS | ({len(comparison.HEADERS)} if audit else set())
     return (
-        table_html(headers, [comparison.table_cells(r) for r in table], numeric=comparison.NUMERIC_CELLS)
+        table_html(
+            comparison.headers(table, reference_label), [comparison.table_cells(r, audit) for r in table], numeric
+        )
         + f"<p>{html.escape(comparison.TESTS_NOTE)}</p>"
         + "".join(f"<p>{html.escape(note)}</p>" for note in comparison.kept_start_notes(table))
         + "<p>Where each row came from:</p>"

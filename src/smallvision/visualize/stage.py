@@ -16,13 +16,14 @@ from pathlib import Path
 import torch
 
 from smallvision import evidence, provenance
+from smallvision.audit import read_findings
 from smallvision.data.augmentation import AffineConfig
 from smallvision.data.images import load_resized
 from smallvision.data.manifest import MANIFEST, load_manifest, manifest_digest
 from smallvision.networks import input_resize
 from smallvision.runs import CHECKPOINT, METRICS
 from smallvision.schema import Settings, Visualize
-from smallvision.visualize import comparison, sections, sections_learned
+from smallvision.visualize import audit_findings, comparison, sections, sections_learned
 from smallvision.visualize.lr_finder import lr_find_section
 from smallvision.visualize.report import write_index
 from smallvision.visualize.settings import check_device
@@ -45,6 +46,7 @@ OWN_PATTERNS = (
     "patches_*.png",
     "kernels_*.png",
     "lr_find_*.png",
+    "audit_*.png",
     INDEX,
 )
 # the page's sections after the comparison, in order; one whose cfg.visualize.<name>.enabled is false is left out
@@ -60,6 +62,7 @@ SECTIONS = {
     "kernels": sections_learned.kernels_section,
     "augmentation": sections.augmentation_section,
     "mistakes": sections.mistakes_section,
+    "audit": audit_findings.audit_section,
     "lr_find": lr_find_section,
 }
 
@@ -76,6 +79,7 @@ class Outcome:
     timings: dict[str, float] = field(default_factory=dict)
     rows: list[dict] = field(default_factory=list)
     metrics: Path | None = None  # the comparison's numbers as a DVC metrics file (cfg.paths.comparison)
+    audit: dict[str, float] = field(default_factory=dict)  # the data audit's counts, "audit.<key>", where it has run
 
 
 def _device(name: str) -> torch.device:
@@ -122,6 +126,9 @@ def run_visualize(settings: Settings, root: Path) -> Outcome:
     study = evidence.study_comparison(models, provenance.identity(settings, digest), {t.name for t in trained})
     trained = [t for t in trained if t.name not in study.excluded]
     out.notes += study.messages()
+    found = read_findings(root / folders.audit)
+    rows = audit_findings.with_flagged_mistakes(study.rows, trained, found)
+    out.audit = audit_findings.summary_metrics(found)
     report = sections.Report(
         visualize=visualize,
         augmentation=AffineConfig.of(settings.augmentation),
@@ -133,8 +140,10 @@ def run_visualize(settings: Settings, root: Path) -> Outcome:
         trained=trained,
         nets=sections.Nets(_device(visualize.device)),
         notes=out.notes,
+        audit=found,
+        audit_folder=folders.audit,
     )
-    page = [_timed(out, "comparison", sections.comparison_section, report, study.rows, study.excluded)]
+    page = [_timed(out, "comparison", sections.comparison_section, report, rows, study.excluded)]
     page += [_timed(out, step, draw, report) for step, draw in SECTIONS.items() if enabled(visualize, step)]
     out.rows, out.per_technique, out.study_files = report.rows, report.per_technique, report.study_files
     out.metrics = comparison.write_comparison_metrics(out.rows, root / folders.comparison)
