@@ -20,6 +20,7 @@ from mlflow.entities import Metric, RunStatus
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH
 
+from smallvision.errors import DataError
 from smallvision.interrupts import ctrl_c_held_back
 from smallvision.provenance import git_commit
 from smallvision.runs import METRICS, comparison_metrics
@@ -32,6 +33,7 @@ from smallvision.tracking.store import (
     reason,
     redact,
     resolve_tracking_uri,
+    store_problem,
     ui_command,
 )
 from smallvision.tracking.study_runs import StudyRuns
@@ -86,6 +88,8 @@ class StudyTracker:
         self.models_dir = models_dir
         self.log_later_command = log_later_command
         self._technique: str | None = None  # the one being trained, for the failure warning
+        if self.enabled and (problem := store_problem(tracking_uri)):
+            self._disable(DataError(problem))  # at once: MLflow would retry a FIFO for minutes
 
     @property
     def client(self):
