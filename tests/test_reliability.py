@@ -214,9 +214,15 @@ def test_a_folder_source_nested_too_deeply_is_one_line(tmp_path, monkeypatch, ca
         folder = folder / "d"
         folder.mkdir()
     (folder / "a.jpg").write_bytes(jpeg(1))
-    outcome = run_stage("download", capsys, "data=folder", f"data.source={deep}")
-    assert_one_line_error(outcome, f"data source '{deep}'", "is nested too deeply")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep"]
+    try:
+        outcome = run_stage("download", capsys, "data=folder", f"data.source={deep}")
+        assert_one_line_error(outcome, f"data source '{deep}'", "is nested too deeply")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["deep"]
+    finally:  # one level at a time: pytest's own clean-up of old temporary folders recurses
+        (folder / "a.jpg").unlink()
+        while folder != tmp_path:
+            folder.rmdir()
+            folder = folder.parent
 
 
 def test_a_fine_tune_start_whose_head_does_not_fit_is_one_line(tmp_path):
@@ -255,3 +261,113 @@ def test_a_config_group_or_key_that_does_not_exist_is_one_line(tmp_path, overrid
     name = override.split("=")[0]
     assert_one_line_error(outcome, f"'{name}' is neither a config group nor a key", "the groups are augmentation")
     assert not any(tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------- guards that come first
+
+
+def test_a_checkpoint_whose_image_size_does_not_fit_its_weights_is_refused_before_building(
+    tmp_path, monkeypatch, capsys
+):
+    """A small file claiming 1,800 px would allocate gigabytes for its dense layer before the mismatch showed."""
+    import resource
+
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    checkpoint = scratch_checkpoint(tmp_path / "models" / "baseline" / "best.ckpt", size=64)
+    saved = torch.load(checkpoint, weights_only=True)
+    saved["hyper_parameters"]["spec"]["image_size"] = 1_800
+    torch.save(saved, checkpoint)
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(jpeg(1))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    outcome = run_stage("predict", capsys, "predict.input=photos", "predict.output=p.csv")
+    assert_one_line_error(
+        outcome, "does not rebuild into its network: its image_size=1800 does not fit", "(512, 1548800) at that"
+    )
+    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak) * 1024  # ru_maxrss: KiB on Linux
+    assert grown < 1e9, f"{grown / 1e9:.1f} GB allocated before the refusal"
+
+
+def test_a_tar_whose_extended_header_passes_the_limit_is_refused_before_it_is_read(tmp_path, monkeypatch, capsys):
+    import io
+    import tarfile
+
+    monkeypatch.chdir(tmp_path)
+    archive = tmp_path / "pets.tar.gz"
+    with tarfile.open(archive, "w:gz", format=tarfile.PAX_FORMAT) as tf:
+        info = tarfile.TarInfo("cat/0.jpg")
+        info.pax_headers = {"comment": "x" * 3_000_000}  # compresses to a few kB
+        image = jpeg(1)
+        info.size = len(image)
+        tf.addfile(info, io.BytesIO(image))
+    assert archive.stat().st_size < 100_000
+    outcome = run_stage("download", capsys, "data=folder", f"data.source={archive}", "data.max_extract_bytes=1e6")
+    assert_one_line_error(
+        outcome, "declares more than data.max_extract_bytes=1,000,000 bytes", "an extended header 3,0"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pets.tar.gz"]
+
+
+def test_a_batch_too_large_for_any_image_size_blames_the_batch(tmp_path, monkeypatch, capsys):
+    """Not an image size below the convnet's minimum (46 px), which the schema would refuse."""
+    monkeypatch.chdir(tmp_path)
+    outcome = run_stage("train", capsys, "preset=smoke", "techniques.baseline.batch_size=1000000")
+    assert_one_line_error(outcome, "techniques.baseline.batch_size=1000000 needs at least", "lower the batch size")
+    assert "46 px" in outcome.err
+
+
+# --------------------------------------------------------------------------- pre-split layouts
+
+
+def test_a_class_only_in_val_is_named(tmp_path, monkeypatch, capsys, make_tree):
+    monkeypatch.chdir(tmp_path)
+    make_tree(tmp_path / "data" / "raw" / "train", {"cat": 6, "dog": 6})
+    make_tree(tmp_path / "data" / "raw" / "val", {"cat": 3, "dog": 3, "bird": 3}, seed=1)
+    outcome = run_stage("split", capsys, "data=folder", "data.workers=1")
+    assert_one_line_error(outcome, "class 'bird' has no valid images in train/ (train), only in val/")
+    assert not (tmp_path / "data" / "prepared").exists()
+
+
+@pytest.mark.parametrize("empty", ["val", "test", "validation"])
+def test_an_empty_split_folder_is_refused_not_ignored(tmp_path, monkeypatch, capsys, make_tree, empty):
+    monkeypatch.chdir(tmp_path)
+    raw = tmp_path / "data" / "raw"
+    make_tree(raw / "train", {"cat": 6, "dog": 6})
+    if empty == "test":  # beside a given val/: the tree would read as train/ + val/
+        make_tree(raw / "val", {"cat": 3, "dog": 3}, seed=1)
+    (raw / empty).mkdir()
+    outcome = run_stage("split", capsys, "data=folder", "data.workers=1")
+    assert_one_line_error(outcome, f"looks pre-split, but {empty}/ holds no images")
+    assert not (tmp_path / "data" / "prepared").exists()
+
+
+def test_a_read_only_project_folder_is_one_line(tmp_path):
+    """Hydra writes its run folder (outputs/...) and log before any project code runs: its error is one line too."""
+    project = tmp_path / "project"
+    project.mkdir()
+    with read_only(project):
+        done = run([sys.executable, str(ROOT / "pipelines" / "split.py")], project, 120, False)
+    outcome = Outcome(done.returncode, done.stdout, done.stderr)
+    assert_one_line_error(outcome, "outputs", "make it writable or give another path", "hydra.run.dir=")
+    assert not any(project.iterdir())
+
+
+@pytest.mark.parametrize(("given", "val", "carved"), [("val", "3", 3), ("test", "0.25", 2)])
+def test_a_pre_split_layout_checks_only_the_amount_it_uses(
+    tmp_path, monkeypatch, capsys, make_tree, given, val, carved
+):
+    """train/ + val/ or train/ + test/: validation is carved out of train/ by data.split.val alone; the unused
+    train/test defaults (fractions) neither mix with a count nor add up past 1 with it."""
+    import csv
+
+    monkeypatch.chdir(tmp_path)
+    make_tree(tmp_path / "data" / "raw" / "train", {"cat": 8, "dog": 8})
+    make_tree(tmp_path / "data" / "raw" / given, {"cat": 3, "dog": 3}, seed=1)
+    outcome = run_stage("split", capsys, "data=folder", "data.workers=1", f"data.split.val={val}")
+    assert outcome.code == 0, outcome
+    with open(tmp_path / "data" / "prepared" / "manifest.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sum(r["split"] == "val" and r["label"] == "cat" for r in rows) == carved
+    assert sum(r["split"] == "test" for r in rows) == 6  # the given folder is the test split

@@ -83,7 +83,8 @@ def hydra_errors(main: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from hydra.errors import HydraException
 
-        os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+        given = os.environ.get("HYDRA_FULL_ERROR")
+        os.environ["HYDRA_FULL_ERROR"] = given or "1"
         try:
             return main(*args, **kwargs)
         except HydraException as err:
@@ -94,6 +95,9 @@ def hydra_errors(main: Callable[..., Any]) -> Callable[..., Any]:
                 raise
             print(f"smallvision: error: {_not_writable(err)} (Hydra's output folder: hydra.run.dir=)", file=sys.stderr)
             sys.exit(2)
+        finally:
+            if given is None:  # as it was: the switch is this call's, not the process's
+                os.environ.pop("HYDRA_FULL_ERROR", None)
 
     return wrapper
 
