@@ -88,8 +88,11 @@ class StudyTracker:
         self.models_dir = models_dir
         self.log_later_command = log_later_command
         self._technique: str | None = None  # the one being trained, for the failure warning
-        if self.enabled and (problem := store_problem(tracking_uri)):
-            self._disable(DataError(problem))  # at once: MLflow would retry a FIFO for minutes
+        # a store that cannot be one (a FIFO, garbage) is never handed to MLflow, which would retry a FIFO for
+        # minutes: tracking is off at once, and the one warning comes with the first action (naming its technique)
+        problem = store_problem(tracking_uri) if enabled else None
+        self._bad_store = DataError(problem) if problem else None
+        self.enabled = enabled and not problem
 
     @property
     def client(self):
@@ -118,6 +121,9 @@ class StudyTracker:
     def guarded(self, action: Callable[[], T]) -> T | None:
         """Run one tracking action; on any store error warn once, switch tracking off, return None. A Ctrl-C during
         the action takes effect when it ends (`ctrl_c_held_back`: no store write is cut off half-way)."""
+        if self._bad_store is not None:
+            err, self._bad_store = self._bad_store, None
+            self._disable(err)
         if not self.enabled:
             return None
         try:
