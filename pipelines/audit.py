@@ -8,6 +8,7 @@ python pipelines/audit.py audit.duplicate_threshold=0.95
 from pathlib import Path
 
 import hydra
+import lightning  # noqa: F401 -- before Hydra sets up logging: conf/hydra/job_logging then routes its lines, once
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
@@ -15,7 +16,7 @@ from smallvision import stages, techniques
 from smallvision.audit import audit, write_findings
 from smallvision.data.cache import image_array
 from smallvision.data.manifest import MANIFEST, load_manifest, manifest_digest
-from smallvision.entrypoints import friendly_errors, load_settings, show_config
+from smallvision.entrypoints import friendly_errors, hydra_errors, load_settings, show_config
 from smallvision.networks import input_resize
 from smallvision.runs import CHECKPOINT
 from smallvision.trainer import make_trainer
@@ -23,6 +24,7 @@ from smallvision.trainer import make_trainer
 _SHOW = 5  # rows of each list printed; the rest: the CSV files
 
 
+@hydra_errors
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @friendly_errors
 def main(cfg: DictConfig) -> None:

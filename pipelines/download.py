@@ -15,21 +15,22 @@ from omegaconf import DictConfig, OmegaConf
 from smallvision import stages
 from smallvision.data.skipped import SKIPPED, read_skipped
 from smallvision.data.sources import fetch_source
-from smallvision.entrypoints import check_output, friendly_errors, load_settings, show_config
+from smallvision.entrypoints import check_output, friendly_errors, hydra_errors, load_settings, show_config
 from smallvision.errors import ConfigError
 from smallvision.files import OUTPUT_MARKER
 
 _SHOW_SKIPPED = 20  # longer lists: see the file
 
 
+@hydra_errors
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
+    settings = load_settings(cfg)  # first: a value that cannot be resolved is one line too
     if OmegaConf.is_missing(cfg.data, "source") or not str(cfg.data.source).strip():
         raise ConfigError(
             f"data.source is not set (data={cfg.data.name}); give a folder or archive: data.source=/path/to/images"
         )
-    settings = load_settings(cfg)
     data = settings.data
     plain = settings.model_dump()
     show_config("download", plain, stages.reads("download", plain))

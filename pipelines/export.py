@@ -7,15 +7,17 @@ python pipelines/export.py export.technique=augment export.opset=18
 from pathlib import Path
 
 import hydra
+import lightning  # noqa: F401 -- before Hydra sets up logging: conf/hydra/job_logging then routes its lines, once
 from omegaconf import DictConfig
 
 from smallvision import stages
 from smallvision.data.manifest import load_manifest
-from smallvision.entrypoints import check_output, friendly_errors, load_settings, show_config
+from smallvision.entrypoints import check_output, friendly_errors, hydra_errors, load_settings, show_config
 from smallvision.export import ONNX_FILE, PREPROCESSING_FILE, TORCHSCRIPT_FILE, export_checkpoint, parity_images
 from smallvision.runs import CHECKPOINT
 
 
+@hydra_errors
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @friendly_errors
 def main(cfg: DictConfig) -> None:

@@ -13,11 +13,12 @@ from omegaconf import DictConfig
 
 from smallvision import evidence, provenance, stages, tracking
 from smallvision.data.manifest import MANIFEST, manifest_digest
-from smallvision.entrypoints import bound_mlflow_requests, friendly_errors, load_settings, show_config
+from smallvision.entrypoints import bound_mlflow_requests, friendly_errors, hydra_errors, load_settings, show_config
 from smallvision.errors import ConfigError, DataError
 from smallvision.runs import read_metrics
 
 
+@hydra_errors
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @friendly_errors
 def main(cfg: DictConfig) -> None:

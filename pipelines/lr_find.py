@@ -8,14 +8,16 @@ python pipelines/lr_find.py technique=feature_extract lr_find.max_lr=0.1
 from pathlib import Path
 
 import hydra
+import lightning  # noqa: F401 -- before Hydra sets up logging: conf/hydra/job_logging then routes its lines, once
 from omegaconf import DictConfig
 
-from smallvision.entrypoints import friendly_errors, load_settings
+from smallvision.entrypoints import friendly_errors, hydra_errors, load_settings
 from smallvision.lr_find import find_lr
 from smallvision.training import Paths
 from smallvision.visualize.lr_finder import LR_FIND_PNG
 
 
+@hydra_errors
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @friendly_errors
 def main(cfg: DictConfig) -> None:

@@ -7,15 +7,17 @@ python pipelines/predict.py predict.model=models:/smallvision-classifier@champio
 from pathlib import Path
 
 import hydra
+import lightning  # noqa: F401 -- before Hydra sets up logging: conf/hydra/job_logging then routes its lines, once
 from omegaconf import DictConfig
 
-from smallvision.entrypoints import bound_mlflow_requests, friendly_errors, load_settings
+from smallvision.entrypoints import bound_mlflow_requests, friendly_errors, hydra_errors, load_settings
 from smallvision.errors import ConfigError
 from smallvision.networks import spec_resize
 from smallvision.predict import check_output, predict, predict_images, write_csv
 from smallvision.runs import CHECKPOINT
 
 
+@hydra_errors
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @friendly_errors
 def main(cfg: DictConfig) -> None:

@@ -14,11 +14,12 @@ from smallvision import stages
 from smallvision.data.exclusions import read_exclusions
 from smallvision.data.manifest import REPORT, SPLITS
 from smallvision.data.split import prepare_split
-from smallvision.entrypoints import check_output, friendly_errors, load_settings, show_config
+from smallvision.entrypoints import check_output, friendly_errors, hydra_errors, load_settings, show_config
 
 _SHOW_DROPPED = 20  # longer lists: see the report file
 
 
+@hydra_errors
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @friendly_errors
 def main(cfg: DictConfig) -> None:

@@ -8,16 +8,18 @@ import logging
 from pathlib import Path
 
 import hydra
+import lightning  # noqa: F401 -- before Hydra sets up logging: conf/hydra/job_logging then routes its lines, once
 from omegaconf import DictConfig
 
 from smallvision import stages, tracking
 from smallvision.data.manifest import MANIFEST, manifest_digest
-from smallvision.entrypoints import bound_mlflow_requests, friendly_errors, load_settings, show_config
+from smallvision.entrypoints import bound_mlflow_requests, friendly_errors, hydra_errors, load_settings, show_config
 from smallvision.visualize.stage import run_visualize, timing_summary
 
 log = logging.getLogger(__name__)
 
 
+@hydra_errors
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @friendly_errors
 def main(cfg: DictConfig) -> None:

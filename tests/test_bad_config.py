@@ -131,7 +131,7 @@ def _checkpoint(kind: str, path: Path, tmp_path: Path) -> None:
         ),
         ("predict", ["predict.output=images/cat.jpg"], "predict.output='images/cat.jpg' names an image file"),
         ("predict", ["+ckpt=no_hyper_parameters"], "is not a smallvision checkpoint (no hyper_parameters.spec"),
-        ("predict", ["+ckpt=wrong_shapes"], "does not rebuild into its network (RuntimeError: Error(s) in loading"),
+        ("predict", ["+ckpt=wrong_shapes"], "does not rebuild into its network: its image_size=64 does not fit"),
         ("predict", ["+ckpt=runs_code"], "not a plain weights checkpoint (loading it would call posix.system)"),
         ("predict", ["+ckpt=garbage"], "not a plain weights checkpoint (corrupt, or not a checkpoint)"),
     ],
@@ -182,7 +182,10 @@ def _store(tmp_path: Path, case: str) -> tuple[str, str]:
         return f"sqlite:///file:{db}?mode=ro&uri=true", "OperationalError: attempt to write a readonly database"
     if case == "not_a_database":
         (tmp_path / "not.db").write_text("not a database " * 40)
-        return f"sqlite:///{tmp_path}/not.db", "DatabaseError: file is not a database"
+        return (
+            f"sqlite:///{tmp_path}/not.db",
+            f"DataError: the MLflow store {tmp_path}/not.db is not an SQLite database",
+        )
     (tmp_path / "a_file").write_text("a file where a folder should be")
     return f"sqlite:///{tmp_path}/a_file/mlflow.db", "FileExistsError"
 

@@ -26,7 +26,9 @@ COUNTS = {"train": 3, "val": 2, "test": 1}
 
 def split_amounts(split: dict) -> dict:
     """data.split checked as the entry scripts check it."""
-    return validate(Split, split, "data.split").amounts()
+    checked = validate(Split, split, "data.split")
+    checked.check_used(["train", "val", "test"])  # the split stage's check of a layout that uses all three
+    return checked.amounts()
 
 
 def run_split(raw, out, split=COUNTS, seed=0, classes=None, workers=1, limits=LIMITS):

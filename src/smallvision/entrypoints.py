@@ -4,9 +4,12 @@ Hydra runs this job. Library code gets these as plain values and never reads Hyd
 from __future__ import annotations
 
 import copy
+import errno
 import functools
+import inspect
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,14 +18,32 @@ from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from smallvision import stages
 from smallvision.distributed import SWEEP_DIR_ENV
-from smallvision.errors import SmallvisionError
+from smallvision.errors import ConfigError, SmallvisionError
 from smallvision.files import check_output_place
 from smallvision.interrupts import reliable_ctrl_c
 from smallvision.schema import Logger, Settings, validate
 from smallvision.settings import check_memory
+
+
+def _usage() -> str:
+    """The running entry script's own usage text (its docstring), for `--help` (conf/hydra/help)."""
+    return (getattr(sys.modules.get("__main__"), "__doc__", None) or "").strip()
+
+
+def _keys(node: Any) -> str:
+    """`a|b|c`: the keys of a config section, for `--help` (conf/hydra/help: the techniques to choose from)."""
+    return "|".join(str(k) for k in node)
+
+
+OmegaConf.register_new_resolver("smallvision.usage", _usage, replace=True)
+OmegaConf.register_new_resolver("smallvision.keys", _keys, replace=True)
+
+# A file or folder this process may not write (permissions, a read-only mount): the user's to fix, not a bug.
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def friendly_errors(main: Callable[..., Any]) -> Callable[..., Any]:
@@ -37,8 +58,65 @@ def friendly_errors(main: Callable[..., Any]) -> Callable[..., Any]:
         except SmallvisionError as err:
             print(f"smallvision: error: {err}", file=sys.stderr)
             sys.exit(2)
+        except OSError as err:
+            if err.errno not in _NOT_WRITABLE:  # anything else is a bug to see whole
+                raise
+            print(f"smallvision: error: {_not_writable(err)}", file=sys.stderr)
+            sys.exit(2)
+        except RecursionError:
+            print(
+                "smallvision: error: the input is nested too deeply to read (Python's recursion limit)", file=sys.stderr
+            )
+            sys.exit(2)
 
     return wrapper
+
+
+def hydra_errors(main: Callable[..., Any]) -> Callable[..., Any]:
+    """Outside `@hydra.main`: Hydra's own errors, raised before the job runs (a config group or option that does not
+    exist, an override it cannot parse, a project folder it may not write its log in) as one line and exit status 2,
+    like `friendly_errors` inside the job. HYDRA_FULL_ERROR (Hydra's public switch) makes Hydra raise them rather
+    than print them with a stack."""
+    conf = Path(inspect.unwrap(main).__code__.co_filename).resolve().parent.parent / "conf"  # beside pipelines/
+
+    @functools.wraps(main)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from hydra.errors import HydraException
+
+        given = os.environ.get("HYDRA_FULL_ERROR")
+        os.environ["HYDRA_FULL_ERROR"] = given or "1"
+        try:
+            return main(*args, **kwargs)
+        except HydraException as err:
+            print(f"smallvision: error: {_hydra_message(err, conf)}", file=sys.stderr)
+            sys.exit(2)
+        except OSError as err:
+            if err.errno not in _NOT_WRITABLE:
+                raise
+            print(f"smallvision: error: {_not_writable(err)} (Hydra's output folder: hydra.run.dir=)", file=sys.stderr)
+            sys.exit(2)
+        finally:
+            if given is None:  # as it was: the switch is this call's, not the process's
+                os.environ.pop("HYDRA_FULL_ERROR", None)
+
+    return wrapper
+
+
+def _hydra_message(err: Exception, conf: Path) -> str:
+    text = " ".join(str(err).split())
+    missing = re.match(r"Could not override '([^']+)'", text)
+    if not missing:
+        return text
+    groups = sorted(p.name for p in conf.iterdir() if p.is_dir() and p.name not in ("hydra", "techniques"))
+    return (
+        f"'{missing.group(1)}' is neither a config group nor a key of the config; the groups are {', '.join(groups)}; "
+        "technique=<name> picks the technique (python pipelines/<script>.py --help lists them)"
+    )
+
+
+def _not_writable(err: OSError) -> str:
+    where = f"{err.filename}: " if err.filename else ""
+    return f"{where}{err.strerror}: make it writable or give another path"
 
 
 def check_output(stage: str, cfg: Mapping[str, Any]) -> None:
@@ -53,9 +131,20 @@ def check_output(stage: str, cfg: Mapping[str, Any]) -> None:
     check_output_place(Path(to_absolute_path(".")), given, key, stage, claimed)
 
 
+_RESOLVER_PREFIX = re.compile(r"^\w+ raised while resolving interpolation: ")
+
+
 def to_dict(cfg: DictConfig) -> dict:
-    """The resolved config as plain containers (what the schema validates)."""
-    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
+    """The resolved config as plain containers (what the schema validates). A value that cannot be resolved (an
+    unset environment variable, a key that refers to itself or to no key) is a ConfigError naming it."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
+    except OmegaConfBaseException as err:
+        cause = str(err).strip().splitlines()[0]
+        cause = _RESOLVER_PREFIX.sub("", cause).strip('"')  # a resolver's own words (oc.env's) say it best
+        if "Recursive interpolation" in cause:
+            cause += " (the value refers to itself)"
+        raise ConfigError(f"{getattr(err, 'full_key', '') or 'the config'} cannot be resolved: {cause}") from None
 
 
 def load_settings(cfg: DictConfig | Mapping[str, Any], *, training: bool = False) -> Settings:

@@ -60,6 +60,23 @@ def special_file_kind(path: Path) -> str | None:
     return _SPECIAL_KINDS.get(stat.S_IFMT(mode), "not a regular file")
 
 
+def nearest_existing(path: Path) -> Path:
+    """`path` itself when it exists, else its nearest ancestor that does (where writing it starts)."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable(path: Path, where: str) -> None:
+    """Refuse (ConfigError) a folder `path` that this process may not write in: it, or its nearest existing ancestor
+    when it is not there yet, is read-only (permissions or a read-only mount). `where` names the setting. Checked
+    before a stage's work, so that its results are not lost at the end."""
+    folder = nearest_existing(path)
+    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{where} cannot be written: the folder {folder} is read-only; give a writable path")
+
+
 def check_output_folder(path: Path, owner: str, key: str | None = None, given: str | None = None) -> None:
     """Refuse (ConfigError) an output folder that stage `owner` may not replace: anything that exists and is not
     an empty folder or one `owner` made (its marker names `owner`). A file, a link or a special file is refused too:
@@ -108,6 +125,7 @@ def check_output_place(root: Path, given: str, key: str, owner: str, claimed: It
                 "give it a folder of its own"
             )
     check_output_folder(out, owner, key, given)
+    check_writable(out.parent, f"{key}={given}")  # where the stage makes its new folder and swaps it in
 
 
 @contextmanager

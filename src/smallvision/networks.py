@@ -31,7 +31,7 @@ from smallvision.files import special_file_kind
 from smallvision.models import backbones
 from smallvision.models.convnet import SmallConvNet
 from smallvision.models.heads import DenseHead, TransferNet
-from smallvision.schema import Backbone, FeatureExtract, FineTune, Scratch
+from smallvision.schema import MAX_IMAGE_SIZE, Backbone, FeatureExtract, FineTune, Scratch
 
 Technique = Scratch | FeatureExtract | FineTune
 
@@ -170,6 +170,29 @@ def read_checkpoint(path: Path) -> dict:
     return ckpt
 
 
+def check_fits_weights(spec: dict, state: dict, path: Path) -> None:
+    """Refuse (DataError) a checkpoint whose spec would build a network other than its weights: an image size out of
+    the schema's bounds, or one that does not fit the weights' shapes (a small file whose spec claims a large size
+    would otherwise allocate gigabytes before the mismatch shows). The spec's network is built on PyTorch's `meta`
+    device first: shapes only, no memory."""
+    size = spec.get("image_size")
+    if not isinstance(size, int) or isinstance(size, bool) or not 16 <= size <= MAX_IMAGE_SIZE:
+        raise DataError(
+            f"checkpoint {path} does not rebuild into its network: its image_size={size!r} is not a size one takes (16 to {MAX_IMAGE_SIZE} px); "
+            "retrain the technique (dvc repro)"
+        )
+    with torch.device("meta"):
+        expected = build_net(spec, pretrained=False).state_dict()
+    for key, tensor in expected.items():
+        if key in state and tuple(state[key].shape) != tuple(tensor.shape):
+            raise DataError(
+                f"checkpoint {path} does not rebuild into its network: its image_size={size} does not fit its "
+                f"weights ({key}: "
+                f"{tuple(state[key].shape)} in the file, {tuple(tensor.shape)} at that size); retrain the technique "
+                "(dvc repro)"
+            )
+
+
 def load_checkpoint(path: Path, pretrained_base: bool = False) -> tuple[nn.Module, dict]:
     """Rebuild a trained network from a checkpoint without executing code from the file (weights_only)."""
     ckpt = read_checkpoint(path)
@@ -181,6 +204,7 @@ def load_checkpoint(path: Path, pretrained_base: bool = False) -> tuple[nn.Modul
             net = build_net(head_spec, pretrained=True)
             net.head.load_state_dict(state)
             return net, head_spec
+        check_fits_weights(spec, state, path)  # before the real network is allocated
         net = build_net(spec, pretrained=pretrained_base)
         net.load_state_dict(state)
     except (KeyError, TypeError, ValueError, RuntimeError) as err:  # a spec or weights that do not fit together

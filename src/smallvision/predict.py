@@ -23,7 +23,7 @@ from smallvision.data.images import (
     load_resized,
 )
 from smallvision.errors import ConfigError, DataError
-from smallvision.files import atomic_write, special_file_kind
+from smallvision.files import atomic_write, check_writable, nearest_existing, special_file_kind
 from smallvision.networks import ImageClassifier, class_probabilities, load_checkpoint, spec_resize
 
 
@@ -71,11 +71,10 @@ def check_output(output: Path) -> None:
         raise ConfigError(f"predict.output={str(output)!r} is {kind}; give the name of a regular file")
     if is_image_name(output.name):  # writing the CSV there would replace an image, perhaps one being predicted
         raise ConfigError(f"predict.output={str(output)!r} names an image file; give a .csv file name")
-    folder = output.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
+    folder = nearest_existing(output.parent)
     if not folder.is_dir():
         raise ConfigError(f"predict.output={str(output)!r} cannot be written: {folder} is a file, not a folder")
+    check_writable(folder, f"predict.output={str(output)!r}")
 
 
 @torch.inference_mode()

@@ -84,15 +84,24 @@ def write_outputs(out: Path, metrics: dict, history: list[dict], samples: dict, 
 def read_rows(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
     """The rows of a CSV file as dicts; a DataError naming the missing columns when the header lacks any of `columns`."""
     path = Path(path)
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in columns if c not in (reader.fieldnames or [])]
-        if missing:
+    fix = "rerun that technique's training stage"
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            missing = [c for c in columns if c not in (reader.fieldnames or [])]
+            if missing:
+                raise DataError(
+                    f"{path} lacks the column(s) {', '.join(missing)} (expected {','.join(columns)}); {fix}"
+                )
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as err:  # binary bytes, a NUL
+        raise DataError(f"{path} is not a readable CSV file ({err}); {fix}") from None
+    for number, row in enumerate(rows, start=2):
+        if None in row.values() or None in row:  # a row cut short (a truncated file) or one with extra cells
             raise DataError(
-                f"{path} lacks the column(s) {', '.join(missing)} (expected {','.join(columns)}); "
-                "rerun that technique's training stage"
+                f"{path} line {number} does not have one cell per column: the file is cut short or damaged; {fix}"
             )
-        return list(reader)
+    return rows
 
 
 def read_metrics(folder: Path) -> dict:
@@ -100,10 +109,14 @@ def read_metrics(folder: Path) -> dict:
     path = Path(folder) / METRICS
     if not path.is_file():
         raise DataError(f"{path} not found: train that technique first (or pass its models/<technique> folder)")
+    fix = "rerun the technique's training stage"
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        metrics = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{path} is not valid JSON ({err}); rerun the technique's training stage") from err
+        raise DataError(f"{path} is not valid JSON ({err}); {fix}") from err
+    if not isinstance(metrics, dict):
+        raise DataError(f"{path} holds a JSON {type(metrics).__name__}, not an object of metrics; {fix}")
+    return metrics
 
 
 def read_history(path: Path, columns: tuple[str, ...] = HISTORY_COLUMNS) -> list[dict[str, float]]:

@@ -12,7 +12,7 @@ missing key is an error.
 """
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -189,21 +189,25 @@ class Split(Section):
 
     @model_validator(mode="after")
     def _one_kind(self) -> "Split":
-        amounts = self.amounts()
-        fractions = [n for n, v in amounts.items() if isinstance(v, float) and v > 0]
-        counts = [n for n, v in amounts.items() if isinstance(v, int) and v > 0]
-        if fractions and counts:
-            raise refuse_line(
-                "",
-                f"mixes counts ({', '.join(counts)}) and fractions ({', '.join(fractions)}): {amounts}; use all "
-                "counts (e.g. 1000/500/500) or all fractions (e.g. 0.6/0.2/0.2)",
-            )
-        total = sum(v for v in amounts.values() if not isinstance(v, str))
-        if fractions and total > 1 + 1e-9:
-            raise refuse_line("", f"fractions sum to {total:g}, more than 1: {amounts}")
         if not self.train:
             raise refuse("train", self.train, "must be > 0")
         return self
+
+    def check_used(self, used: Sequence[str]) -> None:
+        """Refuse (ConfigError) amounts of the splits `used` that mix counts and fractions or whose fractions sum
+        past 1. Checked by the split stage once it knows the layout: a pre-split tree uses only `val` (carved out of
+        train/) or none, and the unused defaults must not refuse a value the layout does use."""
+        amounts = {name: value for name, value in self.amounts().items() if name in used}
+        fractions = [n for n, v in amounts.items() if isinstance(v, float) and v > 0]
+        counts = [n for n, v in amounts.items() if isinstance(v, int) and v > 0]
+        if fractions and counts:
+            raise ConfigError(
+                f"data.split mixes counts ({', '.join(counts)}) and fractions ({', '.join(fractions)}): {amounts}; use "
+                "all counts (e.g. 1000/500/500) or all fractions (e.g. 0.6/0.2/0.2)"
+            )
+        total = sum(v for v in amounts.values() if not isinstance(v, str))
+        if fractions and total > 1 + 1e-9:
+            raise ConfigError(f"data.split fractions sum to {total:g}, more than 1: {amounts}")
 
 
 class Data(Section):

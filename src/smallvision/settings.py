@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from smallvision.errors import ConfigError
-from smallvision.models.convnet import DENSE_UNITS, FILTERS, flatten_size
+from smallvision.models.convnet import DENSE_UNITS, FILTERS, MIN_IMAGE_SIZE, flatten_size
 
 if TYPE_CHECKING:
     from smallvision.schema import FeatureExtract, FineTune, Scratch
@@ -49,7 +49,15 @@ def check_memory(tech: Scratch | FeatureExtract | FineTune, key: str, accelerato
     if memory is None or training_memory(tech, size)[0] <= memory[0]:
         return
     need, what = training_memory(tech, size)
-    low, high = 16, size  # the largest size that fits lies in [low, high)
+    smallest = MIN_IMAGE_SIZE if tech.kind == "scratch" else 16  # the least the schema allows the network
+    if training_memory(tech, smallest)[0] > memory[0]:  # no image size fits: the batch is what is too large
+        batch_key = "batch_size" if tech.batch_size >= tech.eval_batch_size else "eval_batch_size"
+        raise ConfigError(
+            f"{key}.{batch_key}={getattr(tech, batch_key)} needs at least {training_memory(tech, smallest)[0] / _GB:,.1f} GB "
+            f"to train even at the smallest image size ({smallest} px), more than this machine's "
+            f"{memory[0] / _GB:,.1f} GB of {memory[1]} allows: lower the batch size"
+        )
+    low, high = smallest, size  # the largest size that fits lies in [low, high)
     while high - low > 1:
         mid = (low + high) // 2
         low, high = (mid, high) if training_memory(tech, mid)[0] <= memory[0] else (low, mid)

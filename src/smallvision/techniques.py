@@ -113,7 +113,15 @@ def transfer(inp: Inputs) -> Setup:
     unfreeze, batchnorm = 0, "frozen"
     if isinstance(tech, FineTune):
         unfreeze, batchnorm = tech.unfreeze_blocks, tech.batchnorm
-        net.head.load_state_dict(trained_head(inp.head_checkpoint, spec))
+        try:
+            net.head.load_state_dict(trained_head(inp.head_checkpoint, spec))
+        except RuntimeError as err:  # its tensors' shapes or names do not fit this head (other classes, features)
+            first = str(err).strip().splitlines()
+            detail = f"{first[0]} {first[1].strip()}" if len(first) > 1 else (first or [""])[0]
+            raise DataError(
+                f"fine-tune's start {inp.head_checkpoint} does not fit its head ({detail[:200]}); "
+                "rerun feature-extract on this data and backbone (dvc repro feature-extract)"
+            ) from None
     frozen = backbones.freeze_base(net.base, unfreeze, batchnorm)
     image_input = ImageInput(tuple(spec["mean"]), tuple(spec["std"]), inp.augmentation, inp.channels_last)
     return Setup(net, spec, inp.images, image_input, frozen, parameter_count(net), isinstance(tech, FineTune))

@@ -13,7 +13,9 @@ holds as a file or a folder, and one whose name is too long for the file system.
 
 from __future__ import annotations
 
+import bz2
 import errno
+import gzip
 import lzma
 import re
 import shutil
@@ -47,7 +49,7 @@ def extract_archive(archive: Path, raw_dir: Path, *, max_extract_bytes: float, p
     archive = Path(archive)
     if zipfile.is_zipfile(archive) and _zip_has_entries(archive):
         extract = _extract_zip
-    elif _is_tar(archive):
+    elif _tar_headers_fit(archive, int(max_extract_bytes)) and _is_tar(archive):
         extract = _extract_tar
     else:  # a file of zeros reads as an empty tar: an archive without one entry is refused too
         raise DataError(
@@ -62,6 +64,40 @@ def extract_archive(archive: Path, raw_dir: Path, *, max_extract_bytes: float, p
                 f"archive {archive} is corrupt or cannot be extracted ({err}); check the file or download it again"
             ) from None
         write_skipped(tmp, skipped)
+
+
+_TAR_BLOCK = 512
+_HEADER_TYPES = {tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, b"X"}
+_COMPRESSED = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open}
+
+
+def _tar_headers_fit(archive: Path, limit: int) -> bool:
+    """Refuse (DataError) a tar whose entries, extended headers included, declare more than `limit` bytes, by
+    reading only its 512-byte header blocks (a compressed tar is decompressed once for this, its data skipped):
+    tarfile reads a PAX or GNU long-name header whole into memory when it meets one, before any declared size can be
+    checked. True when the scan passes or the file is no tar it reads (the extraction then says what is wrong)."""
+    with open(archive, "rb") as fh:
+        magic = fh.read(6)
+    opener = next((open_ for prefix, open_ in _COMPRESSED.items() if magic.startswith(prefix)), open)
+    total = 0
+    try:
+        with opener(archive, "rb") as stream:
+            while len(block := stream.read(_TAR_BLOCK)) == _TAR_BLOCK and block.strip(b"\0"):
+                size, kind = tarfile.nti(block[124:136]), block[156:157]
+                if kind in _HEADER_TYPES or kind in tarfile.REGULAR_TYPES:
+                    total += size
+                if kind in _HEADER_TYPES and total > limit:  # before tarfile would read it into memory
+                    raise DataError(
+                        f"archive {archive} declares more than data.max_extract_bytes={limit:,} bytes, with an "
+                        f"extended header {size:,} bytes long (archive bomb?); nothing was extracted. Raise "
+                        "data.max_extract_bytes if the archive is genuine"
+                    )
+                if kind not in (tarfile.LNKTYPE, tarfile.SYMTYPE, tarfile.DIRTYPE):  # these carry no data
+                    stream.seek(-(-size // _TAR_BLOCK) * _TAR_BLOCK, 1)
+    except (OSError, EOFError, tarfile.TarError, zlib.error, lzma.LZMAError, ValueError):
+        return True  # not a tar this scan reads: tarfile's own check decides
+    _check_declared_size(archive, total, limit)
+    return True
 
 
 def _is_tar(path: Path) -> bool:

@@ -159,10 +159,13 @@ def _assign_labels(
         direct, children = _level(images, prefix)
         if direct or len(children) != 1:
             break
+        _refuse_empty_split_folders(raw_dir, prefix, children)
         prefix += (children[0],)
     depth = len(prefix)
     base = "/".join(prefix) or "."
     split_dirs = {c: _SPLIT_FOLDERS[c.lower()] for c in children if c.lower() in _SPLIT_FOLDERS}
+    if split_dirs:
+        _refuse_empty_split_folders(raw_dir, prefix, children)
     if len(split_dirs) > 1:
         return _presplit(images, prefix, _split_of_folder(raw_dir / base, split_dirs))
     if children:
@@ -176,6 +179,25 @@ def _assign_labels(
                 candidates.append(Candidate(path, parts[depth]))
         return layout, candidates, dropped, {}
     return (*_kaggle(raw_dir / base, images), {})
+
+
+def _refuse_empty_split_folders(raw_dir: Path, prefix: tuple[str, ...], holding: list[str]) -> None:
+    """Refuse (DataError) a pre-split tree with a split folder (train/, val/, validation/, test/) that holds no
+    images beside one that does (`holding`: the sub-folders of `prefix` with images): ignored, it would quietly
+    turn the tree into another layout (an empty val/ beside train/ made a 60/20/20 split of train/ alone)."""
+    if not any(c.lower() in _SPLIT_FOLDERS for c in holding):
+        return
+    folder = raw_dir.joinpath(*prefix)
+    empty = sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.name.lower() in _SPLIT_FOLDERS and p.name not in holding and p.is_dir() and not p.is_symlink()
+    )
+    if empty:
+        raise DataError(
+            f"{folder} looks pre-split, but {', '.join(f'{name}/' for name in empty)} holds no images: put its "
+            "images there (one folder per class) or remove the folder"
+        )
 
 
 def _split_of_folder(where: Path, split_dirs: dict[str, str]) -> dict[str, str]:

@@ -113,7 +113,13 @@ def copy_folder(source: Path, raw_dir: Path, *, progress: bool = True) -> None:
     """Copy a folder of images into `raw_dir`. Symlinks are copied as links (split judges them), never followed;
     FIFOs, sockets and devices are not copied (reading one could block or never end) but listed with the reason."""
     source = Path(source)
-    count = sum(len(files) for _, _, files in os.walk(source))
+    try:
+        count = sum(len(files) for _, _, files in os.walk(source))
+    except RecursionError:  # os.walk and shutil.copytree recurse once per folder level
+        raise DataError(
+            f"data source '{source}' is nested too deeply to copy (folders inside folders past Python's recursion "
+            "limit): give a flatter folder"
+        ) from None
     skipped: list[Skipped] = []
 
     def special_files(folder: str, names: list[str]) -> set[str]:

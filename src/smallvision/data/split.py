@@ -213,6 +213,8 @@ def prepare_split(
     _check_folders(raw_dir, out_dir)
     amounts = split.amounts()
     found = discover(raw_dir, classes)
+    # the amounts the layout uses: a pre-split tree keeps its folders, and carves val out of train/ when not given
+    split.check_used(SPLITS if not found.folders else [] if "val" in found.folders else ["val"])
     images_found = len(found.candidates)
     exclude = dict(exclude or {})
     if exclude:
@@ -233,6 +235,7 @@ def prepare_split(
     if found.folders:  # a pre-split layout: the folders decide, and validation comes out of train/ when not given
         assignment = {path: split for path, split in given_split.items()}
         if "val" not in found.folders:
+            _check_in_train(kept, given_split, found.folders)  # before carving: name the class, not data.split.val
             assignment.update(_carve_validation(kept, given_split, amounts["val"], seed, found.folders["train"]))
         unused = {label: 0 for label in found.classes}
         _check_presplit(kept, assignment, found.classes, found.folders)
@@ -303,6 +306,20 @@ def _keep_valid(
             kept[candidate.label].append((candidate.path, digest))
             given_split[candidate.path] = candidate.split
     return kept, given_split, drops, dropped
+
+
+def _check_in_train(
+    kept: dict[str, list[tuple[str, str]]], given_split: Mapping[str, str | None], folders: Mapping[str, str]
+) -> None:
+    """Refuse (DataError) a class of a pre-split tree that has no valid image in its train/ folder."""
+    for label, items in kept.items():
+        given = {given_split[path] for path, _ in items}
+        if "train" not in given:
+            where = ", ".join(f"{folders[name]}/" for name in SPLITS if name in given)
+            raise DataError(
+                f"class '{label}' has no valid images in {folders['train']}/ (train), only in {where}: add its "
+                f"training images to {folders['train']}/{label}/ or remove the class"
+            )
 
 
 def _check_presplit(

@@ -25,7 +25,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from smallvision.errors import ConfigError
 from smallvision.runs import study_order
-from smallvision.tracking.store import reason, redact
+from smallvision.tracking.store import reason, redact, store_problem
 from smallvision.tracking.study_runs import ROLE_TAG, ROLE_TECHNIQUE
 from smallvision.tracking.tracker import StudyTracker
 
@@ -243,6 +243,8 @@ def load_classifier(model_uri: str, tracking_uri: str) -> tuple[Callable[[torch.
     from mlflow.models import get_model_info
 
     where = f"in the MLflow store at {redact(tracking_uri)}"
+    if problem := store_problem(tracking_uri):
+        raise ConfigError(f"predict.model={model_uri!r} cannot be loaded: {problem}")
     with _use_tracking_uri(tracking_uri):
         try:
             info = get_model_info(model_uri)

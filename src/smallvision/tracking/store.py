@@ -12,6 +12,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
+from smallvision.files import special_file_kind
+
 T = TypeVar("T")
 
 _SQLITE = "sqlite:///"
@@ -59,6 +61,28 @@ def resolve_tracking_uri(configured: str | None, project_root: Path, environ: Ma
         if db_path and db_path != ":memory:" and not db_path.startswith("file:") and not Path(db_path).is_absolute():
             uri = f"{_SQLITE}{(Path(project_root).resolve() / db_path).as_posix()}"
     return uri
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+
+
+def store_problem(tracking_uri: str) -> str | None:
+    """Why the SQLite file of `tracking_uri` cannot be a store, checked without handing it to MLflow (which retries
+    a FIFO for minutes and fails deep in SQLAlchemy on garbage): it is a special file, a folder, or a file that is not
+    an SQLite database. None when it is one, is absent or empty (MLflow creates it), or the store is not a file."""
+    db_path = tracking_uri[len(_SQLITE) :] if tracking_uri.startswith(_SQLITE) else ""
+    if not db_path or db_path == ":memory:" or db_path.startswith("file:"):
+        return None
+    path = Path(db_path)
+    if kind := special_file_kind(path):
+        return f"the MLflow store {path} is {kind}, not an SQLite database file"
+    if path.is_dir():
+        return f"the MLflow store {path} is a folder, not an SQLite database file"
+    if path.is_file() and path.stat().st_size > 0:
+        with open(path, "rb") as fh:
+            if fh.read(len(_SQLITE_HEADER)) != _SQLITE_HEADER:
+                return f"the MLflow store {path} is not an SQLite database (move it aside, or set logger.tracking_uri)"
+    return None
 
 
 def default_artifact_location(tracking_uri: str) -> str | None:

@@ -20,6 +20,7 @@ from mlflow.entities import Metric, RunStatus
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH
 
+from smallvision.errors import DataError
 from smallvision.interrupts import ctrl_c_held_back
 from smallvision.provenance import git_commit
 from smallvision.runs import METRICS, comparison_metrics
@@ -32,6 +33,7 @@ from smallvision.tracking.store import (
     reason,
     redact,
     resolve_tracking_uri,
+    store_problem,
     ui_command,
 )
 from smallvision.tracking.study_runs import StudyRuns
@@ -86,6 +88,11 @@ class StudyTracker:
         self.models_dir = models_dir
         self.log_later_command = log_later_command
         self._technique: str | None = None  # the one being trained, for the failure warning
+        # a store that cannot be one (a FIFO, garbage) is never handed to MLflow, which would retry a FIFO for
+        # minutes: tracking is off at once, and the one warning comes with the first action (naming its technique)
+        problem = store_problem(tracking_uri) if enabled else None
+        self._bad_store = DataError(problem) if problem else None
+        self.enabled = enabled and not problem
 
     @property
     def client(self):
@@ -114,6 +121,9 @@ class StudyTracker:
     def guarded(self, action: Callable[[], T]) -> T | None:
         """Run one tracking action; on any store error warn once, switch tracking off, return None. A Ctrl-C during
         the action takes effect when it ends (`ctrl_c_held_back`: no store write is cut off half-way)."""
+        if self._bad_store is not None:
+            err, self._bad_store = self._bad_store, None
+            self._disable(err)
         if not self.enabled:
             return None
         try:
