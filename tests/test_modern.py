@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.study import config, make_dataset, paths
+from helpers.study import LIMITS, config, make_dataset, paths
 
 from smallvision import evidence, networks, runs, stages, training
 from smallvision.data.augmentation import AffineConfig
 from smallvision.errors import ConfigError
+from smallvision.export import export_checkpoint
 from smallvision.models.modern import ModernConvNet
 from smallvision.modules import classifier
 from smallvision.modules.classifier import ClassifierModule, ImageInput
@@ -161,6 +162,18 @@ def test_modern_trains_and_its_checkpoint_rebuilds(tmp_path):
     assert metrics["parameters"] == _params([8, 16], True, 5, 1) and metrics["epochs_run"] == 2
     net, spec = networks.load_checkpoint(study / "models/modern/best.ckpt")
     assert isinstance(net, ModernConvNet) and spec["widths"] == [8, 16] and spec["image_size"] == 64
+    # the export stage writes it as ONNX and TorchScript, both matching PyTorch
+    photos = sorted(p for p in (study / "data/raw").rglob("*") if p.is_file())[:4]
+    described = export_checkpoint(
+        study / "models/modern/best.ckpt",
+        tmp_path / "export",
+        photos,
+        technique="modern",
+        opset=20,
+        tolerance=1e-4,
+        limits=LIMITS,
+    )
+    assert described["network"] == "mini_xception" and described["parity"]["images"] == 4
 
 
 def test_the_learned_feature_figures_read_the_stem_and_every_block():
