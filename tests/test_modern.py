@@ -12,14 +12,15 @@ import pytest
 import torch
 from helpers.study import LIMITS, config, make_dataset, paths
 
-from smallvision import evidence, networks, runs, stages, training
+from smallvision import evidence, networks, runs, stages, techniques, training
 from smallvision.data.augmentation import AffineConfig
 from smallvision.errors import ConfigError
 from smallvision.export import export_checkpoint
 from smallvision.models.modern import ModernConvNet
 from smallvision.modules import classifier
 from smallvision.modules.classifier import ClassifierModule, ImageInput
-from smallvision.visualize import kernels, layers, receptive
+from smallvision.networks import build_net
+from smallvision.visualize import kernels, layers, receptive, sections_learned
 
 BOOK = [32, 64, 128, 256, 512]  # the 2nd edition's widths
 
@@ -155,13 +156,23 @@ def test_label_smoothing_changes_the_training_loss_only():
     assert torch.allclose(three._smoothed_loss(z, t), torch.nn.functional.cross_entropy(z, t, label_smoothing=0.3))
 
 
-def test_modern_trains_and_its_checkpoint_rebuilds(tmp_path):
+def test_modern_trains_and_its_checkpoint_rebuilds(tmp_path, monkeypatch):
+    started = {}
+
+    def recording(spec, pretrained=True):
+        net = build_net(spec, pretrained)
+        started.setdefault("stem", net.stem.weight.detach().clone())
+        return net
+
+    monkeypatch.setattr(techniques.networks, "build_net", recording)
     study = make_dataset(tmp_path, per_class=24)
-    metrics = training.train_technique(config("technique=modern"), paths(study, "modern"), progress=False)
+    metrics = training.train_technique(config("technique=modern", "seed=7"), paths(study, "modern"), progress=False)
     assert (metrics["technique"], metrics["kind"], metrics["backbone"]) == ("modern", "modern", "mini_xception")
     assert metrics["parameters"] == _params([8, 16], True, 5, 1) and metrics["epochs_run"] == 2
     net, spec = networks.load_checkpoint(study / "models/modern/best.ckpt")
     assert isinstance(net, ModernConvNet) and spec["widths"] == [8, 16] and spec["image_size"] == 64
+    # the kernels figure shows the stem beside the initialisation training started from
+    assert torch.equal(sections_learned.scratch_initialisation(spec, 7).stem.weight, started["stem"])
     # the export stage writes it as ONNX and TorchScript, both matching PyTorch
     photos = sorted(p for p in (study / "data/raw").rglob("*") if p.is_file())[:4]
     described = export_checkpoint(
