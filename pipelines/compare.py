@@ -2,6 +2,7 @@
 paired 95 % interval (the step the report shows between neighbours of the study, for any two runs).
 
     python pipelines/compare.py baseline augment                      # models/baseline against models/augment
+    python pipelines/compare.py augment modern                        # the book's convnet against the modern one
     python pipelines/compare.py multirun/seeds/8 multirun/seeds/11    # any two run folders, e.g. a sweep's jobs
     python pipelines/compare.py feature_extract fine_tune --json
 """

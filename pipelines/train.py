@@ -1,4 +1,4 @@
-"""Train one technique (train-baseline, augment, feature-extract and fine-tune stages).
+"""Train one technique (train-baseline, augment, train-modern, feature-extract and fine-tune stages).
 
 python pipelines/train.py technique=augment
 python pipelines/train.py -m technique=baseline,augment seed=0,1,2     # a sweep: one job and run each

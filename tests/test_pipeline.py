@@ -33,7 +33,7 @@ from helpers.study import LIMITS
 
 from smallvision.files import OUTPUT_MARKER
 
-TECHNIQUES = ("baseline", "augment", "feature_extract", "fine_tune")
+TECHNIQUES = ("baseline", "augment", "modern", "feature_extract", "fine_tune")
 HYDRA = ("--config-dir", ".", "--config-name", "params", "hydra.output_subdir=null", "hydra.run.dir=.")
 
 
@@ -76,7 +76,7 @@ def test_dvc_repro_runs_the_whole_study(project):
         }
         assert len(metrics["manifest"]) == len(metrics["config_hash"]) == 12 and metrics["trained_at"].endswith("Z")
         hashes.add((metrics["manifest"], metrics["config_hash"]))
-    assert len(hashes) == 1  # one split, one config: the four stages of one study
+    assert len(hashes) == 1  # one split, one config: the five stages of one study
     assert shown["data/prepared/split_report.json"]["data"]["total"] == report["total"]  # the split's counts too
     assert (project / "data/prepared/manifest.csv").exists()
     assert len(list(project.glob("data/features/efficientnet_lite0/features-*.npy"))) == 1
@@ -105,7 +105,7 @@ def test_visualize_writes_the_report(project):
     assert [row["technique"] for row in comparison["rows"]] == list(TECHNIQUES)  # one row each, the study's order
     # each technique against the one before it, on the same 20 test images
     steps = [(row["step_from"], row["step_paired_images"]) for row in comparison["rows"][1:]]
-    assert steps == [("baseline", 20), ("augment", 20), ("feature_extract", 20)]
+    assert steps == [("baseline", 20), ("augment", 20), ("modern", 20), ("feature_extract", 20)]
     assert all(0 < row["step_p_value"] <= 1 for row in comparison["rows"][1:]) and comparison["excluded"] == {}
     for technique in TECHNIQUES:
         assert (reports / f"curves_{technique}.png").stat().st_size > 0
@@ -127,13 +127,13 @@ def test_export_stage_writes_the_network_of_export_technique(project):
 
 def test_dvc_plots_show_draws_offline(project, tmp_path):
     """The committed template (.dvc/config) inlines Vega: the page loads nothing and, in Chromium with every host
-    name unresolvable, draws all its charts: dvc.yaml's six (accuracy, loss, four confusion matrices), each with
+    name unresolvable, draws all its charts: dvc.yaml's seven (accuracy, loss, five confusion matrices), each with
     titled axes, and nothing else (no file drawn against its row index)."""
     run([sys.executable, "-m", "dvc", "plots", "show", "-o", str(tmp_path / "plots")], project)
     page = tmp_path / "plots" / "index.html"
     html = page.read_text()
     assert "<script src" not in html and "cdn.jsdelivr" not in html
-    assert html.count("vegaEmbed('#") == 6
+    assert html.count("vegaEmbed('#") == 7
     titles = set(re.findall(r'"title":\s*"([^"]*)"', html))  # the axes' (and charts') titles
     assert {"epoch", "accuracy", "cross-entropy loss", "actual class", "predicted class"} <= titles
     assert not {"y", "step"} & titles
@@ -145,7 +145,7 @@ def test_dvc_plots_show_draws_offline(project, tmp_path):
         text=True,
         timeout=180,
     ).stdout
-    assert dom.count('class="marks"') == 6  # each chart drawn: vega-embed's <canvas class="marks">
+    assert dom.count('class="marks"') == 7  # each chart drawn: vega-embed's <canvas class="marks">
 
 
 def test_mlflow_holds_one_study_with_a_child_per_technique(project):

@@ -33,7 +33,7 @@ from smallvision.data.images import load_resized
 from smallvision.data.manifest import MANIFEST, load_manifest, manifest_digest
 from smallvision.data.preprocess import network_input
 from smallvision.models import backbones
-from smallvision.networks import build_net, make_spec, spec_resize
+from smallvision.networks import FROM_SCRATCH, build_net, make_spec, network_name, spec_resize
 from smallvision.predict import probabilities
 from smallvision.runs import write_outputs
 from smallvision.schema import Settings
@@ -68,7 +68,7 @@ def _fake_training(cfg: Settings, root: Path) -> None:
     rng = np.random.default_rng(0)
     for k, (name, tech) in enumerate(cfg.techniques.items()):
         in_features = None
-        if tech.kind != "scratch":
+        if tech.kind not in FROM_SCRATCH:
             bb = {**cfg.backbone.model_dump(), "weights": {"source": "none"}}
             base = backbones.create_backbone(bb, allow_random=True)
             in_features = backbones.feature_dim(base, tech.image_size, cfg.backbone.head_pool)
@@ -99,7 +99,7 @@ def _fake_training(cfg: Settings, root: Path) -> None:
         metrics = {
             "technique": name,
             "kind": tech.kind,
-            "backbone": "small_convnet" if tech.kind == "scratch" else cfg.backbone.name,
+            "backbone": network_name(tech, cfg.backbone),
             "test_accuracy": correct / len(test),
             "test_images": len(test),
             "test_correct": correct,
@@ -134,7 +134,7 @@ class _Sources(HTMLParser):
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> Path:
-    """The tiny study's reports/index.html: the stage on four untrained nets (17-23 s measured on the 2-core CPU
+    """The tiny study's reports/index.html: the stage on five untrained nets (17-23 s measured on the 2-core CPU
     while other jobs shared it; the patches and pairs sections take most of the added time)."""
     root = make_dataset(tmp_path_factory.mktemp("study"), per_class=16)
     cfg = config(
@@ -168,9 +168,9 @@ def test_the_page_is_self_contained(report):
     parsed = _Sources()
     parsed.feed(page)
     assert parsed.sections == SECTIONS  # the comparison first, then curves, Grad-CAM, activations, filters, ...
-    # comparison 1 + curves 4 + confusion 4 + Grad-CAM 4 + fine-tuning 1 + activations 2 + filters 2 + pairs 2
-    # + patches 2 + kernels 4 + augmentation 1 + mistakes 1
-    assert len(parsed.images) == 28
+    # comparison 1 + curves 5 + confusion 5 + Grad-CAM 5 + fine-tuning 1 + activations 3 + filters 3 + pairs 3
+    # + patches 3 + kernels 5 + augmentation 1 + mistakes 1
+    assert len(parsed.images) == 36
     for src in parsed.images:
         if src.startswith("data:"):
             head, _, data = src.partition(",")
@@ -204,7 +204,7 @@ def test_chromium_renders_the_page(report, tmp_path):
     colours = np.unique(shot.reshape(-1, 3) @ np.array([1 << 16, 1 << 8, 1]))
     assert len(colours) > 2000, f"only {len(colours)} distinct colours: the figures did not render"
     # the top of the page holds the comparison: title, table and the bar chart (tab:blue bars, red marks)
-    top = shot[:1400]
+    top = shot[:1600]  # (five rows in the table above the chart)
     assert top.std() > 20 and len(np.unique(top.reshape(-1, 3) @ np.array([1 << 16, 1 << 8, 1]))) > 300
     bar_blue = np.array([31, 119, 180]) * 0.85 + 255 * 0.15  # tab:blue at alpha 0.85 on white
     assert (np.abs(top - bar_blue).max(axis=-1) < 12).sum() > 2000, "no comparison bars near the top of the page"

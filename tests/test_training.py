@@ -151,6 +151,7 @@ def test_each_technique_trains_one_network_built_by_the_builder_of_that_name():
     assert networks.network_of(t["feature_extract"].model_copy(update={"mode": "augmented"})) == "transfer"
     assert {name: build.__name__ for name, build in techniques.BUILDERS.items()} == {
         "scratch": "scratch",
+        "modern": "modern",
         "head": "head",
         "transfer": "transfer",
     }

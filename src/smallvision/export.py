@@ -27,7 +27,7 @@ from smallvision.data.manifest import Record
 from smallvision.data.preprocess import network_input
 from smallvision.errors import DataError
 from smallvision.files import check_output_folder, staging_dir
-from smallvision.networks import class_probabilities, load_checkpoint, spec_resize
+from smallvision.networks import class_probabilities, load_checkpoint, spec_network_name, spec_resize
 
 ONNX_FILE = "model.onnx"
 TORCHSCRIPT_FILE = "model.torchscript.pt"
@@ -163,7 +163,7 @@ def _description(spec: dict, technique: str, checkpoint: Path, opset: int, parit
     one_logit = spec["num_outputs"] == 1
     return {
         "technique": technique,
-        "network": spec["backbone"]["name"] if "backbone" in spec else "small_convnet",
+        "network": spec_network_name(spec),
         "classes": classes,
         "files": {"onnx": ONNX_FILE, "torchscript": TORCHSCRIPT_FILE},
         "onnx_opset": opset,

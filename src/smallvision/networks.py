@@ -5,14 +5,17 @@ and `fine-tune` rebuild networks without the config that trained them.
 
 Two vocabularies, for two different things:
 
-- a technique's `kind` (`techniques.<name>.kind` in conf/) says how it trains: `scratch` (baseline, augment: a
-  convnet from random weights), `feature_extract` (a head on a frozen pretrained base) or `fine_tune` (the base's
-  top blocks trained too, from feature-extract's head);
-- a spec's `network` says what is built and saved: `scratch` (the small convnet), `head` (a dense head alone,
-  trained on cached features of a pretrained base) or `transfer` (a pretrained base with a dense head).
+- a technique's `kind` (`techniques.<name>.kind` in conf/) says how it trains: `scratch` (baseline, augment: the
+  book's convnet from random weights), `modern` (modern: a mini Xception from random weights, with today's
+  practice), `feature_extract` (a head on a frozen pretrained base) or `fine_tune` (the base's top blocks trained
+  too, from feature-extract's head);
+- a spec's `network` says what is built and saved: `scratch` (the small convnet), `modern` (the mini Xception),
+  `head` (a dense head alone, trained on cached features of a pretrained base) or `transfer` (a pretrained base
+  with a dense head).
 
-`network_of` maps the first to the second: scratch -> scratch, feature_extract -> head (mode cached) or transfer
-(mode augmented), fine_tune -> transfer. `smallvision.techniques` has one builder per network, named after it.
+`network_of` maps the first to the second: scratch -> scratch, modern -> modern, feature_extract -> head (mode
+cached) or transfer (mode augmented), fine_tune -> transfer. `smallvision.techniques` has one builder per network,
+named after it. `FROM_SCRATCH` are the networks without a pretrained base.
 """
 
 from __future__ import annotations
@@ -31,9 +34,12 @@ from smallvision.files import special_file_kind
 from smallvision.models import backbones
 from smallvision.models.convnet import SmallConvNet
 from smallvision.models.heads import DenseHead, TransferNet
-from smallvision.schema import MAX_IMAGE_SIZE, Backbone, FeatureExtract, FineTune, Scratch
+from smallvision.models.modern import ModernConvNet
+from smallvision.schema import MAX_IMAGE_SIZE, Backbone, FeatureExtract, FineTune, Modern, Scratch
 
-Technique = Scratch | FeatureExtract | FineTune
+Technique = Scratch | Modern | FeatureExtract | FineTune
+# the networks trained from random weights, without a backbone, and what metrics and runs call them
+FROM_SCRATCH = {"scratch": "small_convnet", "modern": "mini_xception"}
 
 IDENTITY_NORM = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}  # Keras rescale=1/255 only
 
@@ -46,16 +52,17 @@ def num_outputs(num_classes: int) -> int:
 
 
 def network_of(technique: Technique) -> str:
-    """The network a technique trains (`scratch`, `head` or `transfer`) for its `kind` (see the module docstring)."""
-    if technique.kind == "scratch":
-        return "scratch"
+    """The network a technique trains (`scratch`, `modern`, `head` or `transfer`) for its `kind` (see the module
+    docstring)."""
+    if technique.kind in FROM_SCRATCH:
+        return technique.kind
     return "head" if technique.cached else "transfer"
 
 
 def input_resize(technique: Technique, backbone: Backbone) -> Resize:
-    """How a technique's photos are resized: the scratch convnet squashes them (Keras' target_size); a pretrained
-    base gets them as it was trained (`backbone.resize`, see `smallvision.data.preprocess.backbone_resize`)."""
-    if technique.kind == "scratch":
+    """How a technique's photos are resized: the convnets from scratch squash them (Keras' target_size); a
+    pretrained base gets them as it was trained (`backbone.resize`, see `smallvision.data.preprocess.backbone_resize`)."""
+    if technique.kind in FROM_SCRATCH:
         return Resize(technique.image_size)
     return backbone_resize(backbone, technique.image_size)
 
@@ -88,6 +95,11 @@ def make_spec(technique: Technique, backbone: Backbone, classes: list[str], in_f
     network = network_of(technique)
     if isinstance(technique, Scratch):
         return {**base, "network": network, "dropout": technique.dropout, **IDENTITY_NORM}
+    if isinstance(technique, Modern):
+        layout = {"widths": list(technique.widths), "separable": technique.separable}
+        layout |= {"stem_kernel": technique.stem_kernel, "stem_stride": technique.stem_stride}
+        layout |= {"dropout": technique.dropout}
+        return {**base, "network": network, **layout, **IDENTITY_NORM}
     head = technique.head
     mean, std = backbone_normalisation(backbone)
     return {
@@ -102,8 +114,14 @@ def make_spec(technique: Technique, backbone: Backbone, classes: list[str], in_f
 
 
 def network_name(technique: Technique, backbone: Backbone) -> str:
-    """What a technique's metrics and runs call its network: the backbone's name, or small_convnet."""
-    return "small_convnet" if technique.kind == "scratch" else backbone.name
+    """What a technique's metrics and runs call its network: the backbone's name, or that of the convnet from
+    scratch (small_convnet, mini_xception)."""
+    return FROM_SCRATCH.get(technique.kind, backbone.name)
+
+
+def spec_network_name(spec: dict) -> str:
+    """The same, from a network's spec."""
+    return spec["backbone"]["name"] if "backbone" in spec else FROM_SCRATCH[spec["network"]]
 
 
 def build_head(spec: dict) -> DenseHead:
@@ -118,6 +136,9 @@ def build_net(spec: dict, pretrained: bool = True) -> nn.Module:
     """
     if spec["network"] == "scratch":
         return SmallConvNet(spec["image_size"], spec["num_outputs"], spec["dropout"])
+    if spec["network"] == "modern":
+        layout = (spec["widths"], spec["separable"], spec["stem_kernel"], spec["stem_stride"], spec["dropout"])
+        return ModernConvNet(*layout, spec["num_outputs"])
     if spec["network"] == "head":
         return build_head(spec)
     bb = copy.deepcopy(spec["backbone"])

@@ -33,7 +33,7 @@ RESULT_FILES = (METRICS, HISTORY, CONFUSION, PREDICTIONS)  # what a run logs to 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
 PREDICTION_COLUMNS = ("path", "actual", "predicted", "probability")
 
-STUDY_ORDER = ("baseline", "augment", "feature_extract", "fine_tune")
+STUDY_ORDER = ("baseline", "augment", "modern", "feature_extract", "fine_tune")
 
 
 def study_order(technique: str) -> tuple[int, str]:

@@ -373,6 +373,9 @@ class Technique(Section):
         return False
 
 
+LABEL_SMOOTHING = real(0, 1, high_open=True, why="0: hard targets; e: targets e/2 and 1 - e/2 for two classes")
+
+
 class Scratch(Technique):
     """The small convnet trained from scratch (baseline, augment)."""
 
@@ -388,6 +391,7 @@ class Scratch(Technique):
     lr_schedule: LrSchedule
     early_stopping_patience: optional(COUNT, "no early stopping")
     tta: FLAG
+    label_smoothing: LABEL_SMOOTHING
 
     @model_validator(mode="after")
     def _fits(self) -> "Scratch":
@@ -418,6 +422,7 @@ class FeatureExtract(Technique):
     lr_schedule: LrSchedule
     early_stopping_patience: optional(COUNT, "no early stopping")
     tta: FLAG
+    label_smoothing: LABEL_SMOOTHING
 
     @property
     def cached(self) -> bool:
@@ -441,10 +446,47 @@ class FineTune(Technique):
     lr_schedule: LrSchedule
     early_stopping_patience: optional(COUNT, "no early stopping")
     tta: FLAG
+    label_smoothing: LABEL_SMOOTHING
 
 
-TechniqueSettings = Annotated[Scratch | FeatureExtract | FineTune, Field(discriminator="kind")]
-TECHNIQUE_KINDS = ("scratch", "feature_extract", "fine_tune")
+WIDTHS = Annotated[
+    list[Annotated[int, Field(ge=1, le=4096)]],
+    Field(min_length=1, max_length=10),
+    *_explained("must be a list of 1 to 10 block widths, each a positive integer (at most 4,096 channels)"),
+]
+
+
+class Modern(Technique):
+    """A mini Xception trained from scratch with today's practice (modern): its network, label smoothing and its
+    own augmentation (`smallvision.models.modern`)."""
+
+    name: str
+    kind: Literal["modern"]
+    image_size: IMAGE_SIZE
+    widths: WIDTHS
+    separable: FLAG
+    stem_kernel: whole(1, 15, "odd: the padding keeps the size")
+    stem_stride: whole(1, 4)
+    dropout: real(0, 1, high_open=True)
+    label_smoothing: LABEL_SMOOTHING
+    augmentation: Augmentation
+    batch_size: COUNT
+    eval_batch_size: COUNT
+    epochs: COUNT
+    optimizer: Optimizer
+    lr_schedule: LrSchedule
+    early_stopping_patience: optional(COUNT, "no early stopping")
+    tta: FLAG
+
+    @model_validator(mode="after")
+    def _odd(self) -> "Modern":
+        if self.stem_kernel % 2 == 0:
+            raise refuse("stem_kernel", self.stem_kernel, "must be odd (1, 3, 5, ...): the padding keeps the size")
+        return self
+
+
+TechniqueSettings = Annotated[Scratch | Modern | FeatureExtract | FineTune, Field(discriminator="kind")]
+TECHNIQUE_KINDS = ("scratch", "modern", "feature_extract", "fine_tune")
 
 
 # --------------------------------------------------------------------------- visualize
@@ -661,7 +703,7 @@ class Settings(Section):
         return self
 
     @property
-    def selected(self) -> "Scratch | FeatureExtract | FineTune":
+    def selected(self) -> "Scratch | Modern | FeatureExtract | FineTune":
         """The technique `technique` picks (the one a training job trains)."""
         return self.techniques[self.technique]
 

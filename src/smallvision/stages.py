@@ -25,6 +25,7 @@ from smallvision.audit import DUPLICATES, LABEL_ISSUES, OFF_TASK, SUMMARY
 from smallvision.data.manifest import MANIFEST, REPORT
 from smallvision.runs import ACCURACY, CHECKPOINT, CONFUSION, HISTORY, METRICS, PREDICTIONS
 
+FROM_SCRATCH = ("scratch", "modern")  # the kinds without a pretrained base (smallvision.networks.FROM_SCRATCH)
 HYDRA_VARS = "--config-dir . --config-name params hydra.output_subdir=null hydra.run.dir=."
 PRESET_NOTE = "the preset's name: metrics.json records it and the comparison checks it"
 PACKAGE = "src/smallvision"
@@ -103,14 +104,15 @@ class Stage:
 
 def training_reads(cfg: Mapping[str, Any]) -> list[str]:
     """The config a training job of cfg["technique"] reads (its DVC stage's params): its technique, the backbone
-    for a pretrained one, the augmentation when it augments, the trainer, the seed and the study (the preset's
-    name, which metrics.json records and the comparison checks)."""
+    for a pretrained one, the augmentation group when it augments with it (the modern technique has its own
+    transforms, in its settings), the trainer, the seed and the study (the preset's name, which metrics.json
+    records and the comparison checks)."""
     name = cfg["technique"]
     tech = cfg["techniques"][name]
     keys = [f"techniques.{name}"]
-    if tech["kind"] != "scratch":
+    if tech["kind"] not in FROM_SCRATCH:
         keys.append("backbone")
-    if tech["augment"]:
+    if tech.get("augment"):
         keys.append("augmentation")
     return [*keys, "trainer", "seed", "preset"]
 
@@ -121,6 +123,7 @@ FEATURES_FROM = "feature_extract"  # the technique whose cached base features th
 TRAINING = {  # stage -> technique, in the study's order
     "train-baseline": "baseline",
     "augment": "augment",
+    "train-modern": "modern",
     "feature-extract": "feature_extract",
     "fine-tune": "fine_tune",
 }

@@ -3,6 +3,7 @@ technique's `kind` trains: `smallvision.networks`) returns the network, the spec
 trains on (one row per manifest record) and the modules that stay frozen.
 
 - scratch: the small convnet on decoded images (baseline, augment);
+- modern: the mini Xception on decoded images (modern): built the same way as scratch, from its own spec;
 - head: a dense head on features the frozen base computed once and cached (feature_extract, cached mode);
 - transfer: a pretrained base with a dense head on images, the base frozen (feature_extract, augmented mode)
   or its top blocks (or all of it) trainable, starting from feature-extract's head (fine_tune).
@@ -25,7 +26,7 @@ from smallvision.features import FeatureExtractor, cached_features, features_key
 from smallvision.models import backbones
 from smallvision.models.heads import TransferNet
 from smallvision.modules.classifier import ImageInput
-from smallvision.schema import Backbone, FeatureExtract, FineTune, Scratch
+from smallvision.schema import Backbone, FeatureExtract, FineTune, Modern, Scratch
 
 
 @dataclass
@@ -33,7 +34,7 @@ class Inputs:
     """What a builder starts from: the technique's and backbone's config, the classes, the decoded images (one
     row per manifest record), how images are augmented, and where cached features and the head to fine-tune are."""
 
-    technique: Scratch | FeatureExtract | FineTune
+    technique: Scratch | Modern | FeatureExtract | FineTune
     backbone: Backbone
     classes: list[str]
     images: np.ndarray
@@ -127,10 +128,20 @@ def transfer(inp: Inputs) -> Setup:
     return Setup(net, spec, inp.images, image_input, frozen, parameter_count(net), isinstance(tech, FineTune))
 
 
-BUILDERS: dict[str, Callable[[Inputs], Setup]] = {"scratch": scratch, "head": head, "transfer": transfer}
+def modern(inp: Inputs) -> Setup:
+    """A network from random weights on images, as scratch: the spec says which (`networks.build_net`)."""
+    return scratch(inp)
 
 
-def builder(technique: Scratch | FeatureExtract | FineTune) -> Callable[[Inputs], Setup]:
+BUILDERS: dict[str, Callable[[Inputs], Setup]] = {
+    "scratch": scratch,
+    "modern": modern,
+    "head": head,
+    "transfer": transfer,
+}
+
+
+def builder(technique: Scratch | Modern | FeatureExtract | FineTune) -> Callable[[Inputs], Setup]:
     """The builder of the network a technique trains."""
     return BUILDERS[networks.network_of(technique)]
 

@@ -21,7 +21,7 @@ from smallvision.errors import DataError
 from smallvision.modules.classifier import ClassifierModule
 from smallvision.networks import input_resize, network_name
 from smallvision.runs import CHECKPOINT, METRICS, write_outputs
-from smallvision.schema import FeatureExtract, Folders, Settings
+from smallvision.schema import FeatureExtract, Folders, Modern, Settings
 from smallvision.starting_point import StartingPoint, best_row, trained_rows
 from smallvision.stats import wilson_interval
 from smallvision.trainer import early_stopping, expected_notices_hidden, make_trainer
@@ -53,8 +53,11 @@ class Paths:
 
 def augmentation(settings: Settings) -> AffineConfig | None:
     """The transforms the selected technique trains on; None when it trains on plain images (also feature-extract
-    in cached mode: its features are computed once, from plain images)."""
+    in cached mode: its features are computed once, from plain images). The modern technique has its own
+    transforms (`techniques.modern.augmentation`); the others augment with the `augmentation` group."""
     tech = settings.selected
+    if isinstance(tech, Modern):
+        return AffineConfig.of(tech.augmentation)
     if not tech.augment or tech.cached:
         return None
     return AffineConfig.of(settings.augmentation)
@@ -125,6 +128,7 @@ def prepare(settings: Settings, paths: Paths, trainer: L.Trainer, progress: bool
         spec=setup.spec,
         schedule=tech.lr_schedule,
         tta=tech.tta,
+        label_smoothing=tech.label_smoothing,
         feature_flips=isinstance(tech, FeatureExtract) and tech.cached and tech.cached_flips,
     )
     data = ArrayDataModule(

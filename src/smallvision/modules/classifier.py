@@ -3,6 +3,9 @@
 - Inputs are uint8 NHWC images (decoded once) or cached feature vectors. Images are turned into float,
   augmented as a whole batch (train only) and normalised on the device that trains, in channels_last layout.
 - Two classes: one logit + sigmoid (binary cross-entropy), as the book. C > 2 classes: C logits + softmax.
+- Label smoothing (`label_smoothing` e > 0) changes only the loss training minimises (targets e/2 and 1 - e/2 for
+  one logit, as Keras' BinaryCrossentropy(label_smoothing=e); PyTorch's for C logits); the losses reported in
+  the history and metrics stay the plain cross-entropy, comparable between techniques.
 - Validation and test results are gathered per sample by index from every rank, so each image is counted
   exactly once under DDP; per-epoch train/val loss and accuracy go to `history`.
 - A loss that becomes NaN or infinite stops training at the end of that epoch with DivergedError (the same on
@@ -54,6 +57,7 @@ class ClassifierModule(L.LightningModule):
         spec: dict | None = None,
         schedule: LrSchedule | None = None,
         tta: bool = False,
+        label_smoothing: float = 0.0,
         feature_flips: bool = False,
     ) -> None:
         super().__init__()
@@ -65,6 +69,7 @@ class ClassifierModule(L.LightningModule):
         self.optimizer_cfg = optimizer
         self.schedule = schedule  # None: one constant rate
         self.tta = tta
+        self.label_smoothing = label_smoothing
         self.feature_flips = feature_flips  # cached features of (image, flip): train on either, at random
         self.image_input = image_input
         self.frozen = list(frozen)
@@ -136,14 +141,22 @@ class ClassifierModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y, _ = batch
-        loss, pred, _ = self._losses(self(x), y)
+        logits = self(x)
+        loss, pred, _ = self._losses(logits, y)
         # not in place: after a validation before fit (inference mode) the sums are an inference tensor
         self._train_sums = self._train_sums + torch.stack(
             [loss.detach().sum().cpu(), (pred == y).sum().cpu().float(), torch.tensor(float(len(y)))]
         )
-        mean_loss = loss.mean()
-        self.log("train_loss_step", mean_loss, prog_bar=True, logger=False)
-        return mean_loss
+        objective = self._smoothed_loss(logits, y) if self.label_smoothing else loss.mean()
+        self.log("train_loss_step", objective, prog_bar=True, logger=False)
+        return objective
+
+    def _smoothed_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The mean cross-entropy against smoothed targets: what training minimises with `label_smoothing`."""
+        logits, e = logits.float(), self.label_smoothing
+        if self.num_classes == 2:
+            return F.binary_cross_entropy_with_logits(logits.squeeze(1), y.float() * (1 - e) + e / 2)
+        return F.cross_entropy(logits, y, label_smoothing=e)
 
     def _eval_step(self, batch) -> None:
         x, y, idx = batch

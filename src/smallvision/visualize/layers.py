@@ -1,7 +1,8 @@
 """Which layers of a trained network each figure reads, by name, for both kinds of network.
 
-Scratch nets (SmallConvNet) name their layers the Keras way (conv2d_1 ... max_pooling2d_4); transfer nets
-(TransferNet) use the timm module names of their conv base (blocks.0, blocks.6, bn2, ...).
+Scratch nets (SmallConvNet) name their layers the Keras way (conv2d_1 ... max_pooling2d_4); the modern convnet
+(ModernConvNet) names its stem and blocks (stem, block_1, ...: each block's output, after the residual add); transfer
+nets (TransferNet) use the timm module names of their conv base (blocks.0, blocks.6, bn2, ...).
 """
 
 from __future__ import annotations
@@ -12,17 +13,18 @@ from smallvision.errors import ConfigError
 from smallvision.models import backbones
 from smallvision.models.convnet import SmallConvNet
 from smallvision.models.heads import TransferNet
+from smallvision.models.modern import ModernConvNet
 
 
 def _check(net: nn.Module) -> None:
-    if not isinstance(net, (SmallConvNet, TransferNet)):
-        raise TypeError(f"expected a SmallConvNet or TransferNet, got {type(net).__name__}")
+    if not isinstance(net, (SmallConvNet, ModernConvNet, TransferNet)):
+        raise TypeError(f"expected a SmallConvNet, ModernConvNet or TransferNet, got {type(net).__name__}")
 
 
 def activation_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
     """Every conv (after its ReLU) and pool layer of a scratch net; the first, middle and last stage of a base."""
     _check(net)
-    if isinstance(net, SmallConvNet):
+    if isinstance(net, (SmallConvNet, ModernConvNet)):
         return net.conv_layers()
     return backbones.stage_layers(net.base)
 
@@ -33,6 +35,8 @@ def filter_layers(net: nn.Module, names: list[str] | None, option: str) -> list[
     _check(net)
     if isinstance(net, SmallConvNet):
         available = [(name, m) for name, m in net.conv_layers() if name.startswith("conv2d_")]
+    elif isinstance(net, ModernConvNet):
+        available = net.conv_layers()
     else:
         available = list(net.base.named_modules())[1:]
         if names is None:
@@ -64,6 +68,8 @@ def cam_layer(net: nn.Module) -> tuple[str, nn.Module]:
         after = layers[layers.index(conv) + 1]
         name = {id(m): n for n, m in net.conv_layers()}.get(id(after), "features")
         return name, after if isinstance(after, nn.ReLU) else conv
+    if isinstance(net, ModernConvNet):
+        return net.conv_layers()[-1]
     layer = backbones.gradcam_layer(net.base)
     name = next((n for n, m in net.base.named_modules() if m is layer), type(layer).__name__)
     return name, layer
@@ -76,6 +82,8 @@ def depth_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
     _check(net)
     if isinstance(net, SmallConvNet):
         return [(name, m) for name, m in net.conv_layers() if name.startswith("conv2d_")]
+    if isinstance(net, ModernConvNet):
+        return net.conv_layers()
     names = [info["module"] for info in getattr(net.base, "feature_info", None) or []]
     found = dict(net.base.named_modules())
     if names and all(name in found for name in names):

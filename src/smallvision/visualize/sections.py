@@ -17,7 +17,7 @@ from smallvision.data.augmentation import AffineConfig
 from smallvision.data.images import Resize
 from smallvision.data.manifest import Record
 from smallvision.data.preprocess import network_input
-from smallvision.networks import load_checkpoint, spec_resize
+from smallvision.networks import FROM_SCRATCH, load_checkpoint, spec_resize
 from smallvision.runs import CHECKPOINT, HISTORY, PREDICTIONS, PredictionRow, read_history, read_predictions
 from smallvision.schema import Filters, Visualize
 from smallvision.visualize import activations, augmentation_preview, comparison, curves, filters, gradcam, mistakes
@@ -228,7 +228,8 @@ def activations_section(report: Report) -> Section:
     sec = Section(
         "activations",
         "Intermediate activations",
-        "Every channel of the scratch convnet's conv and pool layers, and of the first, middle and last "
+        "Every channel of the book's convnet's conv and pool layers, of the modern convnet's stem and blocks "
+        "(each block's output, after its residual add), and of the first, middle and last "
         "stage of the pretrained base, for one test image. Each channel is standardised for display; grey "
         "tiles: channels that stay constant (blank) on this image.",
     )
@@ -261,7 +262,7 @@ def filters_section(report: Report) -> Section:
     )
     for name in report.chosen(opts.techniques, sec, "filters"):
         net, spec = report.nets.get(report.technique(name))
-        option = "scratch_layers" if spec["network"] == "scratch" else "transfer_layers"
+        option = "scratch_layers" if spec["network"] in FROM_SCRATCH else "transfer_layers"
         size = int(opts.image_size or spec["image_size"])
         patterns = {}
         for layer_name, module in filter_layers(net, getattr(opts, option), f"visualize.filters.{option}"):

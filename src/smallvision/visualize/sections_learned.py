@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from smallvision.models import backbones
-from smallvision.networks import build_net, spec_resize
+from smallvision.networks import FROM_SCRATCH, build_net, spec_resize
 from smallvision.runs import CONFUSION, PREDICTIONS, read_confusion, read_metrics, read_predictions
 from smallvision.visualize import activations, confusion, finetuning, gradcam, kernels, pairs, patches
 from smallvision.visualize.layers import cam_layer, chosen_layers, depth_layers
@@ -41,7 +41,7 @@ def patches_section(report: Report) -> Section:
     for name in report.chosen(opts.techniques, sec, "patches"):
         net, spec = report.nets.get(report.technique(name))
         size = int(spec["image_size"])
-        option = "scratch_layers" if spec["network"] == "scratch" else "transfer_layers"
+        option = "scratch_layers" if spec["network"] in FROM_SCRATCH else "transfer_layers"
         layers = chosen_layers(net, getattr(opts, option), f"visualize.patches.{option}")
         images = np.stack([report.load(rec.file, spec_resize(spec)) for rec in val])  # as the network was trained
         step = int(opts.batch_size)
@@ -87,7 +87,7 @@ def kernels_section(report: Report) -> Section:
         layer, conv = kernels.first_conv(net)
         seed = int(read_metrics(t.folder).get("seed", 0))
         trained = conv.weight.detach().cpu()
-        if spec["network"] == "scratch":
+        if spec["network"] in FROM_SCRATCH:
             initial = kernels.first_conv(scratch_initialisation(spec, seed))[1].weight
             sets = [
                 kernels.KernelSet(f"after training ({name}), {kernels.moved(trained, initial)}", trained),
