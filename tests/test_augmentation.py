@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
 import torch
+from helpers import ROOT
 from omegaconf import OmegaConf
 
 from smallvision.data.augmentation import AffineConfig, affine_matrices, apply_affine, random_affine, sample_params
 from smallvision.errors import ConfigError
 from smallvision.schema import Augmentation, validate
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "augmentation"
+CONF_DIR = ROOT / "conf" / "augmentation"
 CHOLLET = AffineConfig(
     rotation_range=40,
     width_shift_range=0.2,

@@ -4,13 +4,14 @@ sweep writes a comparison per backbone (accuracy with its interval, time per epo
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 
 import pytest
 import yaml
-from helpers.project import ROOT, run
+from helpers import ROOT
+from helpers.entry import entry_script
+from helpers.project import run
 from helpers.study import config, make_dataset
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -91,11 +92,8 @@ def test_the_sweep_writes_its_backbone_comparison_and_each_fine_tune_finds_its_o
     # the fine-tune job of lite1 with seed 1 starts from the feature-extract job of lite1 with seed 1 (job 3)
     assert sweeps.sweep_head(sweep, 1, "efficientnet_lite1") == sweep / "3" / "best.ckpt"
 
-    spec = importlib.util.spec_from_file_location("compare_seeds", ROOT / "pipelines" / "compare_seeds.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     (sweep / "backbone_comparison.md").unlink()
-    module.main([str(sweep)])  # the same files, redrawn from the folder
+    entry_script("compare_seeds").main([str(sweep)])  # the same files, redrawn from the folder
     assert "backbone_comparison.md" in capsys.readouterr().out and (sweep / "backbone_comparison.md").is_file()
 
 

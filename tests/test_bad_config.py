@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.entry import ROOT, assert_one_line_error, run_stage
+from helpers import ROOT
+from helpers.entry import assert_one_line_error, run_stage
 from helpers.hostile import files_under, jpeg, make_special, scratch_checkpoint
 from helpers.study import config, make_dataset, paths
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from helpers.project import ROOT
+from helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the benchmarks import each other as top-level modules
 import bench_train_throughput as throughput

@@ -21,7 +21,8 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 import annotated_types as at
 import pytest
-from helpers.entry import ROOT, Outcome, assert_one_line_error, call_main, compose_config
+from helpers import ROOT
+from helpers.entry import Outcome, assert_one_line_error, call_main, compose_config
 from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo

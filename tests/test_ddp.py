@@ -20,6 +20,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from helpers import ROOT
 from helpers.project import run
 from helpers.study import LIMITS, class_probabilities, config, paths, split_input
 from torch.utils.data import DataLoader, DistributedSampler
@@ -40,7 +41,6 @@ from smallvision.shards import ShardSampler
 from smallvision.trainer import make_trainer
 from smallvision.training import train_technique
 
-ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ("circle", "square", "triangle")
 SPLIT = {"train": 6, "val": 3, "test": 7}  # per class: 21 test images, 9 validation images
 SIZE = 64

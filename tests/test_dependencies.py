@@ -10,7 +10,8 @@ import sys
 import tomllib
 from importlib.metadata import packages_distributions
 
-from helpers.entry import ROOT, backbone_config
+from helpers import ROOT
+from helpers.entry import backbone_config
 
 RUNTIME_CODE = ("src", "pipelines")
 ALL_CODE = (*RUNTIME_CODE, "tests", "benchmarks")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers.project import ROOT
+from helpers import ROOT
 from helpers.study import config
 
 from smallvision import stages

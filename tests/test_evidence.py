@@ -10,7 +10,8 @@ import random
 from pathlib import Path
 
 import pytest
-from helpers.project import ROOT, entry_script
+from helpers import ROOT
+from helpers.entry import entry_script
 from helpers.study import config, make_dataset
 
 from smallvision import evidence, sweeps

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers.project import ROOT, env
+from helpers import ROOT
+from helpers.project import env
 from helpers.study import config, make_dataset, paths
 
 from smallvision.training import train_technique

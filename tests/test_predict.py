@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers.project import ROOT, run
+from helpers import ROOT
+from helpers.project import run
 from helpers.study import config, make_dataset, paths
 
 from smallvision.data.manifest import load_manifest

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers.entry import ROOT, backbone_config
+from helpers import ROOT
+from helpers.entry import backbone_config
 from helpers.study import LIMITS, config
 from PIL import Image
 

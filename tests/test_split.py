@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import ROOT
 from helpers.study import LIMITS, config
 from PIL import Image
 
@@ -20,7 +21,6 @@ from smallvision.data.split import prepare_split, split_sizes
 from smallvision.errors import ConfigError, DataError
 from smallvision.schema import Split, validate
 
-ROOT = Path(__file__).resolve().parents[1]
 COUNTS = {"train": 3, "val": 2, "test": 1}
 
 

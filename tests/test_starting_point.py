@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import ROOT
 from helpers.project import run
-from helpers.study import ROOT, Weights, add_callbacks, config, make_dataset
+from helpers.study import Weights, add_callbacks, config, make_dataset
 from mlflow.tracking import MlflowClient
 
 from smallvision import evidence, starting_point

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers.project import ROOT, compose_params, copy_project, entry_script, run
+from helpers import ROOT
+from helpers.entry import entry_script
+from helpers.project import compose_params, copy_project, run
 from helpers.study import CONF, config, make_dataset
 
 from smallvision import distributed

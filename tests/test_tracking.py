@@ -583,7 +583,7 @@ def test_git_commit(tmp_path: Path) -> None:
 def test_the_log_later_command_logs_a_finished_technique_on_its_study_run(tmp_path: Path) -> None:
     """The command the failure warning names: models/<technique>/ becomes a child of the study run that the
     training stages use; a store that fails again is one clear error, not a silent success."""
-    from helpers.project import ROOT
+    from helpers import ROOT
 
     from smallvision.data.manifest import manifest_digest
 
