@@ -18,7 +18,7 @@ import safetensors.torch
 import timm
 import torch
 from helpers.entry import backbone_config
-from helpers.study import small_vgg_classifier
+from helpers.study import config, small_vgg_classifier
 from huggingface_hub import constants as hf_constants
 from torch import nn
 from torchvision.models import vgg as tv_vgg
@@ -26,6 +26,7 @@ from torchvision.models import vgg as tv_vgg
 from smallvision.errors import ConfigError, WeightsUnavailableError
 from smallvision.models import backbones as B
 from smallvision.models import weights as W
+from smallvision.models.heads import DenseHead, TransferNet
 
 
 def backbone_cfg(name: str, **weights) -> dict:
@@ -348,3 +349,54 @@ def test_fine_tune_changes_only_the_unfrozen_top(lite0):
     assert changed and all(key.startswith(top) for key in changed)
     assert {"conv_head.weight", "bn2.weight", "blocks.6.0.conv_pw.weight"} <= changed
     assert not any("running_" in key for key in changed)  # the unfrozen top's BatchNorm statistics stay too
+
+
+# ----------------------------------------------------------------------------------------------- BatchNorm
+
+
+@pytest.fixture
+def net(lite0) -> TransferNet:
+    """A fresh randomly initialised EfficientNet-Lite0 base with a dense head."""
+    return TransferNet(lite0, DenseHead(1280, 16, 0.5, 1), "avg")
+
+
+def _train_mode_steps(net: TransferNet, keep_eval: list[nn.Module], steps: int = 1) -> None:
+    """Forward passes in train mode, as Lightning runs them (ClassifierModule.train keeps `keep_eval` in eval)."""
+    net.train()
+    for module in keep_eval:
+        module.eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for _ in range(steps):
+            net(torch.randn(2, 3, 32, 32, generator=generator))
+
+
+@pytest.mark.parametrize("mode", ["frozen", "update"])
+def test_batchnorm_statistics_move_only_when_asked_and_only_where_the_base_trains(net, mode):
+    keep_eval = B.freeze_base(net.base, 1, mode)
+    before = copy.deepcopy(net.base.state_dict())
+    _train_mode_steps(net, keep_eval)
+    after = net.base.state_dict()
+    moved = {k for k in before if "running_" in k and not torch.equal(before[k], after[k])}
+    top = ("blocks.6.", "bn2.")
+    if mode == "frozen":
+        assert moved == set()
+    else:
+        assert moved and all(k.startswith(top) for k in moved)  # the unfrozen top re-estimates them
+        assert {"bn2.running_mean", "blocks.6.0.bn1.running_var"} <= moved
+
+
+def test_batchnorm_mode_is_checked():
+    with pytest.raises(ConfigError, match="batchnorm='adaptive' is unknown; allowed: frozen, update"):
+        config("techniques.fine_tune.batchnorm=adaptive")
+
+
+def test_an_image_size_a_transfer_backbone_cannot_take_names_the_size():
+    from smallvision.errors import ConfigError
+    from smallvision.models import backbones
+
+    bb = config("backbone=vgg16", "backbone.weights.source=none").backbone.model_dump()
+    with small_vgg_classifier():
+        base = backbones.create_backbone(bb, allow_random=True)
+    with pytest.raises(ConfigError, match=r"image_size=16 does not fit .*use the backbone's image_size or larger"):
+        backbones.feature_dim(base, 16, "flatten")  # VGG16's five 2x2 pools leave nothing of 16 px

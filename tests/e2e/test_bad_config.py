@@ -266,3 +266,18 @@ def test_the_stages_run_in_process_as_they_run_for_real(tmp_path):
             if process.poll() is None:
                 process.kill()
     assert {p for p in files_under(tmp_path) if not p.endswith(".log")} == {"fifo"}  # Hydra's job logs aside
+
+
+def test_an_unknown_backbone_fails_at_once_naming_the_value_and_the_choices(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "pipelines" / "train.py"), "backbone=nope"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "Could not find 'backbone/nope'" in result.stderr
+    assert all(name in result.stderr for name in ("efficientnet_lite0", "resnet50", "vgg16"))
+    assert not (tmp_path / "models").exists()

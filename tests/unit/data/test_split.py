@@ -5,13 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ROOT
 from helpers.study import LIMITS, config
 from PIL import Image
 
@@ -384,38 +381,6 @@ def test_report_is_readable_by_dvc_metrics(tmp_path, make_tree):
     numbers = {k: v for k, v in saved.items() if isinstance(v, (int, dict)) and not isinstance(v, bool)}
     assert {"counts", "total", "unused", "dropped_count", "duplicates", "images_found", "valid"} <= set(numbers)
     assert all(isinstance(n, int) for per_class in saved["counts"].values() for n in per_class.values())
-
-
-# --------------------------------------------------------------------------- the entry scripts
-
-
-def run_script(script: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "pipelines" / script), *overrides, "hydra.run.dir=.", "hydra.output_subdir=null"],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def test_download_and_split_scripts_end_to_end(tmp_path):
-    common = ["data=synthetic", "data.synthetic.per_class=8", "data.synthetic.image_size=32"]
-    done = run_script("download.py", *common, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    done = run_script("split.py", *common, "data.workers=1", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert "circle" in done.stdout and "dropped 0 files" in done.stdout
-    assert report_of(tmp_path / "data" / "prepared")["total"] == {"train": 8, "val": 4, "test": 4}
-
-
-def test_script_error_is_one_line_without_traceback(tmp_path):
-    done = run_script("download.py", "data=folder", cwd=tmp_path)
-    assert done.returncode == 2
-    assert "data.source is not set" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_bad_pixel_limit_is_a_config_error():

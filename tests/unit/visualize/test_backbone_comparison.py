@@ -5,14 +5,11 @@ sweep writes a comparison per backbone (accuracy with its interval, time per epo
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 import yaml
-from helpers import ROOT
 from helpers.entry import entry_script
-from helpers.project import run
-from helpers.study import config, make_dataset
+from helpers.study import config
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from smallvision import sweeps
@@ -95,17 +92,3 @@ def test_the_sweep_writes_its_backbone_comparison_and_each_fine_tune_finds_its_o
     (sweep / "backbone_comparison.md").unlink()
     entry_script("compare_seeds").main([str(sweep)])  # the same files, redrawn from the folder
     assert "backbone_comparison.md" in capsys.readouterr().out and (sweep / "backbone_comparison.md").is_file()
-
-
-@pytest.mark.slow  # ~2-4 min: 12 jobs, each building a pretrained EfficientNet-Lite
-def test_backbone_multirun_end_to_end(tmp_path):
-    project = make_dataset(tmp_path, per_class=12)
-    quick = ["data=synthetic", "trainer.progress=false", "logger.enabled=false", "preset=smoke"]
-    run([sys.executable, str(ROOT / "pipelines" / "train.py"), "-m", *SWEEP, *quick], project, timeout=1800)
-    (sweep,) = [p.parent for p in (project / "multirun").rglob("multirun.yaml")]
-    saved = json.loads((sweep / "backbone_comparison.json").read_text())["rows"]
-    assert [(r["backbone"], r["technique"], r["n_seeds"]) for r in saved] == [
-        (b, t, 2) for b in LITES for t in ("feature_extract", "fine_tune")
-    ]
-    parameters = {r["backbone"]: r["parameters_mean"] for r in saved if r["technique"] == "fine_tune"}
-    assert parameters["efficientnet_lite0"] < parameters["efficientnet_lite1"] < parameters["efficientnet_lite2"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -469,3 +470,156 @@ def test_compiled_training_gives_a_loadable_checkpoint(study):
     assert metrics["test_images"] == 50
     net, spec = networks.load_checkpoint(study / "models" / "compiled" / "best.ckpt")
     assert isinstance(net, SmallConvNet) and spec["network"] == "scratch"
+
+
+# -- the same seed gives the same outputs ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("repeat"), per_class=40)
+
+
+def _state(ckpt: Path) -> dict[str, torch.Tensor]:
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def head(data) -> Path:
+    """A feature-extract checkpoint for fine-tune to start from."""
+    cfg = config("technique=feature_extract", "techniques.feature_extract.epochs=1")
+    train_technique(cfg, paths(data, "fe_head"), progress=False)
+    return data / "models" / "fe_head" / "best.ckpt"
+
+
+@pytest.mark.parametrize("technique", ["baseline", "augment", "feature_extract", "fine_tune"])
+def test_same_seed_twice_gives_identical_outputs(data, head, technique):
+    cfg = config(f"technique={technique}", f"techniques.{technique}.epochs=2")
+    runs = [data / "models" / f"{technique}_{i}" for i in (1, 2)]
+    metrics = []
+    for run_dir in runs:
+        where = paths(data, run_dir.name)
+        where.head_checkpoint = head
+        metrics.append(train_technique(cfg, where, progress=False))
+    for m in metrics:
+        m.pop("wall_time_s"), m.pop("trained_at"), m.pop("seconds_per_epoch")  # when and how fast, not what
+    assert metrics[0] == metrics[1]
+    assert metrics[0]["test_images"] == 20 and metrics[0]["seed"] == 42
+    for name in ("test_predictions.csv", "history.csv", "confusion.json"):
+        assert (runs[0] / name).read_bytes() == (runs[1] / name).read_bytes(), name
+    first, second = _state(runs[0] / "best.ckpt"), _state(runs[1] / "best.ckpt")
+    assert first.keys() == second.keys()
+    assert [k for k in first if not torch.equal(first[k], second[k])] == []  # bit for bit, on CPU
+
+
+def test_another_seed_gives_other_weights(data):
+    a = train_technique(
+        config("technique=baseline", "techniques.baseline.epochs=1"), paths(data, "seed_a"), progress=False
+    )
+    b = train_technique(
+        config("technique=baseline", "techniques.baseline.epochs=1", "seed=7"), paths(data, "seed_b"), progress=False
+    )
+    assert a["seed"] != b["seed"]
+    first, second = _state(data / "models/seed_a/best.ckpt"), _state(data / "models/seed_b/best.ckpt")
+    assert any(not torch.equal(first[k], second[k]) for k in first)  # the seed is what made the runs equal
+
+
+def test_a_direct_run_deletes_the_old_metrics_json_first_and_writes_the_new_one_last_and_atomically(data, monkeypatch):
+    """Run directly (no DVC to remove outputs), a run that dies mid-training leaves no metrics.json, even where a
+    finished run had left one; a run that finishes writes it last, by a rename (never half-written)."""
+    from smallvision import files
+    from smallvision.modules.classifier import ClassifierModule
+
+    out = data / "models" / "direct"
+    out.mkdir(parents=True)
+    (out / "metrics.json").write_text('{"test_accuracy": 1.0}')  # a finished earlier run's
+    real_step = ClassifierModule.training_step
+
+    def dies_in_epoch_2(self, batch, batch_idx):  # as a kill or an out-of-memory would, after epoch 1's checkpoint
+        if self.current_epoch == 1:
+            raise MemoryError("killed mid-training")
+        return real_step(self, batch, batch_idx)
+
+    cfg = config("technique=baseline", "techniques.baseline.epochs=3")
+    with monkeypatch.context() as patch:
+        patch.setattr(ClassifierModule, "training_step", dies_in_epoch_2)
+        with pytest.raises(MemoryError, match="killed mid-training"):
+            train_technique(cfg, paths(data, "direct"), progress=False)
+    assert (out / "best.ckpt").exists()  # epoch 1's weights are there ...
+    assert not (out / "metrics.json").exists()  # ... but nothing says finished
+
+    renamed = []
+    real_replace = files.os.replace
+
+    def replace(src, dst):
+        renamed.append((Path(src).name, Path(dst).name))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", replace)
+    metrics = train_technique(cfg, paths(data, "direct"), progress=False)
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    targets = [dst for _, dst in renamed]
+    assert set(targets) >= {"history.csv", "test_predictions.csv", "confusion.json", "metrics.json"}
+    assert targets[-1] == "metrics.json" and targets.count("metrics.json") == 1  # last, once
+    assert renamed[-1][0].startswith(".metrics.")  # from a hidden temporary file beside it
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "techniques.baseline.image_size=16",
+            r"techniques\.baseline\.image_size=16 is too small for the small convnet",
+        ),
+        ("techniques.baseline.batch_size=-4", r"techniques\.baseline\.batch_size=-4 must be a positive integer"),
+    ],
+    ids=["image_size_too_small", "negative_batch_size"],
+)
+def test_a_config_the_model_cannot_take_stops_before_training(data, override, message, monkeypatch):
+    from smallvision import training
+    from smallvision.errors import ConfigError
+
+    def no_heavy_work(*args, **kwargs):
+        raise AssertionError("images were decoded before the config was checked")
+
+    monkeypatch.setattr(training, "image_array", no_heavy_work)
+    with pytest.raises(ConfigError, match=message):
+        train_technique(config("technique=baseline", override), paths(data, "bad_config"), progress=False)
+    assert not (data / "models" / "bad_config" / "metrics.json").exists()
+    assert not (data / "models" / "bad_config" / "best.ckpt").exists()
+
+
+# ----------------------------------------------------------------------------------------------- early stopping
+
+
+def test_early_stopping_stops_at_the_patience(data):
+    """A rate too small to move any weight leaves val_loss the same every epoch: epoch 1 is the best, and training
+    stops once `patience` more epochs have not improved it."""
+    cfg = config(
+        "technique=baseline",
+        "techniques.baseline.epochs=8",
+        "techniques.baseline.optimizer.lr=1e-30",
+        "techniques.baseline.early_stopping_patience=2",
+    )
+    metrics = train_technique(cfg, paths(data, "stopped"), progress=False)
+    history = (data / "models/stopped/history.csv").read_text().splitlines()[1:]
+    assert len(history) == metrics["epochs_run"] == 1 + 2 and metrics["epochs"] == 8
+    assert len({line.split(",")[3] for line in history}) == 1  # the same val_loss each epoch
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("techniques.fine_tune.optimizer.layer_decay=0", "layer_decay"),
+        ("techniques.fine_tune.optimizer.weight_decay=-1", "weight_decay"),
+        ("techniques.fine_tune.lr_schedule.name=linear", "lr_schedule.name"),
+        ("techniques.fine_tune.lr_schedule.warmup_epochs=5", "warmup_epochs"),  # the smoke preset trains 1 epoch
+        ("techniques.fine_tune.early_stopping_patience=0", "early_stopping_patience"),
+        ("techniques.fine_tune.unfreeze_blocks=top", "unfreeze_blocks"),
+        ("techniques.fine_tune.tta=maybe", "tta"),
+    ],
+)
+def test_bad_playbook_settings_fail_before_work(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        config("technique=fine_tune", override)

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from helpers.study import config, make_dataset, paths
-from test_visualize import CLASSES, TINY, _assert_not_blank, _draw, _flat, _image_panels, _net, _scene, _tensor
 
 from smallvision import schema, techniques
 from smallvision.errors import ConfigError, DataError
@@ -34,6 +33,17 @@ from smallvision.visualize import (
 from smallvision.visualize.layers import cam_layer, chosen_layers, depth_layers
 from smallvision.visualize.receptive import Geometry, chain_geometry, layer_geometry, probed_geometry
 from smallvision.visualize.stage import SECTIONS, enabled
+from unit.visualize.test_visualize import (
+    CLASSES,
+    TINY,
+    _assert_not_blank,
+    _draw,
+    _flat,
+    _image_panels,
+    _net,
+    _scene,
+    _tensor,
+)
 
 # --------------------------------------------------------------------------- receptive fields
 
