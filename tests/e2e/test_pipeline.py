@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -62,7 +63,13 @@ def test_dvc_repro_runs_the_whole_study(project):
             "test_predictions.csv",
         ]
         metrics = json.loads((out / "metrics.json").read_text())
-        assert metrics["test_images"] == 20 and 0 <= metrics["test_accuracy"] <= 1
+        # the accuracy is that of the 20 test predictions the stage wrote, and of its confusion matrix
+        with open(out / "test_predictions.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        correct = sum(r["actual"] == r["predicted"] for r in rows)
+        matrix = json.loads((out / "confusion.json").read_text())["matrix"]
+        assert metrics["test_images"] == len(rows) == sum(map(sum, matrix)) == 20
+        assert metrics["test_accuracy"] == pytest.approx(correct / 20) == sum(matrix[i][i] for i in range(2)) / 20
         assert (out / "best.ckpt").stat().st_size > 0
         # `dvc metrics show` prints each technique's numbers
         assert shown[f"models/{technique}/metrics.json"]["data"]["test_accuracy"] == metrics["test_accuracy"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -237,7 +238,12 @@ def test_constant_fill_on_uint8_clamps_cval():
 
 @pytest.mark.parametrize("path", sorted(CONF_DIR.glob("*.yaml")), ids=lambda p: p.stem)
 def test_shipped_configs_are_valid(path):
-    AffineConfig.of(validate(Augmentation, OmegaConf.to_container(OmegaConf.load(path)), "augmentation"))
+    written = OmegaConf.to_container(OmegaConf.load(path))
+    cfg = AffineConfig.of(validate(Augmentation, written, "augmentation"))
+    assert dataclasses.asdict(cfg) == written  # every value as the file writes it, none dropped or defaulted
+    batch = torch.rand(4, 3, 16, 16)
+    changed = not torch.equal(random_affine(batch, cfg, generator=torch.Generator().manual_seed(0)), batch)
+    assert changed == (not cfg.is_identity)  # none.yaml leaves images alone, chollet.yaml transforms them
 
 
 def test_chollet_config_is_the_book_generator():
@@ -288,7 +294,7 @@ def test_cuda_matches_cpu():
     params = sample_params(8, CHOLLET, 64, 48, generator=torch.Generator().manual_seed(0))
     cpu = apply_affine(x, params)
     gpu = apply_affine(x.cuda(), {k: v.cuda() for k, v in params.items()})
-    assert gpu.is_cuda
+    assert (gpu.cpu() - x).abs().max() > 0.1  # the transforms moved pixels: the match below is not two identities
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=0)
     # a CPU generator gives the same transforms for a GPU batch
     xu = (x * 255).to(torch.uint8)
