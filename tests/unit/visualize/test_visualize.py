@@ -20,7 +20,7 @@ from smallvision.predict import probabilities
 from smallvision.runs import HISTORY_COLUMNS, PredictionRow
 from smallvision.visualize import activations, augmentation_preview, comparison, curves, filters, gradcam
 from smallvision.visualize import mistakes as mistakes_mod
-from smallvision.visualize.filters import filter_patterns
+from smallvision.visualize.filters import target_patterns
 from smallvision.visualize.gradcam import gradcam_maps
 from smallvision.visualize.layers import activation_layers, cam_layer, filter_layers
 
@@ -30,11 +30,10 @@ SIZE = 96
 def test_gradient_ascent_increases_the_filters_activation():
     torch.manual_seed(0)
     net = SmallConvNet(SIZE, 1).eval()
-    layer = net.conv_layers()[2]  # conv2d_2
-    patterns = filter_patterns(
+    name, module = net.conv_layers()[2]  # conv2d_2
+    patterns = target_patterns(
         net,
-        layer,
-        [0, 1, 2, 3],
+        [(name, module, i) for i in range(4)],
         image_size=SIZE,
         mean=[0, 0, 0],
         std=[1, 1, 1],
@@ -245,10 +244,9 @@ def test_filters_figure_has_one_panel_per_filter_and_labels_a_dead_layer():
         net.features[3].bias.zero_()
     chosen = filter_layers(net, ["conv2d_1", "conv2d_2"], "visualize.filters.scratch_layers")
     patterns = {
-        name: filters.filter_patterns(
+        name: filters.target_patterns(
             net,
-            (name, module),
-            list(range(5)),
+            [(name, module, i) for i in range(5)],
             image_size=TINY,
             mean=[0, 0, 0],
             std=[1, 1, 1],
