@@ -13,6 +13,7 @@ from helpers.study import config
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from smallvision import sweeps
+from smallvision.errors import DataError
 from smallvision.stats import wilson_interval
 from smallvision.visualize.backbone_comparison import backbone_figure, backbone_table
 
@@ -92,3 +93,19 @@ def test_the_sweep_writes_its_backbone_comparison_and_each_fine_tune_finds_its_o
     (sweep / "backbone_comparison.md").unlink()
     entry_script("compare_seeds").main([str(sweep)])  # the same files, redrawn from the folder
     assert "backbone_comparison.md" in capsys.readouterr().out and (sweep / "backbone_comparison.md").is_file()
+
+
+def test_a_backbone_sweep_of_jobs_trained_on_different_manifests_is_not_averaged(tmp_path):
+    """The check a seed sweep makes (evidence.one_study): one preset, one manifest; else every job is listed."""
+    sweep = _sweep(tmp_path)
+    for number, job in enumerate(sorted(p for p in sweep.iterdir() if p.is_dir())):
+        metrics = json.loads((job / "metrics.json").read_text())
+        manifest = "0123456789ab" if number != 5 else "ba9876543210"  # one job trained on another split
+        (job / "metrics.json").write_text(json.dumps({**metrics, "preset": "default", "manifest": manifest}))
+    visualize = config("visualize.dpi=30").visualize
+    with pytest.raises(DataError, match=r"different manifests \(0123456789ab, ba9876543210\)"):
+        sweeps.write_sweep_comparison(sweep, visualize)
+    assert sweeps.comparison_files(sweep, visualize) == []
+    assert not (sweep / "backbone_comparison.json").exists()
+    parent = sweeps.sweep_comparison(sweep)  # the sweep's MLflow run lists every job instead of means
+    assert len(parent) == 12 and {r["technique"] for r in parent} == {"feature_extract", "fine_tune"}
