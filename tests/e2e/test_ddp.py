@@ -22,7 +22,8 @@ import pytest
 import torch
 from helpers import ROOT
 from helpers.project import run
-from helpers.study import LIMITS, class_probabilities, config, paths, split_input
+from helpers.study import LIMITS, class_probabilities, config, make_dataset, paths, split_input
+from mlflow.tracking import MlflowClient
 from torch.utils.data import DataLoader, DistributedSampler
 
 from smallvision import distributed
@@ -36,6 +37,7 @@ from smallvision.errors import DataError
 from smallvision.features import FeatureExtractor, cached_features
 from smallvision.modules.classifier import ClassifierModule, ImageInput
 from smallvision.networks import load_checkpoint
+from smallvision.runs import read_history
 from smallvision.schema import Split
 from smallvision.shards import ShardSampler
 from smallvision.trainer import make_trainer
@@ -297,7 +299,6 @@ def test_rank_zero_is_known_before_the_trainer_starts(environ, zero):
 
 
 def _mlflow_runs(db: Path) -> list:
-    from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{db}")
     experiment = client.get_experiment_by_name("smallvision")
@@ -415,3 +416,39 @@ def _head(checkpoint: Path) -> torch.nn.Module:
     net = build_head(state["hyper_parameters"]["spec"])
     net.load_state_dict({k.removeprefix("net."): v for k, v in state["state_dict"].items()})
     return net
+
+
+WRECKING_LR = "techniques.fine_tune.optimizer.lr=1.0"  # RMSprop at 1.0 wrecks the base within an epoch
+
+
+@pytest.mark.slow
+def test_under_ddp_the_start_is_validated_exactly_and_kept(tmp_path):
+    """pipelines/train.py trainer=ddp_cpu (2 processes, an odd validation split): epoch 0 is the one-process
+    validation exactly, each image once; the start is kept, and the stage says so once (rank 0 alone)."""
+    root = make_dataset(tmp_path, per_class=12, classes=("circle", "square", "triangle"))
+    common = [
+        "data=synthetic",
+        "preset=smoke",
+        "logger.enabled=false",
+        "trainer.precision=32-true",
+        WRECKING_LR,
+        "hydra.run.dir=.",
+        "hydra.output_subdir=null",
+    ]
+    train = [sys.executable, str(ROOT / "pipelines" / "train.py")]
+    run([*train, "technique=feature_extract", *common], root)
+    out = root / "models" / "fine_tune"
+    histories, said = [], []
+    for trainer in ("trainer=cpu", "trainer=ddp_cpu"):
+        result = run([*train, "technique=fine_tune", trainer, *common], root)
+        histories.append((out / "history.csv").read_text().splitlines())
+        said.append((result.stdout + result.stderr).count("keeping the starting weights"))
+    one, ddp = histories
+    assert ddp[1] == one[1] and ddp[1].startswith("0,,,")  # epoch 0, to the printed digit
+    assert said == [1, 1]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["best_epoch"], metrics["kept_start"]) == (0, True)
+    images = sum(r.split == "val" for r in load_manifest(root / "data" / "prepared")[0])
+    assert images % 2 == 1  # odd: a padded shard would count an image twice
+    right = read_history(out / "history.csv")[0]["val_acc"] * images
+    assert right == pytest.approx(round(right), abs=1e-4)  # a whole number of images

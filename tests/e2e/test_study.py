@@ -6,7 +6,11 @@ import json
 
 import pytest
 from helpers import ROOT
+from helpers.entry import entry_script
+from helpers.fake_runs import fake_run, table
 from helpers.study import config, make_dataset
+
+from smallvision.stats import mcnemar_exact
 
 # --------------------------------------------------------------------------------------------- the study's MLflow run
 
@@ -62,3 +66,33 @@ def test_the_seed_study_command_writes_the_aggregate_with_its_paired_tests(tmp_p
     fine_tune = saved["rows"][3]
     assert parent.data.metrics["fine_tune.step_difference_mean"] == pytest.approx(fine_tune["step_difference_mean"])
     assert parent.data.metrics["fine_tune.step_p_value_max"] == pytest.approx(fine_tune["step_p_value_max"])
+
+
+def _compare(*argv: str) -> None:
+    entry_script("compare").main(list(argv))
+
+
+def test_compare_command_tests_any_two_runs(tmp_path, capsys):
+    base, aug = table(both=60, only_first=5, only_second=15, neither=20)
+    fake_run(tmp_path / "models" / "baseline", "baseline", base)
+    other = fake_run(tmp_path / "sweep" / "3", "augment", aug, seed=7)
+    _compare("baseline", str(other), "--models", str(tmp_path / "models"))
+    out = capsys.readouterr().out.splitlines()
+    assert (
+        out[0] == f"augment ({other}) against baseline ({tmp_path / 'models' / 'baseline'}), on 100 paired test images:"
+    )
+    assert out[1:3] == [
+        "  accuracy: baseline 65.0 %, augment 75.0 %",
+        "  right with both 60, only baseline 5, only augment 15, neither 20",
+    ]
+    assert out[4] == f"  McNemar's exact test: p = {mcnemar_exact(5, 15):.4g}"
+    assert out[5] == "  note: the two differ in seed: 42 and 7"
+    _compare("baseline", str(other), "--models", str(tmp_path / "models"), "--json")
+    saved = json.loads(capsys.readouterr().out)
+    assert (saved["only_first"], saved["only_second"], saved["provenance_differs"]) == (5, 15, ["seed"])
+
+    fake_run(tmp_path / "models" / "small", "small", [True] * 5)
+    with pytest.raises(SystemExit) as exit_info:  # different test sets: one line, status 2
+        _compare("baseline", "small", "--models", str(tmp_path / "models"))
+    assert exit_info.value.code == 2
+    assert "were tested on different images" in capsys.readouterr().err

@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import ROOT
+from helpers.entry import entry_script
+from helpers.fake_runs import BOOK, LITES, SEED_ROWS, SWEEP, backbone_sweep
 from helpers.project import compose_params, copy_project, run
-from helpers.study import make_dataset
+from helpers.study import config, make_dataset
 
 from smallvision.runs import aggregate_seeds
 
-BOOK = {"baseline": 0.71, "augment": 0.82, "feature_extract": 0.90, "fine_tune": 0.97}  # the book's accuracies
 TRAIN = str(ROOT / "pipelines" / "train.py")
 # tiny and fast: 64 px, one epoch, no progress bars
 QUICK = [
@@ -27,10 +28,6 @@ QUICK = [
     "techniques.baseline.epochs=1",
     "techniques.augment.epochs=1",
 ]
-
-
-LITES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
-SWEEP = "technique=feature_extract,fine_tune", "backbone=" + ",".join(LITES), "seed=0,1"
 
 
 # --------------------------------------------------------------------------------------------- multirun
@@ -224,3 +221,80 @@ def test_backbone_multirun_end_to_end(tmp_path):
     ]
     parameters = {r["backbone"]: r["parameters_mean"] for r in saved if r["technique"] == "fine_tune"}
     assert parameters["efficientnet_lite0"] < parameters["efficientnet_lite1"] < parameters["efficientnet_lite2"]
+
+
+def _compare_seeds(*argv: str) -> None:
+    entry_script("compare_seeds").main(list(argv))
+
+
+def _visualize(**changes) -> dict:
+    """The visualize section as a sweep's multirun.yaml holds it (all of it), with `changes`."""
+    return {**config().visualize.model_dump(), **changes}
+
+
+def test_compare_seeds_draws_the_comparison_from_an_existing_sweep_folder(tmp_path, capsys):
+    sweep = tmp_path / "multirun" / "2026-12-02" / "07-04-20"
+    for number, row in enumerate(SEED_ROWS):
+        (sweep / str(number)).mkdir(parents=True)
+        (sweep / str(number) / "metrics.json").write_text(json.dumps(row))
+    # the sweep's own settings win over the project's: a reference given to that sweep
+    (sweep / "multirun.yaml").write_text(
+        yaml.safe_dump({"visualize": _visualize(reference_label="mine", reference={"baseline": 0.5}, dpi=20)})
+    )
+    _compare_seeds(str(sweep))
+    assert capsys.readouterr().out.split() == [
+        str(sweep / n)
+        for n in ("seed_comparison.json", "seed_comparison.md", "seed_comparison.png", "seed_comparison.html")
+    ]
+    saved = json.loads((sweep / "seed_comparison.json").read_text())
+    assert saved["reference_label"] == "mine" and [r["reference"] for r in saved["rows"]] == [0.5, None]
+    assert saved["rows"][1]["test_accuracy_mean"] == pytest.approx(0.82)
+
+    (sweep / "multirun.yaml").unlink()  # no multirun.yaml: the project's reference
+    _compare_seeds(str(sweep))
+    assert json.loads((sweep / "seed_comparison.json").read_text())["rows"][0]["reference"] == BOOK["baseline"]
+
+    with pytest.raises(SystemExit) as exit_info:  # not a sweep: one clear line, status 2
+        _compare_seeds(str(tmp_path / "nothing"))
+    assert exit_info.value.code == 2
+    assert "no job folder with a metrics.json" in capsys.readouterr().err
+
+
+def test_a_sweep_that_varies_more_than_the_seed_is_not_averaged(tmp_path, capsys):
+    from smallvision import sweeps
+
+    sweep = tmp_path / "sweep"
+    # lr varies slowest: its first jobs alone (0, 1) look like a seed sweep, the whole sweep is not one
+    for number, (lr, seed) in enumerate([(1e-4, 0), (1e-4, 1), (3e-4, 0), (3e-4, 1)]):
+        (sweep / str(number)).mkdir(parents=True)
+        (sweep / str(number) / "metrics.json").write_text(
+            json.dumps({"technique": "baseline", "seed": seed, "test_accuracy": 0.6 + number / 10})
+        )
+    (sweep / "multirun.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "hydra": {
+                    "overrides": {"task": ["techniques.baseline.optimizer.lr=1e-4,3e-4", "seed=0,1", "data=synthetic"]}
+                },
+                "visualize": _visualize(reference_label="book", reference=BOOK, dpi=20),
+            }
+        )
+    )
+    assert sweeps.swept_keys(sweep) == {"techniques.baseline.optimizer.lr", "seed"}
+    assert len(sweeps.sweep_comparison(sweep)) == 4  # the parent lists every job, from the first job on
+    assert (
+        sweeps.comparison_files(
+            sweep, config().visualize.model_copy(update={"reference_label": "book", "reference": BOOK})
+        )
+        == []
+    )
+    assert not (sweep / "seed_comparison.json").exists()
+    with pytest.raises(SystemExit):
+        _compare_seeds(str(sweep))
+    assert "also varies techniques.baseline.optimizer.lr" in capsys.readouterr().err
+
+
+def test_compare_seeds_redraws_a_backbone_sweeps_comparison_from_its_folder(tmp_path, capsys):
+    sweep = backbone_sweep(tmp_path)
+    entry_script("compare_seeds").main([str(sweep)])  # the files the sweep's callback writes, from the folder
+    assert "backbone_comparison.md" in capsys.readouterr().out and (sweep / "backbone_comparison.md").is_file()

@@ -5,44 +5,15 @@ command and the figure's p-values (the same numbers in DVC metrics and MLflow: t
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
-from helpers.entry import entry_script
+from helpers.fake_runs import MANIFEST, fake_run, table
 from helpers.study import config
-from helpers.tables import table
 
 from smallvision import evidence, sweeps
 from smallvision.errors import DataError
 from smallvision.stats import mcnemar_exact, mean_interval
-
-CLASSES = ("cat", "dog")
-MANIFEST = "0123456789ab"
-
-
-def fake_run(folder: Path, technique: str, correct: list[bool], order: int = 0, **metrics) -> Path:
-    """A finished run's folder: test_predictions.csv (image i: class i % 2, predicted right where `correct[i]`;
-    rows shuffled by `order`, since pairing is by path) and metrics.json with its provenance."""
-    folder.mkdir(parents=True)
-    rows = []
-    for i, right in enumerate(correct):
-        actual = CLASSES[i % 2]
-        rows.append(f"img_{i:03d}.jpg,{actual},{actual if right else CLASSES[1 - i % 2]},0.9")
-    random.Random(order).shuffle(rows)
-    (folder / "test_predictions.csv").write_text("path,actual,predicted,probability\n" + "\n".join(rows) + "\n")
-    saved = {
-        "technique": technique,
-        "test_accuracy": sum(correct) / len(correct),
-        "test_images": len(correct),
-        "preset": "quick",
-        "seed": 42,
-        "manifest": MANIFEST,
-        **metrics,
-    }
-    (folder / "metrics.json").write_text(json.dumps(saved))
-    return folder
-
 
 # --------------------------------------------------------------------------------------------- one study
 
@@ -95,36 +66,6 @@ def test_unrecorded_provenance_is_kept_with_a_note(tmp_path):
     assert len(study.rows) == 1 and not study.excluded
     (note,) = study.notes
     assert note.startswith("baseline: its metrics.json records no preset (trained before provenance was recorded)")
-
-
-def _compare(*argv: str) -> None:
-    entry_script("compare").main(list(argv))
-
-
-def test_compare_command_tests_any_two_runs(tmp_path, capsys):
-    base, aug = table(both=60, only_first=5, only_second=15, neither=20)
-    fake_run(tmp_path / "models" / "baseline", "baseline", base)
-    other = fake_run(tmp_path / "sweep" / "3", "augment", aug, seed=7)
-    _compare("baseline", str(other), "--models", str(tmp_path / "models"))
-    out = capsys.readouterr().out.splitlines()
-    assert (
-        out[0] == f"augment ({other}) against baseline ({tmp_path / 'models' / 'baseline'}), on 100 paired test images:"
-    )
-    assert out[1:3] == [
-        "  accuracy: baseline 65.0 %, augment 75.0 %",
-        "  right with both 60, only baseline 5, only augment 15, neither 20",
-    ]
-    assert out[4] == f"  McNemar's exact test: p = {mcnemar_exact(5, 15):.4g}"
-    assert out[5] == "  note: the two differ in seed: 42 and 7"
-    _compare("baseline", str(other), "--models", str(tmp_path / "models"), "--json")
-    saved = json.loads(capsys.readouterr().out)
-    assert (saved["only_first"], saved["only_second"], saved["provenance_differs"]) == (5, 15, ["seed"])
-
-    fake_run(tmp_path / "models" / "small", "small", [True] * 5)
-    with pytest.raises(SystemExit) as exit_info:  # different test sets: one line, status 2
-        _compare("baseline", "small", "--models", str(tmp_path / "models"))
-    assert exit_info.value.code == 2
-    assert "were tested on different images" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------- figure, files

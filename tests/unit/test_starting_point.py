@@ -5,21 +5,16 @@ have no epoch 0. Trained for real on generated images (64 px shapes), seconds ea
 from __future__ import annotations
 
 import html
-import json
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT
-from helpers.project import run
 from helpers.study import Weights, add_callbacks, config, make_dataset
 from mlflow.tracking import MlflowClient
 
 from smallvision import evidence, starting_point
-from smallvision.data.manifest import load_manifest
 from smallvision.runs import read_history, read_predictions
 from smallvision.tracking import StudyTracker, lightning_logger
 from smallvision.training import Paths, train_technique
@@ -207,36 +202,3 @@ def test_the_best_row_is_the_earliest_of_equal_ones_so_a_tie_keeps_the_start():
     assert starting_point.best_row(history)["epoch"] == 0
     assert starting_point.best_row(history[1:])["epoch"] == 2
     assert [row["epoch"] for row in starting_point.trained_rows(history)] == [1, 2]
-
-
-@pytest.mark.slow
-def test_under_ddp_the_start_is_validated_exactly_and_kept(tmp_path):
-    """pipelines/train.py trainer=ddp_cpu (2 processes, an odd validation split): epoch 0 is the one-process
-    validation exactly, each image once; the start is kept, and the stage says so once (rank 0 alone)."""
-    root = make_dataset(tmp_path, per_class=12, classes=("circle", "square", "triangle"))
-    common = [
-        "data=synthetic",
-        "preset=smoke",
-        "logger.enabled=false",
-        "trainer.precision=32-true",
-        WRECKING_LR,
-        "hydra.run.dir=.",
-        "hydra.output_subdir=null",
-    ]
-    train = [sys.executable, str(ROOT / "pipelines" / "train.py")]
-    run([*train, "technique=feature_extract", *common], root)
-    out = root / "models" / "fine_tune"
-    histories, said = [], []
-    for trainer in ("trainer=cpu", "trainer=ddp_cpu"):
-        result = run([*train, "technique=fine_tune", trainer, *common], root)
-        histories.append((out / "history.csv").read_text().splitlines())
-        said.append((result.stdout + result.stderr).count("keeping the starting weights"))
-    one, ddp = histories
-    assert ddp[1] == one[1] and ddp[1].startswith("0,,,")  # epoch 0, to the printed digit
-    assert said == [1, 1]
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert (metrics["best_epoch"], metrics["kept_start"]) == (0, True)
-    images = sum(r.split == "val" for r in load_manifest(root / "data" / "prepared")[0])
-    assert images % 2 == 1  # odd: a padded shard would count an image twice
-    right = read_history(out / "history.csv")[0]["val_acc"] * images
-    assert right == pytest.approx(round(right), abs=1e-4)  # a whole number of images

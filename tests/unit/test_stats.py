@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from helpers.tables import table
+from helpers.fake_runs import table
 
 from smallvision.stats import mcnemar_exact, mean_interval, paired_difference_interval, paired_test
 

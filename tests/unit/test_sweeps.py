@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from helpers.entry import entry_script
+from helpers.fake_runs import BOOK, SEED_ROWS
 from helpers.study import CONF, config, make_dataset
 
 from smallvision import distributed
@@ -49,18 +48,6 @@ def test_aggregate_seeds_refuses_rows_that_differ_in_more_than_the_seed():
         aggregate_seeds(rows)
     with pytest.raises(DataError, match="lacks seed"):
         aggregate_seeds([{"technique": "baseline", "test_accuracy": 0.7}])
-
-
-BOOK = {"baseline": 0.71, "augment": 0.82, "feature_extract": 0.90, "fine_tune": 0.97}
-# shuffled on purpose: the table is in the study's order, each technique's values in the order of its seeds
-SEED_ROWS = [
-    {"technique": "augment", "seed": 2, "test_accuracy": 0.82},
-    {"technique": "baseline", "seed": 0, "test_accuracy": 0.70},
-    {"technique": "augment", "seed": 0, "test_accuracy": 0.80},
-    {"technique": "baseline", "seed": 1, "test_accuracy": 0.62},
-    {"technique": "augment", "seed": 1, "test_accuracy": 0.84},
-    {"technique": "baseline", "seed": 2, "test_accuracy": 0.66},
-]
 
 
 def test_seed_comparison_table_gives_mean_std_min_max_and_the_book_per_technique(tmp_path):
@@ -117,77 +104,6 @@ def test_seed_comparison_figure_draws_a_bar_per_technique_and_a_dot_per_seed():
     assert ax.get_title() == "Test accuracy per technique, mean over 1–3 seeds"
     assert ax.get_ylim()[0] <= 0.62  # every dot is on the chart
     assert "each seed" in [t.get_text() for t in ax.get_legend().get_texts()]
-
-
-def _compare_seeds(*argv: str) -> None:
-    entry_script("compare_seeds").main(list(argv))
-
-
-def _visualize(**changes) -> dict:
-    """The visualize section as a sweep's multirun.yaml holds it (all of it), with `changes`."""
-    return {**config().visualize.model_dump(), **changes}
-
-
-def test_compare_seeds_draws_the_comparison_from_an_existing_sweep_folder(tmp_path, capsys):
-    sweep = tmp_path / "multirun" / "2026-12-02" / "07-04-20"
-    for number, row in enumerate(SEED_ROWS):
-        (sweep / str(number)).mkdir(parents=True)
-        (sweep / str(number) / "metrics.json").write_text(json.dumps(row))
-    # the sweep's own settings win over the project's: a reference given to that sweep
-    (sweep / "multirun.yaml").write_text(
-        yaml.safe_dump({"visualize": _visualize(reference_label="mine", reference={"baseline": 0.5}, dpi=20)})
-    )
-    _compare_seeds(str(sweep))
-    assert capsys.readouterr().out.split() == [
-        str(sweep / n)
-        for n in ("seed_comparison.json", "seed_comparison.md", "seed_comparison.png", "seed_comparison.html")
-    ]
-    saved = json.loads((sweep / "seed_comparison.json").read_text())
-    assert saved["reference_label"] == "mine" and [r["reference"] for r in saved["rows"]] == [0.5, None]
-    assert saved["rows"][1]["test_accuracy_mean"] == pytest.approx(0.82)
-
-    (sweep / "multirun.yaml").unlink()  # no multirun.yaml: the project's reference
-    _compare_seeds(str(sweep))
-    assert json.loads((sweep / "seed_comparison.json").read_text())["rows"][0]["reference"] == BOOK["baseline"]
-
-    with pytest.raises(SystemExit) as exit_info:  # not a sweep: one clear line, status 2
-        _compare_seeds(str(tmp_path / "nothing"))
-    assert exit_info.value.code == 2
-    assert "no job folder with a metrics.json" in capsys.readouterr().err
-
-
-def test_a_sweep_that_varies_more_than_the_seed_is_not_averaged(tmp_path, capsys):
-    from smallvision import sweeps
-
-    sweep = tmp_path / "sweep"
-    # lr varies slowest: its first jobs alone (0, 1) look like a seed sweep, the whole sweep is not one
-    for number, (lr, seed) in enumerate([(1e-4, 0), (1e-4, 1), (3e-4, 0), (3e-4, 1)]):
-        (sweep / str(number)).mkdir(parents=True)
-        (sweep / str(number) / "metrics.json").write_text(
-            json.dumps({"technique": "baseline", "seed": seed, "test_accuracy": 0.6 + number / 10})
-        )
-    (sweep / "multirun.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "hydra": {
-                    "overrides": {"task": ["techniques.baseline.optimizer.lr=1e-4,3e-4", "seed=0,1", "data=synthetic"]}
-                },
-                "visualize": _visualize(reference_label="book", reference=BOOK, dpi=20),
-            }
-        )
-    )
-    assert sweeps.swept_keys(sweep) == {"techniques.baseline.optimizer.lr", "seed"}
-    assert len(sweeps.sweep_comparison(sweep)) == 4  # the parent lists every job, from the first job on
-    assert (
-        sweeps.comparison_files(
-            sweep, config().visualize.model_copy(update={"reference_label": "book", "reference": BOOK})
-        )
-        == []
-    )
-    assert not (sweep / "seed_comparison.json").exists()
-    with pytest.raises(SystemExit):
-        _compare_seeds(str(sweep))
-    assert "also varies techniques.baseline.optimizer.lr" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------- DDP children
@@ -299,7 +215,7 @@ def test_a_sweep_fine_tune_starts_from_its_own_feature_extract_job_with_the_same
 def test_a_sweeps_fine_tune_job_starts_from_its_own_feature_extract_job_not_the_dvc_stages(tmp_path, monkeypatch):
     """README "Sweeps": in a sweep, fine-tune starts from the sweep's feature-extract job with the same seed, not from
     models/feature_extract/ (run_training as pipelines/train.py runs a sweep job, in this process)."""
-    from helpers.study import Weights, add_callbacks, config
+    from helpers.study import Weights, add_callbacks
 
     from smallvision.job import run_training
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
-from helpers.entry import entry_script
+from helpers.fake_runs import LITES, backbone_job, backbone_sweep
 from helpers.study import config
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -17,42 +16,11 @@ from smallvision.errors import DataError
 from smallvision.stats import wilson_interval
 from smallvision.visualize.backbone_comparison import backbone_figure, backbone_table
 
-LITES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
-SWEEP = "technique=feature_extract,fine_tune", "backbone=" + ",".join(LITES), "seed=0,1"
-PARAMETERS = {"efficientnet_lite0": 3.7e6, "efficientnet_lite1": 4.5e6, "efficientnet_lite2": 5.2e6}
-
-
-def _job(technique: str, backbone: str, seed: int) -> dict:
-    """A metrics.json as training writes it, with made-up numbers that differ per backbone, technique and seed."""
-    k = LITES.index(backbone)
-    accuracy = 0.97 + 0.005 * k + (0.004 if technique == "fine_tune" else 0.0) + 0.001 * seed
-    return {
-        "technique": technique,
-        "backbone": backbone,
-        "seed": seed,
-        "test_accuracy": accuracy,
-        "test_images": 996,
-        "seconds_per_epoch": (30.0 if technique == "fine_tune" else 1.0) * (1 + k),
-        "epochs_run": 10,
-        "parameters": PARAMETERS[backbone],
-        "trainable_parameters": 0.3e6 if technique == "feature_extract" else 1.3e6,
-    }
-
-
-def _sweep(tmp_path):
-    sweep = tmp_path / "multirun" / "2026-12-06" / "08-00-00"
-    jobs = [(t, b, s) for t in ("feature_extract", "fine_tune") for b in LITES for s in (0, 1)]
-    for number, job in enumerate(jobs):
-        (sweep / str(number)).mkdir(parents=True)
-        (sweep / str(number) / "metrics.json").write_text(json.dumps(_job(*job)))
-    visualize = config("visualize.dpi=30").visualize.model_dump()  # as a sweep writes it: the whole section
-    overrides = {"hydra": {"overrides": {"task": [*SWEEP, "data=synthetic"]}}, "visualize": visualize}
-    (sweep / "multirun.yaml").write_text(yaml.safe_dump(overrides))
-    return sweep
-
 
 def test_a_backbone_sweep_is_compared_per_backbone_and_technique(tmp_path):
-    table = backbone_table([_job(t, b, s) for t in ("feature_extract", "fine_tune") for b in LITES for s in (0, 1)])
+    table = backbone_table(
+        [backbone_job(t, b, s) for t in ("feature_extract", "fine_tune") for b in LITES for s in (0, 1)]
+    )
     assert [(r["backbone"], r["technique"]) for r in table] == [
         (b, t) for b in LITES for t in ("feature_extract", "fine_tune")
     ]
@@ -70,8 +38,8 @@ def test_a_backbone_sweep_is_compared_per_backbone_and_technique(tmp_path):
     assert len(parameters.patches) == 2 * 2 * 3  # all and trained, per technique and backbone
 
 
-def test_the_sweep_writes_its_backbone_comparison_and_each_fine_tune_finds_its_own_head(tmp_path, capsys):
-    sweep = _sweep(tmp_path)
+def test_the_sweep_writes_its_backbone_comparison_and_each_fine_tune_finds_its_own_head(tmp_path):
+    sweep = backbone_sweep(tmp_path)
     assert sweeps.swept_keys(sweep) == {"technique", "backbone", "seed"}
     written = sweeps.comparison_files(sweep, config("visualize.dpi=30").visualize)
     assert [p.name for p in written] == [
@@ -90,14 +58,10 @@ def test_the_sweep_writes_its_backbone_comparison_and_each_fine_tune_finds_its_o
     # the fine-tune job of lite1 with seed 1 starts from the feature-extract job of lite1 with seed 1 (job 3)
     assert sweeps.sweep_head(sweep, 1, "efficientnet_lite1") == sweep / "3" / "best.ckpt"
 
-    (sweep / "backbone_comparison.md").unlink()
-    entry_script("compare_seeds").main([str(sweep)])  # the same files, redrawn from the folder
-    assert "backbone_comparison.md" in capsys.readouterr().out and (sweep / "backbone_comparison.md").is_file()
-
 
 def test_a_backbone_sweep_of_jobs_trained_on_different_manifests_is_not_averaged(tmp_path):
     """The check a seed sweep makes (evidence.one_study): one preset, one manifest; else every job is listed."""
-    sweep = _sweep(tmp_path)
+    sweep = backbone_sweep(tmp_path)
     for number, job in enumerate(sorted(p for p in sweep.iterdir() if p.is_dir())):
         metrics = json.loads((job / "metrics.json").read_text())
         manifest = "0123456789ab" if number != 5 else "ba9876543210"  # one job trained on another split

@@ -8,13 +8,12 @@ import os
 import signal
 import socket
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from helpers.tracking import broken_sqlite_uris, runs_of
 from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
@@ -25,7 +24,6 @@ from smallvision.tracking import (
     STUDY_KEY_TAG,
     StudyTracker,
     flatten,
-    git_commit,
     lightning_logger,
     publish_folder,
     resolve_tracking_uri,
@@ -49,12 +47,6 @@ def experiment(request: pytest.FixtureRequest) -> str:
 
 def make_tracker(uri: str, experiment: str, key: str = "study/synthetic/abc123", **kwargs) -> StudyTracker:
     return StudyTracker(uri, experiment, study_key=key, study_name="chollet", tags={"dataset": "synthetic"}, **kwargs)
-
-
-def runs_of(uri: str, experiment: str) -> list:
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    return client.search_runs([exp.experiment_id]) if exp else []
 
 
 def tracking_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -279,17 +271,6 @@ def test_the_live_job_and_the_log_later_path_make_the_same_run(tiny_study: Path,
 
 
 # -- failures: training goes on ------------------------------------------------------------
-
-
-def broken_sqlite_uris(tmp_path: Path) -> dict[str, str]:
-    not_a_db = tmp_path / "not_a_db.db"
-    not_a_db.write_bytes(b"this is not an SQLite database, just text" * 10)
-    a_file = tmp_path / "a_file"
-    a_file.write_text("a file where a folder should be")
-    return {
-        "not_a_database": f"sqlite:///{not_a_db.as_posix()}",
-        "folder_is_a_file": f"sqlite:///{a_file.as_posix()}/mlflow.db",
-    }
 
 
 @pytest.fixture(scope="module")
@@ -565,70 +546,3 @@ def test_flatten_nested_config() -> None:
 
     assert len(flat["long"]) == MAX_PARAM_VAL_LENGTH
     assert len(flat) == 6
-
-
-def test_git_commit(tmp_path: Path) -> None:
-    assert git_commit(tmp_path) is None
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
-    subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
-    (tmp_path / "f").write_text("x")
-    subprocess.run([*git, "add", "f"], cwd=tmp_path, check=True)
-    subprocess.run([*git, "commit", "-qm", "c"], cwd=tmp_path, check=True)
-    head = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True, check=True
-    ).stdout.strip()
-    assert git_commit(tmp_path) == head and len(head) == 40
-
-
-def test_the_log_later_command_logs_a_finished_technique_on_its_study_run(tmp_path: Path) -> None:
-    """The command the failure warning names: models/<technique>/ becomes a child of the study run that the
-    training stages use; a store that fails again is one clear error, not a silent success."""
-    from helpers import ROOT
-
-    from smallvision.data.manifest import manifest_digest
-
-    manifest = tmp_path / "data" / "prepared" / "manifest.csv"
-    manifest.parent.mkdir(parents=True)
-    manifest.write_text("path,label,split,sha256\n")
-    folder = tmp_path / "models" / "baseline"
-    folder.mkdir(parents=True)
-    (folder / "metrics.json").write_text(json.dumps({"technique": "baseline", "test_accuracy": 0.7, "test_images": 10}))
-
-    def log_later(uri: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "pipelines" / "log_metrics.py"),
-                "technique=baseline",
-                "preset=smoke",
-                f"logger.tracking_uri={uri}",
-                "hydra.run.dir=.",
-                "hydra.output_subdir=null",
-            ],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-
-    uri = f"sqlite:///{tmp_path.as_posix()}/mlflow.db"
-    result = log_later(uri)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (child,) = [r for r in runs_of(uri, "smallvision") if MLFLOW_PARENT_RUN_ID in r.data.tags]
-    assert child.info.run_name == "baseline" and child.data.metrics["test_accuracy"] == 0.7
-    parent = MlflowClient(uri).get_run(child.data.tags[MLFLOW_PARENT_RUN_ID])
-    assert parent.data.metrics["baseline.test_accuracy"] == 0.7
-    # the key the training stages find their study run by: <study>/<dataset>/seed <seed>/<manifest, 12 hex digits>
-    assert parent.data.tags[STUDY_KEY_TAG] == f"smoke/synthetic/seed 42/{manifest_digest(manifest)[:12]}"
-    assert parent.info.run_name == "study smoke (synthetic, seed 42)"
-
-    failed = log_later(broken_sqlite_uris(tmp_path)["not_a_database"])
-    assert failed.returncode == 2 and "smallvision: error: MLflow tracking failed again" in failed.stderr
-
-    # a run trained with another seed is not this study's: refused in one line, nothing logged
-    (folder / "metrics.json").write_text(json.dumps({"technique": "baseline", "test_accuracy": 0.6, "seed": 7}))
-    other = log_later(uri)
-    assert other.returncode == 2, other.stderr[-3000:]
-    assert "smallvision: error:" in other.stderr and "trained with seed 7, not this study's seed 42" in other.stderr
-    assert len([r for r in runs_of(uri, "smallvision") if MLFLOW_PARENT_RUN_ID in r.data.tags]) == 1
