@@ -8,7 +8,7 @@ The browser test is skipped where Chromium is not installed (CI does not install
 everywhere. To run it, and keep the screenshot to look at:
 
     apt-get install -y chromium
-    REPORT_SCREENSHOT=/tmp/report_screenshot.png python -m pytest tests/test_report_render.py -s
+    REPORT_SCREENSHOT=/tmp/report_screenshot.png python -m pytest tests/e2e/test_report_render.py -s
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""The comparison as evidence: McNemar's exact test and Newcombe's paired interval on hand-checked tables, pairing
-by test image path, one study per comparison (preset, seed, manifest), the seed aggregate of a sweep, the compare
-command and the figure's p-values (the same numbers in DVC metrics and MLflow: test_tracking, test_pipeline)."""
+"""The comparison as evidence (smallvision.evidence): pairing by test image path, one study per comparison (preset,
+seed, manifest), the seed aggregate of a sweep and the figure's p-values. The statistics: unit/test_stats.py; the
+compare command: e2e/test_study.py; the same numbers in DVC metrics and MLflow: unit/tracking/test_tracker.py and
+e2e/test_pipeline.py."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The committed `dvc plots show` page template: built from the pinned PyPI package, with the three libraries
-inlined and no CDN. (`dvc plots show` itself, on the study's real plots, drawn offline in Chromium: test_pipeline.)"""
+inlined and no CDN. (`dvc plots show` itself, on the study's real plots, drawn offline in Chromium: e2e/test_pipeline.py.)"""
 
 from __future__ import annotations
 

@@ -283,7 +283,7 @@ def test_fine_tune_changes_only_the_unfrozen_top(study, monkeypatch):
     if not (study / "models/feature_extract/best.ckpt").exists():
         train_technique(config("technique=feature_extract"), paths(study, "feature_extract"), progress=False)
     cfg = config("technique=fine_tune")
-    trained = Weights("base")  # the weights training left (best.ckpt may keep the start: tests/test_starting_point.py)
+    trained = Weights("base")  # the weights training left (best.ckpt may keep the start: unit/test_starting_point.py)
     add_callbacks(monkeypatch, trained)
     metrics = train_technique(cfg, paths(study, "fine_tune"), progress=False)
     assert metrics["best_val_accuracy"] >= 0.75
