@@ -141,8 +141,7 @@ def run_measured(cmd: list[str], cwd: Path) -> Measured:
 def dev_workspace(workdir: Path, *overrides: str, source: Path = DEV_ARCHIVE, refresh_code: bool = False) -> Path:
     """A git + DVC copy of the project in `workdir` whose params.yaml points the study at the dev archive.
     With `refresh_code`, an existing copy gets this checkout's code and config (its data and models stay)."""
-    sys.path.insert(0, str(ROOT / "tests"))  # one copy of the project-workspace helpers, shared with the DVC tests
-    from helpers.project import compose_params, copy_project  # here: it imports dvc, which split's workers need not
+    from workspace import compose_params, copy_project
 
     if not source.is_file():
         sys.exit(f"the dev archive {source} is missing: pass --source /path/to/dogs-vs-cats-dev.zip")

@@ -52,8 +52,7 @@ def tail(output: str) -> str:
 
 def smoke_project(workdir: Path, *overrides: str) -> Path:
     """A fresh copy of the project set to the smoke preset with `overrides`."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from helpers.project import compose_params, copy_project
+    from workspace import compose_params, copy_project
 
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)

@@ -175,7 +175,9 @@ class SeedSteps:
     summary: dict[str, dict] = field(default_factory=dict)
 
 
-def _one_study(runs: Sequence[Run]) -> None:
+def one_study(runs: Sequence[Run]) -> None:
+    """Raises DataError unless the runs are one study but for their seeds: each records its seed and all were
+    trained with one preset on one manifest (what a sweep's comparison checks before it averages over seeds)."""
     unseeded = [run.label for run in runs if "seed" not in run.metrics]
     if unseeded:
         raise DataError(f"{unseeded[0]} records no seed: rerun its training job")
@@ -191,7 +193,7 @@ def _one_study(runs: Sequence[Run]) -> None:
 def seed_steps(runs: Sequence[Run]) -> SeedSteps:
     """The steps between consecutive techniques (in the study order) for each seed that has both, and their mean
     over seeds. Raises DataError when the runs come from different presets or manifests."""
-    _one_study(runs)
+    one_study(runs)
     by_seed: dict[int, dict[str, Run]] = {}
     for run in runs:
         by_seed.setdefault(int(run.metrics["seed"]), {})[run.technique] = run

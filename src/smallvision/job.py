@@ -50,7 +50,7 @@ def run_training(
     ):
         logger = tracking.lightning_logger(tracker, run_id) or False
         metrics = train_technique(
-            settings, paths, logger=logger, progress=settings.trainer.progress, commit=provenance.git_commit(root)
+            settings, paths, logger=logger, progress=settings.trainer.progress, commit=tracker.commit
         )
         tracking.log_results(tracker, run_id, settings, out, paths.prepared)
     log_cfg = settings.logger

@@ -10,7 +10,7 @@ sha256. BSD-3-Clause (University of Washington Interactive Data Lab): the page c
 The generated file is committed (.dvc/config names it), not generated at install time: pip runs no install hooks,
 and DVC reads a missing template as template text and fails with "HTML template has to contain '{plot_divs}'",
 so a file made by a command could be missing in any fresh clone, `dvc exp run --temp` workspace or CI checkout.
-tests/test_offline_plots.py fails when the committed file differs from what this module builds from the pinned
+tests/unit/test_plots_page.py fails when the committed file differs from what this module builds from the pinned
 package. After changing the pin:  python -m smallvision.plots_page
 """
 

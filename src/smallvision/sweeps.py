@@ -52,6 +52,7 @@ def sweep_comparison(sweep_dir: Path) -> list[dict]:
         return rows
     try:
         if others == BACKBONE_SWEEP:
+            evidence.one_study(evidence.runs_in(sweep_dir))
             summary = aggregate_seeds(rows, by=("technique", "backbone"))
             return [{**row, "technique": f"{row['technique']}/{row['backbone']}"} for row in summary]
         return evidence.seed_comparison(evidence.runs_in(sweep_dir))[0]
@@ -95,7 +96,8 @@ def _write_seed_sweep(sweep_dir: Path, visualize: Visualize) -> list[Path]:
 def _write_backbone_sweep(sweep_dir: Path, visualize: Visualize) -> list[Path]:
     """backbone_comparison.{json,md,png} in `sweep_dir` from its finished jobs: per backbone and technique the test
     accuracy over the seeds with its interval, seconds per epoch and parameters. Raises DataError when the sweep
-    does not vary the backbone (and nothing else besides the seed and the technique), or has no finished job."""
+    does not vary the backbone (and nothing else besides the seed and the technique), has no finished job, or its
+    jobs were trained with different presets or manifests (`evidence.one_study`, as for a seed sweep)."""
     from smallvision.visualize.backbone_comparison import write_backbone_comparison as write
 
     if _varies_more_than_the_seed(sweep_dir) != BACKBONE_SWEEP:
@@ -103,7 +105,9 @@ def _write_backbone_sweep(sweep_dir: Path, visualize: Visualize) -> list[Path]:
             f"the sweep in {sweep_dir} is not a backbone sweep: it varies {sorted(swept_keys(sweep_dir) or [])}, "
             "a backbone sweep varies backbone (and the seed and technique) only"
         )
-    return write(comparison_rows(sweep_dir), Path(sweep_dir), dpi=visualize.dpi)
+    runs = evidence.runs_in(sweep_dir)
+    evidence.one_study(runs)
+    return write([run.metrics for run in runs], Path(sweep_dir), dpi=visualize.dpi)
 
 
 def write_sweep_comparison(sweep_dir: Path, visualize: Visualize) -> list[Path]:

@@ -9,14 +9,14 @@ import importlib.util
 import re
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-ROOT = Path(__file__).resolve().parents[2]
+from helpers import ROOT
+
 _PROGRESS = re.compile(r"\[\d\d:\d\d[<,\]]")  # a tqdm bar ("[00:01<00:02, ...]"): progress, not a message
 
 

@@ -3,49 +3,21 @@ watched as a user would (Ctrl-C, a kill mid-training), and what DVC then says.""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from helpers import ROOT
 
-
-def copy_project(project: Path, code_only: bool = False) -> Path:
-    """A git + DVC project at `project` holding this repository's conf/, pipelines/, src/, dvc.yaml, exclude.txt and
-    .gitignore
-    (`code_only`: copy those into an existing project, as benchmarks/ refreshes its workspace)."""
-    for name in ("conf", "pipelines", "src"):
-        shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copy(ROOT / "dvc.yaml", project)
-    shutil.copy(ROOT / "exclude.txt", project)  # the exclusion list dvc.yaml's split stage depends on
-    if code_only:
-        return project
-    shutil.copy(ROOT / ".gitignore", project)  # the real one: what an experiment's commit holds
-    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=project, check=True, capture_output=True)
-    shutil.copy(ROOT / ".dvc" / "config", project / ".dvc" / "config")
-    shutil.copytree(ROOT / ".dvc" / "plots", project / ".dvc" / "plots")  # the page template .dvc/config names
-    return project
-
-
-def compose_params(project: Path, *overrides: str, conf: Path | None = None) -> None:
-    """Write params.yaml the way `dvc exp run -S ...` does (DVC's own Hydra composition) from `conf`
-    (default: the project's conf/)."""
-    from dvc.utils.hydra import compose_and_dump
-
-    compose_and_dump(
-        project / "params.yaml", str(conf or project / "conf"), None, "config", str(project), list(overrides)
-    )
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the benchmarks' modules are top-level ones
+from workspace import compose_params, copy_project  # noqa: F401  (the tests' copy too: one owner)
 
 
 def env(project: Path, **extra: str) -> dict[str, str]:
@@ -111,11 +83,3 @@ def lock_stages(project: Path) -> set[str]:
     """The stages dvc.lock records (as finished)."""
     lock = project / "dvc.lock"
     return set(yaml.safe_load(lock.read_text())["stages"]) if lock.exists() else set()
-
-
-def entry_script(name: str) -> ModuleType:
-    """pipelines/<name>.py loaded as a module, to call its `main(argv)` in this process."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "pipelines" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

@@ -16,6 +16,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from helpers import ROOT
 from smallvision.data.images import ImageLimits
 from smallvision.data.manifest import Record, load_manifest
 from smallvision.data.split import prepare_split
@@ -24,7 +25,6 @@ from smallvision.entrypoints import load_settings
 from smallvision.schema import FeatureExtract, FineTune, Scratch, Settings, Split
 from smallvision.training import Paths
 
-ROOT = Path(__file__).resolve().parents[2]
 CONF = str(ROOT / "conf")
 LIMITS = ImageLimits(89_478_485, 268_435_456)  # conf/data/_base.yaml's data.max_image_pixels and max_image_bytes
 

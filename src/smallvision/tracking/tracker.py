@@ -103,6 +103,11 @@ class StudyTracker:
         return self.runs.study_key
 
     @property
+    def commit(self) -> str | None:
+        """The git commit of the code that runs (study_tracker asks git once: the job's metrics reuse it)."""
+        return self.tags.get(MLFLOW_GIT_COMMIT)
+
+    @property
     def parent_run_id(self) -> str | None:
         """The study run's id once it was found or created (None while disabled)."""
         return self.runs.parent_run_id

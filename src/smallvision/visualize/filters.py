@@ -71,18 +71,6 @@ def capture_until(net: nn.Module, modules: list[nn.Module], x: torch.Tensor) -> 
     raise ValueError(f"the network never ran {', '.join(missing)}: not part of its forward pass")
 
 
-def filter_patterns(
-    net: nn.Module,
-    layer: tuple[str, nn.Module],
-    indices: list[int],
-    **ascent,
-) -> list[FilterPattern]:
-    """Gradient ascent for each filter in `indices` of `layer` (name, module), all filters as one batch
-    (`ascent`: the keyword arguments of `target_patterns`)."""
-    name, module = layer
-    return target_patterns(net, [(name, module, i) for i in indices], **ascent)
-
-
 def target_patterns(
     net: nn.Module,
     targets: list[tuple[str, nn.Module, int]],

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -341,7 +341,9 @@ def mistakes_section(report: Report) -> Section:
             for row in mistakes.most_confident_mistakes(rows, int(opts.max_images))
             if report.record(row.path) is not None
         ]
-        images = [report.load(report.record(row.path).file, int(opts.image_size)) for row in wrong]
+        # each photo as the technique's network gets it (a transfer base: centre-cropped), at the gallery's size
+        geometry = replace(report.image_sizes[t.name], size=int(opts.image_size))
+        images = [report.load(report.record(row.path).file, geometry) for row in wrong]
         fig = mistakes.mistakes_figure(
             images, wrong, t.name, sum(not row.correct for row in rows), len(rows), int(opts.columns)
         )

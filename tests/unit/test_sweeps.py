@@ -1,0 +1,244 @@
+"""Sweeps: Hydra multirun gives one job, one output folder and one MLflow run per combination, also with DDP
+(each DDP child runs its own job only); a DVC experiment queue runs a parameter grid; seeds aggregate per
+technique; the SLURM launcher config is valid for submitit."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from helpers.fake_runs import BOOK, SEED_ROWS
+from helpers.study import CONF, config, make_dataset
+
+from smallvision import distributed
+from smallvision.errors import DataError
+from smallvision.runs import aggregate_seeds
+
+# --------------------------------------------------------------------------------------------- seeds
+
+
+def test_aggregate_seeds_gives_mean_and_spread_per_technique():
+    rows = [{"technique": "augment", "seed": s, "test_accuracy": a} for s, a in ((0, 0.80), (1, 0.84), (2, 0.82))]
+    rows += [{"technique": "baseline", "seed": 0, "test_accuracy": 0.70}]
+    baseline, augment = aggregate_seeds(rows)
+    assert baseline == {
+        "technique": "baseline",
+        "n_seeds": 1,
+        "seeds": [0],
+        "test_accuracy_mean": 0.70,
+        "test_accuracy_std": 0.0,
+        "test_accuracy_min": 0.70,
+        "test_accuracy_max": 0.70,
+        "test_accuracy_values": [0.70],
+    }
+    assert augment["n_seeds"] == 3 and augment["seeds"] == [0, 1, 2]
+    assert augment["test_accuracy_values"] == [0.80, 0.84, 0.82]  # in the order of the seeds
+    assert augment["test_accuracy_mean"] == pytest.approx(0.82)
+    assert augment["test_accuracy_std"] == pytest.approx(0.02)  # sample std (n - 1)
+    assert (augment["test_accuracy_min"], augment["test_accuracy_max"]) == (0.80, 0.84)
+    assert aggregate_seeds(rows, metric="seed")[1]["seed_mean"] == 1.0
+
+
+def test_aggregate_seeds_refuses_rows_that_differ_in_more_than_the_seed():
+    rows = [{"technique": "baseline", "seed": 0, "test_accuracy": a} for a in (0.7, 0.6)]
+    with pytest.raises(DataError, match="two runs with seed 0"):
+        aggregate_seeds(rows)
+    with pytest.raises(DataError, match="lacks seed"):
+        aggregate_seeds([{"technique": "baseline", "test_accuracy": 0.7}])
+
+
+def test_seed_comparison_table_gives_mean_std_min_max_and_the_book_per_technique(tmp_path):
+    from smallvision.visualize.seed_comparison import seed_comparison_table, write_seed_comparison
+
+    baseline, augment = seed_comparison_table(SEED_ROWS, BOOK)
+    assert (baseline["technique"], augment["technique"]) == ("baseline", "augment")
+    assert baseline["test_accuracy_mean"] == pytest.approx(0.66) and baseline["test_accuracy_std"] == pytest.approx(
+        0.04
+    )
+    assert augment["test_accuracy_mean"] == pytest.approx(0.82) and augment["test_accuracy_std"] == pytest.approx(0.02)
+    assert (baseline["test_accuracy_min"], baseline["test_accuracy_max"]) == (0.62, 0.70)
+    assert (baseline["reference"], augment["reference"]) == (0.71, 0.82)
+    assert baseline["test_accuracy_values"] == [0.70, 0.62, 0.66]
+
+    json_path, md_path, png_path, html_path = write_seed_comparison(SEED_ROWS, BOOK, "the book", tmp_path)
+    assert [p.name for p in (json_path, md_path, png_path, html_path)] == [
+        "seed_comparison.json",
+        "seed_comparison.md",
+        "seed_comparison.png",
+        "seed_comparison.html",
+    ]
+    assert "data:image/png;base64," in html_path.read_text()  # the sweep's report page, figure embedded
+    saved = json.loads(json_path.read_text())
+    assert saved["reference_label"] == "the book" and saved["rows"][0]["test_accuracy_std"] == pytest.approx(0.04)
+    lines = md_path.read_text().splitlines()
+    assert lines[0] == "| technique | seeds | mean | std | min | max | the book |"
+    assert lines[2] == "| baseline | 3 (0, 1, 2) | 66.0 % | 4.0 % | 62.0 % | 70.0 % | 71.0 % |"
+    assert lines[3] == "| augment | 3 (0, 1, 2) | 82.0 % | 2.0 % | 80.0 % | 84.0 % | 82.0 % |"
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+
+    with pytest.raises(DataError, match="two runs with seed 0"):  # a learning-rate sweep is not averaged
+        seed_comparison_table([*SEED_ROWS, {"technique": "baseline", "seed": 0, "test_accuracy": 0.5}], BOOK)
+
+
+def test_seed_comparison_figure_draws_a_bar_per_technique_and_a_dot_per_seed():
+    from matplotlib.container import BarContainer
+
+    from smallvision.visualize.seed_comparison import seed_comparison_figure, seed_comparison_table
+
+    rows = [*SEED_ROWS, {"technique": "fine_tune", "seed": 0, "test_accuracy": 0.97}]
+    table = seed_comparison_table(rows, {**BOOK, "augment": None})
+    ax = seed_comparison_figure(table, "the book").axes[0]
+    (bars,) = [c for c in ax.containers if isinstance(c, BarContainer)]
+    assert [b.get_height() for b in bars] == pytest.approx([0.66, 0.82, 0.97])  # the means
+    (dots,) = [c for c in ax.collections if c.get_gid() == "seeds"]
+    offsets = dots.get_offsets()
+    assert len(offsets) == 7  # one dot per seed
+    assert sorted(map(float, offsets[:, 1])) == pytest.approx(sorted(r["test_accuracy"] for r in rows))
+    assert [round(float(x)) for x in offsets[:, 0]] == [0, 0, 0, 1, 1, 1, 2]  # each on its technique's bar
+    (marks,) = [c for c in ax.collections if c.get_label() == "the book"]
+    assert marks.get_offsets().ravel().tolist() == pytest.approx([0, 0.71, 2, 0.97])  # no mark without a number
+    assert ax.get_title() == "Test accuracy per technique, mean over 1–3 seeds"
+    assert ax.get_ylim()[0] <= 0.62  # every dot is on the chart
+    assert "each seed" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+# --------------------------------------------------------------------------------------------- DDP children
+
+
+def test_a_ddp_child_of_a_sweep_job_runs_that_job_only():
+    # HydraConfig's runtime.config_sources of `python pipelines/train.py -m --config-dir /p/more ...`
+    sources = [
+        {"path": "hydra.conf", "schema": "pkg", "provider": "hydra"},
+        {"path": "/p/conf", "schema": "file", "provider": "main"},
+        {"path": "/p/more", "schema": "file", "provider": "command-line"},
+        {"path": "", "schema": "structured", "provider": "schema"},
+    ]
+    command = distributed.child_command(
+        ["python", "/p/pipelines/train.py"],
+        distributed.config_flags("config", sources),
+        job_overrides=["technique=augment", "seed=1"],
+        hydra_overrides=[
+            "hydra.mode=MULTIRUN",
+            "hydra.sweep.dir=multirun/s",
+            "hydra/launcher=basic",
+            "hydra.job.chdir=false",
+        ],
+        output_dir="/p/multirun/s/4",
+        local_rank=1,
+    )
+    assert command == [
+        "python",
+        "/p/pipelines/train.py",
+        "--config-path=/p/conf",
+        "--config-name=config",
+        "--config-dir=/p/more",
+        "technique=augment",
+        "seed=1",
+        "hydra.job.chdir=false",
+        "hydra.run.dir='/p/multirun/s/4'",
+        "hydra.output_subdir=null",
+        "hydra.job.name=train_ddp_process_1",
+    ]
+
+
+def test_after_a_job_that_launched_children_the_next_job_launches_afresh(monkeypatch):
+    for key in distributed.LAUNCH_ENV:
+        monkeypatch.delenv(key, raising=False)
+    with distributed.hydra_ddp_job("/sweeps/s"):
+        assert os.environ[distributed.SWEEP_DIR_ENV] == "/sweeps/s"  # what the children inherit
+        os.environ.update(LOCAL_RANK="0", MASTER_PORT="12910", WORLD_SIZE="2")  # what Lightning's launcher sets
+    assert not any(key in os.environ for key in distributed.LAUNCH_ENV)
+
+    monkeypatch.setenv("LOCAL_RANK", "1")  # a child (or torchrun's rank): its environment is not touched
+    with distributed.hydra_ddp_job("/sweeps/s"):
+        assert distributed.SWEEP_DIR_ENV not in os.environ
+    assert os.environ["LOCAL_RANK"] == "1"
+
+
+# --------------------------------------------------------------------------------------------- SLURM
+
+
+def test_slurm_launcher_config_makes_one_task_per_gpu(tmp_path):
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+    from submitit.slurm.slurm import SlurmExecutor, _convert_mem, _make_sbatch_string
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[
+                "hydra/launcher=slurm",
+                "trainer=ddp",
+                "trainer.devices=4",
+                "trainer.num_nodes=2",
+                "hydra.launcher.partition=gpu",
+            ],
+            return_hydra_config=True,
+        )
+    launcher = instantiate(cfg.hydra.launcher)
+    assert type(launcher).__name__ == "SlurmLauncher"
+    # the launcher hands these to submitit's SLURM executor: each must be a parameter it knows
+    names = SlurmExecutor._equivalence_dict()
+    params = {names.get(k, k): v for k, v in launcher.params.items() if k not in ("submitit_folder", "max_num_timeout")}
+    assert set(params) <= SlurmExecutor._valid_parameters()
+    params["mem"] = _convert_mem(params["mem"])
+    sbatch = _make_sbatch_string(command="python -m submitit.core._submit", folder=str(tmp_path), **params)
+    for line in (
+        "#SBATCH --nodes=2",
+        "#SBATCH --ntasks-per-node=4",
+        "#SBATCH --gpus-per-node=4",
+        "#SBATCH --partition=gpu",
+    ):
+        assert line in sbatch
+
+
+def test_a_sweep_fine_tune_starts_from_its_own_feature_extract_job_with_the_same_seed(tmp_path):
+    from smallvision import sweeps
+    from smallvision.errors import ConfigError
+
+    sweep = tmp_path / "sweep"
+    for number, (technique, seed) in enumerate([("feature_extract", 0), ("feature_extract", 1), ("baseline", 2)]):
+        (sweep / str(number)).mkdir(parents=True)
+        (sweep / str(number) / "metrics.json").write_text(json.dumps({"technique": technique, "seed": seed}))
+    assert sweeps.sweep_head(sweep, 1) == sweep / "1" / "best.ckpt"
+    assert sweeps.sweep_head(sweep, 2) is None  # none in the sweep: the DVC stage's head
+    (sweep / "3").mkdir()
+    (sweep / "3" / "metrics.json").write_text(json.dumps({"technique": "feature_extract", "seed": 1}))
+    with pytest.raises(ConfigError, match="2 feature_extract jobs with seed 1"):
+        sweeps.sweep_head(sweep, 1)
+
+
+def test_a_sweeps_fine_tune_job_starts_from_its_own_feature_extract_job_not_the_dvc_stages(tmp_path, monkeypatch):
+    """README "Sweeps": in a sweep, fine-tune starts from the sweep's feature-extract job with the same seed, not from
+    models/feature_extract/ (run_training as pipelines/train.py runs a sweep job, in this process)."""
+    from helpers.study import Weights, add_callbacks
+
+    from smallvision.job import run_training
+
+    root = make_dataset(tmp_path, per_class=8)
+    sweep = root / "multirun" / "2026-12-06" / "08-00-00"
+    epochs = ("techniques.feature_extract.epochs=1", "techniques.fine_tune.epochs=1")
+    run_training(config("technique=feature_extract", "seed=0", *epochs), root, str(sweep), sweep / "0")
+    run_training(config("technique=feature_extract", "seed=1", *epochs), root, str(sweep), sweep / "1")
+    run_training(config("technique=feature_extract", "seed=7", *epochs), root)  # the DVC stage's models/feature_extract
+    head = Weights("head")
+    add_callbacks(monkeypatch, head)
+    run_training(config("technique=fine_tune", "seed=1", *epochs), root, str(sweep), sweep / "2")
+
+    def trained_head(folder: Path) -> dict:
+        state = torch.load(folder / "best.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+        return {k.removeprefix("net."): v for k, v in state.items()}
+
+    def same(a: dict, b: dict) -> bool:
+        return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    assert same(head.start, trained_head(sweep / "1"))  # the job with seed 1
+    assert not same(head.start, trained_head(sweep / "0"))
+    assert not same(head.start, trained_head(root / "models" / "feature_extract"))
+    assert json.loads((sweep / "2" / "metrics.json").read_text())["technique"] == "fine_tune"
+    # a job trains and tracks itself only: the sweep's comparison is drawn when the sweep ends (sweep_callback)
+    assert not list(sweep.glob("*_comparison.*"))
