@@ -13,6 +13,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -193,8 +194,10 @@ def test_training_with_a_fifo_as_the_store_warns_once_and_goes_on(tmp_path):
     """The stage's own warning, at once: not minutes of MLflow's retries and warnings before it."""
     project = make_dataset(tmp_path / "project", per_class=8)
     os.mkfifo(project / "mlflow.db")
+    started = time.monotonic()
     outcome = script("train", project, "preset=smoke", "techniques.baseline.epochs=1", timeout=240)
     assert outcome.code == 0, outcome
+    assert time.monotonic() - started < 60  # ~10 s here; MLflow's own retries alone took ~100 s
     said = (outcome.out + outcome.err).splitlines()
     warnings = [line for line in said if "WARNING" in line or "mlflow" in line.lower()]
     assert len(warnings) == 1 and "is a FIFO (named pipe), not an SQLite database file" in warnings[0], said

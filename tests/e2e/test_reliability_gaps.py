@@ -31,13 +31,31 @@ def pax_tar(path: Path, header_bytes: int) -> Path:
     return path
 
 
-def test_a_tar_with_one_huge_extended_header_is_refused_before_tarfile_reads_it(tmp_path, monkeypatch, capsys):
-    """50 MB of header is far under data.max_extract_bytes (4 GB), but tarfile would read it whole into memory (a
-    1 GiB one took 3 GB and a minute): the header scan refuses it by its declared size, and tarfile never opens the
-    archive."""
+def sparse_pax_tar(path: Path, header_bytes: int) -> Path:
+    """A plain tar whose first block is a PAX header declaring `header_bytes`, followed by that many zero bytes as
+    a sparse file: no disk and no time to make, whatever the size."""
+    info = tarfile.TarInfo("././@PaxHeader")
+    info.type, info.size = tarfile.XHDTYPE, header_bytes
+    with open(path, "wb") as fh:
+        fh.write(info.tobuf(format=tarfile.USTAR_FORMAT))
+        fh.truncate(512 + header_bytes)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "size", "shown"),
+    [(pax_tar, 50_000_000, "50,000,"), (sparse_pax_tar, 500_000_000, "500,000,000")],
+    ids=["a real tar.gz, 50 MB", "a 500 MB header"],
+)
+def test_a_tar_with_one_huge_extended_header_is_refused_before_tarfile_reads_it(
+    tmp_path, monkeypatch, capsys, make, size, shown
+):
+    """A header of 50 or 500 MB is far under data.max_extract_bytes (4 GB), but tarfile would read it whole into
+    memory (a 1 GiB one took 3 GB and a minute): the header scan refuses it by its declared size, and tarfile never
+    opens the archive."""
     monkeypatch.chdir(tmp_path)
-    archive = pax_tar(tmp_path / "pets.tar.gz", 50_000_000)
-    assert archive.stat().st_size < 1_000_000
+    archive = make(tmp_path / ("pets.tar.gz" if make is pax_tar else "pets.tar"), size)
+    assert archive.stat().st_blocks * 512 < 1_000_000  # what it takes on disk
     opened = []
     real_open = tarfile.open
     monkeypatch.setattr(tarfile, "open", lambda *a, **k: opened.append(a) or real_open(*a, **k))
@@ -46,12 +64,12 @@ def test_a_tar_with_one_huge_extended_header_is_refused_before_tarfile_reads_it(
     assert time.monotonic() - started < 30
     assert_one_line_error(
         outcome,
-        f"archive {archive} has an extended header 50,0",
+        f"archive {archive} has an extended header {shown}",
         "more than data.max_tar_header_bytes=1,000,000",
         "nothing was extracted",
     )
     assert opened == []
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["pets.tar.gz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [archive.name]
 
 
 def test_a_header_within_its_bound_is_extracted(tmp_path, monkeypatch, capsys):
