@@ -174,7 +174,7 @@ def dev_split(workdir: Path, source: Path = DEV_ARCHIVE) -> tuple[Path, Path]:
 
     raw, prepared = workdir / "raw", workdir / "prepared"
     if not (prepared / "manifest.csv").exists():
-        extract_archive(source, raw, max_extract_bytes=4e9, progress=False)
+        extract_archive(source, raw, max_extract_bytes=4e9, max_header_bytes=1e6, progress=False)
         split = {kv.split("=")[0].rsplit(".", 1)[1]: int(kv.split("=")[1]) for kv in DEV_SPLIT}
         data = project_config().data
         prepare_split(

@@ -46,6 +46,7 @@ def main(cfg: DictConfig) -> None:
         size=data.size,
         connect_timeout_s=data.connect_timeout_s,
         max_extract_bytes=data.max_extract_bytes,
+        max_tar_header_bytes=data.max_tar_header_bytes,
         max_download_bytes=data.max_download_bytes,
         min_download_rate=(data.min_download_bytes_per_s, data.download_rate_window_s),
         synthetic=data.synthetic,

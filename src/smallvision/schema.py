@@ -218,6 +218,7 @@ class Data(Section):
     connect_timeout_s: SECONDS
     download_retries: whole(0, 100)
     max_extract_bytes: BYTES
+    max_tar_header_bytes: BYTES
     max_download_bytes: BYTES
     min_download_bytes_per_s: real(0, 1e9, low_open=True, why="bytes per second")
     download_rate_window_s: SECONDS

@@ -158,6 +158,7 @@ def registry(paths: Mapping[str, str]) -> tuple[Stage, ...]:
                 "data.connect_timeout_s",
                 "data.download_retries",
                 "data.max_extract_bytes",
+                "data.max_tar_header_bytes",
                 "data.max_download_bytes",
                 "data.min_download_bytes_per_s",
                 "data.download_rate_window_s",

@@ -2,7 +2,8 @@
 
 Extraction refuses, before writing anything, archives with absolute paths, `..` components, link entries (all
 symlinks and hard links, wherever they point: image datasets have no need for them), device/special files, or a
-declared total size above `max_extract_bytes` (archive bombs). The entries land in a staging folder that replaces
+declared total size above `max_extract_bytes` (archive bombs), or a tar extended header (PAX, GNU long name) longer than
+`max_header_bytes` (tarfile reads each one whole into memory). The entries land in a staging folder that replaces
 the target only when complete.
 
 An entry that cannot land on a file of its own is not extracted and is listed with the reason
@@ -44,12 +45,14 @@ class _Entry:
     open: Callable[[], IO[bytes]]
 
 
-def extract_archive(archive: Path, raw_dir: Path, *, max_extract_bytes: float, progress: bool = True) -> None:
+def extract_archive(
+    archive: Path, raw_dir: Path, *, max_extract_bytes: float, max_header_bytes: float, progress: bool = True
+) -> None:
     """Safely extract a zip or tar archive (detected by content) so that its entries end up in `raw_dir`."""
     archive = Path(archive)
     if zipfile.is_zipfile(archive) and _zip_has_entries(archive):
         extract = _extract_zip
-    elif _tar_headers_fit(archive, int(max_extract_bytes)) and _is_tar(archive):
+    elif _tar_headers_fit(archive, int(max_extract_bytes), int(max_header_bytes)) and _is_tar(archive):
         extract = _extract_tar
     else:  # a file of zeros reads as an empty tar: an archive without one entry is refused too
         raise DataError(
@@ -71,11 +74,11 @@ _HEADER_TYPES = {tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tar
 _COMPRESSED = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open}
 
 
-def _tar_headers_fit(archive: Path, limit: int) -> bool:
-    """Refuse (DataError) a tar whose entries, extended headers included, declare more than `limit` bytes, by
-    reading only its 512-byte header blocks (a compressed tar is decompressed once for this, its data skipped):
-    tarfile reads a PAX or GNU long-name header whole into memory when it meets one, before any declared size can be
-    checked. True when the scan passes or the file is no tar it reads (the extraction then says what is wrong)."""
+def _tar_headers_fit(archive: Path, limit: int, header_limit: int) -> bool:
+    """Refuse (DataError) a tar whose entries, extended headers included, declare more than `limit` bytes, or one
+    of whose extended headers is longer than `header_limit`, by reading only its 512-byte header blocks (a compressed
+    tar is decompressed once for this, its data skipped): tarfile reads a PAX or GNU long-name header whole into
+    memory when it meets one, before any declared size can be checked. True when the scan passes or the file is no tar it reads (the extraction then says what is wrong)."""
     with open(archive, "rb") as fh:
         magic = fh.read(6)
     opener = next((open_ for prefix, open_ in _COMPRESSED.items() if magic.startswith(prefix)), open)
@@ -86,6 +89,12 @@ def _tar_headers_fit(archive: Path, limit: int) -> bool:
                 size, kind = tarfile.nti(block[124:136]), block[156:157]
                 if kind in _HEADER_TYPES or kind in tarfile.REGULAR_TYPES:
                     total += size
+                if kind in _HEADER_TYPES and size > header_limit:  # one header, read whole by tarfile
+                    raise DataError(
+                        f"archive {archive} has an extended header {size:,} bytes long, more than "
+                        f"data.max_tar_header_bytes={header_limit:,} (archive bomb?); nothing was extracted. Raise "
+                        "data.max_tar_header_bytes if the archive is genuine"
+                    )
                 if kind in _HEADER_TYPES and total > limit:  # before tarfile would read it into memory
                     raise DataError(
                         f"archive {archive} declares more than data.max_extract_bytes={limit:,} bytes, with an "

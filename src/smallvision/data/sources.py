@@ -41,6 +41,7 @@ def fetch_source(
     size: int | None,
     connect_timeout_s: float,
     max_extract_bytes: float,
+    max_tar_header_bytes: float,
     max_download_bytes: float,
     min_download_rate: tuple[float, float] | None,
     synthetic: Synthetic | None,
@@ -52,7 +53,8 @@ def fetch_source(
 
     `sha256`/`size` verify a downloaded or local archive. `connect_timeout_s` bounds the
     connection and every read of a download; `retries` is how many times an interrupted
-    transfer is resumed within this call; `max_download_bytes` caps a transfer when `size` is not given;
+    transfer is resumed within this call; `max_extract_bytes` and `max_tar_header_bytes` bound what an archive
+    declares in all and in one extended header; `max_download_bytes` caps a transfer when `size` is not given;
     `min_download_rate` (bytes per second, window in seconds; None: no floor) cuts off a transfer slower than that.
     `synthetic` is what `smallvision.data.synthetic.generate` makes when `source == "synthetic"` (the values: the
     data settings, checked by `smallvision.schema.Data`).
@@ -81,7 +83,13 @@ def fetch_source(
             max_bytes=max_download_bytes,
             min_rate=min_download_rate,
         )
-        extract_archive(archive, raw_dir, max_extract_bytes=max_extract_bytes, progress=progress)
+        extract_archive(
+            archive,
+            raw_dir,
+            max_extract_bytes=max_extract_bytes,
+            max_header_bytes=max_tar_header_bytes,
+            progress=progress,
+        )
         return raw_dir
 
     path = _local_path(source, scheme)
@@ -102,7 +110,13 @@ def fetch_source(
         copy_folder(path, raw_dir, progress=progress)
     else:
         verify_file(path, sha256=sha256, size=size)
-        extract_archive(path, raw_dir, max_extract_bytes=max_extract_bytes, progress=progress)
+        extract_archive(
+            path,
+            raw_dir,
+            max_extract_bytes=max_extract_bytes,
+            max_header_bytes=max_tar_header_bytes,
+            progress=progress,
+        )
     return raw_dir
 
 

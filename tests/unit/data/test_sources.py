@@ -26,6 +26,7 @@ DATA = {
     "size": None,
     "connect_timeout_s": 10,
     "max_extract_bytes": 4.0e9,
+    "max_tar_header_bytes": 1.0e6,
     "max_download_bytes": 1.2e9,
     "min_download_rate": (10_000, 60),
     "synthetic": None,

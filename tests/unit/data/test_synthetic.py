@@ -74,6 +74,7 @@ def test_fetch_source_synthetic(tmp_path):
         size=None,
         connect_timeout_s=10,
         max_extract_bytes=4e9,
+        max_tar_header_bytes=1e6,
         max_download_bytes=1.2e9,
         min_download_rate=None,
         synthetic=data.data.synthetic,
