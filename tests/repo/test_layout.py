@@ -15,43 +15,16 @@ TESTS = ROOT / "tests"
 # module (relative to src/smallvision) -> (the test module that exercises it, why it has no unit test module of its
 # own). An end-to-end entry (tests/e2e/...) means the module is covered end to end only.
 COVERED_ELSEWHERE = {
-    "data/archives.py": ("unit/data/test_sources.py", "extraction is what fetch_source does with an archive"),
-    "data/cache.py": ("unit/data/test_preprocess.py", "the image cache per geometry is part of preprocessing"),
-    "data/datamodule.py": ("unit/modules/test_classifier.py", "it feeds the classifier's test steps"),
-    "data/discovery.py": ("unit/data/test_split.py", "every folder layout is found by the split"),
-    "data/download.py": ("unit/data/test_sources.py", "resume, retries and checksums of a source's download"),
-    "data/exclusions.py": ("unit/test_audit.py", "the audit writes the exclusion list the split reads"),
-    "data/manifest.py": ("unit/data/test_split.py", "the split writes the manifest and load_manifest reads it"),
-    "data/skipped.py": ("e2e/test_hostile_input.py", "end to end only: what the download stage could not bring"),
     "distributed.py": ("e2e/test_ddp.py", "end to end only: DDP processes (rank zero, sweeps' DDP children)"),
     "entrypoints.py": ("e2e/test_bad_config.py", "end to end only: the entry scripts' one-line errors"),
-    "errors.py": ("unit/test_schema.py", "the exception classes every unit test expects"),
-    "features.py": ("unit/test_training.py", "the feature cache is tested through feature-extract training"),
     "files.py": ("e2e/test_outputs.py", "end to end only: the stages' output folders and atomic writes"),
-    "models/convnet.py": ("unit/test_training.py", "the small convnet is checked against the book there"),
-    "models/heads.py": ("unit/models/test_backbones.py", "a head is tested on its base"),
-    "predict.py": ("unit/tracking/test_models.py", "the logged network predicts like its checkpoint"),
-    "runs.py": ("unit/test_sweeps.py", "the run files are read back by the sweeps' aggregate"),
-    "settings.py": ("e2e/test_hostile_input.py", "end to end only: the memory check a training stage runs"),
-    "shards.py": ("e2e/test_ddp.py", "end to end only: exact evaluation needs several processes"),
     "sweep_callback.py": ("e2e/test_sweeps.py", "end to end only: the Hydra callback ends a real multirun"),
-    "techniques.py": ("unit/test_training.py", "each technique's builder is tested by training it"),
-    "tracking/inputs.py": ("unit/tracking/test_tracker.py", "the inputs are logged by the tracker's runs"),
-    "tracking/lightning_logger.py": ("unit/tracking/test_tracker.py", "Lightning's logger into the tracker's runs"),
-    "tracking/publish.py": ("unit/tracking/test_tracker.py", "the live job and the log-later command's runs"),
-    "tracking/store.py": ("unit/tracking/test_tracker.py", "the store the tracker resolves"),
-    "tracking/study_runs.py": ("unit/tracking/test_tracker.py", "the parent and child runs of the tracker"),
     "visualize/audit_findings.py": (
         "e2e/test_audit_report.py",
         "its section is drawn from an audit's files by the visualize stage, with the study run's counts",
     ),
-    "visualize/layers.py": ("unit/visualize/test_filters.py", "the layers each figure draws"),
-    "visualize/lr_finder.py": ("unit/test_lr_find.py", "the finder's figure is checked with its run"),
-    "visualize/plotting.py": ("unit/visualize/test_activations.py", "the drawing every figure test checks"),
     "visualize/report.py": ("e2e/test_report_render.py", "end to end only: the page the stage writes, in a browser"),
     "visualize/sections_learned.py": ("unit/visualize/test_kernels.py", "the sections of the learned pictures"),
-    "visualize/seed_comparison.py": ("unit/test_sweeps.py", "a seed sweep's comparison"),
-    "visualize/settings.py": ("e2e/test_report_render.py", "end to end only: the stage's image and device checks"),
 }
 
 
