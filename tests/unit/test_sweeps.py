@@ -1,74 +1,15 @@
-"""Sweeps: Hydra multirun gives one job, one output folder and one MLflow run per combination, also with DDP
-(each DDP child runs its own job only); a DVC experiment queue runs a parameter grid; seeds aggregate per
-technique; the SLURM launcher config is valid for submitit."""
+"""Sweeps: the SLURM launcher config is valid for submitit, and a sweep's fine-tune job starts from the sweep's own
+feature-extract job with the same seed (DDP children of a sweep job: test_distributed.py; seeds aggregated:
+test_runs.py and visualize/test_seed_comparison.py)."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
 from helpers.study import CONF, config, make_dataset
-
-from smallvision import distributed
-
-# --------------------------------------------------------------------------------------------- seeds
-
-
-# --------------------------------------------------------------------------------------------- DDP children
-
-
-def test_a_ddp_child_of_a_sweep_job_runs_that_job_only():
-    # HydraConfig's runtime.config_sources of `python pipelines/train.py -m --config-dir /p/more ...`
-    sources = [
-        {"path": "hydra.conf", "schema": "pkg", "provider": "hydra"},
-        {"path": "/p/conf", "schema": "file", "provider": "main"},
-        {"path": "/p/more", "schema": "file", "provider": "command-line"},
-        {"path": "", "schema": "structured", "provider": "schema"},
-    ]
-    command = distributed.child_command(
-        ["python", "/p/pipelines/train.py"],
-        distributed.config_flags("config", sources),
-        job_overrides=["technique=augment", "seed=1"],
-        hydra_overrides=[
-            "hydra.mode=MULTIRUN",
-            "hydra.sweep.dir=multirun/s",
-            "hydra/launcher=basic",
-            "hydra.job.chdir=false",
-        ],
-        output_dir="/p/multirun/s/4",
-        local_rank=1,
-    )
-    assert command == [
-        "python",
-        "/p/pipelines/train.py",
-        "--config-path=/p/conf",
-        "--config-name=config",
-        "--config-dir=/p/more",
-        "technique=augment",
-        "seed=1",
-        "hydra.job.chdir=false",
-        "hydra.run.dir='/p/multirun/s/4'",
-        "hydra.output_subdir=null",
-        "hydra.job.name=train_ddp_process_1",
-    ]
-
-
-def test_after_a_job_that_launched_children_the_next_job_launches_afresh(monkeypatch):
-    for key in distributed.LAUNCH_ENV:
-        monkeypatch.delenv(key, raising=False)
-    with distributed.hydra_ddp_job("/sweeps/s"):
-        assert os.environ[distributed.SWEEP_DIR_ENV] == "/sweeps/s"  # what the children inherit
-        os.environ.update(LOCAL_RANK="0", MASTER_PORT="12910", WORLD_SIZE="2")  # what Lightning's launcher sets
-    assert not any(key in os.environ for key in distributed.LAUNCH_ENV)
-
-    monkeypatch.setenv("LOCAL_RANK", "1")  # a child (or torchrun's rank): its environment is not touched
-    with distributed.hydra_ddp_job("/sweeps/s"):
-        assert distributed.SWEEP_DIR_ENV not in os.environ
-    assert os.environ["LOCAL_RANK"] == "1"
-
 
 # --------------------------------------------------------------------------------------------- SLURM
 
