@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from helpers.study import (
-    config,
-    paths,
-)
+from helpers.study import config, paths
 
 from smallvision.data.images import Resize
 from smallvision.features import features_key

@@ -16,10 +16,7 @@ from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 from smallvision.errors import ConfigError
 from smallvision.networks import ImageClassifier, load_checkpoint
 from smallvision.predict import predict, predict_images
-from smallvision.tracking import (
-    load_classifier,
-    log_network,
-)
+from smallvision.tracking import load_classifier, log_network
 
 
 def test_logged_network_predicts_like_its_checkpoint(store_uri: str, checkpoints: Path) -> None:

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers.study import (
-    TECHNIQUES,
-    config,
-    make_dataset,
-    paths,
-)
+from helpers.study import TECHNIQUES, config, make_dataset, paths
 
 from smallvision import networks, techniques
 from smallvision.errors import DataError

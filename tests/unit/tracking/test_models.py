@@ -1,6 +1,7 @@
-"""MLflow as a training study's home, queried back through MlflowClient from a real SQLite store: the experiment's
-kind tag, the manifest as each run's dataset input, each network as a logged model that predicts like its
-checkpoint, and the registry's `champion` alias on the validation-best run."""
+"""Each network as a logged MLflow model, queried back through MlflowClient from a real SQLite store, and the
+registry's `champion` alias on the validation-best run (the experiment's kind tag: test_study_runs.py; the
+manifest as each run's dataset input: test_inputs.py; a logged model predicting like its checkpoint:
+tests/unit/test_predict.py)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,7 @@ from helpers.study import LIMITS
 from helpers.tracking import make_tracker
 from mlflow import MlflowClient
 
-from smallvision.tracking import (
-    CHAMPION,
-    OUTPUT_TAG,
-    StudyTracker,
-    load_classifier,
-    log_network,
-    update_champion,
-)
+from smallvision.tracking import CHAMPION, OUTPUT_TAG, StudyTracker, load_classifier, log_network, update_champion
 
 REGISTERED = "test-classifier"
 

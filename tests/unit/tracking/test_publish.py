@@ -1,4 +1,5 @@
-"""Publishing a technique's finished folder as its MLflow run: the live job and the log-later command make the same run."""
+"""Publishing a technique's finished folder as its MLflow run: the live job and the log-later command make the same
+run."""
 
 from __future__ import annotations
 

@@ -15,12 +15,7 @@ from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from smallvision.entrypoints import bound_mlflow_requests
-from smallvision.tracking import (
-    COMPARISON_FILE,
-    STUDY_KEY_TAG,
-    flatten,
-    lightning_logger,
-)
+from smallvision.tracking import COMPARISON_FILE, STUDY_KEY_TAG, flatten, lightning_logger
 
 # -- parent/child structure ----------------------------------------------------------------
 

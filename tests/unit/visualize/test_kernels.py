@@ -6,17 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers.figures import (
-    assert_not_blank,
-    draw_figure,
-    flat_text,
-    image_panels,
-    tiny_net,
-)
+from helpers.figures import assert_not_blank, draw_figure, flat_text, image_panels, tiny_net
 
-from smallvision.visualize import (
-    kernels,
-)
+from smallvision.visualize import kernels
 
 # --------------------------------------------------------------------------- first-layer kernels
 

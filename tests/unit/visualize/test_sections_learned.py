@@ -10,10 +10,7 @@ from smallvision import techniques
 from smallvision.networks import build_net, load_checkpoint
 from smallvision.runs import CHECKPOINT
 from smallvision.training import train_technique
-from smallvision.visualize import (
-    kernels,
-    sections_learned,
-)
+from smallvision.visualize import kernels, sections_learned
 
 
 def test_the_scratch_initialisation_is_the_one_training_started_from(tmp_path, monkeypatch):
