@@ -26,7 +26,6 @@ from helpers.study import LIMITS, class_probabilities, config, make_dataset, pat
 from mlflow.tracking import MlflowClient
 from torch.utils.data import DataLoader, DistributedSampler
 
-from smallvision import distributed
 from smallvision.data.augmentation import AffineConfig
 from smallvision.data.cache import image_array
 from smallvision.data.datamodule import ArrayDataModule, ArrayDataset, SplitArrays
@@ -274,25 +273,6 @@ def test_the_same_seed_twice_gives_the_same_metrics(study):
     first, again, other = run(11, "augment_a"), run(11, "augment_b"), run(12, "augment_c")
     assert first == again
     assert other[1] != first[1]  # a different seed: different shuffles, initial weights and augmentations
-
-
-# --------------------------------------------------------------------------------------------- rank zero
-
-
-@pytest.mark.parametrize(
-    ("environ", "zero"),
-    [
-        ({}, True),
-        ({"LOCAL_RANK": "0"}, True),
-        ({"LOCAL_RANK": "1"}, False),
-        ({"RANK": "3", "LOCAL_RANK": "0"}, False),
-        ({"SLURM_PROCID": "2"}, False),
-        ({"SLURM_PROCID": "0"}, True),
-        ({"NODE_RANK": "1", "LOCAL_RANK": "0"}, False),  # node 1 of a hand-started multi-node run
-    ],
-)
-def test_rank_zero_is_known_before_the_trainer_starts(environ, zero):
-    assert distributed.is_rank_zero(environ) is zero
 
 
 # --------------------------------------------------------------------------------------------- end to end

@@ -27,6 +27,7 @@ from smallvision.training import Paths
 
 CONF = str(ROOT / "conf")
 LIMITS = ImageLimits(89_478_485, 268_435_456)  # conf/data/_base.yaml's data.max_image_pixels and max_image_bytes
+TECHNIQUES = ("baseline", "augment", "feature_extract", "fine_tune")  # the book's four, in the study's order
 
 
 def config(*overrides: str) -> Settings:

@@ -1,10 +1,18 @@
-"""An MLflow store's runs, and store addresses that cannot work (a file that is not a database, ...)."""
+"""A tracker of a test study, an MLflow store's runs, and store addresses that cannot work (a file that is not a
+database, ...)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import pytest
 from mlflow import MlflowClient
+
+from smallvision.tracking import StudyTracker
+
+TRACKING_LOGGER = "smallvision.tracking.tracker"
+SIZE = 48  # the test checkpoints' input size: the small convnet's smallest input is 46 px
 
 
 def runs_of(uri: str, experiment: str) -> list:
@@ -22,3 +30,11 @@ def broken_sqlite_uris(tmp_path: Path) -> dict[str, str]:
         "not_a_database": f"sqlite:///{not_a_db.as_posix()}",
         "folder_is_a_file": f"sqlite:///{a_file.as_posix()}/mlflow.db",
     }
+
+
+def make_tracker(uri: str, experiment: str, key: str = "study/synthetic/abc123", **kwargs) -> StudyTracker:
+    return StudyTracker(uri, experiment, study_key=key, study_name="chollet", tags={"dataset": "synthetic"}, **kwargs)
+
+
+def tracking_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == TRACKING_LOGGER and r.levelno == logging.WARNING]

@@ -1,6 +1,6 @@
 """The tests are arranged by layer: every module of src/smallvision has a unit test module named after it
-(tests/unit/<package>/test_<module>.py) that imports it, or is listed in COVERED_ELSEWHERE below with the test
-module that exercises it and why it has none of its own."""
+(tests/unit/<package>/test_<module>.py) that imports it, or is listed in END_TO_END_ONLY below with the test
+module that exercises it end to end and why it is covered end to end only."""
 
 from __future__ import annotations
 
@@ -12,47 +12,10 @@ from helpers import ROOT
 SRC = ROOT / "src" / "smallvision"
 TESTS = ROOT / "tests"
 
-# module (relative to src/smallvision) -> (the test module that exercises it, why it has no unit test module of its
-# own). An end-to-end entry (tests/e2e/...) means the module is covered end to end only.
-COVERED_ELSEWHERE = {
-    "data/archives.py": ("unit/data/test_sources.py", "extraction is what fetch_source does with an archive"),
-    "data/cache.py": ("unit/data/test_preprocess.py", "the image cache per geometry is part of preprocessing"),
-    "data/datamodule.py": ("unit/modules/test_classifier.py", "it feeds the classifier's test steps"),
-    "data/discovery.py": ("unit/data/test_split.py", "every folder layout is found by the split"),
-    "data/download.py": ("unit/data/test_sources.py", "resume, retries and checksums of a source's download"),
-    "data/exclusions.py": ("unit/test_audit.py", "the audit writes the exclusion list the split reads"),
-    "data/manifest.py": ("unit/data/test_split.py", "the split writes the manifest and load_manifest reads it"),
-    "data/skipped.py": ("e2e/test_hostile_input.py", "end to end only: what the download stage could not bring"),
-    "distributed.py": ("e2e/test_ddp.py", "end to end only: DDP processes (rank zero, sweeps' DDP children)"),
-    "entrypoints.py": ("e2e/test_bad_config.py", "end to end only: the entry scripts' one-line errors"),
-    "errors.py": ("unit/test_schema.py", "the exception classes every unit test expects"),
-    "features.py": ("unit/test_training.py", "the feature cache is tested through feature-extract training"),
-    "files.py": ("e2e/test_outputs.py", "end to end only: the stages' output folders and atomic writes"),
-    "models/convnet.py": ("unit/test_training.py", "the small convnet is checked against the book there"),
-    "models/heads.py": ("unit/models/test_backbones.py", "a head is tested on its base"),
-    "predict.py": ("unit/tracking/test_models.py", "the logged network predicts like its checkpoint"),
-    "runs.py": ("unit/test_sweeps.py", "the run files are read back by the sweeps' aggregate"),
-    "settings.py": ("e2e/test_hostile_input.py", "end to end only: the memory check a training stage runs"),
-    "shards.py": ("e2e/test_ddp.py", "end to end only: exact evaluation needs several processes"),
-    "sweep_callback.py": ("e2e/test_sweeps.py", "end to end only: the Hydra callback ends a real multirun"),
-    "techniques.py": ("unit/test_training.py", "each technique's builder is tested by training it"),
-    "tracking/inputs.py": ("unit/tracking/test_tracker.py", "the inputs are logged by the tracker's runs"),
-    "tracking/lightning_logger.py": ("unit/tracking/test_tracker.py", "Lightning's logger into the tracker's runs"),
-    "tracking/publish.py": ("unit/tracking/test_tracker.py", "the live job and the log-later command's runs"),
-    "tracking/store.py": ("unit/tracking/test_tracker.py", "the store the tracker resolves"),
-    "tracking/study_runs.py": ("unit/tracking/test_tracker.py", "the parent and child runs of the tracker"),
-    "visualize/audit_findings.py": (
-        "e2e/test_audit_report.py",
-        "its section is drawn from an audit's files by the visualize stage, with the study run's counts",
-    ),
-    "visualize/layers.py": ("unit/visualize/test_filters.py", "the layers each figure draws"),
-    "visualize/lr_finder.py": ("unit/test_lr_find.py", "the finder's figure is checked with its run"),
-    "visualize/plotting.py": ("unit/visualize/test_activations.py", "the drawing every figure test checks"),
-    "visualize/report.py": ("e2e/test_report_render.py", "end to end only: the page the stage writes, in a browser"),
-    "visualize/sections_learned.py": ("unit/visualize/test_kernels.py", "the sections of the learned pictures"),
-    "visualize/seed_comparison.py": ("unit/test_sweeps.py", "a seed sweep's comparison"),
-    "visualize/settings.py": ("e2e/test_report_render.py", "end to end only: the stage's image and device checks"),
-}
+# module (relative to src/smallvision) -> (the end-to-end test module that covers it, why it is covered end to end
+# only). Empty while every module has its own unit test module; an entry is for a module whose behaviour shows only
+# when entry scripts, processes or a browser run it, and points into tests/e2e/.
+END_TO_END_ONLY: dict[str, tuple[str, str]] = {}
 
 
 def library_modules() -> list[str]:
@@ -89,16 +52,40 @@ def imported(test_file: Path) -> set[str]:
     return {name.removeprefix("smallvision.") for name in found if name.startswith("smallvision.")}
 
 
-def test_every_library_module_has_a_unit_test_module_or_says_where_it_is_covered():
+def layout_problems(end_to_end_only: dict[str, tuple[str, str]]) -> list[str]:
+    """What is wrong with the modules' unit test modules and with `end_to_end_only` (END_TO_END_ONLY's form)."""
     modules = library_modules()
-    missing = [m for m in modules if not unit_test_of(m).is_file() and m not in COVERED_ELSEWHERE]
-    assert not missing, f"no tests/unit/<package>/test_<module>.py and not in COVERED_ELSEWHERE: {missing}"
-    stale = [m for m in COVERED_ELSEWHERE if m not in modules or unit_test_of(m).is_file()]
-    assert not stale, f"COVERED_ELSEWHERE lists modules that are gone or have their own unit test module: {stale}"
+    missing = [m for m in modules if not unit_test_of(m).is_file() and m not in end_to_end_only]
+    stale = [m for m in end_to_end_only if m not in modules or unit_test_of(m).is_file()]
+    not_e2e = [f"{m}: {where}" for m, (where, _) in end_to_end_only.items() if not where.startswith("e2e/")]
     nowhere = [
-        f"{m}: {where}" for m, (where, why) in COVERED_ELSEWHERE.items() if not (TESTS / where).is_file() or not why
+        f"{m}: {where}" for m, (where, why) in end_to_end_only.items() if not (TESTS / where).is_file() or not why
     ]
-    assert not nowhere, f"COVERED_ELSEWHERE names test modules that do not exist: {nowhere}"
+    return (
+        [f"no tests/unit/<package>/test_<module>.py and not in END_TO_END_ONLY: {m}" for m in missing]
+        + [f"END_TO_END_ONLY lists a module that is gone or has its own unit test module: {m}" for m in stale]
+        + [f"END_TO_END_ONLY points outside tests/e2e/ (a unit test belongs in the module's own): {e}" for e in not_e2e]
+        + [f"END_TO_END_ONLY names a test module that does not exist, or no reason: {e}" for e in nowhere]
+    )
+
+
+def test_every_library_module_has_a_unit_test_module_or_is_covered_end_to_end_only():
+    problems = layout_problems(END_TO_END_ONLY)
+    assert not problems, "\n".join(problems)
+
+
+def test_an_end_to_end_only_entry_must_point_into_tests_e2e(tmp_path, monkeypatch):
+    """The check itself, on a module without a unit test module (a made-up src/smallvision)."""
+    src = tmp_path / "src" / "smallvision"
+    src.mkdir(parents=True)
+    (src / "launcher.py").write_text("")
+    monkeypatch.setitem(globals(), "SRC", src)
+    assert layout_problems({}) == ["no tests/unit/<package>/test_<module>.py and not in END_TO_END_ONLY: launcher.py"]
+    assert layout_problems({"launcher.py": ("e2e/test_ddp.py", "DDP processes")}) == []
+    (problem,) = layout_problems({"launcher.py": ("unit/test_job.py", "covered there")})
+    assert (
+        problem.startswith("END_TO_END_ONLY points outside tests/e2e/") and "launcher.py: unit/test_job.py" in problem
+    )
 
 
 def test_a_unit_test_module_imports_the_module_it_is_named_after():

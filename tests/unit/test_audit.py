@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from smallvision import audit
-from smallvision.data import exclusions
 
 PHOTO = 128  # px, the generated photos' side
 FLIP_SHARE, TOP_SHARE = 0.02, 0.04
@@ -65,16 +64,3 @@ def test_near_duplicates_are_pairs_at_or_above_the_threshold_most_similar_first(
 
 
 # --------------------------------------------------------------------------- the reviewed exclusion list
-
-
-def test_audit_rows_are_appended_to_the_exclusion_file_once(tmp_path):
-    audit_csv = tmp_path / "label_issues.csv"
-    audit_csv.write_text("path,split,label,suggested,score\na/1.jpg,test,cat,dog,0.01\na/2.jpg,train,dog,cat,0.02\n")
-    target = tmp_path / "exclude.txt"
-    target.write_text("# reviewed\n")
-    assert exclusions.main([str(audit_csv), str(target), "label error", "2"]) == 0
-    assert exclusions.main([str(audit_csv), str(target), "label error", "1", "2"]) == 0
-    assert exclusions.read_exclusions(target) == {
-        "a/2.jpg": "label error (labelled dog, looks cat)",
-        "a/1.jpg": "label error (labelled cat, looks dog)",
-    }

@@ -8,7 +8,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
 import yaml
 from helpers import ROOT
 from helpers.study import config
@@ -55,20 +54,6 @@ def test_a_training_stage_reads_what_its_technique_needs_and_every_key_exists():
     for name, keys in reads.items():  # a misspelt key would fail the stage at its start
         show_config(name, cfg, keys, echo=False)
     assert set(stages.stage("download", cfg).reads(cfg)) > set(stages.stage("download", cfg).dvc_params(cfg))
-
-
-def test_shown_config_is_block_yaml_of_the_part_the_stage_reads(capsys: pytest.CaptureFixture) -> None:
-    cfg = config("technique=augment", "techniques.augment.epochs=3").model_dump()
-    part = show_config("train augment", cfg, stages.training_reads(cfg))
-    assert list(part) == ["techniques", "augmentation", "trainer", "seed", "preset"]
-    assert list(part["techniques"]) == ["augment"] and part["techniques"]["augment"]["epochs"] == 3
-    assert part["seed"] == cfg["seed"] and part["trainer"] == cfg["trainer"]
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "train augment: configuration read"
-    assert lines[1:4] == ["  techniques:", "    augment:", "      name: augment"]  # block style, as conf/ writes it
-    assert not [line for line in lines if "{" in line or len(line) > 120]
-    assert lines[-2:] == [f"  seed: {cfg['seed']}", f"  preset: {cfg['preset']}"]
-    assert yaml.safe_load("\n".join(lines[1:])) == part  # what is printed is the config, as YAML
 
 
 def test_committed_params_yaml_is_the_composed_conf(tmp_path):

@@ -12,6 +12,7 @@ import pytest
 import torch
 from helpers.study import (
     CONF,
+    TECHNIQUES,
     Weights,
     add_callbacks,
     class_probabilities,
@@ -23,29 +24,15 @@ from helpers.study import (
 )
 from hydra import compose, initialize_config_dir
 
-from smallvision import networks, predict, techniques, training
-from smallvision.data.images import Resize
+from smallvision import networks, predict, training
 from smallvision.data.preprocess import backbone_normalisation
 from smallvision.entrypoints import load_settings
-from smallvision.errors import ConfigError, DataError, WeightsUnavailableError
-from smallvision.features import features_key
+from smallvision.errors import ConfigError, WeightsUnavailableError
 from smallvision.models import backbones
 from smallvision.models.convnet import SmallConvNet
 from smallvision.schema import Settings
 from smallvision.stats import wilson_interval
 from smallvision.training import train_technique
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("study"))
-
-
-def test_small_convnet_matches_the_book():
-    assert sum(p.numel() for p in SmallConvNet(150, 1).parameters()) == 3_453_121
-    assert SmallConvNet(150, 3)(torch.zeros(2, 3, 150, 150)).shape == (2, 3)
-    with pytest.raises(ConfigError, match="too small for the small convnet"):
-        config("techniques.baseline.image_size=32")
 
 
 def _preset(name: str) -> Settings:
@@ -61,9 +48,6 @@ def validate(settings: Settings, technique: str) -> None:
 def _settings(cfg: Settings, technique: str) -> tuple:
     t = cfg.techniques[technique]
     return t.image_size, t.batch_size, t.epochs, t.optimizer.name, t.optimizer.lr, t.augment
-
-
-TECHNIQUES = ("baseline", "augment", "feature_extract", "fine_tune")
 
 
 def test_the_default_preset_is_the_books_study_on_efficientnet_lite0():
@@ -138,30 +122,6 @@ def test_the_other_presets_are_what_the_readme_says():
             validate(cfg, name)
 
 
-def test_each_technique_trains_one_network_built_by_the_builder_of_that_name():
-    """A technique's kind (how it trains) and its spec's network (what is built and saved) are two vocabularies;
-    networks.network_of maps one to the other and techniques has one builder per network, named after it."""
-    t = config().techniques
-    networks_of = {name: networks.network_of(t[name]) for name in TECHNIQUES}
-    assert networks_of == {
-        "baseline": "scratch",
-        "augment": "scratch",
-        "feature_extract": "head",
-        "fine_tune": "transfer",
-    }
-    assert networks.network_of(t["feature_extract"].model_copy(update={"mode": "augmented"})) == "transfer"
-    assert {name: build.__name__ for name, build in techniques.BUILDERS.items()} == {
-        "scratch": "scratch",
-        "modern": "modern",
-        "head": "head",
-        "transfer": "transfer",
-    }
-    bb = config().backbone
-    for name in TECHNIQUES:
-        assert techniques.builder(t[name]) is techniques.BUILDERS[networks_of[name]]
-        assert networks.make_spec(t[name], bb, ["cat", "dog"], 8)["network"] == networks_of[name]
-
-
 def test_wilson_interval_known_values():
     low, high = wilson_interval(90, 100)
     assert low == pytest.approx(0.8256, abs=1e-4) and high == pytest.approx(0.9448, abs=1e-4)
@@ -194,40 +154,6 @@ def test_baseline_learns_and_writes_exact_metrics(study, baseline):
     assert "optimizer_states" not in torch.load(out / "best.ckpt", map_location="cpu", weights_only=True)
 
 
-def test_feature_extract_caches_features_and_reuses_them(study, monkeypatch):
-    cfg = config("technique=feature_extract")
-    metrics = train_technique(cfg, paths(study, "feature_extract"), progress=False)
-    assert metrics["best_val_accuracy"] >= 0.75
-    cached = list((study / "data/features/efficientnet_lite0").glob("features-*.npy"))
-    assert len(cached) == 1 and np.load(cached[0]).shape == (200, 1280)
-    mtime = cached[0].stat().st_mtime_ns
-
-    from smallvision import features
-
-    def no_extraction(*args, **kwargs):
-        raise AssertionError("features were extracted again although the cache is valid")
-
-    monkeypatch.setattr(features.FeatureExtractor, "predict_step", no_extraction)
-    train_technique(
-        config("technique=feature_extract", "techniques.feature_extract.epochs=1"),
-        paths(study, "fe_again"),
-        progress=False,
-    )
-    assert cached[0].stat().st_mtime_ns == mtime
-    # a change that changes the features (image size) invalidates the cache: a new file, extraction runs
-    monkeypatch.undo()
-    train_technique(
-        config(
-            "technique=feature_extract",
-            "techniques.feature_extract.epochs=1",
-            "techniques.feature_extract.image_size=72",
-        ),
-        paths(study, "fe_72"),
-        progress=False,
-    )
-    assert len(list((study / "data/features/efficientnet_lite0").glob("features-*.npy"))) == 2
-
-
 def _pretrained_base(cfg) -> dict:
     return {k: v.clone() for k, v in backbones.create_backbone(cfg.backbone.model_dump()).state_dict().items()}
 
@@ -235,24 +161,6 @@ def _pretrained_base(cfg) -> dict:
 def _trained_base(ckpt) -> dict:
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     return {k.removeprefix("net.base."): v for k, v in state.items() if k.startswith("net.base.")}
-
-
-def test_feature_cache_key_covers_what_changes_the_features():
-    bb = config().backbone
-    r64 = Resize(64, "crop", 0.875, "bicubic")
-    key = features_key(bb, r64, "avg", "manifest", "32-true")
-    assert key == features_key(bb.model_copy(), Resize(64, "crop", 0.875, "bicubic"), "avg", "manifest", "32-true")
-    changed = [
-        features_key(bb.model_copy(update={"mean": [0.4, 0.5, 0.5]}), r64, "avg", "manifest", "32-true"),
-        features_key(bb.model_copy(update={"std": [0.2, 0.2, 0.2]}), r64, "avg", "manifest", "32-true"),
-        features_key(bb, r64, "avg", "manifest", "bf16-mixed"),
-        features_key(bb, Resize(72, "crop", 0.875, "bicubic"), "avg", "manifest", "32-true"),
-        features_key(bb, Resize(64, "crop", 0.9, "bicubic"), "avg", "manifest", "32-true"),
-        features_key(bb, Resize(64, "squash", 1.0, "bicubic"), "avg", "manifest", "32-true"),
-        features_key(bb, r64, "flatten", "manifest", "32-true"),
-        features_key(bb, r64, "avg", "other", "32-true"),
-    ]
-    assert len({key, *changed}) == 9
 
 
 def test_feature_extract_augmented_mode_augments_and_leaves_the_base_bit_for_bit_unchanged(study, monkeypatch):
@@ -317,15 +225,6 @@ def test_fine_tune_starts_from_a_head_of_any_configured_size(study, monkeypatch)
     assert all(torch.equal(head.start[k], trained_head[k]) for k in trained_head)  # the head it starts from
     net, spec = networks.load_checkpoint(study / "models" / "ft_32" / "best.ckpt")
     assert spec["head"]["units"] == 32 and net.head.net[1].out_features == 32
-
-
-def test_fine_tune_needs_the_feature_extract_head(tmp_path):
-    root = make_dataset(tmp_path, per_class=12)
-    missing = root / "models" / "feature_extract" / "best.ckpt"
-    with pytest.raises(
-        DataError, match=rf"feature-extract head, but {missing} does not exist.*dvc repro feature-extract"
-    ):
-        train_technique(config("technique=fine_tune"), paths(root, "fine_tune"), progress=False)
 
 
 def test_checkpoint_rebuilds_the_trained_network(study, baseline):

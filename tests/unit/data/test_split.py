@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.study import LIMITS, config
+from helpers.split import COUNTS, reasons, report_of, run_split
+from helpers.study import config
 from PIL import Image
 
-from smallvision.data.discovery import discover
 from smallvision.data.manifest import MANIFEST, REPORT, load_manifest
-from smallvision.data.split import prepare_split, split_sizes
+from smallvision.data.split import split_sizes
 from smallvision.errors import ConfigError, DataError
 from smallvision.schema import Split, validate
-
-COUNTS = {"train": 3, "val": 2, "test": 1}
 
 
 def split_amounts(split: dict) -> dict:
@@ -28,53 +24,7 @@ def split_amounts(split: dict) -> dict:
     return checked.amounts()
 
 
-def run_split(raw, out, split=COUNTS, seed=0, classes=None, workers=1, limits=LIMITS):
-    split = validate(Split, split, "data.split")
-    return prepare_split(
-        raw, out, split=split, seed=seed, classes=classes, workers=workers, limits=limits, progress=False
-    )
-
-
-def report_of(out: Path) -> dict:
-    return json.loads((out / REPORT).read_text(encoding="utf-8"))
-
-
-def reasons(report) -> dict[str, str]:
-    return {d.path: d.reason for d in report.dropped}
-
-
 # --------------------------------------------------------------------------- layouts
-
-
-def test_petimages_layout(tmp_path, make_tree):
-    raw = tmp_path / "raw"
-    make_tree(raw / "PetImages", {"Cat": 6, "Dog": 6})
-    (raw / "readme[1].txt").write_text("licence")
-    found = discover(raw)
-    assert found.layout == "petimages" and found.classes == ["Cat", "Dog"]
-    assert {c.path for c in found.candidates} >= {"PetImages/Cat/0.jpg", "PetImages/Dog/5.jpg"}
-    assert [(d.path, d.reason) for d in found.dropped] == [("readme[1].txt", "not an image (extension .txt)")]
-
-
-def test_class_folders_any_number_nested_under_one_top_folder(tmp_path, make_tree):
-    raw = tmp_path / "raw"
-    make_tree(raw / "my_photos", {"bird": 6, "cat": 6, "dog": 6})
-    found = discover(raw)
-    assert found.layout == "class_folders" and found.classes == ["bird", "cat", "dog"]
-    report = run_split(raw, tmp_path / "out")
-    assert report.counts == {s: {c: n for c in ("bird", "cat", "dog")} for s, n in COUNTS.items()}
-
-
-def test_kaggle_flat_names(tmp_path, write_image):
-    raw = tmp_path / "raw"
-    for i in range(6):
-        write_image(raw / "train" / f"cat.{i}.jpg", seed=i)
-        write_image(raw / "train" / f"dog.{i}.jpg", seed=100 + i)
-    write_image(raw / "train" / "1234.jpg", seed=999)
-    found = discover(raw)
-    assert found.layout == "kaggle" and found.classes == ["cat", "dog"]
-    assert {c.label for c in found.candidates if c.path.endswith("cat.3.jpg")} == {"cat"}
-    assert reasons(found)["train/1234.jpg"].startswith("name does not give a class")
 
 
 def test_presplit_folders_are_kept_as_given(tmp_path, make_tree):
@@ -134,21 +84,6 @@ def test_train_and_test_folders_carve_validation_by_count(tmp_path, make_tree):
     assert reasons(report) == {"notes.jpg": "outside the Train/, test/ folders"}
 
 
-@pytest.mark.parametrize(
-    "folders, message",
-    [
-        (("train", "val", "validation"), "it has both val/ and validation/"),
-        (("val", "test"), "it has no train/"),
-    ],
-)
-def test_ambiguous_presplit_layout_is_a_clear_error(tmp_path, make_tree, folders, message):
-    raw = tmp_path / "raw"
-    for i, name in enumerate(folders):
-        make_tree(raw / name, {"a": 2, "b": 2}, seed=i)
-    with pytest.raises(DataError, match=message):
-        discover(raw)
-
-
 def test_carving_validation_needs_a_usable_data_split_val(tmp_path, make_tree):
     raw = tmp_path / "raw"
     make_tree(raw / "train", {"a": 5, "b": 3}, seed=1)
@@ -160,15 +95,6 @@ def test_carving_validation_needs_a_usable_data_split_val(tmp_path, make_tree):
     with pytest.raises(DataError, match=r"class 'b': 0.1 of its 3 images is none; raise data.split.val"):
         run_split(raw, tmp_path / "out", split={"train": 0.8, "val": 0.1, "test": 0.1})
     assert not (tmp_path / "out").exists()
-
-
-def test_missing_or_empty_raw_folder(tmp_path):
-    with pytest.raises(DataError, match="run the download stage"):
-        discover(tmp_path / "nothing")
-    (tmp_path / "empty").mkdir()
-    (tmp_path / "empty" / "notes.txt").write_text("x")
-    with pytest.raises(DataError, match="no image files"):
-        discover(tmp_path / "empty")
 
 
 # --------------------------------------------------------------------------- bad input: every case dropped with a reason or loaded
@@ -359,21 +285,6 @@ def test_class_list_must_match_the_folders(tmp_path, make_tree):
 def test_bad_split_config(split, message):
     with pytest.raises(ConfigError, match=message):
         split_amounts(split)
-
-
-def test_load_manifest_resolves_files_and_complains_clearly(tmp_path, make_tree):
-    raw = make_tree(tmp_path / "data" / "raw", {"Cat": 6, "Dog": 6})
-    out = tmp_path / "data" / "prepared"
-    run_split(raw, out)
-    assert report_of(out)["raw_dir"] == "../raw"
-    records, classes = load_manifest(out)
-    assert classes == ["Cat", "Dog"] and len(records) == 12
-    assert all(r.file.is_file() and r.file.samefile(raw / r.path) for r in records)
-    shutil.rmtree(raw)
-    with pytest.raises(DataError, match="run the download stage again"):
-        load_manifest(out)
-    with pytest.raises(DataError, match="run the split stage first"):
-        load_manifest(tmp_path / "nowhere")
 
 
 def test_report_is_readable_by_dvc_metrics(tmp_path, make_tree):

@@ -1,27 +1,14 @@
-"""First-layer kernels (smallvision.visualize.kernels), drawn beside the initialisation training started from."""
+"""First-layer kernels (smallvision.visualize.kernels), drawn beside the initialisation training started from (which
+is rebuilt: test_sections_learned.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from helpers.figures import (
-    assert_not_blank,
-    draw_figure,
-    flat_text,
-    image_panels,
-    tiny_net,
-)
-from helpers.study import config, make_dataset, paths
+from helpers.figures import assert_not_blank, draw_figure, flat_text, image_panels, tiny_net
 
-from smallvision import techniques
-from smallvision.networks import build_net, load_checkpoint
-from smallvision.runs import CHECKPOINT
-from smallvision.training import train_technique
-from smallvision.visualize import (
-    kernels,
-    sections_learned,
-)
+from smallvision.visualize import kernels
 
 # --------------------------------------------------------------------------- first-layer kernels
 
@@ -57,20 +44,3 @@ def test_kernel_tiles_are_normalised_per_kernel_and_drawn_beside_the_initialisat
     assert kernels.moved(conv.weight * 1.1, conv.weight) == "moved 10 % of its initial norm"
     with pytest.raises(ValueError, match="RGB kernels"):
         kernels.kernel_tiles(torch.zeros(4, 1, 3, 3))
-
-
-def test_the_scratch_initialisation_is_the_one_training_started_from(tmp_path, monkeypatch):
-    started = {}
-
-    def recording(spec, pretrained=True):
-        net = build_net(spec, pretrained)
-        started.setdefault("weight", kernels.first_conv(net)[1].weight.detach().clone())
-        return net
-
-    monkeypatch.setattr(techniques.networks, "build_net", recording)
-    root = make_dataset(tmp_path, per_class=8)
-    cfg = config("technique=baseline", "seed=7", "techniques.baseline.epochs=1")
-    train_technique(cfg, paths(root, "baseline"), progress=False)
-    spec = load_checkpoint(paths(root, "baseline").out / CHECKPOINT)[1]
-    rebuilt = kernels.first_conv(sections_learned.scratch_initialisation(spec, 7))[1].weight
-    assert torch.equal(rebuilt, started["weight"])
