@@ -16,7 +16,7 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Param, RunStatus
 from mlflow.exceptions import MlflowException
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE
 from mlflow.utils.validation import MAX_PARAMS_TAGS_PER_BATCH
 
 from smallvision.tracking.store import batches, param_value
@@ -113,6 +113,9 @@ class StudyRuns:
                         STUDY_KEY_TAG: self.study_key,
                         STUDY_ID_TAG: self.study_id,
                         ROLE_TAG: ROLE_STUDY,
+                        # the UI's Source column: what makes the study (its stages), and for a technique its stage
+                        MLFLOW_SOURCE_NAME: "dvc.yaml",
+                        MLFLOW_SOURCE_TYPE: "LOCAL",
                     },
                 )
                 self.parent_run_id = run.info.run_id
@@ -133,6 +136,8 @@ class StudyRuns:
                 MLFLOW_PARENT_RUN_ID: parent,
                 STUDY_KEY_TAG: self.study_key,
                 ROLE_TAG: ROLE_TECHNIQUE,
+                MLFLOW_SOURCE_NAME: f"pipelines/train.py technique={technique}",
+                MLFLOW_SOURCE_TYPE: "LOCAL",
             },
         )
         run_id = run.info.run_id
