@@ -248,7 +248,10 @@ def test_a_fine_tune_start_whose_head_does_not_fit_is_one_line(tmp_path):
 # --------------------------------------------------------------------------- onboarding
 
 
-@pytest.mark.parametrize("stage", ["train", "predict", "export"])
+# one template serves every script: the default suite reads train's help; the others (a new interpreter each) are slow
+@pytest.mark.parametrize(
+    "stage", ["train", pytest.param("predict", marks=pytest.mark.slow), pytest.param("export", marks=pytest.mark.slow)]
+)
 def test_help_names_the_script_its_key_settings_and_the_techniques(tmp_path, stage):
     outcome = script(stage, tmp_path, "--help")
     assert outcome.code == 0, outcome
@@ -259,7 +262,14 @@ def test_help_names_the_script_its_key_settings_and_the_techniques(tmp_path, sta
     assert "powered by Hydra" not in outcome.out
 
 
-@pytest.mark.parametrize("override", ["techniques=augment", "no_such_group=x", "no.such.key=1"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "techniques=augment",
+        pytest.param("no_such_group=x", marks=pytest.mark.slow),  # the same Hydra error path, a new interpreter each
+        pytest.param("no.such.key=1", marks=pytest.mark.slow),
+    ],
+)
 def test_a_config_group_or_key_that_does_not_exist_is_one_line(tmp_path, override):
     outcome = script("split", tmp_path, override)
     name = override.split("=")[0]
