@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers.tracking import broken_sqlite_uris, runs_of
 from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
@@ -17,6 +18,7 @@ from smallvision.tracking import (
 )
 
 
+@pytest.mark.slow  # ~20 s: the command in a new interpreter; tests/unit/tracking/test_publish.py holds its logic
 def test_the_log_later_command_logs_a_finished_technique_on_its_study_run(tmp_path: Path) -> None:
     """The command the failure warning names: models/<technique>/ becomes a child of the study run that the
     training stages use; a store that fails again is one clear error, not a silent success."""

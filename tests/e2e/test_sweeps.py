@@ -49,8 +49,9 @@ def _runs(project: Path) -> tuple[list, list]:
     return parents, [r for r in runs if "mlflow.parentRunId" in r.data.tags]
 
 
+@pytest.mark.slow  # ~25 s: tests/e2e/test_ddp.py holds DDP on 2 CPU processes, tests/unit the sweep's comparison
 def test_a_ddp_seed_sweep_runs_each_job_once_and_compares_the_seeds(tmp_path):
-    """Fast version of the two slow tests below: `-m technique=baseline seed=0,1 trainer=ddp_cpu` gives one job
+    """Short version of the slower tests below: `-m technique=baseline seed=0,1 trainer=ddp_cpu` gives one job
     folder and MLflow run per seed, each job trained once on 2 processes, and the seed comparison (mean, std, min,
     max across seeds) in the sweep folder and on the sweep's run."""
     project = make_dataset(tmp_path, per_class=12)
