@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -46,6 +46,12 @@ OmegaConf.register_new_resolver("smallvision.keys", _keys, replace=True)
 _NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
+def refuse(message: str) -> NoReturn:
+    """The one way an entry script stops on bad input: one line on stderr, exit status 2."""
+    print(f"smallvision: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def friendly_errors(main: Callable[..., Any]) -> Callable[..., Any]:
     """Turn a SmallvisionError into one clear line on stderr and exit status 2, instead of a traceback; and make
     Ctrl-C reliable (`reliable_ctrl_c`)."""
@@ -56,18 +62,13 @@ def friendly_errors(main: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return main(*args, **kwargs)
         except SmallvisionError as err:
-            print(f"smallvision: error: {err}", file=sys.stderr)
-            sys.exit(2)
+            refuse(str(err))
         except OSError as err:
             if err.errno not in _NOT_WRITABLE:  # anything else is a bug to see whole
                 raise
-            print(f"smallvision: error: {_not_writable(err)}", file=sys.stderr)
-            sys.exit(2)
+            refuse(_not_writable(err))
         except RecursionError:
-            print(
-                "smallvision: error: the input is nested too deeply to read (Python's recursion limit)", file=sys.stderr
-            )
-            sys.exit(2)
+            refuse("the input is nested too deeply to read (Python's recursion limit)")
 
     return wrapper
 
@@ -88,13 +89,11 @@ def hydra_errors(main: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return main(*args, **kwargs)
         except HydraException as err:
-            print(f"smallvision: error: {_hydra_message(err, conf)}", file=sys.stderr)
-            sys.exit(2)
+            refuse(_hydra_message(err, conf))
         except OSError as err:
             if err.errno not in _NOT_WRITABLE:
                 raise
-            print(f"smallvision: error: {_not_writable(err)} (Hydra's output folder: hydra.run.dir=)", file=sys.stderr)
-            sys.exit(2)
+            refuse(f"{_not_writable(err)} (Hydra's output folder: hydra.run.dir=)")
         finally:
             if given is None:  # as it was: the switch is this call's, not the process's
                 os.environ.pop("HYDRA_FULL_ERROR", None)
