@@ -5,6 +5,10 @@ paired 95 % interval (the step the report shows between neighbours of the study,
     python pipelines/compare.py augment modern                        # the book's convnet against the modern one
     python pipelines/compare.py multirun/seeds/8 multirun/seeds/11    # any two run folders, e.g. a sweep's jobs
     python pipelines/compare.py feature_extract fine_tune --json
+    python pipelines/compare.py --common old/models/fine_tune models/fine_tune   # on the test images both have
+
+--common pairs runs whose test sets differ (a study against its rerun with data.exclude) on the images both were
+tested on; without it they are refused.
 """
 
 import argparse
@@ -22,8 +26,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("second", help="the same, compared against the first")
     parser.add_argument("--models", type=Path, default=Path("models"), help="where techniques' folders are")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument(
+        "--common",
+        action="store_true",
+        help="pair the two on the test images both were tested on (runs of two splits, e.g. without and with "
+        "data.exclude); without it, runs tested on different images are refused",
+    )
     args = parser.parse_args(argv)
-    report = compare_report(run_at(args.first, args.models), run_at(args.second, args.models))
+    first, second = run_at(args.first, args.models), run_at(args.second, args.models)
+    report = compare_report(first, second, common=args.common)
     print(json.dumps(report, indent=2) if args.json else "\n".join(compare_lines(report)))
 
 

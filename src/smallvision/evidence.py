@@ -3,7 +3,8 @@
 (McNemar's exact test and the accuracy difference with its 95 % interval: `smallvision.stats`), any two runs on
 request (pipelines/compare.py), and the same steps across the seeds of a sweep.
 
-Pairing is by test image path (test_predictions.csv); two runs tested on different images are never paired.
+Pairing is by test image path (test_predictions.csv); two runs tested on different images are paired only on
+request, on the images both were tested on (e.g. a study against its rerun with an exclusion list).
 """
 
 from __future__ import annotations
@@ -57,9 +58,21 @@ def runs_in(parent: Path) -> list[Run]:
 # ----------------------------------------------------------------------------------------------- two runs
 
 
-def paired_correctness(first: Run, second: Run) -> tuple[list[bool], list[bool]]:
+@dataclass(frozen=True)
+class Pairing:
+    """Right/wrong of two runs on the test images they are paired on (sorted by path), and how many test images
+    each run had (more than the paired ones only when pairing on the images in common)."""
+
+    first_correct: list[bool]
+    second_correct: list[bool]
+    first_images: int
+    second_images: int
+
+
+def paired_correctness(first: Run, second: Run, *, common: bool = False) -> Pairing:
     """Right/wrong per test image of two runs, paired by image path. Raises DataError when a run has no
-    predictions or the two were tested on different images (or give one image different labels)."""
+    predictions, when the two were tested on different images (`common`: pair them on the images both were
+    tested on instead; DataError when there are none) or when they give a paired image different labels."""
     predictions = []
     for run in (first, second):
         path = run.folder / PREDICTIONS
@@ -67,26 +80,30 @@ def paired_correctness(first: Run, second: Run) -> tuple[list[bool], list[bool]]
             raise DataError(f"{path} not found: {run.technique} has no per-image test results; rerun its training")
         predictions.append({row.path: row for row in read_predictions(path)})
     a, b = predictions
-    if a.keys() != b.keys():
-        only_a, only_b = sorted(a.keys() - b.keys()), sorted(b.keys() - a.keys())
-        example = (only_a or only_b)[0]
+    only_a, only_b = sorted(a.keys() - b.keys()), sorted(b.keys() - a.keys())
+    if (only_a or only_b) and not common:
         raise DataError(
             f"{first.label} and {second.label} were tested on different images ({len(only_a)} only in the first, "
-            f"{len(only_b)} only in the second, e.g. {example}): they cannot be paired; train both on one split"
+            f"{len(only_b)} only in the second, e.g. {(only_a or only_b)[0]}): they cannot be paired; train both "
+            "on one split, or pair them on the test images both have (compare.py --common)"
         )
-    relabelled = [path for path in a if a[path].actual != b[path].actual]
+    paths = sorted(a.keys() & b.keys())
+    if not paths:
+        raise DataError(f"{first.label} and {second.label} have no test image in common: they cannot be paired")
+    relabelled = [path for path in paths if a[path].actual != b[path].actual]
     if relabelled:
         raise DataError(
             f"{first.label} and {second.label} give {len(relabelled)} test images different labels "
             f"(e.g. {relabelled[0]}): they were trained on different manifests and cannot be paired"
         )
-    paths = sorted(a)
-    return [a[p].correct for p in paths], [b[p].correct for p in paths]
+    return Pairing([a[p].correct for p in paths], [b[p].correct for p in paths], len(a), len(b))
 
 
-def compare(first: Run, second: Run) -> PairedTest:
-    """`second` against `first` on their common test images (DataError when those differ)."""
-    return paired_test(*paired_correctness(first, second))
+def compare(first: Run, second: Run, *, common: bool = False) -> PairedTest:
+    """`second` against `first` on their test images (DataError when those differ, unless `common`: then on
+    the images both were tested on)."""
+    pairing = paired_correctness(first, second, common=common)
+    return paired_test(pairing.first_correct, pairing.second_correct)
 
 
 def step_fields(previous: Run, run: Run) -> dict[str, Any]:
@@ -246,9 +263,11 @@ def run_at(path: Path, models_dir: Path) -> Run:
     return Run(folder, read_metrics(folder))
 
 
-def compare_report(first: Run, second: Run) -> dict[str, Any]:
-    """`second` against `first` (`compare`) with both runs' provenance and what differs in it, as plain values."""
-    test = compare(first, second)
+def compare_report(first: Run, second: Run, *, common: bool = False) -> dict[str, Any]:
+    """`second` against `first` (`compare`; `common`: on the test images both have) with both runs' provenance,
+    what differs in it and how many test images each run had, as plain values."""
+    pairing = paired_correctness(first, second, common=common)
+    test = paired_test(pairing.first_correct, pairing.second_correct)
     keys = ("technique", *provenance.FIELDS)
     origin = {name: {k: run.metrics.get(k) for k in keys} for name, run in (("first", first), ("second", second))}
     differ = [k for k in provenance.IDENTITY if origin["first"][k] != origin["second"][k]]
@@ -258,6 +277,9 @@ def compare_report(first: Run, second: Run) -> dict[str, Any]:
         **test.as_dict(),
         "first_accuracy": test.first_accuracy,
         "second_accuracy": test.second_accuracy,
+        "common": common,
+        "first_test_images": pairing.first_images,
+        "second_test_images": pairing.second_images,
         "provenance": origin,
         "provenance_differs": differ,
     }
@@ -266,15 +288,24 @@ def compare_report(first: Run, second: Run) -> dict[str, Any]:
 def compare_lines(report: Mapping[str, Any]) -> list[str]:
     """`compare_report` as the lines the compare command prints."""
     a, b = report["provenance"]["first"]["technique"], report["provenance"]["second"]["technique"]
+    title = f"{b} ({report['second']}) against {a} ({report['first']})"
+    if a == b:  # one technique in two studies (e.g. without and with an exclusion list): name each by its folder
+        title, a, b = f"{a}: {report['second']} against {report['first']}", report["first"], report["second"]
     counts = f"right with both {report['both']}, only {a} {report['only_first']}, only {b} {report['only_second']}"
     interval = f"{100 * report['ci95_low']:+.1f} to {100 * report['ci95_high']:+.1f}"
     lines = [
-        f"{b} ({report['second']}) against {a} ({report['first']}), on {report['n']} paired test images:",
+        f"{title}, on {report['n']} paired test images:",
         f"  accuracy: {a} {100 * report['first_accuracy']:.1f} %, {b} {100 * report['second_accuracy']:.1f} %",
         f"  {counts}, neither {report['neither']}",
         f"  difference {100 * report['difference']:+.1f} points (95 % interval {interval}, Newcombe, paired)",
         f"  McNemar's exact test: p = {report['p_value']:.4g}",
     ]
+    if report.get("common"):
+        lines.insert(
+            1,
+            f"  test images: {a} {report['first_test_images']}, {b} {report['second_test_images']}; paired on the "
+            f"{report['n']} both were tested on (the others are left out)",
+        )
     for key in report["provenance_differs"]:
         values = [report["provenance"][side][key] for side in ("first", "second")]
         lines.append(f"  note: the two differ in {key}: {values[0]} and {values[1]}")

@@ -7,7 +7,7 @@ import json
 import pytest
 from helpers import ROOT
 from helpers.entry import entry_script
-from helpers.fake_runs import fake_run, table
+from helpers.fake_runs import MANIFEST, fake_run, table
 from helpers.study import config, make_dataset
 
 from smallvision.stats import mcnemar_exact
@@ -96,3 +96,26 @@ def test_compare_command_tests_any_two_runs(tmp_path, capsys):
         _compare("baseline", "small", "--models", str(tmp_path / "models"))
     assert exit_info.value.code == 2
     assert "were tested on different images" in capsys.readouterr().err
+
+
+def test_compare_common_pairs_one_technique_of_two_studies_on_their_shared_test_images(tmp_path, capsys):
+    """A study against its rerun with an exclusion list, named by their model folders: the rerun's test set lost
+    img_000 and img_001 (excluded) and gained img_100 (moved in from the images the split left unused)."""
+    old = fake_run(tmp_path / "old" / "models" / "fine_tune", "fine_tune", [True] * 80 + [False] * 20)
+    new = fake_run(tmp_path / "new" / "models" / "fine_tune", "fine_tune", [True] * 101, manifest="ffffffffffff")
+    rows = (new / "test_predictions.csv").read_text().splitlines()
+    (new / "test_predictions.csv").write_text("\n".join(r for r in rows if r[:7] not in {"img_000", "img_001"}))
+    with pytest.raises(SystemExit):  # without --common: refused, and the refusal names the option
+        _compare(str(old), str(new))
+    assert "(compare.py --common)" in capsys.readouterr().err
+    _compare("--common", str(old), str(new))
+    out = capsys.readouterr().out.splitlines()
+    assert out[:3] == [
+        f"fine_tune: {new} against {old}, on 98 paired test images:",
+        f"  test images: {old} 100, {new} 99; paired on the 98 both were tested on (the others are left out)",
+        f"  accuracy: {old} 79.6 %, {new} 100.0 %",
+    ]
+    assert out[-1] == f"  note: the two differ in manifest: {MANIFEST} and ffffffffffff"
+    _compare("--common", str(old), str(new), "--json")
+    saved = json.loads(capsys.readouterr().out)
+    assert (saved["n"], saved["first_test_images"], saved["second_test_images"], saved["common"]) == (98, 100, 99, True)

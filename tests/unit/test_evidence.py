@@ -59,6 +59,35 @@ def test_runs_tested_on_different_images_are_never_paired(tmp_path):
         evidence.compare(evidence.Run(first, {}), evidence.Run(second, {}))
 
 
+def test_runs_of_two_splits_pair_on_their_common_test_images_only_when_asked(tmp_path):
+    """A study against its rerun with an exclusion list: the rerun lost img_000-img_009 and gained img_100-img_104."""
+    first = fake_run(tmp_path / "a" / "models" / "fine_tune", "fine_tune", [True] * 50 + [False] * 50)
+    second = fake_run(tmp_path / "b" / "models" / "fine_tune", "fine_tune", [True] * 105, manifest="ffffffffffff")
+    kept = (second / "test_predictions.csv").read_text().splitlines()
+    (second / "test_predictions.csv").write_text("\n".join(r for r in kept if not r.startswith("img_00")) + "\n")
+    runs = evidence.Run(first, {"technique": "fine_tune"}), evidence.Run(second, {"technique": "fine_tune"})
+    with pytest.raises(DataError, match=r"10 only in the first, 5 only in the second.*\(compare.py --common\)"):
+        evidence.compare(*runs)
+    pairing = evidence.paired_correctness(*runs, common=True)
+    assert (len(pairing.first_correct), pairing.first_images, pairing.second_images) == (90, 100, 95)
+    test = evidence.compare(*runs, common=True)  # img_010-img_099: 40 right with the first, all 90 with the second
+    assert (test.n, test.both, test.only_first, test.only_second, test.neither) == (90, 40, 0, 50, 0)
+
+
+def test_common_pairing_still_refuses_a_relabelled_or_disjoint_test_set(tmp_path):
+    first = fake_run(tmp_path / "a", "baseline", [True] * 10)
+    relabelled = fake_run(tmp_path / "b", "augment", [True] * 12)
+    rows = (relabelled / "test_predictions.csv").read_text().replace("img_003.jpg,dog,dog", "img_003.jpg,cat,cat")
+    (relabelled / "test_predictions.csv").write_text(rows)
+    with pytest.raises(DataError, match=r"give 1 test images different labels \(e.g. img_003.jpg\)"):
+        evidence.compare(evidence.Run(first, {}), evidence.Run(relabelled, {}), common=True)
+    disjoint = fake_run(tmp_path / "c", "augment", [True] * 4)
+    rows = (disjoint / "test_predictions.csv").read_text().replace("img_", "other_")
+    (disjoint / "test_predictions.csv").write_text(rows)
+    with pytest.raises(DataError, match="have no test image in common"):
+        evidence.compare(evidence.Run(first, {}), evidence.Run(disjoint, {}), common=True)
+
+
 def test_unrecorded_provenance_is_kept_with_a_note(tmp_path):
     fake_run(tmp_path / "models" / "baseline", "baseline", [True, False], preset=None)
     metrics = tmp_path / "models" / "baseline" / "metrics.json"
