@@ -117,6 +117,7 @@ def test_fine_tuning_that_only_hurts_keeps_the_starting_weights(study, trained_h
             "visualize.finetuning.images=4",
         ).visualize,
         **{key: [] for key in ("augmentation", "image_sizes", "records", "classes", "trained", "notes")},
+        own_augmentations={},
         folder=study / "reports",
         load=None,
         nets=None,

@@ -1,4 +1,5 @@
-"""Augmentation preview: one training image and random augmentations of it under the configured transforms."""
+"""Augmentation preview: one training image and random augmentations of it under the configured transforms (the
+`augmentation` group's, or a technique's own)."""
 
 from __future__ import annotations
 
@@ -33,12 +34,20 @@ def describe(cfg: AffineConfig) -> str:
 
 
 def augmentation_figure(
-    image: np.ndarray, copies: np.ndarray, cfg: AffineConfig, columns: int, name: str = "", panel: float = 2.2
+    image: np.ndarray,
+    copies: np.ndarray,
+    cfg: AffineConfig,
+    columns: int,
+    name: str = "",
+    panel: float = 2.2,
+    technique: str = "",
 ) -> Figure:
-    """The original first, then each augmented copy; the title lists the transforms."""
+    """The original first, then each augmented copy; the title lists the transforms (and names `technique` when
+    they are that technique's own)."""
     rows, cols = grid_shape(len(copies) + 1, columns)
     fig = new_figure(panel * cols, panel * 1.1 * rows + 0.9)
-    fig.suptitle(wrapped(f"Augmentation preview: {describe(cfg)}", panel * cols, 12), fontsize=12)
+    whose = f" ({technique})" if technique else ""
+    fig.suptitle(wrapped(f"Augmentation preview{whose}: {describe(cfg)}", panel * cols, 12), fontsize=12)
     axes = fig.subplots(rows, cols, squeeze=False).flat
     for k, ax in enumerate(axes):
         if k == 0:

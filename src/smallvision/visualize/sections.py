@@ -64,7 +64,8 @@ class Report:
     figures per technique (for the MLflow child runs), study-level files and the comparison rows."""
 
     visualize: Visualize
-    augmentation: AffineConfig
+    augmentation: AffineConfig  # the `augmentation` group's transforms
+    own_augmentations: Mapping[str, AffineConfig]  # technique -> the transforms of its own (modern), not the group's
     image_sizes: Mapping[str, Resize]  # technique -> how its photos are resized for training (size, squash or crop)
     folder: Path
     records: list[Record]
@@ -303,20 +304,26 @@ def augmentation_section(report: Report) -> Section:
         "augmentation",
         "Augmentation preview",
         "One training image and random augmentations of it, drawn as training draws them (the "
-        "`augmentation` config group).",
+        "`augmentation` config group); then the same image under the transforms of each technique that has its own "
+        "(the modern convnet's, `techniques.modern.augmentation`).",
     )
     record = pick(report.split("train"), opts.image, "augmentation_preview.image")
-    resize = report.image_sizes[opts.technique]
-    aug_cfg = report.augmentation
-    image = report.load(record.file, resize)
-    copies = augmentation_preview.augmented_copies(image, aug_cfg, int(opts.count), int(opts.seed))
-    path = report.save(
-        augmentation_preview.augmentation_figure(image, copies, aug_cfg, int(opts.columns), record.path),
-        "augmentation_preview.png",
-    )
-    sec.figures.append(
-        FigureEntry(path, f"{record.path} at {resize.size} px ({resize.mode}) and {len(copies)} augmentations.")
-    )
+    own = [(t, report.own_augmentations[t], t) for t in report.visualize.techniques if t in report.own_augmentations]
+    # (whose image size, transforms, whose own transforms: "" for the group's), the group's first
+    for sized_as, aug_cfg, technique in [(opts.technique, report.augmentation, ""), *own]:
+        resize = report.image_sizes[sized_as]
+        image = report.load(record.file, resize)
+        copies = augmentation_preview.augmented_copies(image, aug_cfg, int(opts.count), int(opts.seed))
+        figure = augmentation_preview.augmentation_figure(
+            image, copies, aug_cfg, int(opts.columns), record.path, technique=technique
+        )
+        path = report.save(figure, f"augmentation_preview_{technique}.png" if technique else "augmentation_preview.png")
+        whose = f" with {technique}'s own transforms" if technique else ""
+        sec.figures.append(
+            FigureEntry(
+                path, f"{record.path} at {resize.size} px ({resize.mode}) and {len(copies)} augmentations{whose}."
+            )
+        )
     return sec
 
 

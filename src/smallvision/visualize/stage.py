@@ -22,7 +22,7 @@ from smallvision.data.images import load_resized
 from smallvision.data.manifest import MANIFEST, load_manifest, manifest_digest
 from smallvision.networks import input_resize
 from smallvision.runs import CHECKPOINT, METRICS
-from smallvision.schema import Settings, Visualize
+from smallvision.schema import Modern, Settings, Visualize
 from smallvision.visualize import audit_findings, comparison, sections, sections_learned
 from smallvision.visualize.lr_finder import lr_find_section
 from smallvision.visualize.report import write_index
@@ -39,7 +39,7 @@ OWN_PATTERNS = (
     "activations_*.png",
     "filters_*.png",
     "mistakes_*.png",
-    "augmentation_preview.png",
+    "augmentation_preview*.png",
     "confusion_*.png",
     "finetuning.png",
     "pairs_*.png",
@@ -132,6 +132,12 @@ def run_visualize(settings: Settings, root: Path) -> Outcome:
     report = sections.Report(
         visualize=visualize,
         augmentation=AffineConfig.of(settings.augmentation),
+        # the techniques that train on transforms of their own, as training.augmentation picks them
+        own_augmentations={
+            name: AffineConfig.of(tech.augmentation)
+            for name, tech in settings.techniques.items()
+            if isinstance(tech, Modern)
+        },
         image_sizes={name: input_resize(tech, settings.backbone) for name, tech in settings.techniques.items()},
         folder=reports,
         records=records,

@@ -50,3 +50,5 @@ def test_augmentation_figure_shows_the_original_then_each_copy():
     draw_figure(identity)
     assert identity.get_suptitle() == "Augmentation preview: no augmentation (identity)"
     assert len(image_panels(identity)) == 3 and identity.axes[0].get_title() == "original"
+    own = augmentation_preview.augmentation_figure(image, copies[:2], cfg, 4, technique="modern")
+    assert flat_text(own.get_suptitle()).startswith("Augmentation preview (modern): rotation_range=40,")
