@@ -8,20 +8,33 @@ are strict (a bool is not an int, "abc" is not a float), and conf/ stays plain Y
 composition (params.yaml, `dvc exp run -S`) composes without importing this code.
 
 No setting has a default here: every value comes from conf/ (null where conf/ allows it), and a misspelt or
-missing key is an error.
+missing key is an error. The rules a field is checked by and the words of its error: `smallvision.schema_rules`;
+the one line a failure becomes: `message`.
 """
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, WrapValidator, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from smallvision.data.images import ImageLimits
 from smallvision.errors import ConfigError
 from smallvision.models.convnet import MIN_IMAGE_SIZE
+from smallvision.schema_rules import (
+    SETTING_ERROR,
+    Rule,  # noqa: F401 -- the words of a field's error, which the schema tests read off every field
+    Section,
+    choice,
+    explained,
+    numbers,
+    optional,
+    real,
+    refuse,
+    refuse_line,
+    whole,
+)
 
 SEED_MAX = 2**32 - 1  # numpy's and Lightning's seeds are 32-bit
 MAX_BYTES = 10**15  # a petabyte: any larger byte count is a typo
@@ -29,132 +42,44 @@ MAX_IMAGE_SIZE = 16384  # px; a decoded 16384 px RGB image alone is 805 MB (trai
 PILLOW_MAX_PIXELS = 2 * 89_478_485  # Pillow refuses larger images while opening them, whatever the setting
 REST = "rest"  # data.split.test=rest: every valid image train and val leave over
 _BIG = 1_000_000  # a generous ceiling for counts (batch sizes, epochs, units)
-_ERROR = "setting"  # the type of the errors this module raises
 M = TypeVar("M", bound=BaseModel)
 
 
-# --------------------------------------------------------------------------- the rule of each kind of setting
+# --------------------------------------------------------------------------- the kinds of setting shared by sections
 
 
-@dataclass(frozen=True)
-class Rule:
-    """What a setting allows, in the words after `key=value` of its error message (also read by the tests)."""
-
-    text: str
-
-
-def _explained(text: str) -> tuple[Rule, WrapValidator]:
-    """Any failure of the wrapped type or bounds becomes one error saying what is allowed: `text`."""
-
-    def check(value: Any, handler: Callable[[Any], Any]) -> Any:
-        try:
-            return handler(value)
-        except ValidationError:
-            raise PydanticCustomError(_ERROR, "{text}", {"text": text}) from None
-
-    return Rule(text), WrapValidator(check)
-
-
-def _text_of(rule: Any) -> str:
-    """The text of a rule made here (`whole`, `real`, `choice`...)."""
-    return next(m.text for m in reversed(rule.__metadata__) if isinstance(m, Rule))
-
-
-def _bounds(low: float, high: float, low_open: bool, high_open: bool, whole: bool = False) -> dict[str, float]:
-    """Field bounds of [low, high] (an open end excluded); `whole`: as integers, for the int that a number may be."""
-    if whole:
-        first = math.floor(low) + 1 if low_open or low != math.floor(low) else int(low)
-        last = math.ceil(high) - 1 if high_open or high != math.ceil(high) else int(high)
-        return {"ge": first, "le": last}
-    return {"gt" if low_open else "ge": low, "lt" if high_open else "le": high}
-
-
-def whole(low: int, high: int, why: str = "") -> Any:
-    """An integer in [low, high] (low 1: "a positive integer")."""
-    wanted = "a positive integer" if low == 1 else f"a whole number >= {low:,}"
-    notes = [f"at most {high:,}", *([why] if why else [])]
-    return Annotated[int, Field(ge=low, le=high), *_explained(f"must be {wanted} ({'; '.join(notes)})")]
-
-
-def real(low: float, high: float, *, low_open: bool = False, high_open: bool = False, why: str = "") -> Any:
-    """A finite number in [low, high]; `low_open`/`high_open` exclude that end. An int stays an int (the resolved
-    config keeps the value as written)."""
-    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-    bounds = _bounds(low, high, low_open, high_open)
-    whole_bounds = _bounds(low, high, low_open, high_open, whole=True)
-    return Annotated[
-        Annotated[int, Field(**whole_bounds)] | Annotated[float, Field(allow_inf_nan=False, **bounds)],
-        *_explained(f"must be a number in {interval}" + (f" ({why})" if why else "")),
-    ]
-
-
-def optional(rule: Any, null_means: str) -> Any:
-    """`rule`, or null (which means `null_means`)."""
-    return Annotated[rule | None, *_explained(f"{_text_of(rule)}, or null ({null_means})")]
-
-
-def choice(*names: str) -> Any:
-    """One of `names`."""
-    return Annotated[Literal[names], *_explained(f"is unknown; allowed: {', '.join(names)}")]
-
-
-def numbers(count: int, rule: Any) -> Any:
-    """A list of `count` numbers, each passing `rule`."""
-    return Annotated[
-        list[rule],
-        Field(min_length=count, max_length=count),
-        *_explained(f"must be a list of {count} numbers, each {_text_of(rule).removeprefix('must be ')}"),
-    ]
-
-
-FLAG = Annotated[bool, *_explained("must be true or false")]
+FLAG = Annotated[bool, *explained("must be true or false")]
 SEED = whole(0, SEED_MAX, "seeds are 32-bit")
 SECONDS = real(0, 3600, low_open=True, why="seconds")
 BYTES = real(0, MAX_BYTES, low_open=True, why="bytes")
 COLUMNS = whole(1, 1024)
 IMAGE_SIZE = whole(16, MAX_IMAGE_SIZE, "px")
 COUNT = whole(1, _BIG)
-TECHNIQUE_NAMES = Annotated[list[str], *_explained("must be a list of technique names, e.g. [augment, fine_tune]")]
-LAYER_NAMES = Annotated[list[str] | None, *_explained("must be a list of layer names, or null (the default layers)")]
+TECHNIQUE_NAMES = Annotated[list[str], *explained("must be a list of technique names, e.g. [augment, fine_tune]")]
+LAYER_NAMES = Annotated[list[str] | None, *explained("must be a list of layer names, or null (the default layers)")]
 AMOUNT = Annotated[
     Annotated[int, Field(ge=0, le=10**9)] | Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)],
-    *_explained("must be a count of images per class (an integer >= 0) or a fraction in [0, 1)"),
+    *explained("must be a count of images per class (an integer >= 0) or a fraction in [0, 1)"),
 ]
 TEST_AMOUNT = Annotated[
     Annotated[int, Field(ge=0, le=10**9)] | Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] | Literal["rest"],
-    *_explained(
+    *explained(
         "must be a count of images per class (an integer >= 0) or a fraction in [0, 1), "
         "or rest (every image train and val leave)"
     ),
 ]
 BLOCKS = Annotated[
     Annotated[int, Field(ge=0, le=1000)] | Literal["all"],
-    *_explained("must be a whole number of top blocks (0 to 1000), or all: the whole base"),
+    *explained("must be a whole number of top blocks (0 to 1000), or all: the whole base"),
 ]
 INDEX_OR_PATH = Annotated[
     Annotated[int, Field(ge=-(10**9), le=10**9)] | str,
-    *_explained("must be an index into the split (an integer) or a manifest path"),
+    *explained("must be an index into the split (an integer) or a manifest path"),
 ]
 DEVICES = Annotated[
     Annotated[int, Field(ge=1, le=4096)] | Literal[-1],
-    *_explained("must be a positive integer (at most 4,096; or -1: every visible GPU)"),
+    *explained("must be a positive integer (at most 4,096; or -1: every visible GPU)"),
 ]
-
-
-def refuse(key: str, value: Any, text: str) -> PydanticCustomError:
-    """The error of a rule between settings: `key` (relative to the section that checks it) and its value."""
-    return PydanticCustomError(_ERROR, "{text}", {"text": text, "key": key, "value": value})
-
-
-def refuse_line(key: str, text: str) -> PydanticCustomError:
-    """The same, for a message that names no single value: `<key> <text>`."""
-    return PydanticCustomError(_ERROR, "{text}", {"text": text, "key": key})
-
-
-class Section(BaseModel):
-    """Strict types, no unknown keys, read-only."""
-
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
 # --------------------------------------------------------------------------- data
@@ -212,7 +137,7 @@ class Split(Section):
 
 class Data(Section):
     sha256: Annotated[
-        Annotated[str, Field(pattern=r"^\s*[0-9a-fA-F]{64}\s*$")] | None, *_explained("must be 64 hex digits, or null")
+        Annotated[str, Field(pattern=r"^\s*[0-9a-fA-F]{64}\s*$")] | None, *explained("must be 64 hex digits, or null")
     ]
     size: optional(whole(1, MAX_BYTES, "bytes"), "not checked")
     connect_timeout_s: SECONDS
@@ -275,7 +200,7 @@ class Weights(Section):
 class Backbone(Section):
     name: str
     timm_name: Annotated[
-        str, Field(min_length=1), *_explained("must be a timm model name such as 'tf_efficientnet_lite0'")
+        str, Field(min_length=1), *explained("must be a timm model name such as 'tf_efficientnet_lite0'")
     ]
     image_size: IMAGE_SIZE
     mean: optional(numbers(3, real(0, 1)), "timm's pretrained config")
@@ -453,7 +378,7 @@ class FineTune(Technique):
 WIDTHS = Annotated[
     list[Annotated[int, Field(ge=1, le=4096)]],
     Field(min_length=1, max_length=10),
-    *_explained("must be a list of 1 to 10 block widths, each a positive integer (at most 4,096 channels)"),
+    *explained("must be a list of 1 to 10 block widths, each a positive integer (at most 4,096 channels)"),
 ]
 
 
@@ -700,7 +625,7 @@ class Settings(Section):
         wrong = self.visualize.unknown_techniques(known)
         if wrong is not None:
             ctx = dict(wrong.context or {})
-            raise PydanticCustomError(_ERROR, "{text}", {**ctx, "key": f"visualize.{ctx['key']}"})
+            raise PydanticCustomError(SETTING_ERROR, "{text}", {**ctx, "key": f"visualize.{ctx['key']}"})
         return self
 
     @property
@@ -730,7 +655,7 @@ def _key(loc: tuple, prefix: str) -> str:
 def message(error: Mapping[str, Any], prefix: str = "") -> str:
     """One pydantic error as the line after `smallvision: error: `: `<key>=<value> must be ...`."""
     key, kind, ctx, value = _key(error["loc"], prefix), error["type"], error.get("ctx") or {}, error.get("input")
-    if kind == _ERROR:
+    if kind == SETTING_ERROR:
         if "key" in ctx:
             key = ".".join(p for p in (key, ctx["key"]) if p)
             if "value" not in ctx:

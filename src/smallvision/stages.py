@@ -131,8 +131,58 @@ TRAINING = {  # stage -> technique, in the study's order
 
 def registry(paths: Mapping[str, str]) -> tuple[Stage, ...]:
     """The stages, in the order they run, their files where `paths` (cfg.paths) puts them."""
-    prepared, models = paths["prepared"], paths["models"]
-    manifest, split_report = f"{prepared}/{MANIFEST}", f"{prepared}/{REPORT}"
+    split = (f"{paths['prepared']}/{MANIFEST}", f"{paths['prepared']}/{REPORT}")  # the manifest and split report
+    training = _training_stages(paths, split)
+    audit_files = tuple(f"{paths['audit']}/{name}" for name in (LABEL_ISSUES, DUPLICATES, OFF_TASK, SUMMARY))
+    return (
+        _download(paths),
+        _split(paths, split),
+        *training,
+        _audit(split, audit_files),
+        _visualize(paths, split, training, audit_files),
+        _export(paths, split),
+    )
+
+
+def _download(paths: Mapping[str, str]) -> Stage:
+    return Stage(
+        "download",
+        "download",
+        params=("data.name", "data.source", "data.sha256", "data.synthetic"),
+        also_reads=(
+            "data.size",
+            "data.connect_timeout_s",
+            "data.download_retries",
+            "data.max_extract_bytes",
+            "data.max_tar_header_bytes",
+            "data.max_download_bytes",
+            "data.min_download_bytes_per_s",
+            "data.download_rate_window_s",
+        ),
+        outs=(Out(paths["raw"], cache=False),),
+        replaces="raw",
+    )
+
+
+def _split(paths: Mapping[str, str], split: Sequence[str]) -> Stage:
+    manifest, split_report = split
+    return Stage(
+        "split",
+        "split",
+        params=("data.split", "data.classes", "data.exclude", *_IMAGE_LIMITS, "seed"),
+        also_reads=("data.workers",),
+        deps=(paths["raw"], EXCLUSION_LIST),
+        notes={EXCLUSION_LIST: "the project's reviewed exclusion list, read when data.exclude names it"},
+        outs=(Out(manifest),),
+        metrics=(Out(split_report, cache=False),),
+        replaces="prepared",
+    )
+
+
+def _training_stages(paths: Mapping[str, str], split: Sequence[str]) -> tuple[Stage, ...]:
+    """The training stages (`TRAINING`); feature-extract also keeps the feature cache, fine-tune starts from its
+    head."""
+    models = paths["models"]
     features_note = "the feature cache, keyed by backbone, weights, image size, pooling and manifest: kept between runs"
     head = f"{models}/feature_extract/{CHECKPOINT}"
     extra: dict[str, dict[str, Any]] = {
@@ -142,99 +192,77 @@ def registry(paths: Mapping[str, str]) -> tuple[Stage, ...]:
         },
         "fine-tune": {"deps": [head], "notes": {head: "the head it starts from"}},
     }
-    training = tuple(
-        _training(name, technique, f"{models}/{technique}", (manifest, split_report), **extra.get(name, {}))
+    return tuple(
+        _training(name, technique, f"{models}/{technique}", split, **extra.get(name, {}))
         for name, technique in TRAINING.items()
     )
-    exported = f"{models}/${{export.technique}}/{CHECKPOINT}"  # params.yaml's export.technique
-    audit_files = tuple(f"{paths['audit']}/{name}" for name in (LABEL_ISSUES, DUPLICATES, OFF_TASK, SUMMARY))
-    return (
-        Stage(
-            "download",
-            "download",
-            params=("data.name", "data.source", "data.sha256", "data.synthetic"),
-            also_reads=(
-                "data.size",
-                "data.connect_timeout_s",
-                "data.download_retries",
-                "data.max_extract_bytes",
-                "data.max_tar_header_bytes",
-                "data.max_download_bytes",
-                "data.min_download_bytes_per_s",
-                "data.download_rate_window_s",
-            ),
-            outs=(Out(paths["raw"], cache=False),),
-            replaces="raw",
-        ),
-        Stage(
-            "split",
-            "split",
-            params=("data.split", "data.classes", "data.exclude", *_IMAGE_LIMITS, "seed"),
-            also_reads=("data.workers",),
-            deps=(paths["raw"], EXCLUSION_LIST),
-            notes={EXCLUSION_LIST: "the project's reviewed exclusion list, read when data.exclude names it"},
-            outs=(Out(manifest),),
-            metrics=(Out(split_report, cache=False),),
-            replaces="prepared",
-        ),
-        *training,
-        Stage(
+
+
+def _audit(split: Sequence[str], audit_files: Sequence[str]) -> Stage:
+    return Stage(
+        "audit",
+        "audit",
+        params=(
             "audit",
-            "audit",
-            params=(
-                "audit",
-                "backbone",
-                f"techniques.{FEATURES_FROM}.image_size",
-                f"techniques.{FEATURES_FROM}.head.pool",
-                "trainer.precision",
-                *_IMAGE_LIMITS,
-                "seed",
-            ),
-            also_reads=("data.workers", f"techniques.{FEATURES_FROM}.extract_batch_size"),
-            deps=(manifest, split_report),
-            outs=tuple(Out(path, cache=False) for path in audit_files[:-1]),
-            metrics=(Out(audit_files[-1], cache=False),),
-            comment="probable label errors, near-duplicates (leakage into test) and off-task images, on "
-            "feature-extract's cached features",
-            notes={
-                "seed": "the folds of the out-of-fold probabilities",
-                f"techniques.{FEATURES_FROM}.image_size": "with the backbone, pooling and precision: the feature "
-                "cache file it shares with feature-extract",
-            },
+            "backbone",
+            f"techniques.{FEATURES_FROM}.image_size",
+            f"techniques.{FEATURES_FROM}.head.pool",
+            "trainer.precision",
+            *_IMAGE_LIMITS,
+            "seed",
         ),
-        Stage(
-            "visualize",
-            "visualize",
-            params=("visualize", "augmentation", "preset", "seed"),
-            deps=(
-                manifest,
-                split_report,
-                *(f"{s.folder}/{name}" for s in training for name in TRAINING_FILES),
-                *audit_files,
-            ),
-            outs=(Out(paths["reports"], cache=False),),
-            metrics=(Out(paths["comparison"], cache=False),),
-            notes={
-                "preset": "the comparison keeps the runs of this preset, seed and manifest only",
-                "metrics": "the comparison with its paired tests: the numbers the study's MLflow run logs",
-                audit_files[0]: "the data audit's findings: the report's section, flagged test mistakes",
-            },
+        also_reads=("data.workers", f"techniques.{FEATURES_FROM}.extract_batch_size"),
+        deps=tuple(split),
+        outs=tuple(Out(path, cache=False) for path in audit_files[:-1]),
+        metrics=(Out(audit_files[-1], cache=False),),
+        comment="probable label errors, near-duplicates (leakage into test) and off-task images, on "
+        "feature-extract's cached features",
+        notes={
+            "seed": "the folds of the out-of-fold probabilities",
+            f"techniques.{FEATURES_FROM}.image_size": "with the backbone, pooling and precision: the feature "
+            "cache file it shares with feature-extract",
+        },
+    )
+
+
+def _visualize(
+    paths: Mapping[str, str], split: Sequence[str], training: Sequence[Stage], audit_files: Sequence[str]
+) -> Stage:
+    return Stage(
+        "visualize",
+        "visualize",
+        params=("visualize", "augmentation", "preset", "seed"),
+        deps=(
+            *split,
+            *(f"{s.folder}/{name}" for s in training for name in TRAINING_FILES),
+            *audit_files,
         ),
-        Stage(
-            "export",
-            "export",
-            params=("export", *_IMAGE_LIMITS),
-            deps=(manifest, split_report, exported),
-            outs=(Out(paths["export"]),),
-            replaces="export",
-            comment="one trained network (export.technique) as ONNX and TorchScript, with preprocessing.json beside "
-            "them",
-            notes={
-                manifest: "the parity check runs on test images",
-                exported: "params.yaml's export.technique",
-                "data.max_image_pixels": "the parity check reads test images under these limits",
-            },
-        ),
+        outs=(Out(paths["reports"], cache=False),),
+        metrics=(Out(paths["comparison"], cache=False),),
+        notes={
+            "preset": "the comparison keeps the runs of this preset, seed and manifest only",
+            "metrics": "the comparison with its paired tests: the numbers the study's MLflow run logs",
+            audit_files[0]: "the data audit's findings: the report's section, flagged test mistakes",
+        },
+    )
+
+
+def _export(paths: Mapping[str, str], split: Sequence[str]) -> Stage:
+    manifest = split[0]
+    exported = f"{paths['models']}/${{export.technique}}/{CHECKPOINT}"  # params.yaml's export.technique
+    return Stage(
+        "export",
+        "export",
+        params=("export", *_IMAGE_LIMITS),
+        deps=(*split, exported),
+        outs=(Out(paths["export"]),),
+        replaces="export",
+        comment="one trained network (export.technique) as ONNX and TorchScript, with preprocessing.json beside them",
+        notes={
+            manifest: "the parity check runs on test images",
+            exported: "params.yaml's export.technique",
+            "data.max_image_pixels": "the parity check reads test images under these limits",
+        },
     )
 
 

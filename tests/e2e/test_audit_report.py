@@ -1,7 +1,8 @@
 """The data audit in the study's outputs: the report's "Data audit" section (thumbnails of the top-ranked images of
 each list, from the audit stage's files, or one line when it has not run), its counts as DVC metrics and on the
-MLflow study run, and the one-line errors of a bad exclusion list (the flagged mistakes beside each technique's
-accuracy: tests/unit/visualize/test_audit_findings.py)."""
+MLflow study run, and the split's one-line error for a missing exclusion list (the command that appends audit rows to
+it: tests/unit/data/test_exclusions.py; the flagged mistakes beside each technique's accuracy:
+tests/unit/visualize/test_audit_findings.py)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from helpers.study import config, make_dataset
 from mlflow import MlflowClient
 
 from smallvision import audit, stages
-from smallvision.data import exclusions
 from smallvision.data.manifest import load_manifest
 from smallvision.tracking import StudyTracker
 from smallvision.visualize import audit_findings
@@ -183,24 +183,3 @@ def test_a_missing_exclusion_file_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     outcome = run_stage("split", capsys, "data=folder", "data.source=unused", "data.exclude=reviewed.txt")
     assert_one_line_error(outcome, "reviewed.txt (data.exclude) not found")
-
-
-@pytest.mark.parametrize(
-    ("args", "fragment"),
-    [
-        (["missing.csv", "exclude.txt", "label error", "1"], "cannot read the audit list missing.csv"),
-        (["label_issues.csv", "exclude.txt", "label error", "0"], "row numbers must be 1 to 1, got 0"),
-        (["label_issues.csv", "exclude.txt", "label error", "x"], "row numbers must be 1 to 1, got x"),
-        (["near_duplicates.csv", "exclude.txt", "copy", "1"], "near_duplicates.csv is not an audit list"),
-        (["label_issues.csv", "bad.txt", "label error", "1"], "bad.txt line 1: expected"),
-    ],
-)
-def test_appending_bad_rows_is_one_line(tmp_path, monkeypatch, capsys, args, fragment):
-    monkeypatch.chdir(tmp_path)
-    Path("label_issues.csv").write_text("path,split,label,suggested,score\na/1.jpg,test,cat,dog,0.01\n")
-    Path("near_duplicates.csv").write_text("path_a,path_b,similarity\na/1.jpg,a/2.jpg,0.99\n")
-    Path("bad.txt").write_text("a/3.jpg\n")
-    assert exclusions.main(args) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("smallvision: error: ") and fragment in err[0], err
-    assert not Path("exclude.txt").exists()

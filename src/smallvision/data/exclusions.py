@@ -76,34 +76,36 @@ def append_rows(path: Path, rows: Sequence[Mapping[str, str]], reason: str) -> i
     return len(lines)
 
 
+USAGE = "usage: python -m smallvision.data.exclusions <audit csv> <exclusion file> <reason> <row number>..."
+
+
 def main(argv: Sequence[str]) -> int:
     """python -m smallvision.data.exclusions <audit csv> <exclusion file> <reason> <row number>...: append those
-    rows (1 = the first row under the header) of an audit list to the exclusion file."""
+    rows (1 = the first row under the header) of an audit list to the exclusion file. Bad input stops it with one
+    line on stderr and exit status 2 (`smallvision.entrypoints.refuse`)."""
+    # here, not at the top: the split reads this module as a library, without the entry scripts' code and its imports
+    from smallvision.entrypoints import refuse
+
     if len(argv) < 4:
-        print(main.__doc__, file=sys.stderr)
-        return 2
+        refuse(USAGE)
     audit_csv, target, reason, numbers = Path(argv[0]), Path(argv[1]), argv[2], argv[3:]
     try:
         with open(audit_csv, newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
     except OSError as err:
-        print(f"smallvision: error: cannot read the audit list {audit_csv}: {err.strerror or err}", file=sys.stderr)
-        return 2
+        refuse(f"cannot read the audit list {audit_csv}: {err.strerror or err}")
     try:
         chosen = [rows[int(n) - 1] for n in numbers if int(n) > 0]
     except (ValueError, IndexError):
         chosen = []
     if len(chosen) != len(numbers):
-        print(f"smallvision: error: row numbers must be 1 to {len(rows)}, got {' '.join(numbers)}", file=sys.stderr)
-        return 2
+        refuse(f"row numbers must be 1 to {len(rows)}, got {' '.join(numbers)}")
     if any("path" not in row or "label" not in row or "suggested" not in row for row in chosen):
-        print(f"smallvision: error: {audit_csv} is not an audit list (label_issues.csv, off_task.csv)", file=sys.stderr)
-        return 2
+        refuse(f"{audit_csv} is not an audit list (label_issues.csv, off_task.csv)")
     try:
         added = append_rows(target, chosen, reason)
     except (DataError, OSError) as err:
-        print(f"smallvision: error: {err}", file=sys.stderr)
-        return 2
+        refuse(str(err))
     print(f"{added} row(s) appended to {target}")
     return 0
 
