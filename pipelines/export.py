@@ -7,7 +7,6 @@ python pipelines/export.py export.technique=augment export.opset=18
 from pathlib import Path
 
 import hydra
-import lightning  # noqa: F401 -- before Hydra sets up logging: conf/hydra/job_logging then routes its lines, once
 from omegaconf import DictConfig
 
 from smallvision import stages

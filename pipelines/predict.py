@@ -7,7 +7,6 @@ python pipelines/predict.py predict.model=models:/smallvision-classifier@champio
 from pathlib import Path
 
 import hydra
-import lightning  # noqa: F401 -- before Hydra sets up logging: conf/hydra/job_logging then routes its lines, once
 from omegaconf import DictConfig
 
 from smallvision.entrypoints import bound_mlflow_requests, friendly_errors, hydra_errors, load_settings

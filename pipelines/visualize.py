@@ -8,7 +8,6 @@ import logging
 from pathlib import Path
 
 import hydra
-import lightning  # noqa: F401 -- before Hydra sets up logging: conf/hydra/job_logging then routes its lines, once
 from omegaconf import DictConfig
 
 from smallvision import stages, tracking

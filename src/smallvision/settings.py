@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-import torch
-
 from smallvision.errors import ConfigError
 from smallvision.models.convnet import DENSE_UNITS, FILTERS, MIN_IMAGE_SIZE, flatten_size
 
@@ -33,6 +31,8 @@ def training_memory(tech: Scratch | FeatureExtract | FineTune, size: int) -> tup
 
 def machine_memory(accelerator: str) -> tuple[int, str] | None:
     """The memory training runs in (the GPU's, or this machine's), None when it cannot be read."""
+    import torch  # here: the data stages, which import this module, need not load torch
+
     if accelerator in ("gpu", "cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_properties(0).total_memory, "GPU memory"
     try:

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 Z95 = 1.959963984540054  # two-sided 95 % normal quantile
 
@@ -43,6 +42,8 @@ def mcnemar_exact(only_first: int, only_second: int) -> float:
     discordant = only_first + only_second
     if discordant == 0:
         return 1.0
+    from scipy import stats as scipy_stats  # here: every entry script imports this module (via stages and runs)
+
     return float(scipy_stats.binomtest(only_first, discordant, 0.5).pvalue)
 
 
@@ -132,5 +133,7 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[fl
     sem = statistics.stdev(values) / math.sqrt(len(values))
     if sem == 0:
         return mean, mean, mean
+    from scipy import stats as scipy_stats  # here, as in mcnemar_exact: a data stage's start need not load it
+
     low, high = scipy_stats.t.interval(confidence, len(values) - 1, loc=mean, scale=sem)
     return mean, float(low), float(high)

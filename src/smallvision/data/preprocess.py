@@ -11,9 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import timm
 import torch
-from timm.data import resolve_data_config
 from torch import Tensor
 
 from smallvision.data.images import Resize
@@ -23,6 +21,9 @@ from smallvision.schema import Backbone
 def timm_data_config(timm_name: str) -> dict:
     """timm's input settings (input_size, interpolation, mean, std, crop_pct, crop_mode) for `timm_name`'s default
     pretrained weights, timm's generic defaults for a model it has none for."""
+    import timm  # here: a from-scratch stage starts without it
+    from timm.data import resolve_data_config
+
     pretrained = timm.models.get_pretrained_cfg(timm_name)
     return resolve_data_config({}, pretrained_cfg=pretrained.to_dict() if pretrained else {})
 

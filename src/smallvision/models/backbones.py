@@ -17,9 +17,7 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-import timm
 import torch
-from timm.layers import DropPath
 from torch import Tensor, nn
 
 from smallvision.errors import ConfigError
@@ -29,9 +27,6 @@ POOLS = ("avg", "flatten")
 # Side of the zero image that finds which modules forward_features calls: which ones does not depend on
 # the size, and a small probe keeps creation fast (an internal detail, not a user setting).
 _PROBE_SIZE = 64
-
-# Modules whose behaviour in train() mode changes state or output: frozen parts keep them in eval().
-_TRAIN_MODE_SENSITIVE = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, DropPath)
 
 
 # ----------------------------------------------------------------------------------------------- creation
@@ -45,6 +40,8 @@ def create_backbone(cfg: Mapping, *, allow_random: bool = False, base_dir: str |
     dropped) for logging. Raises WeightsUnavailableError when the weights cannot be had offline and
     ConfigError for a bad name, source or a file that does not fit the architecture.
     """
+    import timm  # here, as in the other functions that use it: a from-scratch stage starts without timm
+
     timm_name = cfg.get("timm_name")
     if not isinstance(timm_name, str) or not timm_name:
         raise ConfigError(
@@ -71,6 +68,8 @@ def create_backbone(cfg: Mapping, *, allow_random: bool = False, base_dir: str |
 
 
 def _check_timm_name(timm_name: str) -> None:
+    import timm
+
     if timm.is_model(timm_name):
         return
     stem = re.split(r"[._\d]", timm_name)[0] or timm_name
@@ -192,6 +191,10 @@ def freeze_base(base: nn.Module, unfreeze_blocks: int | str = 0, batchnorm: str 
     - ``update``: the BatchNorms of the trainable part re-estimate their statistics on the new data while
       fine-tuning (train mode); those of the frozen part still never move.
     """
+    from timm.layers import DropPath
+
+    # modules whose behaviour in train() mode changes state or output: frozen parts keep them in eval()
+    train_mode_sensitive = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, DropPath)
     freeze(base)
     if unfreeze_blocks == "all":
         set_trainable([base])
@@ -205,7 +208,7 @@ def freeze_base(base: nn.Module, unfreeze_blocks: int | str = 0, batchnorm: str 
             trainable = any(p.requires_grad for p in module.parameters())
             if batchnorm == "frozen" or not trainable:
                 keep_eval.append(module)
-        elif isinstance(module, _TRAIN_MODE_SENSITIVE):
+        elif isinstance(module, train_mode_sensitive):
             keep_eval.append(module)
     for module in keep_eval:
         module.eval()

@@ -27,11 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlparse
 
-import safetensors.torch
-import timm
 import torch
-from huggingface_hub import constants as hf_constants
-from safetensors import SafetensorError
 from torch import Tensor, nn
 
 from smallvision.errors import ConfigError, WeightsUnavailableError
@@ -89,6 +85,9 @@ def weights_file(weights: Mapping, timm_name: str, base_dir: str | Path | None) 
 
 def from_hub(timm_name: str, weights: Mapping) -> nn.Module:
     """timm's pretrained download, failing fast (not after minutes of retries) when the hub is out of reach."""
+    import timm  # here, as safetensors in read_state_dict: a from-scratch stage starts without them
+    from huggingface_hub import constants as hf_constants
+
     pretrained = timm.models.get_pretrained_cfg(timm_name)
     if pretrained is None or not (pretrained.hf_hub_id or pretrained.url):
         raise ConfigError(
@@ -177,6 +176,9 @@ def local_file(weights: Mapping, timm_name: str, base_dir: str | Path | None) ->
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """The tensors of a weights file, without executing any code stored in it (weights_only / safetensors)."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
     path = Path(path)
     try:
         if path.suffix == ".safetensors":
