@@ -100,7 +100,7 @@ def test_compare_command_tests_any_two_runs(tmp_path, capsys):
 
 def test_compare_common_pairs_one_technique_of_two_studies_on_their_shared_test_images(tmp_path, capsys):
     """A study against its rerun with an exclusion list, named by their model folders: the rerun's test set lost
-    img_000 and img_001 (excluded) and gained img_100 (moved in from the images the split left unused)."""
+    img_000 and img_001 (excluded); img_100 stands for a test image only one of the runs has."""
     old = fake_run(tmp_path / "old" / "models" / "fine_tune", "fine_tune", [True] * 80 + [False] * 20)
     new = fake_run(tmp_path / "new" / "models" / "fine_tune", "fine_tune", [True] * 101, manifest="ffffffffffff")
     rows = (new / "test_predictions.csv").read_text().splitlines()

@@ -13,10 +13,18 @@ from smallvision.schema import Split, validate
 COUNTS = {"train": 3, "val": 2, "test": 1}
 
 
-def run_split(raw, out, split=COUNTS, seed=0, classes=None, workers=1, limits=LIMITS):
+def run_split(raw, out, split=COUNTS, seed=0, classes=None, workers=1, limits=LIMITS, exclude=None):
     split = validate(Split, split, "data.split")
     return prepare_split(
-        raw, out, split=split, seed=seed, classes=classes, workers=workers, limits=limits, progress=False
+        raw,
+        out,
+        split=split,
+        seed=seed,
+        classes=classes,
+        workers=workers,
+        limits=limits,
+        progress=False,
+        exclude=exclude,
     )
 
 

@@ -11,7 +11,6 @@ train/ (the report's `split_from` says which folder became which split).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -219,7 +218,6 @@ def prepare_split(
     exclude = dict(exclude or {})
     if exclude:
         check_exclusions(exclude, ((c.path, c.label) for c in found.candidates), exclude_source)
-        found = dataclasses.replace(found, candidates=[c for c in found.candidates if c.path not in exclude])
     if not found.folders:  # fail before decoding thousands of images when even the files are too few
         for label in found.classes:
             count = sum(c.label == label for c in found.candidates)
@@ -231,7 +229,9 @@ def prepare_split(
         [raw_dir / c.path for c in found.candidates], workers=workers, limits=limits, progress=progress
     )
     kept, given_split, drops, dropped = _keep_valid(found, results)
-    dropped += [Dropped(image, f"excluded: {reason}") for image, reason in exclude.items()]
+    dropped = [d for d in dropped if d.path not in exclude] + [
+        Dropped(image, f"excluded: {reason}") for image, reason in exclude.items()
+    ]
     if found.folders:  # a pre-split layout: the folders decide, and validation comes out of train/ when not given
         assignment = {path: split for path, split in given_split.items()}
         if "val" not in found.folders:
@@ -241,6 +241,8 @@ def prepare_split(
         _check_presplit(kept, assignment, found.classes, found.folders)
     else:
         assignment, unused = _stratify(kept, found.classes, amounts, seed, drops)
+    if exclude:
+        kept = _leave_out(kept, assignment, exclude, exclude_source)
 
     class_index = {label: i for i, label in enumerate(found.classes)}
     rows = sorted(
@@ -306,6 +308,24 @@ def _keep_valid(
             kept[candidate.label].append((candidate.path, digest))
             given_split[candidate.path] = candidate.split
     return kept, given_split, drops, dropped
+
+
+def _leave_out(
+    kept: dict[str, list[tuple[str, str]]], assignment: Mapping[str, str], exclude: Mapping[str, str], source: str
+) -> dict[str, list[tuple[str, str]]]:
+    """`kept` without the excluded images. They were split with the others, so every other image keeps the
+    split it has without the list, and a rerun with the list differs from one without it by those images only
+    (their copies, same bytes, go with them). DataError when a class is left with no image in a split."""
+    left = {label: [item for item in items if item[0] not in exclude] for label, items in kept.items()}
+    used = set(assignment.values())
+    for label, items in left.items():
+        empty = sorted(used - {assignment[path] for path, _ in items if path in assignment}, key=SPLITS.index)
+        if empty:
+            raise DataError(
+                f"class '{label}' has no images left in {', '.join(empty)} once {source} leaves its images out: "
+                "take rows out of the list or give that split more images"
+            )
+    return left
 
 
 def _check_in_train(

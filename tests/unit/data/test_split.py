@@ -11,7 +11,7 @@ from helpers.split import COUNTS, reasons, report_of, run_split
 from helpers.study import config
 from PIL import Image
 
-from smallvision.data.manifest import MANIFEST, REPORT, load_manifest
+from smallvision.data.manifest import MANIFEST, REPORT, SPLITS, load_manifest
 from smallvision.data.split import split_sizes
 from smallvision.errors import ConfigError, DataError
 from smallvision.schema import Split, validate
@@ -183,6 +183,33 @@ def test_stratified_counts_and_unused(tmp_path, make_tree):
     saved = report_of(tmp_path / "out")
     assert saved["total"] == {"train": 6, "val": 4, "test": 2}
     assert saved["counts"]["train"]["Cat"] == 3 and saved["valid"] == 16
+
+
+@pytest.mark.parametrize("split", [COUNTS, {"train": 0.6, "val": 0.2, "test": 0.2}, {**COUNTS, "test": "rest"}])
+def test_an_exclusion_list_leaves_out_its_images_and_every_other_image_keeps_its_split(tmp_path, make_tree, split):
+    raw = make_tree(tmp_path / "raw", {"Cat": 12, "Dog": 12})
+    run_split(raw, tmp_path / "all", split)
+    before = {r.path: r.split for r in load_manifest(tmp_path / "all")[0]}
+    by_split = {name: sorted(p for p, s in before.items() if s == name and p.startswith("Cat")) for name in SPLITS}
+    exclude = {by_split["train"][0]: "label error", by_split["val"][0]: "neither class"}
+    report = run_split(raw, tmp_path / "some", split, exclude=exclude)
+    after = {r.path: r.split for r in load_manifest(tmp_path / "some")[0]}
+    assert after == {path: name for path, name in before.items() if path not in exclude}
+    assert report.excluded == 2 and {reasons(report)[p] for p in exclude} == {
+        "excluded: label error",
+        "excluded: neither class",
+    }
+    assert report.counts["train"]["Cat"] == report_of(tmp_path / "all")["counts"]["train"]["Cat"] - 1
+
+
+def test_an_exclusion_list_that_empties_a_split_of_a_class_is_refused(tmp_path, make_tree):
+    raw = make_tree(tmp_path / "raw", {"Cat": 6, "Dog": 6})
+    run_split(raw, tmp_path / "all")
+    tested = [r.path for r in load_manifest(tmp_path / "all")[0] if r.split == "test" and r.label == "Cat"]
+    with pytest.raises(
+        DataError, match=r"class 'Cat' has no images left in test once the exclusion list leaves its images out"
+    ):
+        run_split(raw, tmp_path / "some", exclude=dict.fromkeys(tested, "drawn"))
 
 
 def test_fractions_per_class(tmp_path, make_tree):
