@@ -87,7 +87,7 @@ def test_cached_feature_extract_with_tta_reports_both_accuracies(study):
 # ----------------------------------------------------------------------------------------------- training sums
 
 
-def test_an_epochs_training_loss_and_accuracy_are_the_means_over_its_samples():
+def test_an_epochs_training_loss_and_accuracy_are_the_means_over_its_samples(tmp_path):
     """The per-step sums (kept on the training device) add up to the epoch's mean loss and accuracy in history."""
     torch.manual_seed(0)
     features = np.random.default_rng(2).normal(size=(10, 8)).astype(np.float32)
@@ -106,7 +106,13 @@ def test_an_epochs_training_loss_and_accuracy_are_the_means_over_its_samples():
 
     module._losses = recorded
     trainer = L.Trainer(
-        accelerator="cpu", max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     trainer.fit(module, datamodule=data)
     row = module.history[-1]
