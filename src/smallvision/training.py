@@ -86,6 +86,27 @@ class Job:
     data: ArrayDataModule
 
 
+def classifier_module(settings: Settings, setup: techniques.Setup, num_classes: int) -> ClassifierModule:
+    """The LightningModule that trains the selected technique's network `setup` (compiled in place with
+    `trainer.compile`)."""
+    tech = settings.selected
+    if settings.trainer.compile:
+        setup.net.compile()  # in place (state_dict keys unchanged, so checkpoints still load); compiles on step 1
+    return ClassifierModule(
+        setup.net,
+        num_classes,
+        tech.optimizer,
+        setup.image_input,
+        frozen=setup.frozen,
+        seed=settings.seed,
+        spec=setup.spec,
+        schedule=tech.lr_schedule,
+        tta=tech.tta,
+        label_smoothing=tech.label_smoothing,
+        feature_flips=isinstance(tech, FeatureExtract) and tech.cached and tech.cached_flips,
+    )
+
+
 def prepare(settings: Settings, paths: Paths, trainer: L.Trainer, progress: bool) -> Job:
     """The data and the module of the selected technique, built to train with `trainer` (which also runs the
     feature extraction of cached mode); shared by training and the learning-rate finder."""
@@ -116,21 +137,7 @@ def prepare(settings: Settings, paths: Paths, trainer: L.Trainer, progress: bool
             head_checkpoint=paths.head_checkpoint or paths.models / "feature_extract" / CHECKPOINT,
         )
     )
-    if tcfg.compile:
-        setup.net.compile()  # in place (state_dict keys unchanged, so checkpoints still load); compiles on step 1
-    module = ClassifierModule(
-        setup.net,
-        len(classes),
-        tech.optimizer,
-        setup.image_input,
-        frozen=setup.frozen,
-        seed=seed,
-        spec=setup.spec,
-        schedule=tech.lr_schedule,
-        tta=tech.tta,
-        label_smoothing=tech.label_smoothing,
-        feature_flips=isinstance(tech, FeatureExtract) and tech.cached and tech.cached_flips,
-    )
+    module = classifier_module(settings, setup, len(classes))
     data = ArrayDataModule(
         SplitArrays(setup.array, labels, rows, classes),
         tech.batch_size,

@@ -1,16 +1,19 @@
 """The benchmarks respect the CPU they run on (benchmarks/hardware.py): with the CPU's capability faked, bf16 work
 runs at full size only where bf16 is native, and the FLOP/s fraction is taken against the peak of the precision
-that trained. Nothing here measures time."""
+that trained. The fine-tune benchmark builds the project's network and records its ratio per preset. Nothing here
+measures time."""
 
 from __future__ import annotations
 
 import sys
 
+import numpy as np
 import pytest
 import torch
 from helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the benchmarks import each other as top-level modules
+import bench_finetune_throughput as finetune
 import bench_train_throughput as throughput
 
 import common
@@ -126,3 +129,77 @@ def test_the_emulated_peak_probe_runs():
     """The small probe itself (real bf16 matmuls, a fraction of a second even where emulated)."""
     _, sizes, repeats, emulated = throughput.peak_plan("32-true", "cpu", hardware.Cpu("AVX2", ("avx2",), False))["bf16"]
     assert emulated and throughput.matmul_peak(torch.bfloat16, sizes, repeats, "cpu") > 0
+
+
+def test_the_bf16_reference_runs_only_where_bf16_is_native(fake_cpu):
+    names = lambda planned: [name for name, _ in planned]
+    planned, skipped = throughput.references("cpu", fake_cpu(AVX2_ONLY))
+    assert planned == [(throughput.REFERENCE, False)]
+    assert skipped == ["reference bf16 channels_last: bf16 is emulated here"]  # printed as `skipped ...`
+    planned, skipped = throughput.references("cpu", fake_cpu(AMX))
+    assert planned == [(throughput.REFERENCE, False), (throughput.REFERENCE_BF16, True)] and not skipped
+    assert names(throughput.references("cuda", fake_cpu(AVX2_ONLY))[0])[1] == throughput.REFERENCE_BF16
+    assert throughput.references("cpu", fake_cpu(AMX, assume_no_bf16=True))[1]  # --assume-no-bf16 skips it too
+
+
+def test_ours_is_compared_with_each_reference_measured_and_repeats_give_medians():
+    ours = "ours (bf16-mixed, channels_last)"
+    runs = {throughput.REFERENCE: 40.0, throughput.REFERENCE_BF16: 60.0, ours: 120.0}
+    assert throughput.ratios(runs, ours) == {"fp32": 3.0, "bf16": 2.0}
+    del runs[throughput.REFERENCE_BF16]  # skipped: bf16 emulated
+    assert throughput.ratios(runs, ours) == {"fp32": 3.0}
+    repeats = [{"r": 3.0, "b": None}, {"r": 2.0, "b": None}, {"r": 4.0, "b": None}]
+    assert throughput.median_of(repeats, "r") == 3.0 and throughput.median_of(repeats, "b") is None
+
+
+def test_the_finetune_benchmark_takes_presets_and_steps():
+    args = finetune.parse_args([])
+    assert (args.presets, args.steps, args.device, args.assume_no_bf16) == (["playbook", "default"], 20, "cpu", False)
+    args = finetune.parse_args(["--presets", "default", "--steps", "3", "--assume-no-bf16"])
+    assert (args.presets, args.steps, args.assume_no_bf16) == (["default"], 3, True)
+    for bad in (["--presets", "nope"], ["--steps", "0"]):
+        with pytest.raises(SystemExit):
+            finetune.parse_args(bad)
+
+
+def test_the_finetune_presets_are_the_projects():
+    playbook, default = (
+        finetune.describe(finetune.preset_config("playbook")),
+        finetune.describe(finetune.preset_config("default")),
+    )
+    assert (playbook["backbone"], playbook["image_size"], playbook["unfreeze_blocks"]) == (
+        "efficientnet_lite2",
+        260,
+        "all",
+    )
+    assert (default["backbone"], default["image_size"], default["unfreeze_blocks"]) == ("efficientnet_lite0", 224, 1)
+
+
+def test_the_finetune_benchmark_trains_the_projects_network(tmp_path):
+    """The builder's network from the written start: the head's weights come from it, the base's top trains, the
+    frozen BatchNorms are returned to stay in eval mode."""
+    cfg = finetune.preset_config("default")
+    setup = finetune.setup_of(cfg, np.zeros((1, 8, 8, 3), np.uint8), None, tmp_path)
+    written = torch.load(tmp_path / "feature_extract.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(v, written[f"net.head.{k}"]) for k, v in setup.net.head.state_dict().items())
+    trainable = [p for p in setup.net.parameters() if p.requires_grad]
+    assert 0 < len(trainable) < len(list(setup.net.parameters()))
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in setup.frozen)
+    assert setup.image_input.channels_last == cfg.trainer.channels_last
+
+
+def test_the_finetune_benchmark_records_each_presets_ratio(fake_cpu, monkeypatch, tmp_path):
+    """Without native bf16 both sides train in fp32, and each preset's ratio and target land in the results file."""
+    fake_cpu(AVX2_ONLY)
+    seen = []
+    monkeypatch.setattr(finetune, "reference", lambda cfg, bf16, *a: seen.append(("reference", bf16)) or 10.0)
+    monkeypatch.setattr(finetune, "ours", lambda cfg, precision, *a: seen.append(("ours", precision)) or 16.0)
+    saved = {}
+    monkeypatch.setattr(finetune, "save", lambda name, result, cpu: saved.update(name=name, cpu=cpu, **result))
+    result = finetune.main(["--presets", "playbook", "default", "--workdir", str(tmp_path / "work")])
+    assert seen == [("reference", False), ("ours", "32-true")] * 2
+    assert saved["name"] == "finetune-throughput" and saved["presets"] == result["presets"]
+    assert saved["presets"]["playbook"]["ratio_vs_reference"] == 1.6
+    assert saved["presets"]["playbook"]["target"] == 1.5 and saved["presets"]["default"]["target"] is None
+    assert saved["presets"]["playbook"]["reference_precision"] == "fp32"
+    assert common.machine(saved["cpu"])["cpu_offers"]["bf16"] == "emulated"  # what the results file records

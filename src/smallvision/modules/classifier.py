@@ -143,10 +143,10 @@ class ClassifierModule(L.LightningModule):
         x, y, _ = batch
         logits = self(x)
         loss, pred, _ = self._losses(logits, y)
-        # not in place: after a validation before fit (inference mode) the sums are an inference tensor
-        self._train_sums = self._train_sums + torch.stack(
-            [loss.detach().sum().cpu(), (pred == y).sum().cpu().float(), torch.tensor(float(len(y)))]
-        )
+        # kept on the training device, so a GPU step waits for no copy to the host (read once per epoch); not in
+        # place: after a validation before fit (inference mode) the sums are an inference tensor
+        step_sums = torch.stack([loss.detach().sum(), (pred == y).sum().float(), loss.new_tensor(float(len(y)))])
+        self._train_sums = self._train_sums.to(step_sums.device) + step_sums
         objective = self._smoothed_loss(logits, y) if self.label_smoothing else loss.mean()
         self.log("train_loss_step", objective, prog_bar=True, logger=False)
         return objective

@@ -1,5 +1,5 @@
 """Test-time augmentation over the horizontal flip (ClassifierModule.test), reported beside the plain test
-accuracy, never instead of it."""
+accuracy, never instead of it; an epoch's training loss and accuracy from the per-step sums."""
 
 from __future__ import annotations
 
@@ -82,3 +82,40 @@ def test_cached_feature_extract_with_tta_reports_both_accuracies(study):
     assert {"test_accuracy", "test_accuracy_tta", "ci95_low_tta", "ci95_high_tta"} <= set(metrics)
     assert metrics["test_images"] == 20 and 0 <= metrics["test_correct_tta"] <= 20
     assert len(list((study / "data/features/efficientnet_lite0").glob("features-*.npy"))) == 2  # plain and flipped
+
+
+# ----------------------------------------------------------------------------------------------- training sums
+
+
+def test_an_epochs_training_loss_and_accuracy_are_the_means_over_its_samples(tmp_path):
+    """The per-step sums (kept on the training device) add up to the epoch's mean loss and accuracy in history."""
+    torch.manual_seed(0)
+    features = np.random.default_rng(2).normal(size=(10, 8)).astype(np.float32)
+    labels = np.arange(10) % 2
+    rows = {s: np.arange(10) for s in ("train", "val", "test")}
+    data = ArrayDataModule(SplitArrays(features, labels, rows, ["a", "b"]), 4, 0)  # batches of 4, 4 and 2
+    module = ClassifierModule(DenseHead(8, 4, 0.0, 1), 2, optimizer(layer_decay=1.0), None)
+    seen = []
+    losses = module._losses
+
+    def recorded(logits, y):
+        loss, pred, prob = losses(logits, y)
+        if module.trainer.training:
+            seen.append((loss.detach(), pred == y))
+        return loss, pred, prob
+
+    module._losses = recorded
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=data)
+    row = module.history[-1]
+    assert len(seen) == 3 and sum(len(loss) for loss, _ in seen) == 10
+    assert row["train_loss"] == pytest.approx(float(torch.cat([loss for loss, _ in seen]).mean()), rel=1e-6)
+    assert row["train_acc"] == pytest.approx(float(torch.cat([ok for _, ok in seen]).float().mean()))
