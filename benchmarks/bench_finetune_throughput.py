@@ -26,7 +26,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from bench_train_throughput import StepClock, images_per_s, now
+from bench_train_throughput import StepClock, images_per_s, now, timed_trainer
 
 from smallvision import networks, techniques, training
 from smallvision.data.datamodule import ArrayDataModule, SplitArrays
@@ -86,19 +86,7 @@ def ours(cfg: Settings, precision: str, warmup: int, steps: int, workdir: Path, 
     labels = generator.integers(0, 2, len(images))
     rows = {"train": np.arange(len(images)), "val": np.arange(2), "test": np.arange(2)}
     clock = StepClock(Progress(f"ours ({precision})", batches), device)
-    trainer = L.Trainer(
-        accelerator="gpu" if device == "cuda" else "cpu",
-        devices=1,
-        precision=precision,
-        max_epochs=1,
-        logger=False,
-        limit_train_batches=batches,
-        limit_val_batches=0,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[clock],
-    )
+    trainer = timed_trainer(clock, precision, batches, device)
     setup = setup_of(cfg, images, trainer, workdir)
     module = training.classifier_module(cfg, setup, len(CLASSES))
     data = ArrayDataModule(

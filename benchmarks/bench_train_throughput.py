@@ -79,6 +79,24 @@ class StepClock(L.Callback):
         self.progress.step()
 
 
+def timed_trainer(clock: StepClock, precision: str, batches: int, device: str) -> L.Trainer:
+    """A Trainer that trains `batches` batches for one epoch and nothing else (no validation, checkpoint, logger or
+    progress bar), `clock` timing each batch."""
+    return L.Trainer(
+        accelerator="gpu" if device == "cuda" else "cpu",
+        devices=1,
+        precision=precision,
+        max_epochs=1,
+        logger=False,
+        limit_train_batches=batches,
+        limit_val_batches=0,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[clock],
+    )
+
+
 def images_per_s(times: list[float], warmup: int, batch: int) -> float:
     return (len(times) - 1 - warmup) * batch / (times[-1] - times[warmup])
 
@@ -107,19 +125,7 @@ def ours(
     data = ArrayDataModule(SplitArrays(images, labels, rows, classes), tech.batch_size, seed=0)
     layout = "channels_last" if channels_last else "NCHW"
     clock = StepClock(Progress(f"ours ({precision}, {layout})", warmup + steps + 1), device)
-    trainer = L.Trainer(
-        accelerator="gpu" if device == "cuda" else "cpu",
-        devices=1,
-        precision=precision,
-        max_epochs=1,
-        logger=False,
-        limit_train_batches=warmup + steps + 1,
-        limit_val_batches=0,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[clock],
-    )
+    trainer = timed_trainer(clock, precision, warmup + steps + 1, device)
     trainer.fit(module, datamodule=data)
     return images_per_s(clock.times, warmup, tech.batch_size)
 
