@@ -24,7 +24,6 @@ from smallvision.errors import ConfigError
 from smallvision.models.convnet import MIN_IMAGE_SIZE
 from smallvision.schema_rules import (
     SETTING_ERROR,
-    Rule,  # noqa: F401 -- the words of a field's error, which the schema tests read off every field
     Section,
     choice,
     explained,

@@ -25,7 +25,8 @@ from helpers.schema_fields import (
 )
 
 from smallvision.errors import ConfigError
-from smallvision.schema import Rule, Settings, validate
+from smallvision.schema import Settings, validate
+from smallvision.schema_rules import Rule
 
 
 def test_every_setting_of_every_config_is_in_the_schema_and_every_number_has_bounds():
