@@ -315,7 +315,8 @@ def _leave_out(
 ) -> dict[str, list[tuple[str, str]]]:
     """`kept` without the excluded images. They were split with the others, so every other image keeps the
     split it has without the list, and a rerun with the list differs from one without it by those images only
-    (their copies, same bytes, go with them). DataError when a class is left with no image in a split."""
+    (and the exact copies the split dropped as duplicates of one, which it kept as the first by path). DataError
+    when a class is left with no image in a split."""
     left = {label: [item for item in items if item[0] not in exclude] for label, items in kept.items()}
     used = set(assignment.values())
     for label, items in left.items():
