@@ -395,6 +395,9 @@ class Modern(Technique):
     dropout: real(0, 1, high_open=True)
     label_smoothing: LABEL_SMOOTHING
     augmentation: Augmentation
+    mixup_alpha: real(0, 100, why="0: off; else the Beta(a, a) that draws each batch's mixing weight")
+    cutmix_alpha: real(0, 100, why="0: off; else the Beta(a, a) that draws each batch's kept area")
+    ema_decay: optional(real(0, 1, high_open=True, why="0: the weights as trained"), "no average of the weights")
     batch_size: COUNT
     eval_batch_size: COUNT
     epochs: COUNT

@@ -104,6 +104,11 @@ def classifier_module(settings: Settings, setup: techniques.Setup, num_classes: 
         tta=tech.tta,
         label_smoothing=tech.label_smoothing,
         feature_flips=isinstance(tech, FeatureExtract) and tech.cached and tech.cached_flips,
+        **(
+            {"mixup_alpha": tech.mixup_alpha, "cutmix_alpha": tech.cutmix_alpha, "ema_decay": tech.ema_decay}
+            if isinstance(tech, Modern)
+            else {}
+        ),
     )
 
 

@@ -10,6 +10,12 @@
   exactly once under DDP; per-epoch train/val loss and accuracy go to `history`.
 - A loss that becomes NaN or infinite stops training at the end of that epoch with DivergedError (the same on
   every rank: the sums are gathered first), before any checkpoint of that epoch is saved.
+- Mixing (`mixup_alpha`, `cutmix_alpha` > 0): each training batch is mixed with itself rolled by one
+  (torchvision's MixUp / CutMix; both: one of the two per batch) against soft targets; the history's training
+  loss and accuracy are then against those targets (the accuracy: the class with the larger share).
+- Weight averaging (`ema_decay`): an exponential moving average of the weights, updated after every training step
+  (torch's AveragedModel, buffers included), is what validation scores and what checkpoints hold as `net.*`, so
+  the checkpoint chosen on validation, the test and every later stage use the averaged weights.
 - Test-time augmentation (`tta`): the test split is also scored on the mean of the class probabilities of each
   image and its horizontal flip, reported beside the plain result, never instead of it. Cached features come
   with the features of the flipped image as a second view ((N, 2, D) rows; see `smallvision.features`).
@@ -59,6 +65,9 @@ class ClassifierModule(L.LightningModule):
         tta: bool = False,
         label_smoothing: float = 0.0,
         feature_flips: bool = False,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        ema_decay: float | None = None,
     ) -> None:
         super().__init__()
         # `spec` (plain types) says how to rebuild `net`; it is what checkpoints carry besides weights
@@ -72,6 +81,9 @@ class ClassifierModule(L.LightningModule):
         self.label_smoothing = label_smoothing
         self.feature_flips = feature_flips  # cached features of (image, flip): train on either, at random
         self.image_input = image_input
+        self.mixing = batch_mixing(mixup_alpha, cutmix_alpha, num_classes)
+        self.ema_decay = ema_decay
+        self._ema: tuple = ()  # (AveragedModel of net,) while fitting; a tuple so it is no submodule of this one
         self.frozen = list(frozen)
         self.seed = seed
         self.history: list[dict] = []
@@ -141,26 +153,60 @@ class ClassifierModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y, _ = batch
+        target = y
+        if self.mixing is not None:
+            x, target = self.mixing(x, y)  # (N, C) class shares
         logits = self(x)
-        loss, pred, _ = self._losses(logits, y)
+        if target is y:
+            loss, pred, _ = self._losses(logits, y)
+            hits = pred == y
+        else:
+            loss, pred = soft_losses(logits, target)
+            hits = pred == target.argmax(1)
         # kept on the training device, so a GPU step waits for no copy to the host (read once per epoch); not in
         # place: after a validation before fit (inference mode) the sums are an inference tensor
-        step_sums = torch.stack([loss.detach().sum(), (pred == y).sum().float(), loss.new_tensor(float(len(y)))])
+        step_sums = torch.stack([loss.detach().sum(), hits.sum().float(), loss.new_tensor(float(len(y)))])
         self._train_sums = self._train_sums.to(step_sums.device) + step_sums
-        objective = self._smoothed_loss(logits, y) if self.label_smoothing else loss.mean()
+        objective = self._smoothed_loss(logits, target) if self.label_smoothing else loss.mean()
         self.log("train_loss_step", objective, prog_bar=True, logger=False)
         return objective
 
-    def _smoothed_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The mean cross-entropy against smoothed targets: what training minimises with `label_smoothing`."""
+    def _smoothed_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The mean cross-entropy against smoothed targets (of class indices, or (N, C) class shares): what training
+        minimises with `label_smoothing`."""
         logits, e = logits.float(), self.label_smoothing
         if self.num_classes == 2:
-            return F.binary_cross_entropy_with_logits(logits.squeeze(1), y.float() * (1 - e) + e / 2)
-        return F.cross_entropy(logits, y, label_smoothing=e)
+            t = target.float() if target.ndim == 1 else target[:, 1]
+            return F.binary_cross_entropy_with_logits(logits.squeeze(1), t * (1 - e) + e / 2)
+        return F.cross_entropy(logits, target, label_smoothing=e)
+
+    # -- the average of the weights (ema_decay)
+    def on_fit_start(self) -> None:
+        if self.ema_decay is not None:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            multi_avg_fn = get_ema_multi_avg_fn(self.ema_decay)
+            self._ema = (AveragedModel(self.net, multi_avg_fn=multi_avg_fn, use_buffers=True),)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self._ema:
+            self._ema[0].update_parameters(self.net)
+
+    def on_fit_end(self) -> None:
+        self._ema = ()  # the net keeps its trained weights; best.ckpt holds the averaged ones
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self._ema:
+            averaged = self._ema[0].module.state_dict()
+            checkpoint["state_dict"] |= {f"net.{k}": v for k, v in averaged.items()}
+
+    def _scored(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits validation and test score: of the averaged weights while fitting (a test loads them)."""
+        return self._ema[0].module(x) if self._ema else self(x)
 
     def _eval_step(self, batch) -> None:
         x, y, idx = batch
-        loss, pred, prob = self._losses(self(x), y)
+        loss, pred, prob = self._losses(self._scored(x), y)
         self._eval_outputs.append({"idx": idx, "y": y, "pred": pred, "prob": prob, "loss": loss})
 
     def validation_step(self, batch, batch_idx: int) -> None:
@@ -255,6 +301,27 @@ class ClassifierModule(L.LightningModule):
             optimizer, self.schedule, self.trainer.estimated_stepping_batches, self.trainer.max_epochs
         )
         return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+def batch_mixing(mixup_alpha: float, cutmix_alpha: float, num_classes: int):
+    """torchvision's batched MixUp and/or CutMix ((images, labels) -> (mixed images, (N, C) class shares)), one of
+    the two per batch when both are on; None when both alphas are 0."""
+    if not (mixup_alpha or cutmix_alpha):
+        return None
+    from torchvision.transforms import v2
+
+    mixers = [v2.MixUp(alpha=mixup_alpha, num_classes=num_classes)] if mixup_alpha else []
+    mixers += [v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes)] if cutmix_alpha else []
+    return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
+
+
+def soft_losses(logits: torch.Tensor, shares: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample cross-entropy against (N, C) class shares, and the predicted class."""
+    logits = logits.float()
+    if logits.shape[1] == 1:  # two classes, one logit: the share of class 1 is the target
+        z = logits.squeeze(1)
+        return F.binary_cross_entropy_with_logits(z, shares[:, 1], reduction="none"), (z > 0).long()
+    return F.cross_entropy(logits, shares, reduction="none"), logits.argmax(1)
 
 
 def tta_losses(

@@ -238,3 +238,66 @@ def test_the_comparison_has_five_rungs_with_the_paired_steps_around_modern(tmp_p
     summary = {r["technique"]: (r.get("step_from"), r.get("step_seeds")) for r in rows}
     assert summary["modern"] == ("augment", 2) and summary["feature_extract"] == ("modern", 2)
     assert {(s["from"], s["to"]) for s in steps.per_seed} >= {("augment", "modern"), ("modern", "feature_extract")}
+
+
+def test_mixing_trains_against_class_shares_and_is_off_by_default():
+    cfg = config()
+    assert ClassifierModule(torch.nn.Identity(), 2, cfg.selected.optimizer, None).mixing is None
+    torch.manual_seed(0)
+    x, y = torch.rand(8, 3, 16, 16), torch.tensor([0, 1] * 4)
+    for kw in ({"mixup_alpha": 0.4}, {"cutmix_alpha": 1.0}, {"mixup_alpha": 0.4, "cutmix_alpha": 1.0}):
+        mixed, shares = ClassifierModule(torch.nn.Identity(), 2, cfg.selected.optimizer, None, **kw).mixing(x, y)
+        assert mixed.shape == x.shape and not torch.equal(mixed, x)
+        assert shares.shape == (8, 2) and torch.allclose(shares.sum(1), torch.ones(8))
+        # each image's shares are its own label and its neighbour's (the batch rolled by one)
+        own = shares[torch.arange(8), y]
+        assert torch.all(own >= 0) and torch.allclose(own + shares[torch.arange(8), y.roll(1)], torch.ones(8))
+    # one-hot shares: the same loss and prediction as the hard labels; smoothing applies to the shares
+    logits = torch.tensor([[2.0], [-1.0], [-0.5]])
+    hard = torch.tensor([1, 0, 1])
+    module = ClassifierModule(torch.nn.Identity(), 2, cfg.selected.optimizer, None, label_smoothing=0.2)
+    loss, pred = classifier.soft_losses(logits, torch.nn.functional.one_hot(hard, 2).float())
+    plain_loss, plain_pred, _ = module._losses(logits, hard)
+    assert torch.allclose(loss, plain_loss) and torch.equal(pred, plain_pred) and pred.tolist() == [1, 0, 0]
+    half = torch.tensor([[0.5, 0.5]] * 3)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0], torch.full((3,), 0.5))
+    assert torch.allclose(module._smoothed_loss(logits, half), expected)
+
+
+def test_the_average_of_the_weights_is_what_validation_scores_and_checkpoints_hold():
+    cfg = config()
+    net = torch.nn.Linear(3, 1)
+    module = ClassifierModule(net, 2, cfg.selected.optimizer, None, ema_decay=0.5)
+    module.on_fit_start()
+    start = net.weight.detach().clone()
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    module.on_train_batch_end(None, None, 0)  # the first update copies the weights
+    with torch.no_grad():
+        net.weight.add_(2.0)
+    module.on_train_batch_end(None, None, 1)  # then 0.5 x average + 0.5 x weights
+    averaged = start + 1.0 + 1.0
+    assert torch.allclose(module._ema[0].module.weight, averaged)
+    x = torch.randn(4, 3)
+    assert torch.allclose(module._scored(x), torch.nn.functional.linear(x, averaged, net.bias))
+    checkpoint = {"state_dict": module.state_dict()}
+    assert set(checkpoint["state_dict"]) == {"net.weight", "net.bias"}  # the average is no submodule
+    module.on_save_checkpoint(checkpoint)
+    assert torch.allclose(checkpoint["state_dict"]["net.weight"], averaged)
+    assert torch.allclose(net.weight, start + 3.0)  # training goes on from its own weights
+    module.on_fit_end()
+    assert torch.equal(module._scored(x), module(x))
+
+
+def test_modern_trains_with_mixing_and_the_average_of_its_weights(tmp_path):
+    study = make_dataset(tmp_path, per_class=24)
+    settings = config(
+        "technique=modern",
+        "techniques.modern.mixup_alpha=0.2",
+        "techniques.modern.cutmix_alpha=1.0",
+        "techniques.modern.ema_decay=0.9",
+    )
+    metrics = training.train_technique(settings, paths(study, "modern"), progress=False)
+    assert metrics["epochs_run"] == 2 and metrics["test_images"] > 0
+    net, spec = networks.load_checkpoint(study / "models/modern/best.ckpt")
+    assert isinstance(net, ModernConvNet)
