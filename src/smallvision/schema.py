@@ -21,7 +21,7 @@ from pydantic_core import PydanticCustomError
 
 from smallvision.data.images import ImageLimits
 from smallvision.errors import ConfigError
-from smallvision.models.convnet import MIN_IMAGE_SIZE
+from smallvision.models.convnet_sizes import MIN_IMAGE_SIZE
 from smallvision.schema_rules import (
     SETTING_ERROR,
     Section,

@@ -7,7 +7,7 @@ import os
 from typing import TYPE_CHECKING
 
 from smallvision.errors import ConfigError
-from smallvision.models.convnet import DENSE_UNITS, FILTERS, MIN_IMAGE_SIZE, flatten_size
+from smallvision.models.convnet_sizes import DENSE_UNITS, FILTERS, MIN_IMAGE_SIZE, flatten_size
 
 if TYPE_CHECKING:
     from smallvision.schema import FeatureExtract, FineTune, Scratch

@@ -1,6 +1,6 @@
 """Each DVC stage is a new Python process, so what an entry script imports at its start is paid by every stage: the
-scripts load no library their path never runs (Lightning outside training and the audit, timm outside pretrained
-backbones, scipy.stats outside the statistics)."""
+scripts load no library their path never runs (torch outside the stages that run networks, Lightning outside
+training and the audit, timm outside pretrained backbones, scipy.stats outside the statistics)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from helpers import ROOT
 # data.preprocess), so a from-scratch stage's timm-free start is checked there, without Lightning's import time.
 PROBE = """
 import json, runpy, sys
-watched = ("lightning", "timm", "safetensors", "scipy.stats", "mlflow")
+watched = ("torch", "lightning", "timm", "safetensors", "scipy.stats", "mlflow")
 loaded = {}
 for script in ("download", "split", "export"):
     runpy.run_path(f"pipelines/{script}.py", run_name="startup_probe")
@@ -38,4 +38,4 @@ def test_entry_scripts_start_without_libraries_their_path_never_runs():
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
     assert loaded["download"] == [], loaded  # the data stages: none of them
     assert loaded["split"] == [], loaded
-    assert loaded["export"] == [], loaded  # a checkpoint is rebuilt with torch alone; timm only for a pretrained base
+    assert loaded["export"] == ["torch"], loaded  # a checkpoint is rebuilt with torch alone; timm only for a pretrained base

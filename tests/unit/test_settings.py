@@ -8,7 +8,7 @@ from helpers.study import technique
 
 from smallvision import settings
 from smallvision.errors import ConfigError
-from smallvision.models.convnet import MIN_IMAGE_SIZE
+from smallvision.models.convnet_sizes import MIN_IMAGE_SIZE
 
 
 def with_memory(monkeypatch: pytest.MonkeyPatch, nbytes: int | None) -> None:

@@ -186,7 +186,10 @@ class ClassifierModule(L.LightningModule):
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
             multi_avg_fn = get_ema_multi_avg_fn(self.ema_decay)
-            self._ema = (AveragedModel(self.net, multi_avg_fn=multi_avg_fn, use_buffers=True),)
+            averaged = AveragedModel(self.net, multi_avg_fn=multi_avg_fn, use_buffers=True)
+            # it only scores, and no .train()/.eval() of this module reaches it: always in eval mode (dropout off,
+            # BatchNorm's averaged running statistics)
+            self._ema = (averaged.eval().requires_grad_(False),)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self._ema:

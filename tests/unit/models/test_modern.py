@@ -269,6 +269,8 @@ def test_the_average_of_the_weights_is_what_validation_scores_and_checkpoints_ho
     net = torch.nn.Linear(3, 1)
     module = ClassifierModule(net, 2, cfg.selected.optimizer, None, ema_decay=0.5)
     module.on_fit_start()
+    module.train()
+    assert not module._ema[0].training  # scores as a network in eval mode, also while the module trains
     start = net.weight.detach().clone()
     with torch.no_grad():
         net.weight.add_(1.0)
@@ -301,3 +303,19 @@ def test_modern_trains_with_mixing_and_the_average_of_its_weights(tmp_path):
     assert metrics["epochs_run"] == 2 and metrics["test_images"] > 0
     net, spec = networks.load_checkpoint(study / "models/modern/best.ckpt")
     assert isinstance(net, ModernConvNet)
+
+
+def test_the_average_scores_in_eval_mode_while_the_module_trains():
+    cfg = config()
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.BatchNorm1d(8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 1))
+    module = ClassifierModule(net, 2, cfg.selected.optimizer, None, ema_decay=0.9)
+    module.on_fit_start()
+    module.train()
+    x = torch.randn(6, 3)
+    net(x)  # a training step moves the net's BatchNorm statistics...
+    module.on_train_batch_end(None, None, 0)
+    before = module._ema[0].module[1].running_mean.clone()
+    first, second = module._scored(x), module._scored(x)
+    assert torch.equal(first, second)  # ...but scoring draws no dropout mask and leaves the averaged statistics
+    assert torch.equal(module._ema[0].module[1].running_mean, before)
