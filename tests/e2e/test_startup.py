@@ -38,4 +38,6 @@ def test_entry_scripts_start_without_libraries_their_path_never_runs():
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
     assert loaded["download"] == [], loaded  # the data stages: none of them
     assert loaded["split"] == [], loaded
-    assert loaded["export"] == ["torch"], loaded  # a checkpoint is rebuilt with torch alone; timm only for a pretrained base
+    assert loaded["export"] == ["torch"], (
+        loaded
+    )  # a checkpoint is rebuilt with torch alone; timm only for a pretrained base

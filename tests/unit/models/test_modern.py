@@ -301,14 +301,16 @@ def test_modern_trains_with_mixing_and_the_average_of_its_weights(tmp_path):
     )
     metrics = training.train_technique(settings, paths(study, "modern"), progress=False)
     assert metrics["epochs_run"] == 2 and metrics["test_images"] > 0
-    net, spec = networks.load_checkpoint(study / "models/modern/best.ckpt")
+    net, _ = networks.load_checkpoint(study / "models/modern/best.ckpt")
     assert isinstance(net, ModernConvNet)
 
 
 def test_the_average_scores_in_eval_mode_while_the_module_trains():
     cfg = config()
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.BatchNorm1d(8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 1))
+    net = torch.nn.Sequential(
+        torch.nn.Linear(3, 8), torch.nn.BatchNorm1d(8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 1)
+    )
     module = ClassifierModule(net, 2, cfg.selected.optimizer, None, ema_decay=0.9)
     module.on_fit_start()
     module.train()
