@@ -3,6 +3,7 @@
     python benchmarks/bench_finetune_throughput.py                       # playbook and default, 20 timed batches
     python benchmarks/bench_finetune_throughput.py --presets playbook --steps 10
     python benchmarks/bench_finetune_throughput.py --assume-no-bf16      # as on a CPU without native bf16
+    python benchmarks/bench_finetune_throughput.py --set trainer.compile=true  # ours with a setting changed
 
 Ours (what `pipelines/train.py technique=fine_tune` trains): the network, frozen parts and input pipeline the
 project's builder makes from the composed config (`playbook`: EfficientNet-Lite2 at 260 px, the whole base
@@ -42,9 +43,9 @@ TARGETS = {"playbook": 1.5}  # ours vs the plain loop; the other presets are pri
 CLASSES = ["cat", "dog"]
 
 
-def preset_config(preset: str) -> Settings:
+def preset_config(preset: str, *overrides: str) -> Settings:
     """The composed config of `preset` with fine_tune selected, as `pipelines/train.py` composes it."""
-    return project_config("technique=fine_tune", f"preset={preset}")
+    return project_config("technique=fine_tune", f"preset={preset}", *overrides)
 
 
 def start_checkpoint(cfg: Settings, path: Path) -> Path:
@@ -138,6 +139,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3, help="batches before the clock starts")
     parser.add_argument("--steps", type=int, default=20, help="timed batches")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where both train")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Hydra overrides for ours only, e.g. trainer.compile=true",
+    )
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "smallvision-bench-finetune")
     hardware.add_argument(parser)
     args = parser.parse_args(argv)
@@ -154,7 +162,13 @@ def main(argv: list[str] | None = None) -> dict:
     cpu = hardware.detect(args.assume_no_bf16)
     say(cpu.describe())
     args.workdir.mkdir(parents=True, exist_ok=True)
-    result = {"device": args.device, "warmup_batches": args.warmup, "timed_batches": args.steps, "presets": {}}
+    result = {
+        "device": args.device,
+        "warmup_batches": args.warmup,
+        "timed_batches": args.steps,
+        "overrides": args.set,
+        "presets": {},
+    }
     for preset in args.presets:
         cfg = preset_config(preset)
         precision = hardware.trained_precision(cfg.trainer.precision, args.device, cpu)
@@ -163,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
         say(f"fine_tune, preset {preset}: {shown}; ours trains in {precision}")
         ref = reference(cfg, bf16, args.warmup, args.steps, args.workdir, args.device)
         say(f"  reference (plain loop, NCHW, {'bf16 autocast' if bf16 else 'fp32'}): {ref:.1f} img/s")
-        rate = ours(cfg, precision, args.warmup, args.steps, args.workdir, args.device)
+        rate = ours(preset_config(preset, *args.set), precision, args.warmup, args.steps, args.workdir, args.device)
         ratio = rate / ref
         target = TARGETS.get(preset)
         say(

@@ -157,6 +157,9 @@ def test_the_finetune_benchmark_takes_presets_and_steps():
     assert (args.presets, args.steps, args.device, args.assume_no_bf16) == (["playbook", "default"], 20, "cpu", False)
     args = finetune.parse_args(["--presets", "default", "--steps", "3", "--assume-no-bf16"])
     assert (args.presets, args.steps, args.assume_no_bf16) == (["default"], 3, True)
+    assert finetune.parse_args([]).set == []
+    args = finetune.parse_args(["--set", "trainer.compile=true"])
+    assert finetune.preset_config("playbook", *args.set).trainer.compile is True
     for bad in (["--presets", "nope"], ["--steps", "0"]):
         with pytest.raises(SystemExit):
             finetune.parse_args(bad)
