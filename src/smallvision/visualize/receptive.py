@@ -10,10 +10,12 @@ outside the image). Two ways to get them:
   size += (k - 1) * d * jump, offset -= p * jump, jump *= s.
 - `probed_geometry`: for any network (a timm base, with residual branches and TensorFlow-style "same" padding
   that depends on the input size), the gradient of one output position with respect to the input, in a
-  linearised float64 copy of the network: every conv weight 1/fan-in and no bias, batch norms and activations
+  linearised float32 copy of the network: every conv weight 1/fan-in and no bias, batch norms and activations
   passed through, max pools averaged. All weights are then positive, nothing cancels and nothing is cut off by
   a ReLU, so the input pixels with a non-zero gradient are exactly the theoretical receptive field of that
-  position. Two neighbouring positions give the jump. The probe image is grown by multiples of the network's
+  position. Every conv then averages its inputs, so a field's gradient sums to one and its smallest value, at
+  the field's edge, is about the product of 1/k over the k x k kernels that widen it: far above float32's
+  smallest number for any network here (float64's convolutions, without oneDNN, are 10-100x slower). Two neighbouring positions give the jump. The probe image is grown by multiples of the network's
   total stride (so every layer keeps the same padding) until the field fits inside it; a field still wider
   than the largest probe (3x the image) covers the whole image from every position.
 """
@@ -98,11 +100,11 @@ def _first(value):
 
 
 def linearised(net: nn.Module) -> tuple[nn.Module, dict[int, nn.Module], list]:
-    """A float64 copy of `net` with positive weights (1/fan-in) whose normalisations and activations pass their
+    """A float32 copy of `net` with positive weights (1/fan-in) whose normalisations and activations pass their
     input through and whose max pools average; also the map from id(original module) to its copy, and the hook
     handles that do the passing through (removed with the copy)."""
     memo: dict[int, object] = {}
-    twin = copy.deepcopy(net, memo).double().eval()
+    twin = copy.deepcopy(net, memo).float().eval()
     copies = {key: value for key, value in memo.items() if isinstance(value, nn.Module)}
     hooks = []
     for m in twin.modules():
@@ -148,7 +150,7 @@ def probed_geometry(net: nn.Module, layers: list[tuple[str, nn.Module]], image_s
             todo = [(name, copies[id(module)]) for name, module in layers if name not in found]
             if not todo:
                 break
-            x = torch.ones(1, 3, probe, image_size, dtype=torch.float64, requires_grad=True)
+            x = torch.ones(1, 3, probe, image_size, dtype=torch.float32, requires_grad=True)
             outputs = capture_until(twin, [m for _, m in todo], x)
             for (name, _), out in zip(todo, outputs):
                 geometry = _measure(out, x, probe)
