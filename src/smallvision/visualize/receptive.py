@@ -15,9 +15,10 @@ outside the image). Two ways to get them:
   a ReLU, so the input pixels with a non-zero gradient are exactly the theoretical receptive field of that
   position. Every conv then averages its inputs, so a field's gradient sums to one and its smallest value, at
   the field's edge, is about the product of 1/k over the k x k kernels that widen it: far above float32's
-  smallest number for any network here (float64's convolutions, without oneDNN, are 10-100x slower). Two neighbouring positions give the jump. The probe image is grown by multiples of the network's
-  total stride (so every layer keeps the same padding) until the field fits inside it; a field still wider
-  than the largest probe (3x the image) covers the whole image from every position.
+  smallest number for any network here (float64's convolutions, without oneDNN, are 10-100x slower). Two
+  neighbouring positions give the jump. The probe image is grown by multiples of the network's total stride (so
+  every layer keeps the same padding) until the field fits inside it; a field still wider than the largest probe
+  (3x the image) covers the whole image from every position.
 """
 
 from __future__ import annotations
