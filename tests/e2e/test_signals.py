@@ -91,6 +91,18 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def test_a_started_run_hears_ctrl_c_even_where_the_test_run_ignores_it(tmp_path):
+    """A test run started in the background by a script ignores SIGINT, and its children would inherit that."""
+    probe = "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        proc = start([sys.executable, "-c", probe], tmp_path, tmp_path / "probe.log")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert proc.wait(timeout=60) == 0
+    assert (tmp_path / "probe.log").read_text().strip() == "True"
+
+
 CTRL_C_BOUND_S = 10  # "within seconds" (README): ~2-4 s measured on 2 idle cores
 
 

@@ -45,12 +45,27 @@ def run(
 
 
 def start(cmd: list[str], cwd: Path, log: Path, **extra_env: str) -> subprocess.Popen:
-    """A child in its own process group (as a shell job is), so a signal reaches every process it starts; its
-    output goes to `log` (a file, not a pipe nobody reads while it runs)."""
+    """A child in its own process group (as a shell job is), so a signal reaches every process it starts, with
+    SIGINT at its default (`AS_A_TERMINAL_JOB`); its output goes to `log` (a file, not a pipe nobody reads while
+    it runs)."""
     with open(log, "w") as out:
         return subprocess.Popen(
-            cmd, cwd=cwd, env=env(cwd, **extra_env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            [sys.executable, "-c", AS_A_TERMINAL_JOB, *cmd],
+            cwd=cwd,
+            env=env(cwd, **extra_env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
+
+
+# Runs the command with SIGINT at its default, as a terminal runs a job. A shell without job control starts
+# background jobs with SIGINT ignored and exec passes the ignore on, so a test run launched that way (`... &` in a
+# script) would hand its children a Ctrl-C they cannot hear. (A Python step before exec, not Popen's preexec_fn,
+# which is unsafe in a process with threads.)
+AS_A_TERMINAL_JOB = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])"
+)
 
 
 def signal_group(proc: subprocess.Popen, sig: int) -> None:
