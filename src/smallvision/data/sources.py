@@ -67,22 +67,7 @@ def fetch_source(
         _generate_synthetic(raw_dir, synthetic)
         return raw_dir
 
-    scheme = urlparse(source).scheme.lower()
-    if scheme in _HTTP_SCHEMES:
-        download_dir = Path(download_dir) if download_dir is not None else raw_dir.parent / "downloads"
-        _refuse_inside(download_dir, raw_dir, what="the download folder")
-        check_output_folder(raw_dir, "download", "paths.raw")
-        archive = download(
-            source,
-            download_dir,
-            sha256=sha256,
-            size=size,
-            timeout_s=connect_timeout_s,
-            retries=retries,
-            progress=progress,
-            max_bytes=max_download_bytes,
-            min_rate=min_download_rate,
-        )
+    def extract(archive: Path) -> Path:
         extract_archive(
             archive,
             raw_dir,
@@ -92,32 +77,33 @@ def fetch_source(
         )
         return raw_dir
 
-    path = _local_path(source, scheme)
-    if not path.exists():
-        raise DataError(
-            f"data source {source!r} does not exist; set data.source to an existing folder or archive, "
-            "e.g. data=folder data.source=/path/to/kagglecatsanddogs_5340.zip"
+    scheme = urlparse(source).scheme.lower()
+    if scheme in _HTTP_SCHEMES:
+        download_dir = Path(download_dir) if download_dir is not None else raw_dir.parent / "downloads"
+        _refuse_inside(download_dir, raw_dir, what="the download folder")
+        check_output_folder(raw_dir, "download", "paths.raw")
+        return extract(
+            download(
+                source,
+                download_dir,
+                sha256=sha256,
+                size=size,
+                timeout_s=connect_timeout_s,
+                retries=retries,
+                progress=progress,
+                max_bytes=max_download_bytes,
+                min_rate=min_download_rate,
+            )
         )
-    kind = special_file_kind(path)
-    if kind:
-        raise DataError(
-            f"data source {source!r} is {kind}: only a folder or an archive file can be a source; "
-            "set data.source to one of those"
-        )
+
+    path = _existing_source(source, scheme)
     _refuse_inside(path, raw_dir, what="the data source")
     check_output_folder(raw_dir, "download", "paths.raw")
     if path.is_dir():
         copy_folder(path, raw_dir, progress=progress)
-    else:
-        verify_file(path, sha256=sha256, size=size)
-        extract_archive(
-            path,
-            raw_dir,
-            max_extract_bytes=max_extract_bytes,
-            max_header_bytes=max_tar_header_bytes,
-            progress=progress,
-        )
-    return raw_dir
+        return raw_dir
+    verify_file(path, sha256=sha256, size=size)
+    return extract(path)
 
 
 # --------------------------------------------------------------------------- folders
@@ -170,6 +156,23 @@ def _generate_synthetic(raw_dir: Path, synthetic: Synthetic) -> None:
             image_size=synthetic.image_size,
             seed=synthetic.seed,
         )
+
+
+def _existing_source(source: str, scheme: str) -> Path:
+    """The folder or archive file a local source (a path or a file:// URL) names."""
+    path = _local_path(source, scheme)
+    if not path.exists():
+        raise DataError(
+            f"data source {source!r} does not exist; set data.source to an existing folder or archive, "
+            "e.g. data=folder data.source=/path/to/kagglecatsanddogs_5340.zip"
+        )
+    kind = special_file_kind(path)
+    if kind:
+        raise DataError(
+            f"data source {source!r} is {kind}: only a folder or an archive file can be a source; "
+            "set data.source to one of those"
+        )
+    return path
 
 
 def _local_path(source: str, scheme: str) -> Path:

@@ -232,28 +232,10 @@ def prepare_split(
     dropped = [d for d in dropped if d.path not in exclude] + [
         Dropped(image, f"excluded: {reason}") for image, reason in exclude.items()
     ]
-    if found.folders:  # a pre-split layout: the folders decide, and validation comes out of train/ when not given
-        assignment = {path: split for path, split in given_split.items()}
-        if "val" not in found.folders:
-            _check_in_train(kept, given_split, found.folders)  # before carving: name the class, not data.split.val
-            assignment.update(_carve_validation(kept, given_split, amounts["val"], seed, found.folders["train"]))
-        unused = {label: 0 for label in found.classes}
-        _check_presplit(kept, assignment, found.classes, found.folders)
-    else:
-        assignment, unused = _stratify(kept, found.classes, amounts, seed, drops)
+    assignment, unused = _assign(found, kept, given_split, amounts, seed, drops)
     if exclude:
         kept = _leave_out(kept, assignment, exclude, exclude_source)
-
-    class_index = {label: i for i, label in enumerate(found.classes)}
-    rows = sorted(
-        (
-            (path, label, assignment[path], digest)
-            for label, items in kept.items()
-            for path, digest in items
-            if path in assignment
-        ),
-        key=lambda row: (SPLITS.index(row[2]), class_index[row[1]], row[0]),
-    )
+    rows = _manifest_rows(kept, assignment, found.classes)
     counts = {name: {label: 0 for label in found.classes} for name in SPLITS}
     for _, label, name, _ in rows:
         counts[name][label] += 1
@@ -274,6 +256,42 @@ def prepare_split(
         write_manifest(tmp / MANIFEST, rows)
         (tmp / REPORT).write_text(json.dumps(report.as_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return report
+
+
+def _assign(
+    found: Discovery,
+    kept: dict[str, list[tuple[str, str]]],
+    given_split: Mapping[str, str | None],
+    amounts: Mapping[str, int | float | str],
+    seed: int,
+    drops: dict[str, Counter],
+) -> tuple[dict[str, str], dict[str, int]]:
+    """{image: split} of the kept images, and the images per class left unused. A pre-split layout: its folders
+    decide, and validation comes out of train/ when not given; else a stratified draw with `seed`."""
+    if not found.folders:
+        return _stratify(kept, found.classes, amounts, seed, drops)
+    assignment = dict(given_split)
+    if "val" not in found.folders:
+        _check_in_train(kept, given_split, found.folders)  # before carving: name the class, not data.split.val
+        assignment.update(_carve_validation(kept, given_split, amounts["val"], seed, found.folders["train"]))
+    _check_presplit(kept, assignment, found.classes, found.folders)
+    return assignment, {label: 0 for label in found.classes}
+
+
+def _manifest_rows(
+    kept: dict[str, list[tuple[str, str]]], assignment: dict[str, str], classes: list[str]
+) -> list[tuple[str, str, str, str]]:
+    """(image, class, split, digest) of each assigned image, by split, then class, then path."""
+    class_index = {label: i for i, label in enumerate(classes)}
+    return sorted(
+        (
+            (path, label, assignment[path], digest)
+            for label, items in kept.items()
+            for path, digest in items
+            if path in assignment
+        ),
+        key=lambda row: (SPLITS.index(row[2]), class_index[row[1]], row[0]),
+    )
 
 
 def _check_folders(raw_dir: Path, out_dir: Path) -> None:

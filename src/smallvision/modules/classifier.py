@@ -138,18 +138,11 @@ class ClassifierModule(L.LightningModule):
         return x, y, idx
 
     # -- loss and predictions
-    def _losses(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-sample loss, predicted class, and the probability the network gives its predicted class."""
-        logits = logits.float()
-        if self.num_classes == 2:
-            z = logits.squeeze(1)
-            loss = F.binary_cross_entropy_with_logits(z, y.float(), reduction="none")
-            p1 = torch.sigmoid(z)
-            pred = (p1 > 0.5).long()
-            return loss, pred, torch.where(pred == 1, p1, 1 - p1)
-        loss = F.cross_entropy(logits, y, reduction="none")
-        prob, pred = logits.softmax(1).max(1)
-        return loss, pred, prob
+    def _losses(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-sample loss against class indices or (N, C) class shares, the predicted class, and the probability
+        the network gives its predicted class."""
+        prob, pred = class_probabilities(logits).max(1)  # one logit: class 1 where sigmoid > 0.5
+        return cross_entropies(logits, target), pred, prob
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y, _ = batch
@@ -157,28 +150,17 @@ class ClassifierModule(L.LightningModule):
         if self.mixing is not None:
             x, target = self.mixing(x, y)  # (N, C) class shares
         logits = self(x)
-        if target is y:
-            loss, pred, _ = self._losses(logits, y)
-            hits = pred == y
-        else:
-            loss, pred = soft_losses(logits, target)
-            hits = pred == target.argmax(1)
+        loss, pred, _ = self._losses(logits, target)
+        hits = pred == (y if target is y else target.argmax(1))
         # kept on the training device, so a GPU step waits for no copy to the host (read once per epoch); not in
         # place: after a validation before fit (inference mode) the sums are an inference tensor
         step_sums = torch.stack([loss.detach().sum(), hits.sum().float(), loss.new_tensor(float(len(y)))])
         self._train_sums = self._train_sums.to(step_sums.device) + step_sums
-        objective = self._smoothed_loss(logits, target) if self.label_smoothing else loss.mean()
+        objective = (
+            cross_entropies(logits, target, self.label_smoothing).mean() if self.label_smoothing else loss.mean()
+        )
         self.log("train_loss_step", objective, prog_bar=True, logger=False)
         return objective
-
-    def _smoothed_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The mean cross-entropy against smoothed targets (of class indices, or (N, C) class shares): what training
-        minimises with `label_smoothing`."""
-        logits, e = logits.float(), self.label_smoothing
-        if self.num_classes == 2:
-            t = target.float() if target.ndim == 1 else target[:, 1]
-            return F.binary_cross_entropy_with_logits(logits.squeeze(1), t * (1 - e) + e / 2)
-        return F.cross_entropy(logits, target, label_smoothing=e)
 
     # -- the average of the weights (ema_decay)
     def on_fit_start(self) -> None:
@@ -318,13 +300,16 @@ def batch_mixing(mixup_alpha: float, cutmix_alpha: float, num_classes: int):
     return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
 
 
-def soft_losses(logits: torch.Tensor, shares: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample cross-entropy against (N, C) class shares, and the predicted class."""
+def cross_entropies(logits: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+    """Per-sample cross-entropy against class indices (N,) or class shares (N, C), with label smoothing e: targets
+    e/2 and 1 - e/2 for one logit (Keras' BinaryCrossentropy(label_smoothing=e)), PyTorch's for C logits."""
     logits = logits.float()
-    if logits.shape[1] == 1:  # two classes, one logit: the share of class 1 is the target
-        z = logits.squeeze(1)
-        return F.binary_cross_entropy_with_logits(z, shares[:, 1], reduction="none"), (z > 0).long()
-    return F.cross_entropy(logits, shares, reduction="none"), logits.argmax(1)
+    if logits.shape[1] == 1:  # two classes, one logit: the target is the share of class 1
+        t = target.float() if target.ndim == 1 else target[:, 1]
+        return F.binary_cross_entropy_with_logits(
+            logits.squeeze(1), t * (1 - smoothing) + smoothing / 2, reduction="none"
+        )
+    return F.cross_entropy(logits, target, label_smoothing=smoothing, reduction="none")
 
 
 def tta_losses(

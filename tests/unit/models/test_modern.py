@@ -149,11 +149,12 @@ def test_label_smoothing_changes_the_training_loss_only():
     plain = ClassifierModule(torch.nn.Identity(), 2, cfg.selected.optimizer, None)
     smooth = ClassifierModule(torch.nn.Identity(), 2, cfg.selected.optimizer, None, label_smoothing=0.2)
     expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0], torch.tensor([0.9, 0.1, 0.1]))
-    assert torch.allclose(smooth._smoothed_loss(logits, y), expected)
+    assert torch.allclose(classifier.cross_entropies(logits, y, smooth.label_smoothing).mean(), expected)
     assert torch.equal(plain._losses(logits, y)[0], smooth._losses(logits, y)[0])  # what history and metrics report
     three = ClassifierModule(torch.nn.Identity(), 3, cfg.selected.optimizer, None, label_smoothing=0.3)
     z, t = torch.randn(4, 3), torch.tensor([0, 1, 2, 1])
-    assert torch.allclose(three._smoothed_loss(z, t), torch.nn.functional.cross_entropy(z, t, label_smoothing=0.3))
+    expected = torch.nn.functional.cross_entropy(z, t, label_smoothing=0.3)
+    assert torch.allclose(classifier.cross_entropies(z, t, three.label_smoothing).mean(), expected)
 
 
 def test_modern_trains_and_its_checkpoint_rebuilds(tmp_path, monkeypatch):
@@ -256,12 +257,15 @@ def test_mixing_trains_against_class_shares_and_is_off_by_default():
     logits = torch.tensor([[2.0], [-1.0], [-0.5]])
     hard = torch.tensor([1, 0, 1])
     module = ClassifierModule(torch.nn.Identity(), 2, cfg.selected.optimizer, None, label_smoothing=0.2)
-    loss, pred = classifier.soft_losses(logits, torch.nn.functional.one_hot(hard, 2).float())
-    plain_loss, plain_pred, _ = module._losses(logits, hard)
+    loss, pred, prob = module._losses(logits, torch.nn.functional.one_hot(hard, 2).float())
+    plain_loss, plain_pred, plain_prob = module._losses(logits, hard)
     assert torch.allclose(loss, plain_loss) and torch.equal(pred, plain_pred) and pred.tolist() == [1, 0, 0]
+    assert torch.equal(prob, plain_prob) and torch.allclose(
+        prob, torch.sigmoid(logits[:, 0]).where(pred == 1, torch.sigmoid(-logits[:, 0]))
+    )
     half = torch.tensor([[0.5, 0.5]] * 3)
     expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0], torch.full((3,), 0.5))
-    assert torch.allclose(module._smoothed_loss(logits, half), expected)
+    assert torch.allclose(classifier.cross_entropies(logits, half, module.label_smoothing).mean(), expected)
 
 
 def test_the_average_of_the_weights_is_what_validation_scores_and_checkpoints_hold():
