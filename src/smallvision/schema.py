@@ -239,6 +239,7 @@ class Trainer(Section):
     precision: str | Literal[16, 32, 64]  # auto, or Lightning's (32-true, bf16-mixed, ...): Lightning checks them
     channels_last: FLAG
     compile: FLAG
+    fp32_depthwise_grads: FLAG
     num_workers: whole(0, 1024)
     deterministic: FLAG
     log_every_n_steps: whole(1, 10**9)

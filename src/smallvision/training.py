@@ -18,6 +18,7 @@ from smallvision.data.cache import image_array
 from smallvision.data.datamodule import ArrayDataModule, SplitArrays
 from smallvision.data.manifest import MANIFEST, SPLITS, load_manifest, manifest_digest
 from smallvision.errors import DataError
+from smallvision.models.depthwise import use_fp32_depthwise_grads
 from smallvision.modules.classifier import ClassifierModule
 from smallvision.networks import input_resize, network_name
 from smallvision.runs import CHECKPOINT, METRICS, write_outputs
@@ -87,9 +88,11 @@ class Job:
 
 
 def classifier_module(settings: Settings, setup: techniques.Setup, num_classes: int) -> ClassifierModule:
-    """The LightningModule that trains the selected technique's network `setup` (compiled in place with
-    `trainer.compile`)."""
+    """The LightningModule that trains the selected technique's network `setup` (its slow depthwise convs take
+    fp32 gradients with `trainer.fp32_depthwise_grads`; compiled in place with `trainer.compile`)."""
     tech = settings.selected
+    if settings.trainer.fp32_depthwise_grads:
+        use_fp32_depthwise_grads(setup.net)  # in place; acts only on a CPU under bf16 autocast
     if settings.trainer.compile:
         setup.net.compile()  # in place (state_dict keys unchanged, so checkpoints still load); compiles on step 1
     return ClassifierModule(
