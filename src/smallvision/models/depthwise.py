@@ -1,6 +1,6 @@
 """Depthwise convolutions that compute their gradients in fp32 when they train on a CPU under bf16 autocast.
 
-On the CPUs measured, oneDNN's bf16 backward of a depthwise convolution with a kernel above 3 or a stride above 1
+On the CPU measured (a 2-core AMD EPYC with AVX512_BF16), oneDNN's bf16 backward of a depthwise convolution with a kernel above 3 or a stride above 1
 ran 2-7x slower than its fp32 backward of the same layer, and took half of an EfficientNet-Lite2 training step
 at 260 px; 3x3 stride-1 ones ran faster in bf16, so they keep it (benchmarks/README.md, benchmark 7). The forward
 stays autocast's bf16 convolution; the backward converts the saved bf16 input and weight and the incoming gradient
@@ -10,15 +10,27 @@ Anywhere else (no autocast, another precision or device, no gradient) the layer 
 
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
+def _replacement(conv: nn.Module) -> type[nn.Conv2d] | None:
+    """The class a conv of this exact class becomes: a plain nn.Conv2d, or timm's Conv2dSame (TF 'SAME' padding: the
+    tf_ EfficientNets' strided convs), which exists only once timm is loaded."""
+    if type(conv) is nn.Conv2d:
+        return Fp32GradDepthwise
+    timm_layers = sys.modules.get("timm.layers")
+    return Fp32GradDepthwiseSame if timm_layers is not None and type(conv) is timm_layers.Conv2dSame else None
+
+
 def is_slow_in_bf16(conv: nn.Module) -> bool:
-    """A plain depthwise nn.Conv2d (one filter per channel) with a kernel above 3 or a stride above 1."""
+    """A depthwise conv (one filter per channel; nn.Conv2d or timm's Conv2dSame) with a kernel above 3 or a stride
+    above 1."""
     return (
-        type(conv) is nn.Conv2d
+        _replacement(conv) is not None
         and conv.groups > 1
         and conv.groups == conv.in_channels == conv.out_channels
         and conv.padding_mode == "zeros"
@@ -28,24 +40,43 @@ def is_slow_in_bf16(conv: nn.Module) -> bool:
 
 
 def use_fp32_depthwise_grads(net: nn.Module) -> int:
-    """Make each depthwise conv of `net` that is slow in bf16 a `Fp32GradDepthwise` (in place: same weights and
+    """Make each depthwise conv of `net` that is slow in bf16 take fp32 gradients (in place: the same weights and
     state_dict keys); return how many."""
     convs = [m for m in net.modules() if is_slow_in_bf16(m)]
     for conv in convs:
-        conv.__class__ = Fp32GradDepthwise
+        conv.__class__ = _replacement(conv)
     return len(convs)
+
+
+def _trains_in_cpu_bf16(x: torch.Tensor) -> bool:
+    return (
+        torch.is_grad_enabled()
+        and x.device.type == "cpu"
+        and torch.is_autocast_enabled("cpu")
+        and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    )
 
 
 class Fp32GradDepthwise(nn.Conv2d):
     """A depthwise nn.Conv2d whose backward runs in fp32 under CPU bf16 autocast (module docstring)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (
-            torch.is_grad_enabled()
-            and x.device.type == "cpu"
-            and torch.is_autocast_enabled("cpu")
-            and torch.get_autocast_dtype("cpu") == torch.bfloat16
-        ):
+        if _trains_in_cpu_bf16(x):
+            return _Bf16ForwardFp32Backward.apply(
+                x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
+            )
+        return super().forward(x)
+
+
+class Fp32GradDepthwiseSame(nn.Conv2d):
+    """timm's Conv2dSame, depthwise, whose backward runs in fp32 under CPU bf16 autocast: padded as timm pads it
+    (its own padding is 0), then convolved as `Fp32GradDepthwise`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from timm.layers import pad_same  # loaded: timm made this layer
+
+        x = pad_same(x, self.weight.shape[-2:], self.stride, self.dilation)
+        if _trains_in_cpu_bf16(x):
             return _Bf16ForwardFp32Backward.apply(
                 x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
             )

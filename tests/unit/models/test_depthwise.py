@@ -9,7 +9,12 @@ from helpers.study import config
 from torch import nn
 
 from smallvision import techniques, training
-from smallvision.models.depthwise import Fp32GradDepthwise, is_slow_in_bf16, use_fp32_depthwise_grads
+from smallvision.models.depthwise import (
+    Fp32GradDepthwise,
+    Fp32GradDepthwiseSame,
+    is_slow_in_bf16,
+    use_fp32_depthwise_grads,
+)
 
 
 def _net() -> nn.Sequential:
@@ -66,6 +71,31 @@ def test_under_bf16_autocast_it_computes_the_bf16_convolution_with_fp32_gradient
     # closer to the reference than autocast's own bf16 weight gradient, never farther
     err = (tuned.weight.grad.double() - wr.grad).abs().max()
     assert err <= (plain.weight.grad.double() - wr.grad).abs().max()
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_timms_same_padded_depthwise_convs_change_too_and_compute_the_same(stride):
+    from timm.layers import Conv2dSame
+    from timm.layers.conv2d_same import conv2d_same
+
+    torch.manual_seed(0)
+    plain = Conv2dSame(6, 6, 5, stride=stride, groups=6, bias=False)
+    tuned = Conv2dSame(6, 6, 5, stride=stride, groups=6, bias=False)
+    tuned.load_state_dict(plain.state_dict())
+    assert use_fp32_depthwise_grads(tuned) == 1 and type(tuned) is Fp32GradDepthwiseSame
+    x = torch.randn(2, 6, 11, 11)
+    assert torch.equal(plain(x), tuned(x))
+    xt = x.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = tuned(xt)
+        assert torch.equal(y, plain(x))  # the same bf16 forward, padded as timm pads
+    upstream = torch.linspace(-1, 1, y.numel()).to(torch.bfloat16).view_as(y)
+    y.backward(upstream)
+    xr = x.to(torch.bfloat16).double().requires_grad_()
+    wr = plain.weight.detach().to(torch.bfloat16).double().requires_grad_()
+    conv2d_same(xr, wr, None, (stride, stride), (0, 0), (1, 1), 6).backward(upstream.double())
+    assert torch.allclose(tuned.weight.grad.double(), wr.grad, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(xt.grad.double(), xr.grad, rtol=1e-5, atol=1e-5)
 
 
 def test_elsewhere_it_is_a_plain_conv():
