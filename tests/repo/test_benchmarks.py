@@ -206,3 +206,16 @@ def test_the_finetune_benchmark_records_each_presets_ratio(fake_cpu, monkeypatch
     assert saved["presets"]["playbook"]["target"] == 1.5 and saved["presets"]["default"]["target"] is None
     assert saved["presets"]["playbook"]["reference_precision"] == "fp32"
     assert common.machine(saved["cpu"])["cpu_offers"]["bf16"] == "emulated"  # what the results file records
+
+
+def test_the_depthwise_benchmark_finds_every_depthwise_layer_of_the_backbone():
+    import bench_depthwise
+
+    cfg = common.project_config("technique=fine_tune", "preset=smoke")
+    base = bench_depthwise.backbones.create_backbone(
+        {**cfg.backbone.model_dump(), "weights": {"source": "none"}}, allow_random=True
+    )
+    layers = bench_depthwise.depthwise_layers(base, 64)
+    depthwise = [m for m in base.modules() if isinstance(m, torch.nn.Conv2d) and m.groups == m.in_channels > 1]
+    assert sum(len(convs) for convs in layers.values()) == len(depthwise) == 16  # EfficientNet-Lite0's
+    assert (32, 32, 3, 1) in layers and (144, 16, 5, 2) in layers  # (channels, input size, kernel, stride)

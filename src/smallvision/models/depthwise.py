@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _replacement(conv: nn.Module) -> type[nn.Conv2d] | None:
+def fp32_grad_class(conv: nn.Module) -> type[nn.Conv2d] | None:
     """The class a conv of this exact class becomes: a plain nn.Conv2d, or timm's Conv2dSame (TF 'SAME' padding: the
     tf_ EfficientNets' strided convs), which exists only once timm is loaded."""
     if type(conv) is nn.Conv2d:
@@ -30,7 +30,7 @@ def is_slow_in_bf16(conv: nn.Module) -> bool:
     """A depthwise conv (one filter per channel; nn.Conv2d or timm's Conv2dSame) with a kernel above 3 or a stride
     above 1."""
     return (
-        _replacement(conv) is not None
+        fp32_grad_class(conv) is not None
         and conv.groups > 1
         and conv.groups == conv.in_channels == conv.out_channels
         and conv.padding_mode == "zeros"
@@ -44,7 +44,7 @@ def use_fp32_depthwise_grads(net: nn.Module) -> int:
     state_dict keys); return how many."""
     convs = [m for m in net.modules() if is_slow_in_bf16(m)]
     for conv in convs:
-        conv.__class__ = _replacement(conv)
+        conv.__class__ = fp32_grad_class(conv)
     return len(convs)
 
 
