@@ -110,7 +110,7 @@ def test_settings_spec_and_stage():
 
 @pytest.mark.parametrize(
     "preset, size, widths, epochs",
-    [("smoke", 64, [8, 16], 2), ("quick", 96, BOOK[:4], 20), ("default", 160, BOOK, 100), ("playbook", 160, BOOK, 100)],
+    [("smoke", 64, [8, 16], 2), ("quick", 96, BOOK[:4], 20), ("default", 180, BOOK, 90), ("playbook", 180, BOOK, 90)],
 )
 def test_each_preset_sizes_the_rung(preset, size, widths, epochs):
     modern = config(f"preset={preset}").techniques["modern"]
