@@ -100,7 +100,8 @@ def cached_features(
     loader = DataLoader(
         ds, batch_size=batch_size, sampler=ShardSampler(len(ds), trainer.global_rank, trainer.world_size)
     )
-    trainer.predict(extractor, dataloaders=loader, return_predictions=False)
+    with torch.random.fork_rng(devices=[]):  # the loader draws a seed: training then starts as from the cache
+        trainer.predict(extractor, dataloaders=loader, return_predictions=False)
     feats = extractor.result
     if trainer.is_global_zero:
         target.parent.mkdir(parents=True, exist_ok=True)

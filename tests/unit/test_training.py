@@ -412,6 +412,20 @@ def test_same_seed_twice_gives_identical_outputs(data, head, technique):
     assert [k for k in first if not torch.equal(first[k], second[k])] == []  # bit for bit, on CPU
 
 
+def test_a_head_trained_right_after_extracting_its_features_is_the_one_trained_on_them_cached(tmp_path):
+    """Extracting features must not move the random state training then starts from: the same seed gives the same
+    head whether the feature cache was cold (extracted in this run) or warm (a rerun)."""
+    data = make_dataset(tmp_path, per_class=20)
+    cfg = config("technique=feature_extract", "techniques.feature_extract.epochs=2")
+    cold = train_technique(cfg, paths(data, "fe_cold"), progress=False)
+    warm = train_technique(cfg, paths(data, "fe_warm"), progress=False)
+    for m in (cold, warm):
+        m.pop("wall_time_s"), m.pop("trained_at"), m.pop("seconds_per_epoch")
+    assert cold == warm
+    first, second = _state(data / "models/fe_cold/best.ckpt"), _state(data / "models/fe_warm/best.ckpt")
+    assert [k for k in first if not torch.equal(first[k], second[k])] == []
+
+
 def test_another_seed_gives_other_weights(data):
     a = train_technique(
         config("technique=baseline", "techniques.baseline.epochs=1"), paths(data, "seed_a"), progress=False
