@@ -1,12 +1,12 @@
 """Depthwise convolutions that compute their gradients in fp32 when they train on a CPU under bf16 autocast.
 
-On the CPU measured (a 2-core AMD EPYC with AVX512_BF16), oneDNN's bf16 backward of a depthwise convolution with a kernel above 3 or a stride above 1
-ran 2-7x slower than its fp32 backward of the same layer, and took half of an EfficientNet-Lite2 training step
-at 260 px; 3x3 stride-1 ones ran faster in bf16, so they keep it (benchmarks/README.md, benchmark 7). The forward
+On the CPU measured (a 2-core AMD EPYC with AVX512_BF16), oneDNN's bf16 backward of a depthwise convolution with
+a kernel above 3 or a stride above 1 ran up to 4.8x slower than its fp32 backward of the same layer (most of them
+1.3-4.8x; one 3x3 stride-2 layer 10 % faster), and all of them took half of an EfficientNet-Lite2 training step at
+260 px; 3x3 stride-1 ones ran faster in bf16, so they keep it (benchmarks/README.md, benchmark 7). The forward
 stays autocast's bf16 convolution; the backward converts the saved bf16 input and weight and the incoming gradient
 to fp32, so the gradients are those of the same bf16-rounded convolution, computed at a higher precision.
-Anywhere else (no autocast, another precision or device, no gradient) the layer is a plain nn.Conv2d.
-"""
+Anywhere else (no autocast, another precision or device, no gradient) the layer is a plain nn.Conv2d."""
 
 from __future__ import annotations
 
@@ -68,19 +68,13 @@ class Fp32GradDepthwise(nn.Conv2d):
         return super().forward(x)
 
 
-class Fp32GradDepthwiseSame(nn.Conv2d):
-    """timm's Conv2dSame, depthwise, whose backward runs in fp32 under CPU bf16 autocast: padded as timm pads it
-    (its own padding is 0), then convolved as `Fp32GradDepthwise`."""
+class Fp32GradDepthwiseSame(Fp32GradDepthwise):
+    """timm's Conv2dSame, depthwise: padded as timm pads it (its own padding is 0), then a `Fp32GradDepthwise`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from timm.layers import pad_same  # loaded: timm made this layer
 
-        x = pad_same(x, self.weight.shape[-2:], self.stride, self.dilation)
-        if _trains_in_cpu_bf16(x):
-            return _Bf16ForwardFp32Backward.apply(
-                x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
-            )
-        return super().forward(x)
+        return super().forward(pad_same(x, self.weight.shape[-2:], self.stride, self.dilation))
 
 
 class _Bf16ForwardFp32Backward(torch.autograd.Function):
