@@ -103,7 +103,7 @@ def test_a_started_run_hears_ctrl_c_even_where_the_test_run_ignores_it(tmp_path)
     assert (tmp_path / "probe.log").read_text().strip() == "True"
 
 
-CTRL_C_BOUND_S = 10  # "within seconds" (README): ~2-4 s measured on 2 idle cores
+CTRL_C_BOUND_S = 15  # "within seconds" (README): ~2-4 s measured on 2 idle cores; the suite runs two tests at once
 
 
 def test_ctrl_c_mid_training_exits_with_status_1_within_seconds_and_ends_the_mlflow_runs_killed(tmp_path):

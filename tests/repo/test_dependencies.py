@@ -22,6 +22,7 @@ USED_OTHERWISE = {
     "django-js-lib-vega-embed": "its files are read with importlib.resources (smallvision.plots_page)",
     "ruff": "a command: the lint and format check",
     "pre-commit": "a command: runs .pre-commit-config.yaml's hooks on each commit",
+    "pytest-xdist": "a pytest plugin: the default suite runs in two processes (pyproject's addopts)",
 }
 
 
