@@ -14,7 +14,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from smallvision.entrypoints import friendly_errors, load_settings
-from smallvision.schema import Visualize, validate
+from smallvision.schema import validate
+from smallvision.schema_visualize import Visualize
 from smallvision.sweeps import sweep_visualize_config, write_sweep_comparison
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -1,7 +1,8 @@
 """The typed schema of the whole configuration: one pydantic model per section of what conf/config.yaml composes
-(every option of every group), with every setting's type, bounds and the rules between settings. Each entry
-script builds `Settings` once (`smallvision.entrypoints.load_settings`) and hands typed sections to the library;
-a bad value anywhere stops any stage before work, as one line naming the key, the value and what is allowed.
+(every option of every group; the visualize stage's sections: `smallvision.schema_visualize`), with every setting's
+type, bounds and the rules between settings. Each entry script builds `Settings` once
+(`smallvision.entrypoints.load_settings`) and hands typed sections to the library; a bad value anywhere stops any
+stage before work, as one line naming the key, the value and what is allowed.
 
 Why pydantic models rather than Hydra structured configs: bounds and cross-field rules live on the fields, types
 are strict (a bool is not an int, "abc" is not a float), and conf/ stays plain YAML that DVC's own Hydra
@@ -23,7 +24,19 @@ from smallvision.data.images import ImageLimits
 from smallvision.errors import ConfigError
 from smallvision.models.convnet_sizes import MIN_IMAGE_SIZE
 from smallvision.schema_rules import (
+    AMOUNT,
+    BIG_COUNT,
+    BLOCKS,
+    BYTES,
+    COUNT,
+    DEVICES,
+    FLAG,
+    IMAGE_SIZE,
+    MAX_BYTES,
+    SECONDS,
+    SEED,
     SETTING_ERROR,
+    TEST_AMOUNT,
     Section,
     choice,
     explained,
@@ -34,51 +47,11 @@ from smallvision.schema_rules import (
     refuse_line,
     whole,
 )
+from smallvision.schema_visualize import Visualize
 
-SEED_MAX = 2**32 - 1  # numpy's and Lightning's seeds are 32-bit
-MAX_BYTES = 10**15  # a petabyte: any larger byte count is a typo
-MAX_IMAGE_SIZE = 16384  # px; a decoded 16384 px RGB image alone is 805 MB (training also checks the memory it needs)
 PILLOW_MAX_PIXELS = 2 * 89_478_485  # Pillow refuses larger images while opening them, whatever the setting
 REST = "rest"  # data.split.test=rest: every valid image train and val leave over
-_BIG = 1_000_000  # a generous ceiling for counts (batch sizes, epochs, units)
 M = TypeVar("M", bound=BaseModel)
-
-
-# --------------------------------------------------------------------------- the kinds of setting shared by sections
-
-
-FLAG = Annotated[bool, *explained("must be true or false")]
-SEED = whole(0, SEED_MAX, "seeds are 32-bit")
-SECONDS = real(0, 3600, low_open=True, why="seconds")
-BYTES = real(0, MAX_BYTES, low_open=True, why="bytes")
-COLUMNS = whole(1, 1024)
-IMAGE_SIZE = whole(16, MAX_IMAGE_SIZE, "px")
-COUNT = whole(1, _BIG)
-TECHNIQUE_NAMES = Annotated[list[str], *explained("must be a list of technique names, e.g. [augment, fine_tune]")]
-LAYER_NAMES = Annotated[list[str] | None, *explained("must be a list of layer names, or null (the default layers)")]
-AMOUNT = Annotated[
-    Annotated[int, Field(ge=0, le=10**9)] | Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)],
-    *explained("must be a count of images per class (an integer >= 0) or a fraction in [0, 1)"),
-]
-TEST_AMOUNT = Annotated[
-    Annotated[int, Field(ge=0, le=10**9)] | Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] | Literal["rest"],
-    *explained(
-        "must be a count of images per class (an integer >= 0) or a fraction in [0, 1), "
-        "or rest (every image train and val leave)"
-    ),
-]
-BLOCKS = Annotated[
-    Annotated[int, Field(ge=0, le=1000)] | Literal["all"],
-    *explained("must be a whole number of top blocks (0 to 1000), or all: the whole base"),
-]
-INDEX_OR_PATH = Annotated[
-    Annotated[int, Field(ge=-(10**9), le=10**9)] | str,
-    *explained("must be an index into the split (an integer) or a manifest path"),
-]
-DEVICES = Annotated[
-    Annotated[int, Field(ge=1, le=4096)] | Literal[-1],
-    *explained("must be a positive integer (at most 4,096; or -1: every visible GPU)"),
-]
 
 
 # --------------------------------------------------------------------------- data
@@ -272,7 +245,7 @@ class Optimizer(Section):
 
 class LrSchedule(Section):
     name: choice("constant", "cosine")
-    warmup_epochs: real(0, _BIG, why="epochs, below the technique's epochs")
+    warmup_epochs: real(0, BIG_COUNT, why="epochs, below the technique's epochs")
 
 
 class Head(Section):
@@ -416,135 +389,6 @@ class Modern(Technique):
 
 TechniqueSettings = Annotated[Scratch | Modern | FeatureExtract | FineTune, Field(discriminator="kind")]
 TECHNIQUE_KINDS = ("scratch", "modern", "feature_extract", "fine_tune")
-
-
-# --------------------------------------------------------------------------- visualize
-
-
-class Activations(Section):
-    techniques: TECHNIQUE_NAMES
-    max_channels: optional(COUNT, "every channel")
-    columns: COLUMNS
-
-
-class Filters(Section):
-    techniques: TECHNIQUE_NAMES
-    scratch_layers: LAYER_NAMES
-    transfer_layers: LAYER_NAMES
-    per_layer: whole(1, 4096)
-    columns: COLUMNS
-    steps: whole(0, 100_000)
-    step_size: real(0, 255, why="grey levels")
-    noise: real(0, 128, why="grey levels")
-    image_size: optional(whole(1, 4096, "px"), "the network's input size")
-    seed: SEED
-
-
-class GradCam(Section):
-    per_group: whole(1, 1000)
-    image_weight: real(0, 1, why="the image's share of the overlay")
-
-
-class Curves(Section):
-    smoothing: real(0, 1, high_open=True, why="0: raw curves; the book uses 0.8")
-
-
-class AugmentationPreview(Section):
-    technique: str
-    image: INDEX_OR_PATH
-    count: whole(1, 1000)
-    columns: COLUMNS
-    seed: SEED
-
-
-class Mistakes(Section):
-    technique: str
-    max_images: whole(1, 10_000)
-    columns: COLUMNS
-    image_size: whole(1, 4096, "px")
-
-
-class Confusion(Section):
-    enabled: FLAG
-
-
-class Finetuning(Section):
-    enabled: FLAG
-    before: str
-    after: str
-    images: whole(1, 10_000)
-
-
-class Pairs(Section):
-    enabled: FLAG
-    techniques: TECHNIQUE_NAMES
-
-
-class Patches(Section):
-    enabled: FLAG
-    techniques: TECHNIQUE_NAMES
-    scratch_layers: LAYER_NAMES
-    transfer_layers: LAYER_NAMES
-    channels: whole(1, 4096)
-    top: whole(1, 1000)
-    columns: COLUMNS
-    images: optional(COUNT, "the whole validation split")
-    interior: FLAG
-    batch_size: whole(1, 4096)
-
-
-class Kernels(Section):
-    enabled: FLAG
-    techniques: TECHNIQUE_NAMES
-    columns: COLUMNS
-
-
-class AuditFindings(Section):
-    thumbnails: whole(1, 1000, "images of each audit list shown, the top-ranked first; pairs for near-duplicates")
-    columns: COLUMNS
-    image_size: whole(1, 4096, "px")
-
-
-class Visualize(Section):
-    techniques: TECHNIQUE_NAMES
-    device: choice("cpu", "cuda", "auto")
-    threads: optional(whole(1, 1024), "torch's default")
-    dpi: whole(1, 1200)
-    test_image: INDEX_OR_PATH
-    reference_label: str
-    reference: dict[str, real(0, 1, why="an accuracy")]
-    activations: Activations
-    filters: Filters
-    gradcam: GradCam
-    curves: Curves
-    augmentation_preview: AugmentationPreview
-    mistakes: Mistakes
-    confusion: Confusion
-    finetuning: Finetuning
-    pairs: Pairs
-    patches: Patches
-    kernels: Kernels
-    audit: AuditFindings
-
-    def unknown_techniques(self, known: list[str]) -> PydanticCustomError | None:
-        """The first technique named here that `known` lacks, as an error; None when every name is known."""
-        for option in ("", "activations.", "filters.", "pairs.", "patches.", "kernels."):
-            node = getattr(self, option.rstrip("."), None) if option else self
-            unknown = [n for n in node.techniques if n not in known]
-            if unknown:
-                return refuse_line(
-                    f"{option}techniques", f"names unknown technique(s) {unknown}; known: {', '.join(known)}"
-                )
-        allowed = {
-            "mistakes.technique": (self.mistakes.technique, ["best", *known]),
-            "augmentation_preview.technique": (self.augmentation_preview.technique, known),
-            "finetuning.before": (self.finetuning.before, known),
-            "finetuning.after": (self.finetuning.after, known),
-        }
-        for key, (value, names) in allowed.items():
-            if value not in names:
-                return refuse(key, value, f"is unknown; allowed: {', '.join(names)}")
-        return None
 
 
 # --------------------------------------------------------------------------- the other stages

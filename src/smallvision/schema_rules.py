@@ -1,7 +1,8 @@
 """The rules a setting's value is checked by, and the words of its error: an integer or number in bounds
 (`whole`, `real`), one of some names (`choice`), a list of numbers (`numbers`), or null (`optional`), each failing
 as one message that says what is allowed (`Rule`); the error of a rule between settings (`refuse`,
-`refuse_line`); the strict, read-only base of every section (`Section`).
+`refuse_line`); the strict, read-only base of every section (`Section`); the kinds of setting the sections share
+(`FLAG`, `SEED`, `COUNT`, ...) and their ceilings.
 
 `smallvision.schema` builds the config's models from these and turns their errors into the one line a user sees
 (`smallvision.schema.message`): an error of type `SETTING_ERROR` carries its text, and the key and value a rule
@@ -104,3 +105,44 @@ class Section(BaseModel):
     """Strict types, no unknown keys, read-only."""
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- the kinds of setting shared by sections
+
+SEED_MAX = 2**32 - 1  # numpy's and Lightning's seeds are 32-bit
+MAX_BYTES = 10**15  # a petabyte: any larger byte count is a typo
+MAX_IMAGE_SIZE = 16384  # px; a decoded 16384 px RGB image alone is 805 MB (training also checks the memory it needs)
+BIG_COUNT = 1_000_000  # a generous ceiling for counts (batch sizes, epochs, units)
+
+FLAG = Annotated[bool, *explained("must be true or false")]
+SEED = whole(0, SEED_MAX, "seeds are 32-bit")
+SECONDS = real(0, 3600, low_open=True, why="seconds")
+BYTES = real(0, MAX_BYTES, low_open=True, why="bytes")
+COLUMNS = whole(1, 1024)
+IMAGE_SIZE = whole(16, MAX_IMAGE_SIZE, "px")
+COUNT = whole(1, BIG_COUNT)
+TECHNIQUE_NAMES = Annotated[list[str], *explained("must be a list of technique names, e.g. [augment, fine_tune]")]
+LAYER_NAMES = Annotated[list[str] | None, *explained("must be a list of layer names, or null (the default layers)")]
+AMOUNT = Annotated[
+    Annotated[int, Field(ge=0, le=10**9)] | Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)],
+    *explained("must be a count of images per class (an integer >= 0) or a fraction in [0, 1)"),
+]
+TEST_AMOUNT = Annotated[
+    Annotated[int, Field(ge=0, le=10**9)] | Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] | Literal["rest"],
+    *explained(
+        "must be a count of images per class (an integer >= 0) or a fraction in [0, 1), "
+        "or rest (every image train and val leave)"
+    ),
+]
+BLOCKS = Annotated[
+    Annotated[int, Field(ge=0, le=1000)] | Literal["all"],
+    *explained("must be a whole number of top blocks (0 to 1000), or all: the whole base"),
+]
+INDEX_OR_PATH = Annotated[
+    Annotated[int, Field(ge=-(10**9), le=10**9)] | str,
+    *explained("must be an index into the split (an integer) or a manifest path"),
+]
+DEVICES = Annotated[
+    Annotated[int, Field(ge=1, le=4096)] | Literal[-1],
+    *explained("must be a positive integer (at most 4,096; or -1: every visible GPU)"),
+]

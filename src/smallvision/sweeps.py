@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from smallvision import evidence
 from smallvision.errors import ConfigError, DataError
 from smallvision.runs import CHECKPOINT, METRICS, aggregate_seeds, comparison_rows, read_metrics
-from smallvision.schema import Visualize
+from smallvision.schema_visualize import Visualize
 
 SEED_SWEEP_KEYS = frozenset({"seed", "technique"})
 BACKBONE_SWEEP = ["backbone"]  # what a backbone sweep varies besides the seed and the technique

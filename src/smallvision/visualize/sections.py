@@ -19,7 +19,7 @@ from smallvision.data.manifest import Record
 from smallvision.data.preprocess import network_input
 from smallvision.networks import FROM_SCRATCH, load_checkpoint, spec_resize
 from smallvision.runs import CHECKPOINT, HISTORY, PREDICTIONS, PredictionRow, read_history, read_predictions
-from smallvision.schema import Filters, Visualize
+from smallvision.schema_visualize import Filters, Visualize
 from smallvision.visualize import activations, augmentation_preview, comparison, curves, filters, gradcam, mistakes
 from smallvision.visualize.layers import activation_layers, cam_layer, filter_layers
 from smallvision.visualize.plotting import save

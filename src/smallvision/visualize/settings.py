@@ -1,5 +1,5 @@
 """What the visualize settings' values cannot say alone (a CUDA device that is there), checked before any figure is
-drawn (the values themselves: `smallvision.schema.Visualize`), and the choice of an image by index or manifest
+drawn (the values themselves: `smallvision.schema_visualize.Visualize`), and the choice of an image by index or manifest
 path."""
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from helpers.figures import (
 )
 from helpers.study import config
 
-from smallvision import schema
+from smallvision import schema, schema_visualize
 from smallvision.errors import ConfigError
 from smallvision.models.convnet import SmallConvNet
 from smallvision.visualize.layers import chosen_layers
@@ -21,8 +21,8 @@ def test_each_new_section_has_a_switch_and_its_settings_are_checked():
     settings = config().visualize
     v = settings.model_dump()
 
-    def validate(visualize: dict) -> schema.Visualize:
-        return schema.validate(schema.Visualize, visualize, "visualize")
+    def validate(visualize: dict) -> schema_visualize.Visualize:
+        return schema.validate(schema_visualize.Visualize, visualize, "visualize")
 
     validate(v)
     for section in ("confusion", "finetuning", "pairs", "patches", "kernels"):
