@@ -23,6 +23,7 @@ USED_OTHERWISE = {
     "ruff": "a command: the lint and format check",
     "pre-commit": "a command: runs .pre-commit-config.yaml's hooks on each commit",
     "pytest-xdist": "a pytest plugin: the default suite runs in two processes (pyproject's addopts)",
+    "ruamel-yaml-clib": "ruamel.yaml's C loader, which DVC's YAML reads use when it is installed",
 }
 
 
