@@ -35,8 +35,9 @@ from smallvision.models import backbones
 from smallvision.models.convnet import SmallConvNet
 from smallvision.models.heads import DenseHead, TransferNet
 from smallvision.models.modern import ModernConvNet
-from smallvision.schema import Backbone, FeatureExtract, FineTune, Modern, Scratch
+from smallvision.schema import Backbone
 from smallvision.schema_rules import MAX_IMAGE_SIZE
+from smallvision.schema_techniques import FeatureExtract, FineTune, Modern, Scratch
 
 Technique = Scratch | Modern | FeatureExtract | FineTune
 # the networks trained from random weights, without a backbone, and what metrics and runs call them

@@ -1,6 +1,6 @@
 """The typed schema of the whole configuration: one pydantic model per section of what conf/config.yaml composes
-(every option of every group; the visualize stage's sections: `smallvision.schema_visualize`), with every setting's
-type, bounds and the rules between settings. Each entry script builds `Settings` once
+(every option of every group; the techniques: `smallvision.schema_techniques`; the visualize stage's sections:
+`smallvision.schema_visualize`), with every setting's type, bounds and the rules between settings. Each entry script builds `Settings` once
 (`smallvision.entrypoints.load_settings`) and hands typed sections to the library; a bad value anywhere stops any
 stage before work, as one line naming the key, the value and what is allowed.
 
@@ -13,7 +13,6 @@ missing key is an error. The rules a field is checked by and the words of its er
 the one line a failure becomes: `message`.
 """
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -22,10 +21,8 @@ from pydantic_core import PydanticCustomError
 
 from smallvision.data.images import ImageLimits
 from smallvision.errors import ConfigError
-from smallvision.models.convnet_sizes import MIN_IMAGE_SIZE
 from smallvision.schema_rules import (
     AMOUNT,
-    BIG_COUNT,
     BLOCKS,
     BYTES,
     COUNT,
@@ -47,6 +44,7 @@ from smallvision.schema_rules import (
     refuse_line,
     whole,
 )
+from smallvision.schema_techniques import TECHNIQUE_KINDS, AnyTechnique, Augmentation, TechniqueSettings
 from smallvision.schema_visualize import Visualize
 
 PILLOW_MAX_PIXELS = 2 * 89_478_485  # Pillow refuses larger images while opening them, whatever the setting
@@ -187,20 +185,6 @@ class Backbone(Section):
     unfreeze_blocks: BLOCKS
 
 
-class Augmentation(Section):
-    """Keras ImageDataGenerator's geometric arguments (`smallvision.data.augmentation.AffineConfig`)."""
-
-    rotation_range: real(0, 180, why="degrees")
-    width_shift_range: real(0, 1, why="of the width")
-    height_shift_range: real(0, 1, why="of the height")
-    shear_range: real(0, math.pi / 2, high_open=True, why="radians")
-    zoom_range: real(0, 1, high_open=True, why="zoom factors 1 - z to 1 + z stay positive")
-    horizontal_flip: FLAG
-    fill_mode: choice("nearest", "constant", "reflect")
-    cval: real(0, 255, why="a grey level")
-    interpolation: choice("bilinear", "nearest")
-
-
 # --------------------------------------------------------------------------- trainer and logger
 
 
@@ -230,165 +214,7 @@ class Logger(Section):
     http_max_retries: whole(0, 100)
 
 
-# --------------------------------------------------------------------------- techniques
-
-
-class Optimizer(Section):
-    name: choice("rmsprop", "adam", "adamw", "sgd")
-    lr: real(0, 10, low_open=True)
-    alpha: real(0, 1, high_open=True)
-    eps: real(0, 1, low_open=True)
-    momentum: real(0, 1, high_open=True)
-    weight_decay: real(0, 1)
-    layer_decay: real(0, 1, low_open=True, why="1: the same rate for every layer")
-
-
-class LrSchedule(Section):
-    name: choice("constant", "cosine")
-    warmup_epochs: real(0, BIG_COUNT, why="epochs, below the technique's epochs")
-
-
-class Head(Section):
-    units: COUNT
-    dropout: real(0, 1, high_open=True)
-    pool: choice("avg", "flatten")
-
-
-class Technique(Section):
-    """What every kind of technique shares: its rules and properties (each kind lists its fields in conf/'s order,
-    so the resolved config keeps its order)."""
-
-    @model_validator(mode="after")
-    def _warmup(self) -> "Technique":
-        warmup = self.lr_schedule.warmup_epochs
-        if warmup >= self.epochs:
-            raise refuse("lr_schedule.warmup_epochs", warmup, f"must be below the epochs ({self.epochs})")
-        return self
-
-    @property
-    def cached(self) -> bool:
-        """Feature extraction in cached mode: the base runs once over every image and the head trains on its
-        features."""
-        return False
-
-
-LABEL_SMOOTHING = real(0, 1, high_open=True, why="0: hard targets; e: targets e/2 and 1 - e/2 for two classes")
-
-
-class Scratch(Technique):
-    """The small convnet trained from scratch (baseline, augment)."""
-
-    name: str
-    kind: Literal["scratch"]
-    image_size: IMAGE_SIZE
-    dropout: real(0, 1, high_open=True)
-    augment: FLAG
-    batch_size: COUNT
-    eval_batch_size: COUNT
-    epochs: COUNT
-    optimizer: Optimizer
-    lr_schedule: LrSchedule
-    early_stopping_patience: optional(COUNT, "no early stopping")
-    tta: FLAG
-    label_smoothing: LABEL_SMOOTHING
-
-    @model_validator(mode="after")
-    def _fits(self) -> "Scratch":
-        if self.image_size < MIN_IMAGE_SIZE:
-            raise refuse(
-                "image_size",
-                self.image_size,
-                f"is too small for the small convnet: it needs at least {MIN_IMAGE_SIZE} px (4 x conv3x3 + pool2)",
-            )
-        return self
-
-
-class FeatureExtract(Technique):
-    """A dense head on a frozen pretrained base."""
-
-    name: str
-    kind: Literal["feature_extract"]
-    image_size: IMAGE_SIZE
-    mode: choice("cached", "augmented")
-    augment: FLAG
-    cached_flips: FLAG
-    head: Head
-    batch_size: COUNT
-    extract_batch_size: COUNT
-    eval_batch_size: COUNT
-    epochs: COUNT
-    optimizer: Optimizer
-    lr_schedule: LrSchedule
-    early_stopping_patience: optional(COUNT, "no early stopping")
-    tta: FLAG
-    label_smoothing: LABEL_SMOOTHING
-
-    @property
-    def cached(self) -> bool:
-        return self.mode == "cached"
-
-
-class FineTune(Technique):
-    """A pretrained base with its top blocks trainable, starting from feature-extract's head."""
-
-    name: str
-    kind: Literal["fine_tune"]
-    image_size: IMAGE_SIZE
-    unfreeze_blocks: BLOCKS
-    batchnorm: choice("frozen", "update")
-    augment: FLAG
-    head: Head
-    batch_size: COUNT
-    eval_batch_size: COUNT
-    epochs: COUNT
-    optimizer: Optimizer
-    lr_schedule: LrSchedule
-    early_stopping_patience: optional(COUNT, "no early stopping")
-    tta: FLAG
-    label_smoothing: LABEL_SMOOTHING
-
-
-WIDTHS = Annotated[
-    list[Annotated[int, Field(ge=1, le=4096)]],
-    Field(min_length=1, max_length=10),
-    *explained("must be a list of 1 to 10 block widths, each a positive integer (at most 4,096 channels)"),
-]
-
-
-class Modern(Technique):
-    """A mini Xception trained from scratch with today's practice (modern): its network, label smoothing and its
-    own augmentation (`smallvision.models.modern`)."""
-
-    name: str
-    kind: Literal["modern"]
-    image_size: IMAGE_SIZE
-    widths: WIDTHS
-    separable: FLAG
-    stem_kernel: whole(1, 15, "odd: the padding keeps the size")
-    stem_stride: whole(1, 4)
-    dropout: real(0, 1, high_open=True)
-    label_smoothing: LABEL_SMOOTHING
-    augmentation: Augmentation
-    mixup_alpha: real(0, 100, why="0: off; else the Beta(a, a) that draws each batch's mixing weight")
-    cutmix_alpha: real(0, 100, why="0: off; else the Beta(a, a) that draws each batch's kept area")
-    ema_decay: optional(real(0, 1, high_open=True, why="0: the weights as trained"), "no average of the weights")
-    batch_size: COUNT
-    eval_batch_size: COUNT
-    epochs: COUNT
-    optimizer: Optimizer
-    lr_schedule: LrSchedule
-    early_stopping_patience: optional(COUNT, "no early stopping")
-    tta: FLAG
-
-    @model_validator(mode="after")
-    def _odd(self) -> "Modern":
-        if self.stem_kernel % 2 == 0:
-            raise refuse("stem_kernel", self.stem_kernel, "must be odd (1, 3, 5, ...): the padding keeps the size")
-        return self
-
-
-TechniqueSettings = Annotated[Scratch | Modern | FeatureExtract | FineTune, Field(discriminator="kind")]
-TECHNIQUE_KINDS = ("scratch", "modern", "feature_extract", "fine_tune")
+# --------------------------------------------------------------------------- the other stages
 
 
 # --------------------------------------------------------------------------- the other stages
@@ -476,7 +302,7 @@ class Settings(Section):
         return self
 
     @property
-    def selected(self) -> "Scratch | Modern | FeatureExtract | FineTune":
+    def selected(self) -> AnyTechnique:
         """The technique `technique` picks (the one a training job trains)."""
         return self.techniques[self.technique]
 

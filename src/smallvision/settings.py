@@ -10,7 +10,7 @@ from smallvision.errors import ConfigError
 from smallvision.models.convnet_sizes import DENSE_UNITS, FILTERS, MIN_IMAGE_SIZE, flatten_size
 
 if TYPE_CHECKING:
-    from smallvision.schema import FeatureExtract, FineTune, Scratch
+    from smallvision.schema_techniques import FeatureExtract, FineTune, Scratch
 
 _FLOAT = 4  # bytes
 _GB = 1e9

@@ -9,19 +9,19 @@ reads its technique's settings, the backbone for a pretrained kind and the augme
 (`training_reads`). The registry reads the config as plain containers: conf/ composed (for dvc.yaml, whose
 interpolations stay unresolved) or an entry script's `Settings.model_dump()` (what it prints), so this module
 imports neither torch nor the schema. The code a stage depends on is its entry script and every smallvision module
-it imports, found by walking the imports (`code_deps`), less the modules that cannot change its outputs
-(`NO_EFFECT_ON_OUTPUTS`).
+it imports, found by walking the imports (`smallvision.code_deps`), less the modules that cannot change its
+outputs (`NO_EFFECT_ON_OUTPUTS`).
 """
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from smallvision.audit import DUPLICATES, LABEL_ISSUES, OFF_TASK, SUMMARY
+from smallvision.code_deps import code_deps
 from smallvision.data.manifest import MANIFEST, REPORT
 from smallvision.runs import ACCURACY, CHECKPOINT, CONFUSION, HISTORY, METRICS, PREDICTIONS
 
@@ -329,62 +329,6 @@ def reads(name: str, cfg: Mapping[str, Any]) -> list[str]:
     return stage(name, cfg).reads(cfg)
 
 
-# --------------------------------------------------------------------------------------------- code deps
-
-
-def _module_file(src: Path, module: str) -> Path | None:
-    base = src / Path(*module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def smallvision_imports(path: Path, src: Path) -> set[Path]:
-    """The smallvision source files `path` imports, at any depth of its code (imports inside functions too)."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.split(".")[0] == "smallvision"}
-        elif (
-            isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "smallvision"
-        ):
-            found.add(node.module or "")
-            # `from smallvision.data import split` imports the module smallvision.data.split
-            found |= {f"{node.module}.{a.name}" for a in node.names}
-    return {f for m in found if (f := _module_file(src, m))}
-
-
-WHOLE_FOLDER = 0.75  # a subpackage listed as one dep when a stage runs at least this share of its modules
-
-
-def code_deps(root: Path, script: str, no_effect: Iterable[str] = ()) -> list[str]:
-    """The entry script `script` (relative to `root`) and every smallvision source file it runs, transitively,
-    less `NO_EFFECT_ON_OUTPUTS` and `no_effect` (whose imports are not followed); package __init__ files, which
-    hold only docstrings, are left out. A subpackage the stage runs most of (`WHOLE_FOLDER`) is listed as the
-    folder: a shorter list, at the cost of a rerun when one of its few other modules changes."""
-    src = root / "src"
-    exempt = [root / name for name in (*NO_EFFECT_ON_OUTPUTS, *no_effect)]
-    seen: set[Path] = set()
-    todo = [root / script]
-    while todo:
-        path = todo.pop()
-        if path in seen or any(path == e or e in path.parents for e in exempt):
-            continue
-        seen.add(path)
-        todo += smallvision_imports(path, src)
-    files = {p for p in seen if p.name != "__init__.py"}
-    folders = set()
-    for folder in {p.parent for p in files if p.parent != src / "smallvision" and p.parent.is_relative_to(src)}:
-        modules = {f for f in folder.rglob("*.py") if f.name != "__init__.py"}
-        if len(modules & files) >= WHOLE_FOLDER * len(modules):
-            folders.add(folder)
-    folders = {f for f in folders if not any(o in f.parents for o in folders)}
-    kept = {p for p in files if not any(f in p.parents for f in folders)} | folders
-    entry = root / script
-    return [script, *sorted(str(p.relative_to(root)) for p in kept - {entry})]
-
-
 # --------------------------------------------------------------------------------------------- dvc.yaml
 
 HEADER = """\
@@ -421,7 +365,7 @@ def _stage_lines(spec: Stage, cfg: Mapping[str, Any], root: Path) -> list[str]:
     notes = spec.notes
     lines = [_line(2, f"{spec.name}:", spec.comment), _line(4, f"cmd: {spec.cmd}", None)]
     lines.append(_line(4, "deps:", notes.get("deps")))
-    code = code_deps(root, spec.entry_script, spec.no_effect)
+    code = code_deps(root, spec.entry_script, (*NO_EFFECT_ON_OUTPUTS, *spec.no_effect))
     lines += [_line(6, f"- {dep}", notes.get(dep)) for dep in [*code, *spec.deps]]
     lines.append(_line(4, "params:", notes.get("params")))
     lines += [_line(6, f"- {key}", notes.get(key)) for key in spec.dvc_params(cfg)]

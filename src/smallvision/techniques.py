@@ -26,7 +26,8 @@ from smallvision.features import FeatureExtractor, cached_features, features_key
 from smallvision.models import backbones
 from smallvision.models.heads import TransferNet
 from smallvision.modules.classifier import ImageInput
-from smallvision.schema import Backbone, FeatureExtract, FineTune, Modern, Scratch
+from smallvision.schema import Backbone
+from smallvision.schema_techniques import FeatureExtract, FineTune, Modern, Scratch
 
 
 @dataclass

@@ -22,7 +22,8 @@ from smallvision.models.depthwise import use_fp32_depthwise_grads
 from smallvision.modules.classifier import ClassifierModule
 from smallvision.networks import input_resize, network_name
 from smallvision.runs import CHECKPOINT, METRICS, write_outputs
-from smallvision.schema import FeatureExtract, Folders, Modern, Settings
+from smallvision.schema import Folders, Settings
+from smallvision.schema_techniques import FeatureExtract, Modern
 from smallvision.starting_point import StartingPoint, best_row, trained_rows
 from smallvision.stats import wilson_interval
 from smallvision.trainer import early_stopping, expected_notices_hidden, make_trainer

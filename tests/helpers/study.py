@@ -22,7 +22,8 @@ from smallvision.data.manifest import Record, load_manifest
 from smallvision.data.split import prepare_split
 from smallvision.data.synthetic import generate
 from smallvision.entrypoints import load_settings
-from smallvision.schema import FeatureExtract, FineTune, Scratch, Settings, Split
+from smallvision.schema import Settings, Split
+from smallvision.schema_techniques import FeatureExtract, FineTune, Scratch
 from smallvision.training import Paths
 
 CONF = str(ROOT / "conf")

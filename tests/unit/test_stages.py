@@ -28,22 +28,6 @@ def test_the_committed_dvc_yaml_is_what_the_stage_registry_generates():
     )
 
 
-def test_the_import_walk_finds_nested_and_from_imports_and_skips_code_without_effect():
-    deps = stages.code_deps(ROOT, "pipelines/train.py", stages.stage("fine-tune", config().model_dump()).no_effect)
-    # job.py imports training inside run_training; training imports the datamodule at module level
-    assert {
-        "pipelines/train.py",
-        "src/smallvision/job.py",
-        "src/smallvision/training.py",
-        "src/smallvision/data/datamodule.py",
-        "src/smallvision/modules",  # every module of the subpackage: listed as the folder
-    } <= set(deps)
-    assert not [d for d in deps if d.startswith(("src/smallvision/tracking", "src/smallvision/visualize"))]
-    assert "src/smallvision/sweeps.py" not in deps and "src/smallvision/evidence.py" not in deps
-    visualize = stages.code_deps(ROOT, "pipelines/visualize.py")
-    assert "src/smallvision/evidence.py" in visualize  # the comparison's paired tests are its output
-
-
 def test_a_training_stage_reads_what_its_technique_needs_and_every_key_exists():
     cfg = config().model_dump()  # the stages read the settings as entry scripts print them
     reads = {s.name: s.reads(cfg) for s in stages.registry(cfg["paths"])}

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from smallvision.schema import Augmentation
+from smallvision.schema_techniques import Augmentation
 
 # Keras fill_mode -> grid_sample padding_mode. "constant" samples with "border" and then
 # overwrites every output pixel whose source lies outside the image with cval (see _fill_constant).
@@ -64,7 +64,7 @@ class AffineConfig:
 
     @classmethod
     def of(cls, settings: Augmentation) -> AffineConfig:
-        """The transforms of the `augmentation` settings (their bounds: `smallvision.schema.Augmentation`)."""
+        """The transforms of the `augmentation` settings (their bounds: `smallvision.schema_techniques.Augmentation`)."""
         return cls(**settings.model_dump())
 
     @property

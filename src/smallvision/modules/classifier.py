@@ -37,7 +37,7 @@ from smallvision.data.preprocess import normalise, to_pixels
 from smallvision.errors import DivergedError
 from smallvision.modules.optim import lr_scheduler, make_optimizer, param_groups
 from smallvision.networks import class_probabilities
-from smallvision.schema import LrSchedule, Optimizer
+from smallvision.schema_techniques import LrSchedule, Optimizer
 from smallvision.shards import gather_shards
 
 

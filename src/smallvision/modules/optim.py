@@ -14,7 +14,7 @@ from torch.optim.lr_scheduler import ConstantLR, CosineAnnealingLR, LinearLR, Se
 from smallvision.errors import ConfigError
 from smallvision.models.backbones import layers_top_down
 from smallvision.models.heads import TransferNet
-from smallvision.schema import LrSchedule, Optimizer
+from smallvision.schema_techniques import LrSchedule, Optimizer
 
 # The optimisers a technique can name (techniques.<t>.optimizer.name); RMSprop's alpha and eps are Keras' rho and
 # epsilon (conf/techniques/*.yaml), momentum is used by RMSprop and SGD. weight_decay is decoupled in AdamW and an

@@ -22,7 +22,8 @@ from smallvision.data.images import load_resized
 from smallvision.data.manifest import MANIFEST, load_manifest, manifest_digest
 from smallvision.networks import input_resize
 from smallvision.runs import CHECKPOINT, METRICS
-from smallvision.schema import Modern, Settings
+from smallvision.schema import Settings
+from smallvision.schema_techniques import Modern
 from smallvision.schema_visualize import Visualize
 from smallvision.visualize import audit_findings, comparison, sections, sections_learned
 from smallvision.visualize.lr_finder import lr_find_section

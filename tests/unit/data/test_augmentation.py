@@ -14,7 +14,8 @@ from omegaconf import OmegaConf
 
 from smallvision.data.augmentation import AffineConfig, affine_matrices, apply_affine, random_affine, sample_params
 from smallvision.errors import ConfigError
-from smallvision.schema import Augmentation, validate
+from smallvision.schema import validate
+from smallvision.schema_techniques import Augmentation
 
 CONF_DIR = ROOT / "conf" / "augmentation"
 CHOLLET = AffineConfig(

@@ -15,7 +15,7 @@ from smallvision.models.convnet import SmallConvNet
 from smallvision.models.heads import DenseHead
 from smallvision.modules.classifier import ClassifierModule, ImageInput
 from smallvision.networks import class_probabilities
-from smallvision.schema import Optimizer
+from smallvision.schema_techniques import Optimizer
 from smallvision.training import train_technique
 
 OPTIMIZER = {"name": "adamw", "lr": 1e-3, "alpha": 0.9, "eps": 1e-7, "momentum": 0.0, "weight_decay": 0.05}

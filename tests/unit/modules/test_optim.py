@@ -16,7 +16,7 @@ from smallvision.errors import ConfigError
 from smallvision.models import backbones as B
 from smallvision.models.heads import DenseHead, TransferNet
 from smallvision.modules.optim import lr_scheduler, make_optimizer, param_groups
-from smallvision.schema import LrSchedule, Optimizer
+from smallvision.schema_techniques import LrSchedule, Optimizer
 
 OPTIMIZER = {"name": "adamw", "lr": 1e-3, "alpha": 0.9, "eps": 1e-7, "momentum": 0.0, "weight_decay": 0.05}
 
