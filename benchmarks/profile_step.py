@@ -2,11 +2,14 @@
 
     python benchmarks/profile_step.py
     python benchmarks/profile_step.py --assume-no-bf16  # as on a CPU without native bf16 (fp32)
+    python benchmarks/profile_step.py --batch-sizes 32 64 128  # the step alone at larger batches too
 
 Times, on random images, one batch's input pipeline (uint8 -> float, batched Keras affine, normalise,
 channels_last) and one training step (in the precision `trainer.precision: auto` picks for what the CPU offers:
 bf16 autocast where bf16 is native, fp32 elsewhere; channels_last, RMSprop) of the book's small convnet at
-150 px, batch 32, and prints the step's operators by self CPU time.
+150 px, batch 32, and prints the step's operators by self CPU time. The step alone on an in-memory batch, in
+images per second, is the ceiling of any input pipeline's throughput for this network (benchmark 1's ratios
+included); `--batch-sizes` measures it at other batch sizes as well.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import time
 from contextlib import nullcontext
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -36,8 +40,17 @@ def milliseconds(fn, repeats: int = 10) -> float:
     return (time.perf_counter() - started) / repeats * 1000
 
 
+def train_step(net: torch.nn.Module, optimizer, x: torch.Tensor, labels: torch.Tensor, bf16: bool) -> None:
+    optimizer.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
+        logits = net(x)
+    F.binary_cross_entropy_with_logits(logits.float().squeeze(1), labels).backward()
+    optimizer.step()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[BATCH], help="the step alone at each")
     hardware.add_argument(parser)
     args = parser.parse_args()
     cpu = hardware.detect(args.assume_no_bf16)
@@ -61,14 +74,15 @@ def main() -> None:
     x = prepare()
 
     def step() -> None:
-        optimizer.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
-            logits = net(x)
-        F.binary_cross_entropy_with_logits(logits.float().squeeze(1), labels).backward()
-        optimizer.step()
+        train_step(net, optimizer, x, labels, bf16)
 
     say(f"input pipeline: {milliseconds(prepare):.1f} ms per batch of {BATCH}")
     say(f"training step ({'bf16 autocast' if bf16 else 'fp32'}, channels_last): {milliseconds(step):.1f} ms per batch")
+    for size in args.batch_sizes:
+        batch = torch.rand(size, 3, SIZE, SIZE).contiguous(memory_format=torch.channels_last)
+        targets = torch.randint(0, 2, (size,)).float()
+        ms = milliseconds(partial(train_step, net, optimizer, batch, targets, bf16), repeats=max(3, 320 // size))
+        say(f"the step alone, batch {size}: {ms:.0f} ms, {size / ms * 1000:.1f} img/s (any input pipeline's ceiling)")
     with torch.profiler.profile() as prof:
         for _ in range(5):
             step()
