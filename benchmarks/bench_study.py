@@ -24,7 +24,7 @@ import yaml
 from common import dev_workspace, run_measured, save, say
 
 DVC = [sys.executable, "-m", "dvc"]
-TARGETS = {"quick": 15 * 60, "playbook": 45 * 60}  # seconds, from the performance issue and issue 14
+TARGETS = {"quick": 15 * 60, "playbook": 45 * 60}  # seconds: the presets' time goals on a 2-core CPU (README, Presets)
 NOOP_TARGET_S, RSS_TARGET_MB = 5.0, 4096
 RERUN_EXPECTED = ["fine-tune", "visualize"]
 

@@ -1,4 +1,4 @@
-"""Mistaken settings and what they lead to (issue 16), one parametrised test per class: non-finite values, bad
+"""Mistaken settings and what they lead to, one parametrised test per class: non-finite values, bad
 values (and checkpoints that are not ours), a run whose loss diverges, and an MLflow store that cannot be written.
 Each asserts the exit status, the one-line message, and that nothing was written. The stages run in this process
 (helpers.entry); the last test runs a few as real processes, to prove that wiring."""

@@ -1,4 +1,4 @@
-"""Hostile input to the data stages (issue 16), one parametrised test per class: special files, colliding archive
+"""Hostile input to the data stages, one parametrised test per class: special files, colliding archive
 entries, and caps on what is downloaded, read or allocated. Each asserts the exit status, the one-line message,
 and that nothing was lost or written outside the target. The stages run in this process (helpers.entry), as their
 entry scripts run them: the same checks, the same exit status."""
