@@ -9,7 +9,7 @@ channels_last) and one training step (in the precision `trainer.precision: auto`
 bf16 autocast where bf16 is native, fp32 elsewhere; channels_last, RMSprop) of the book's small convnet at
 150 px, batch 32, and prints the step's operators by self CPU time. The step alone on an in-memory batch, in
 images per second, is the ceiling of any input pipeline's throughput for this network (benchmark 1's ratios
-included); `--batch-sizes` measures it at other batch sizes as well.
+included); `--batch-sizes` times it, on random tensors, at each batch size given.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def train_step(net: torch.nn.Module, optimizer, x: torch.Tensor, labels: torch.T
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[BATCH], help="the step alone at each")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[], help="also the step alone at each")
     hardware.add_argument(parser)
     args = parser.parse_args()
     cpu = hardware.detect(args.assume_no_bf16)
@@ -73,9 +73,7 @@ def main() -> None:
 
     x = prepare()
 
-    def step() -> None:
-        train_step(net, optimizer, x, labels, bf16)
-
+    step = partial(train_step, net, optimizer, x, labels, bf16)
     say(f"input pipeline: {milliseconds(prepare):.1f} ms per batch of {BATCH}")
     say(f"training step ({'bf16 autocast' if bf16 else 'fp32'}, channels_last): {milliseconds(step):.1f} ms per batch")
     for size in args.batch_sizes:

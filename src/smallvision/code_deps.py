@@ -38,9 +38,9 @@ WHOLE_FOLDER = 0.75  # a subpackage listed as one dep when a stage runs at least
 
 def code_deps(root: Path, script: str, no_effect: Iterable[str] = ()) -> list[str]:
     """The entry script `script` (relative to `root`) and every smallvision source file it runs, transitively,
-    less the files and folders in `no_effect` (relative to `root`; their imports are not followed); package __init__ files, which
-    hold only docstrings, are left out. A subpackage the stage runs most of (`WHOLE_FOLDER`) is listed as the
-    folder: a shorter list, at the cost of a rerun when one of its few other modules changes."""
+    less the files and folders in `no_effect` (relative to `root`; their imports are not followed); package
+    __init__ files, which hold only docstrings, are left out. A subpackage the stage runs most of (`WHOLE_FOLDER`)
+    is listed as the folder: a shorter list, at the cost of a rerun when one of its few other modules changes."""
     src = root / "src"
     exempt = [root / name for name in no_effect]
     seen: set[Path] = set()

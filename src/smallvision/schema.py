@@ -1,8 +1,8 @@
 """The typed schema of the whole configuration: one pydantic model per section of what conf/config.yaml composes
 (every option of every group; the techniques: `smallvision.schema_techniques`; the visualize stage's sections:
-`smallvision.schema_visualize`), with every setting's type, bounds and the rules between settings. Each entry script builds `Settings` once
-(`smallvision.entrypoints.load_settings`) and hands typed sections to the library; a bad value anywhere stops any
-stage before work, as one line naming the key, the value and what is allowed.
+`smallvision.schema_visualize`), with every setting's type, bounds and the rules between settings. Each entry
+script builds `Settings` once (`smallvision.entrypoints.load_settings`) and hands typed sections to the library; a
+bad value anywhere stops any stage before work, as one line naming the key, the value and what is allowed.
 
 Why pydantic models rather than Hydra structured configs: bounds and cross-field rules live on the fields, types
 are strict (a bool is not an int, "abc" is not a float), and conf/ stays plain YAML that DVC's own Hydra

@@ -91,6 +91,11 @@ class Stage:
         extra = f" technique={self.technique}" if self.technique else ""
         return f"python {self.entry_script} ${{hydra}}{extra}"
 
+    def code(self, root: Path) -> list[str]:
+        """The code this stage runs (its dvc.yaml code deps): the entry script and the smallvision modules it
+        imports, less those that cannot change its outputs."""
+        return code_deps(root, self.entry_script, (*NO_EFFECT_ON_OUTPUTS, *self.no_effect))
+
     def dvc_params(self, cfg: Mapping[str, Any]) -> list[str]:
         """The settings whose change reruns this stage (for a training stage, from `cfg`'s technique settings)."""
         if self.technique:
@@ -365,8 +370,7 @@ def _stage_lines(spec: Stage, cfg: Mapping[str, Any], root: Path) -> list[str]:
     notes = spec.notes
     lines = [_line(2, f"{spec.name}:", spec.comment), _line(4, f"cmd: {spec.cmd}", None)]
     lines.append(_line(4, "deps:", notes.get("deps")))
-    code = code_deps(root, spec.entry_script, (*NO_EFFECT_ON_OUTPUTS, *spec.no_effect))
-    lines += [_line(6, f"- {dep}", notes.get(dep)) for dep in [*code, *spec.deps]]
+    lines += [_line(6, f"- {dep}", notes.get(dep)) for dep in [*spec.code(root), *spec.deps]]
     lines.append(_line(4, "params:", notes.get("params")))
     lines += [_line(6, f"- {key}", notes.get(key)) for key in spec.dvc_params(cfg)]
     for section in ("outs", "metrics", "plots"):

@@ -8,16 +8,16 @@ from helpers import ROOT
 from helpers.study import config
 
 from smallvision import stages
-from smallvision.code_deps import WHOLE_FOLDER, code_deps
+from smallvision.code_deps import WHOLE_FOLDER
 
 
-def exempt(stage: str) -> tuple[str, ...]:
-    """What the registry leaves out of `stage`'s code deps (as `stages.dvc_yaml` does)."""
-    return (*stages.NO_EFFECT_ON_OUTPUTS, *stages.stage(stage, config().model_dump()).no_effect)
+def code(stage: str) -> list[str]:
+    """`stage`'s code deps as dvc.yaml lists them (the walk, less what the registry says has no effect)."""
+    return stages.stage(stage, config().model_dump()).code(ROOT)
 
 
 def test_the_import_walk_finds_nested_and_from_imports_and_skips_code_without_effect():
-    deps = code_deps(ROOT, "pipelines/train.py", exempt("fine-tune"))
+    deps = code("fine-tune")
     # job.py imports training inside run_training; training imports the datamodule at module level
     assert {
         "pipelines/train.py",
@@ -28,12 +28,12 @@ def test_the_import_walk_finds_nested_and_from_imports_and_skips_code_without_ef
     } <= set(deps)
     assert not [d for d in deps if d.startswith(("src/smallvision/tracking", "src/smallvision/visualize"))]
     assert "src/smallvision/sweeps.py" not in deps and "src/smallvision/evidence.py" not in deps
-    visualize = code_deps(ROOT, "pipelines/visualize.py", exempt("visualize"))
+    visualize = code("visualize")
     assert "src/smallvision/evidence.py" in visualize  # the comparison's paired tests are its output
 
 
 def test_a_subpackage_is_one_dep_only_when_the_stage_runs_most_of_its_modules():
-    deps = code_deps(ROOT, "pipelines/train.py", exempt("fine-tune"))
+    deps = code("fine-tune")
     for folder in (d for d in deps if not d.endswith(".py")):
         modules = {p for p in (ROOT / folder).rglob("*.py") if p.name != "__init__.py"}
         assert modules and not any(d.startswith(f"{folder}/") for d in deps)
